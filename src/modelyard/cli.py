@@ -1,0 +1,125 @@
+"""The `modelyard` command: thin — parse, build settings, call the library.
+Every option also reads a MODELYARD_* environment variable."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from modelyard import __version__
+from modelyard.errors import ModelyardError
+from modelyard.settings import CONTROL_MODES, Settings, read_api_keys
+
+_START = time.perf_counter()
+
+
+class CLIError(click.ClickException):
+    """A user-facing failure: shown once, no traceback, exit code 1."""
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="modelyard")
+def main() -> None:
+    """modelyard: one inference server for every kind of model."""
+
+
+@main.command()
+@click.argument("repositories", nargs=-1, type=click.Path(path_type=Path),
+                envvar="MODELYARD_REPOSITORY")
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="MODELYARD_HOST",
+              help="Address to bind (127.0.0.1 keeps the server private).")
+@click.option("--http-port", default=8000, show_default=True, envvar="MODELYARD_HTTP_PORT")
+@click.option("--grpc-port", default=8001, show_default=True, envvar="MODELYARD_GRPC_PORT",
+              help="KServe v2 gRPC port (served once the gRPC front lands).")
+@click.option("--model-control-mode", type=click.Choice(CONTROL_MODES), default="none",
+              show_default=True, envvar="MODELYARD_MODEL_CONTROL_MODE",
+              help="none: load all; explicit: load --load-model ones, API may load/unload; "
+                   "poll: load all and follow changes on disk.")
+@click.option("--load-model", "load_models", multiple=True, envvar="MODELYARD_LOAD_MODEL",
+              help="Model to load at start in explicit mode ('*' for all). Repeatable.")
+@click.option("--poll-interval", default=5.0, show_default=True, envvar="MODELYARD_POLL_INTERVAL",
+              help="Seconds between repository scans in poll mode.")
+@click.option("--trust-pickle", is_flag=True, envvar="MODELYARD_TRUST_PICKLE",
+              help="Allow pickle-based model files (.joblib, .pkl): they run code when loaded.")
+@click.option("--api-key", "api_keys", multiple=True, envvar="MODELYARD_API_KEY",
+              help="Require 'Authorization: Bearer KEY'. Repeatable; comma-separated in the env.")
+@click.option("--api-key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              envvar="MODELYARD_API_KEY_FILE", help="File with one API key per line.")
+@click.option("--max-request-bytes", default=64 * 1024 * 1024, show_default=True,
+              envvar="MODELYARD_MAX_REQUEST_BYTES", help="Largest request body accepted.")
+@click.option("--workers", default=0, envvar="MODELYARD_WORKERS",
+              help="Threads that run models (0: a few per core).")
+@click.option("--log-level", default="info", show_default=True, envvar="MODELYARD_LOG_LEVEL",
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def serve(repositories: tuple[Path, ...], host: str, http_port: int, grpc_port: int,
+          model_control_mode: str, load_models: tuple[str, ...], poll_interval: float,
+          trust_pickle: bool, api_keys: tuple[str, ...], api_key_file: Path | None,
+          max_request_bytes: int, workers: int, log_level: str) -> None:
+    """Serve the models in REPOSITORIES (the built-in demo models when none is given)."""
+    _setup_logging(log_level)
+    demo = not repositories
+    if demo:
+        repositories = (_demo_repository(),)
+    settings = Settings(
+        repositories=tuple(repositories), host=host, http_port=http_port, grpc_port=grpc_port,
+        model_control_mode=model_control_mode, load_models=load_models,
+        poll_interval_s=poll_interval, trust_pickle=trust_pickle,
+        api_keys=read_api_keys(api_keys, api_key_file), max_request_bytes=max_request_bytes,
+        workers=workers, log_level=log_level,
+    )
+    _check_repositories(settings)
+    from modelyard.serving import run
+
+    run(settings, demo=demo, started=_START)
+
+
+@main.command(name="list")
+@click.argument("repositories", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--trust-pickle", is_flag=True, envvar="MODELYARD_TRUST_PICKLE")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def list_models(repositories: tuple[Path, ...], trust_pickle: bool, as_json: bool) -> None:
+    """What REPOSITORIES would serve: names, versions, runtime, inputs and outputs."""
+    from modelyard.inspect import describe_repository, render_table
+
+    roots = repositories or (_demo_repository(),)
+    settings = Settings(repositories=tuple(roots), trust_pickle=trust_pickle)
+    _check_repositories(settings)
+    rows = describe_repository(settings)
+    if as_json:
+        import orjson
+
+        click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+    else:
+        click.echo(render_table(rows))
+
+
+def _demo_repository() -> Path:
+    from modelyard.demo import demo_repository
+
+    try:
+        return demo_repository()
+    except ImportError as exc:
+        raise CLIError(f"the demo models need {exc.name}: pip install 'modelyard[all]'") from exc
+
+
+def _check_repositories(settings: Settings) -> None:
+    for root in settings.repositories:
+        if not root.is_dir():
+            raise CLIError(f"model repository {root} is not a folder")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+
+
+def run_cli() -> None:  # pragma: no cover - entry point
+    try:
+        main()
+    except ModelyardError as exc:
+        raise SystemExit(f"error: {exc.message}") from None

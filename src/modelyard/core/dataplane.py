@@ -1,0 +1,125 @@
+"""The protocol-neutral data plane every front calls: find the model, validate, run it on a
+worker thread, record statistics. No web framework and no gRPC in here."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import Executor
+from typing import Any
+
+from modelyard.core.types import InferRequest, InferResponse
+from modelyard.core.validate import check_inputs, check_requested, select_outputs
+from modelyard.errors import Internal, ModelyardError
+from modelyard.repository.manager import ModelRepository, ModelVersion
+from modelyard.runtimes import Arrays
+
+log = logging.getLogger("modelyard.dataplane")
+
+# Triton's platform names for metadata, so existing clients see what they expect.
+PLATFORMS = {
+    "onnx": "onnxruntime_onnx",
+    "python": "python",
+    "sklearn": "sklearn",
+    "xgboost": "xgboost",
+    "lightgbm": "lightgbm",
+}
+
+
+class DataPlane:
+    def __init__(self, repository: ModelRepository, executor: Executor) -> None:
+        self.repository = repository
+        self.executor = executor
+
+    # ---- inference -------------------------------------------------------------------------
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        model = self.repository.get(request.model, request.version)
+        start = time.perf_counter_ns()
+        model.enter()
+        try:
+            outputs = await self._run(model, request, start)
+        except BaseException as exc:
+            model.stats.record_failure(time.perf_counter_ns() - start)
+            if not isinstance(exc, ModelyardError | asyncio.CancelledError):
+                log.exception("model %s failed", model.name)
+                raise Internal(f"model {model.name!r} failed: {exc!r}") from exc
+            raise
+        finally:
+            model.leave()
+        return InferResponse(model.name, str(model.version), outputs, request.id)
+
+    async def _run(self, model: ModelVersion, request: InferRequest, start: int) -> Arrays:
+        config = model.config
+        batch = check_inputs(config, request.inputs)
+        check_requested(config, request.outputs)
+        loop = asyncio.get_running_loop()
+        async with model.slots:
+            queued = time.perf_counter_ns()
+            results = await loop.run_in_executor(self.executor, model.runtime.infer, request.inputs)
+            computed = time.perf_counter_ns()
+        outputs = select_outputs(config, results, request.outputs)
+        done = time.perf_counter_ns()
+        model.stats.record_success(batch, done - start, queued - start, 0, computed - queued,
+                                   done - computed)
+        return outputs
+
+    async def infer_stream(self, request: InferRequest) -> AsyncIterator[InferResponse]:
+        """Every response a (possibly decoupled) model produces for one request, as produced."""
+        model = self.repository.get(request.model, request.version)
+        check_inputs(model.config, request.inputs)
+        check_requested(model.config, request.outputs)
+        loop = asyncio.get_running_loop()
+        model.enter()
+        try:
+            async with model.slots:
+                iterator = iter(model.runtime.infer_stream(request.inputs))
+                while True:
+                    item = await loop.run_in_executor(self.executor, next, iterator, None)
+                    if item is None:
+                        break
+                    outputs = select_outputs(model.config, item, request.outputs)
+                    yield InferResponse(model.name, str(model.version), outputs, request.id)
+        finally:
+            model.leave()
+
+    # ---- metadata --------------------------------------------------------------------------
+
+    def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
+        model = self.repository.get(name, version)
+        config = model.config
+        batch = [-1] if config.max_batch_size > 0 else []
+        entry = self.repository.entry(name)
+        return {
+            "name": name,
+            "versions": [str(v) for v in sorted(entry.versions)],
+            "platform": config.platform or PLATFORMS.get(config.runtime or "", config.runtime or ""),
+            "inputs": [{"name": s.name, "datatype": s.datatype, "shape": batch + s.dims}
+                       for s in config.inputs],
+            "outputs": [{"name": s.name, "datatype": s.datatype, "shape": batch + s.dims}
+                        for s in config.outputs],
+            "parameters": {"runtime": config.runtime or "",
+                           **{f"reason.{k}": v for k, v in config.reasons.items()}},
+        }
+
+    def model_config(self, name: str, version: str | None = None) -> dict[str, Any]:
+        return self.repository.get(name, version).config.to_triton_json()
+
+    def model_ready(self, name: str, version: str | None = None) -> bool:
+        try:
+            self.repository.get(name, version)
+        except ModelyardError:
+            return False
+        return True
+
+    def statistics(self, name: str | None = None, version: str | None = None) -> list[dict[str, Any]]:
+        if name is None:
+            models = self.repository.loaded()
+        elif version:
+            models = [self.repository.get(name, version)]
+        else:
+            entry = self.repository.entry(name)
+            models = list(entry.versions.values())
+        return [m.stats.to_json(m.name, str(m.version)) for m in models]

@@ -1,0 +1,152 @@
+"""KServe v2 / Open Inference Protocol over HTTP, with Triton's extensions (binary data,
+model repository, statistics, model config). Only translates; the data plane does the work."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from modelyard import __version__
+from modelyard.core.dataplane import DataPlane
+from modelyard.errors import InvalidArgument, ModelyardError
+from modelyard.fronts.http_common import error_response, json_response, parse_json, read_body
+from modelyard.fronts.kserve_codec import HEADER_LENGTH, decode_request, encode_response
+
+EXTENSIONS = ["binary_tensor_data", "classification", "model_repository",
+              "model_repository(unload_dependents)", "statistics", "model_configuration"]
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class KServeHTTP:
+    def __init__(self, dataplane: DataPlane, max_request_bytes: int) -> None:
+        self.dataplane = dataplane
+        self.repository = dataplane.repository
+        self.max_request_bytes = max_request_bytes
+
+    def routes(self) -> list[BaseRoute]:
+        model = "/v2/models/{model}"
+        versioned = "/v2/models/{model}/versions/{version}"
+        table: list[tuple[str, Handler, str]] = [
+            ("/v2", self.server_metadata, "GET"),
+            ("/v2/health/live", self.live, "GET"),
+            ("/v2/health/ready", self.ready, "GET"),
+            ("/v2/models/stats", self.stats, "GET"),
+            ("/v2/repository/index", self.repository_index, "POST"),
+            ("/v2/repository/models/{model}/load", self.load, "POST"),
+            ("/v2/repository/models/{model}/unload", self.unload, "POST"),
+        ]
+        for base in (model, versioned):
+            table += [
+                (base, self.model_metadata, "GET"),
+                (base + "/ready", self.model_ready, "GET"),
+                (base + "/config", self.model_config, "GET"),
+                (base + "/stats", self.stats, "GET"),
+                (base + "/infer", self.infer, "POST"),
+            ]
+        for kind in ("systemsharedmemory", "cudasharedmemory"):
+            table.append((f"/v2/{kind}/{{rest:path}}", self.no_shared_memory, "GET"))
+            table.append((f"/v2/{kind}/{{rest:path}}", self.no_shared_memory, "POST"))
+        return [Route(path, _guard(handler), methods=[method]) for path, handler, method in table]
+
+    # ---- server --------------------------------------------------------------------------
+
+    async def server_metadata(self, request: Request) -> Response:
+        return json_response({"name": "modelyard", "version": __version__, "extensions": EXTENSIONS})
+
+    async def live(self, request: Request) -> Response:
+        return Response(status_code=200)
+
+    async def ready(self, request: Request) -> Response:
+        return Response(status_code=200)
+
+    # ---- models --------------------------------------------------------------------------
+
+    async def model_metadata(self, request: Request) -> Response:
+        name, version = _ids(request)
+        return json_response(self.dataplane.model_metadata(name, version))
+
+    async def model_ready(self, request: Request) -> Response:
+        name, version = _ids(request)
+        return Response(status_code=200 if self.dataplane.model_ready(name, version) else 400)
+
+    async def model_config(self, request: Request) -> Response:
+        name, version = _ids(request)
+        return json_response(self.dataplane.model_config(name, version))
+
+    async def stats(self, request: Request) -> Response:
+        name = request.path_params.get("model")
+        version = request.path_params.get("version")
+        return json_response({"model_stats": self.dataplane.statistics(name, version)})
+
+    async def infer(self, request: Request) -> Response:
+        name, version = _ids(request)
+        body = await read_body(request, self.max_request_bytes)
+        infer_request = decode_request(body, request.headers.get(HEADER_LENGTH), name, version)
+        response = await self.dataplane.infer(infer_request)
+        content, header_length = encode_response(infer_request, response)
+        headers = {}
+        media = "application/json"
+        if header_length is not None:
+            headers["Inference-Header-Content-Length"] = str(header_length)
+            media = "application/octet-stream"
+        content = _compress(content, request.headers.get("accept-encoding", ""), headers)
+        return Response(content, 200, headers, media_type=media)
+
+    # ---- repository ----------------------------------------------------------------------
+
+    async def repository_index(self, request: Request) -> Response:
+        body = await read_body(request, self.max_request_bytes)
+        options = parse_json(body) if body.strip() else {}
+        ready_only = bool(options.get("ready", False)) if isinstance(options, dict) else False
+        return json_response(self.repository.index(ready_only))
+
+    async def load(self, request: Request) -> Response:
+        body = await read_body(request, self.max_request_bytes)
+        options = parse_json(body) if body.strip() else {}
+        config = (options.get("parameters") or {}).get("config") if isinstance(options, dict) else None
+        if isinstance(config, str):
+            config = parse_json(config.encode())
+        if config is not None and not isinstance(config, dict):
+            raise InvalidArgument("parameters.config must be a model config as a JSON string")
+        await self.repository.load(request.path_params["model"], config)
+        return json_response({})
+
+    async def unload(self, request: Request) -> Response:
+        await self.repository.unload(request.path_params["model"])
+        return json_response({})
+
+    async def no_shared_memory(self, request: Request) -> Response:
+        raise InvalidArgument("shared-memory tensors are not supported; send tensors in the "
+                              "request body (binary data extension)")
+
+
+def _ids(request: Request) -> tuple[str, str | None]:
+    return request.path_params["model"], request.path_params.get("version")
+
+
+def _guard(handler: Handler) -> Handler:
+    async def guarded(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ModelyardError as exc:
+            return error_response(exc)
+
+    return guarded
+
+
+def _compress(content: bytes, accept: str, headers: dict[str, Any]) -> bytes:
+    accept = accept.lower()
+    if "gzip" in accept:
+        headers["Content-Encoding"] = "gzip"
+        return gzip.compress(content, compresslevel=1)
+    if "deflate" in accept:
+        headers["Content-Encoding"] = "deflate"
+        return zlib.compress(content, 1)
+    return content

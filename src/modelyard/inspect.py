@@ -1,0 +1,59 @@
+"""Describe a repository without a server: what `modelyard list` prints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelyard.errors import ModelyardError
+from modelyard.repository.manager import load_version
+from modelyard.repository.scan import scan
+from modelyard.settings import Settings
+
+
+def describe_repository(settings: Settings) -> list[dict[str, Any]]:
+    """One row per model: versions, runtime and signature (each model loaded, then freed)."""
+    rows = []
+    for name, source in sorted(scan(list(settings.repositories)).items()):
+        row: dict[str, Any] = {"name": name, "layout": source.layout, "path": str(source.path),
+                               "versions": sorted(source.versions)}
+        try:
+            if source.error:
+                raise ModelyardError(source.error)
+            selected = source.config.version_policy.select(list(source.versions))
+            row["served_versions"] = selected
+            loaded = load_version(source, max(selected), settings.trust_pickle)
+            loaded.runtime.unload()
+            config = loaded.config
+            batch = [-1] if config.max_batch_size > 0 else []
+            row.update(
+                runtime=config.runtime,
+                max_batch_size=config.max_batch_size,
+                inputs=[f"{t.name} {t.datatype} {batch + t.dims}" for t in config.inputs],
+                outputs=[f"{t.name} {t.datatype} {batch + t.dims}" for t in config.outputs],
+                reasons=config.reasons,
+            )
+        except (ModelyardError, ValueError) as exc:
+            row["error"] = str(exc)
+        rows.append(row)
+    return rows
+
+
+def render_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no models found"
+    lines = []
+    for row in rows:
+        versions = ",".join(str(v) for v in row.get("served_versions", row["versions"]))
+        head = f"{row['name']}  (versions {versions or '-'}, {row['layout']} layout)"
+        lines.append(head)
+        if "error" in row:
+            lines.append(f"    error:   {row['error']}")
+        else:
+            reason = row["reasons"].get("runtime", "named in its config")
+            lines.append(f"    runtime: {row['runtime']} ({reason})")
+            lines.append(f"    inputs:  {'; '.join(row['inputs'])}")
+            lines.append(f"    outputs: {'; '.join(row['outputs'])}")
+            if row["max_batch_size"]:
+                why = row["reasons"].get("max_batch_size", "config")
+                lines.append(f"    batch:   up to {row['max_batch_size']} ({why})")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Find models on disk, read their configs, and manage their life cycle."""

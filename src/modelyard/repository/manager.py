@@ -1,0 +1,298 @@
+"""Loaded models and their life cycle: load, unload, reload, versions, control modes.
+
+Model control modes (Triton's):
+  none      load every model at start; the repository API may not load or unload
+  explicit  load only the models named at start (`*` for all); the API loads and unloads
+  poll      load every model at start and reload what changes on disk
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelyard.core.stats import ModelStats
+from modelyard.errors import (
+    FailedPrecondition,
+    ModelLoadError,
+    ModelyardError,
+    NotFound,
+    Unavailable,
+)
+from modelyard.repository.autocomplete import complete
+from modelyard.repository.config import ModelConfig, from_triton_json
+from modelyard.repository.scan import PICKLE_SUFFIXES, ModelSource, read_entry, scan
+from modelyard.runtimes import Runtime, runtime_class
+
+log = logging.getLogger("modelyard.repository")
+
+READY, UNAVAILABLE, LOADING, UNLOADING = "READY", "UNAVAILABLE", "LOADING", "UNLOADING"
+
+
+class ModelVersion:
+    """One loaded version of a model, ready to serve."""
+
+    def __init__(self, name: str, version: int, config: ModelConfig, runtime: Runtime) -> None:
+        self.name = name
+        self.version = version
+        self.config = config
+        self.runtime = runtime
+        self.stats = ModelStats()
+        self.slots = asyncio.Semaphore(config.instance_count)
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        self._inflight += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self._inflight -= 1
+        if self._inflight == 0:
+            self._idle.set()
+
+    async def drain(self) -> None:
+        await self._idle.wait()
+
+
+@dataclass
+class ModelEntry:
+    source: ModelSource
+    versions: dict[int, ModelVersion] = field(default_factory=dict)
+    state: str = UNAVAILABLE
+    reason: str = "not loaded"
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    fingerprint: float = 0.0
+
+
+class ModelRepository:
+    def __init__(self, roots: Iterable[Path], executor: Executor, *, control_mode: str = "none",
+                 startup_models: Iterable[str] = (), trust_pickle: bool = False) -> None:
+        self.roots = [Path(r) for r in roots]
+        self.executor = executor
+        self.control_mode = control_mode
+        self.startup_models = list(startup_models)
+        self.trust_pickle = trust_pickle
+        self.entries: dict[str, ModelEntry] = {}
+
+    # ---- life cycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for name, source in scan(self.roots).items():
+            self.entries[name] = ModelEntry(source)
+        wanted = list(self.entries) if self._load_all_at_start() else self.startup_models
+        for name in wanted:
+            if name not in self.entries:
+                log.error("--load-model %s: no such model in %s", name, self.roots)
+                continue
+            try:
+                await self.load(name, _internal=True)
+            except ModelyardError as exc:
+                log.error("model %s did not load: %s", name, exc)
+
+    def _load_all_at_start(self) -> bool:
+        return self.control_mode != "explicit" or "*" in self.startup_models
+
+    async def close(self) -> None:
+        for name in list(self.entries):
+            await self._unload_versions(self.entries[name])
+
+    # ---- repository extension --------------------------------------------------------------
+
+    async def load(self, name: str, config_json: dict[str, Any] | None = None,
+                   *, _internal: bool = False) -> None:
+        """Load (or reload from disk) every version the model's policy selects."""
+        if not _internal:
+            self._check_control("load")
+        entry = self._entry_for_load(name)
+        async with entry.lock:
+            source = self._reread(name, entry.source)
+            if config_json is not None:
+                source.config = from_triton_json(config_json, name)
+                source.error = None
+            entry.source = source
+            entry.fingerprint = _fingerprint(source.path)
+            old = entry.versions
+            entry.state, entry.reason = LOADING, ""
+            try:
+                entry.versions = await self._load_versions(source)
+            except ModelyardError as exc:
+                entry.state, entry.reason = UNAVAILABLE, str(exc)
+                entry.versions = old
+                if old:
+                    entry.state = READY
+                raise
+            entry.state, entry.reason = READY, ""
+            await _unload_all(old.values(), self.executor)
+
+    async def poll(self) -> None:
+        """Load new and changed models, unload removed ones (model control mode poll)."""
+        found = scan(self.roots)
+        for name, source in found.items():
+            entry = self.entries.get(name)
+            if entry is not None and _fingerprint(source.path) == entry.fingerprint:
+                continue
+            log.info("model %s is new or changed on disk; loading", name)
+            try:
+                await self.load(name, _internal=True)
+            except ModelyardError as exc:
+                log.error("model %s did not load: %s", name, exc)
+        for name in set(self.entries) - set(found):
+            log.info("model %s is gone from disk; unloading", name)
+            await self._unload_versions(self.entries.pop(name))
+
+    async def unload(self, name: str) -> None:
+        self._check_control("unload")
+        entry = self.entries.get(name)
+        if entry is None:
+            raise NotFound(f"unknown model {name!r}")
+        async with entry.lock:
+            await self._unload_versions(entry)
+
+    async def _unload_versions(self, entry: ModelEntry) -> None:
+        versions, entry.versions = entry.versions, {}
+        entry.state, entry.reason = UNAVAILABLE, "unloaded"
+        await _unload_all(versions.values(), self.executor)
+
+    def _check_control(self, action: str) -> None:
+        if self.control_mode != "explicit":
+            raise FailedPrecondition(
+                f"cannot {action} models in model control mode {self.control_mode!r}; "
+                "start the server with --model-control-mode explicit"
+            )
+
+    def _entry_for_load(self, name: str) -> ModelEntry:
+        entry = self.entries.get(name)
+        if entry is not None:
+            return entry
+        source = self._find_on_disk(name)
+        if source is None:
+            raise NotFound(f"no model {name!r} in repository {', '.join(map(str, self.roots))}")
+        entry = self.entries[name] = ModelEntry(source)
+        return entry
+
+    def _find_on_disk(self, name: str) -> ModelSource | None:
+        for root in self.roots:
+            for candidate in [root / name, *sorted(root.glob(f"{name}.*"))]:
+                if candidate.exists():
+                    source = read_entry(candidate)
+                    if source is not None and source.name == name:
+                        return source
+        return None
+
+    def _reread(self, name: str, current: ModelSource) -> ModelSource:
+        return read_entry(current.path) or current if current.path.exists() else current
+
+    async def _load_versions(self, source: ModelSource) -> dict[int, ModelVersion]:
+        if source.error:
+            raise ModelLoadError(f"model {source.name!r}: {source.error}")
+        selected = source.config.version_policy.select(list(source.versions))
+        if not selected:
+            raise ModelLoadError(f"model {source.name!r} has no version folder to load")
+        loop = asyncio.get_running_loop()
+        loaded: dict[int, ModelVersion] = {}
+        try:
+            for version in selected:
+                loaded[version] = await loop.run_in_executor(
+                    self.executor, load_version, source, version, self.trust_pickle
+                )
+        except BaseException:
+            await _unload_all(loaded.values(), self.executor)
+            raise
+        return loaded
+
+    # ---- lookups ---------------------------------------------------------------------------
+
+    def get(self, name: str, version: str | None = None) -> ModelVersion:
+        """The version to serve (the highest loaded one when none is named)."""
+        entry = self.entries.get(name)
+        if entry is None:
+            raise NotFound(f"unknown model {name!r}; GET /v2/repository/index lists the models")
+        if not entry.versions:
+            raise Unavailable(f"model {name!r} is not ready ({entry.state}: {entry.reason})")
+        if not version:
+            return entry.versions[max(entry.versions)]
+        if not version.isdigit():
+            raise NotFound(f"model {name!r} has no version {version!r}; versions are numbers")
+        found = entry.versions.get(int(version))
+        if found is None:
+            if int(version) in entry.source.versions:
+                raise Unavailable(f"version {version} of model {name!r} is not loaded")
+            raise NotFound(f"model {name!r} has no version {version}")
+        return found
+
+    def entry(self, name: str) -> ModelEntry:
+        entry = self.entries.get(name)
+        if entry is None:
+            raise NotFound(f"unknown model {name!r}")
+        return entry
+
+    def index(self, ready_only: bool = False) -> list[dict[str, str]]:
+        rows = []
+        for name, entry in sorted(self.entries.items()):
+            if entry.versions:
+                rows += [{"name": name, "version": str(v), "state": READY, "reason": ""}
+                         for v in sorted(entry.versions)]
+            elif not ready_only:
+                rows.append({"name": name, "version": "", "state": entry.state,
+                             "reason": entry.reason})
+        return rows
+
+    def loaded(self) -> list[ModelVersion]:
+        return [v for e in self.entries.values() for v in e.versions.values()]
+
+
+def load_version(source: ModelSource, version: int, trust_pickle: bool) -> ModelVersion:
+    """Load one version on the calling (worker) thread and complete its config."""
+    path = source.versions[version]
+    config = source.config.replace(reasons=dict(source.config.reasons))
+    if config.runtime is None:
+        raise ModelLoadError(f"model {source.name!r}: no runtime reads {path.name}")
+    if config.trust_pickle is None:
+        config.trust_pickle = trust_pickle
+    if path.suffix.lower() in PICKLE_SUFFIXES and not config.trust_pickle:
+        raise ModelLoadError(
+            f"model {source.name!r} is a pickle ({path.name}), which runs code when loaded; "
+            "start with --trust-pickle (MODELYARD_TRUST_PICKLE=1) or set trust_pickle for "
+            "this model if you trust the file, or save it in a safe format (.skops, .onnx, "
+            "XGBoost .ubj, LightGBM .txt)"
+        )
+    if not path.exists():
+        raise ModelLoadError(f"model {source.name!r}: {path} does not exist")
+    runtime = runtime_class(config.runtime)(path, config)
+    runtime.load()
+    try:
+        config = complete(config, runtime.signature(), path.name, runtime.named_inputs)
+    except BaseException:
+        runtime.unload()
+        raise
+    runtime.config = config
+    log.info("loaded %s version %d with runtime %s (%s)", source.name, version,
+             config.runtime, config.reasons.get("runtime", "config"))
+    return ModelVersion(source.name, version, config, runtime)
+
+
+
+async def _unload_all(versions: Iterable[ModelVersion], executor: Executor) -> None:
+    loop = asyncio.get_running_loop()
+    for version in versions:
+        await version.drain()
+        try:
+            await loop.run_in_executor(executor, version.runtime.unload)
+        except Exception:
+            log.exception("unloading %s version %d failed", version.name, version.version)
+
+
+def _fingerprint(path: Path) -> float:
+    """The newest modification time under a model's file or folder."""
+    if not path.exists():
+        return 0.0
+    if path.is_file():
+        return path.stat().st_mtime
+    return max([path.stat().st_mtime, *(p.stat().st_mtime for p in path.rglob("*"))])

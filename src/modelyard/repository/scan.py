@@ -1,0 +1,143 @@
+"""Find models on disk. Three layouts, mixed freely in one folder:
+
+    REPO/NAME/config.pbtxt + REPO/NAME/<version>/model.onnx     Triton layout
+    REPO/NAME/model.yaml + files (or <version>/ folders)          simple layout
+    REPO/NAME.onnx | .joblib | .skops | .ubj | .json | .txt     a bare file; its stem is the name
+
+Nothing is loaded here; a model whose config does not read is reported with its error.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from modelyard.errors import ModelyardError
+from modelyard.repository.config import ModelConfig, from_yaml, parse_pbtxt
+from modelyard.runtimes import RUNTIMES, SUFFIXES, runtime_for_file
+
+log = logging.getLogger("modelyard.repository")
+
+PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
+_DEFAULT_FILES = {
+    "onnx": "model.onnx",
+    "sklearn": "model.skops",
+    "xgboost": "model.ubj",
+    "lightgbm": "model.txt",
+    "python": "model.py",
+}
+
+
+@dataclass
+class ModelSource:
+    """A model as found on disk: its config as written and its version artifacts."""
+
+    name: str
+    path: Path
+    layout: str  # "triton" | "simple" | "file"
+    config: ModelConfig
+    versions: dict[int, Path] = field(default_factory=dict)
+    error: str | None = None
+
+
+def scan(roots: list[Path]) -> dict[str, ModelSource]:
+    """Every model under the given repository folders (the first of two same names wins)."""
+    found: dict[str, ModelSource] = {}
+    for root in roots:
+        if not root.is_dir():
+            raise FileNotFoundError(f"model repository {root} is not a folder")
+        for entry in sorted(root.iterdir()):
+            source = read_entry(entry)
+            if source is None:
+                continue
+            if source.name in found:
+                log.warning("model %r in %s is shadowed by %s", source.name, entry,
+                            found[source.name].path)
+                continue
+            found[source.name] = source
+    return found
+
+
+def read_entry(entry: Path) -> ModelSource | None:
+    """The model at one repository entry, or None if the entry is not a model."""
+    if entry.name.startswith((".", "_")):
+        return None
+    try:
+        if entry.is_dir():
+            return _read_folder(entry)
+        return _read_file(entry)
+    except (ModelyardError, OSError, yaml.YAMLError) as exc:
+        name = entry.name if entry.is_dir() else entry.stem
+        return ModelSource(name, entry, "triton", ModelConfig(name), error=str(exc))
+
+
+def _read_file(path: Path) -> ModelSource | None:
+    runtime = runtime_for_file(path)
+    if runtime is None or runtime == "python" or not _sniff(path, runtime):
+        return None
+    config = ModelConfig(path.stem, runtime=runtime)
+    config.reasons["runtime"] = f"file suffix {path.suffix}"
+    return ModelSource(path.stem, path, "file", config, versions={1: path})
+
+
+def _sniff(path: Path, runtime: str) -> bool:
+    """Bare .json/.txt files are models only when they look like XGBoost / LightGBM ones."""
+    if path.suffix.lower() == ".json":
+        with path.open("rb") as f:
+            return b'"learner"' in f.read(4096)
+    if path.suffix.lower() == ".txt":
+        with path.open("rb") as f:
+            return f.read(5) == b"tree\n"
+    return True
+
+
+def _read_folder(folder: Path) -> ModelSource | None:
+    pbtxt, yml = folder / "config.pbtxt", folder / "model.yaml"
+    if pbtxt.exists():
+        config, layout = parse_pbtxt(pbtxt.read_text(), folder.name), "triton"
+    elif yml.exists():
+        config, layout = from_yaml(yaml.safe_load(yml.read_text()), folder.name), "simple"
+    elif any(p.is_dir() and p.name.isdigit() for p in folder.iterdir()):
+        config, layout = ModelConfig(folder.name), "triton"
+    else:
+        return None
+    version_dirs = {int(p.name): p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()}
+    if not version_dirs and layout == "simple":
+        version_dirs = {1: folder}
+    versions = {v: _artifact(d, config) for v, d in version_dirs.items()}
+    if config.runtime is None and versions:
+        latest = versions[max(versions)]
+        config.runtime = runtime_for_file(latest)
+        config.reasons["runtime"] = f"file {latest.name}"
+    if config.runtime is not None and config.runtime not in RUNTIMES:
+        raise ModelyardError(
+            f"model {folder.name!r} asks for runtime {config.runtime!r}; "
+            f"known runtimes: {', '.join(RUNTIMES)}"
+        )
+    return ModelSource(folder.name, folder, layout, config, versions)
+
+
+def _artifact(version_dir: Path, config: ModelConfig) -> Path:
+    """The model file in a version folder: the configured name, the runtime's default name,
+    or the single file with a known suffix."""
+    if config.default_model_filename:
+        return version_dir / config.default_model_filename
+    if config.runtime in _DEFAULT_FILES and (version_dir / _DEFAULT_FILES[config.runtime]).exists():
+        return version_dir / _DEFAULT_FILES[config.runtime]
+    candidates = sorted(
+        p for p in version_dir.iterdir()
+        if p.is_file() and p.suffix.lower() in SUFFIXES and p.name != "model.yaml"
+        and (config.runtime is None or SUFFIXES[p.suffix.lower()] == config.runtime)
+    )
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise ModelyardError(f"no model file in {version_dir} (known suffixes: {', '.join(SUFFIXES)})")
+    names = ", ".join(p.name for p in candidates)
+    raise ModelyardError(
+        f"several model files in {version_dir} ({names}); name one with "
+        "default_model_filename (config.pbtxt) or file (model.yaml)"
+    )

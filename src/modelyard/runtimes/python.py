@@ -1,0 +1,93 @@
+"""Python models: a `model.py` defining one subclass of `modelyard.Model`."""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import sys
+import types
+from collections.abc import Iterator
+from typing import ClassVar
+
+import numpy as np
+
+from modelyard.errors import Internal, ModelLoadError, ModelyardError
+from modelyard.model import Model
+from modelyard.runtimes.base import Arrays, Runtime
+
+
+class PythonRuntime(Runtime):
+    name = "python"
+    suffixes: ClassVar[tuple[str, ...]] = (".py",)
+    default_filename = "model.py"
+
+    model: Model
+
+    def load(self) -> None:
+        module = self._import()
+        classes = [
+            obj for obj in vars(module).values()
+            if inspect.isclass(obj) and issubclass(obj, Model) and obj is not Model
+            and obj.__module__ == module.__name__
+        ]
+        if len(classes) != 1:
+            found = ", ".join(c.__name__ for c in classes) or "none"
+            raise ModelLoadError(
+                f"{self.path} must define exactly one subclass of modelyard.Model (found {found})"
+            )
+        if not self.config.inputs or not self.config.outputs:
+            raise ModelLoadError(
+                f"Python model {self.config.name!r} must declare its inputs and outputs "
+                "in config.pbtxt or model.yaml"
+            )
+        version = int(self.path.parent.name) if self.path.parent.name.isdigit() else 1
+        self.model = classes[0](self.config.name, version, self.path.parent, self.config.parameters)
+        try:
+            self.model.load()
+        except Exception as exc:
+            raise ModelLoadError(f"{classes[0].__name__}.load() failed: {exc!r}") from exc
+
+    def _import(self) -> types.ModuleType:
+        module_name = f"modelyard_user_models.{self.config.name}_{abs(hash(self.path))}"
+        spec = importlib.util.spec_from_file_location(module_name, self.path)
+        if spec is None or spec.loader is None:
+            raise ModelLoadError(f"cannot import {self.path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            sys.modules.pop(module_name, None)
+            raise ModelLoadError(f"importing {self.path} failed: {exc!r}") from exc
+        return module
+
+    def infer(self, inputs: Arrays) -> Arrays:
+        results = list(self.infer_stream(inputs))
+        if len(results) != 1:
+            raise Internal(
+                f"model {self.config.name!r} produced {len(results)} responses; "
+                "use a streaming call (gRPC ModelStreamInfer) for models that yield"
+            )
+        return results[0]
+
+    def infer_stream(self, inputs: Arrays) -> Iterator[Arrays]:
+        try:
+            result = self.model.predict(inputs)
+            if isinstance(result, dict):
+                yield _arrays(result)
+                return
+            for item in result:
+                yield _arrays(item)
+        except ModelyardError:
+            raise
+        except Exception as exc:
+            raise Internal(f"model {self.config.name!r} raised {exc!r}") from exc
+
+    def unload(self) -> None:
+        self.model.unload()
+
+
+def _arrays(result: object) -> Arrays:
+    if not isinstance(result, dict):
+        raise Internal(f"predict() must return a dict of arrays, not {type(result).__name__}")
+    return {str(k): v if isinstance(v, np.ndarray) else np.asarray(v) for k, v in result.items()}

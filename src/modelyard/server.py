@@ -1,0 +1,99 @@
+"""Composition root: repository + data plane + fronts -> one ASGI app (and the servers)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from modelyard.core.dataplane import DataPlane
+from modelyard.fronts.auth import APIKeyMiddleware
+from modelyard.fronts.http_common import json_response
+from modelyard.fronts.kserve_http import KServeHTTP
+from modelyard.repository.manager import ModelRepository
+from modelyard.settings import Settings
+
+log = logging.getLogger("modelyard.server")
+
+
+class Modelyard:
+    """One server instance: its repository, data plane and ASGI app."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.executor = ThreadPoolExecutor(settings.worker_threads, "modelyard-model")
+        self.repository = ModelRepository(
+            settings.repositories,
+            self.executor,
+            control_mode=settings.model_control_mode,
+            startup_models=settings.load_models,
+            trust_pickle=settings.trust_pickle,
+        )
+        self.dataplane = DataPlane(self.repository, self.executor)
+        self.app = self._build_app()
+
+    def _build_app(self) -> Starlette:
+        kserve = KServeHTTP(self.dataplane, self.settings.max_request_bytes)
+        routes = [Route("/", _root, methods=["GET", "HEAD"]), *kserve.routes()]
+        middleware = []
+        if self.settings.api_keys:
+            middleware.append(Middleware(APIKeyMiddleware, keys=self.settings.api_keys))
+        return Starlette(routes=routes, middleware=middleware, lifespan=self._lifespan,
+                         exception_handlers={Exception: _unexpected})
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        await self.repository.start()
+        poller = None
+        if self.settings.model_control_mode == "poll":
+            poller = asyncio.create_task(self._poll())
+        _log_models(self.repository)
+        try:
+            yield
+        finally:
+            if poller is not None:
+                poller.cancel()
+            await self.repository.close()
+            self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.poll_interval_s)
+            try:
+                await self.repository.poll()
+            except Exception:
+                log.exception("polling the repository failed")
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The ASGI app for `settings`, to run under any ASGI server or mount in another app."""
+    return Modelyard(settings).app
+
+
+async def _root(request: Request) -> Response:
+    return PlainTextResponse("modelyard is running")
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.error("unexpected error on %s %s: %r", request.method, request.url.path, exc)
+    return json_response({"error": f"internal error: {exc!r}"}, 500)
+
+
+def _log_models(repository: ModelRepository) -> None:
+    for name, entry in sorted(repository.entries.items()):
+        if not entry.versions:
+            log.warning("model %s is %s: %s", name, entry.state, entry.reason)
+            continue
+        for version in entry.versions.values():
+            config = version.config
+            reason = config.reasons.get("runtime", "named in its config")
+            log.info("model %s version %d READY on runtime %s (%s); max_batch_size %d",
+                     name, version.version, config.runtime, reason, config.max_batch_size)
