@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.models import build_repository
+from tests.server_process import ServerProcess
+
+
+@pytest.fixture(scope="session")
+def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_repository(tmp_path_factory.mktemp("repo"))
+
+
+@pytest.fixture(scope="session")
+def server(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """The real server over the test repository, explicit model control, every model loaded."""
+    log = tmp_path_factory.mktemp("logs") / "server.log"
+    with ServerProcess(str(model_repo), "--model-control-mode", "explicit", "--load-model", "*",
+                       "--trust-pickle", log_path=log) as process:
+        yield process
