@@ -12,7 +12,7 @@ wire status; nothing else in the code base decides statuses.
     ├── Unavailable                 UNAVAILABLE        model not ready / unloading
     ├── ResourceExhausted           RESOURCE_EXHAUSTED queue full
     ├── DeadlineExceeded            DEADLINE_EXCEEDED  request past its timeout
-    ├── ModelLoadError              INTERNAL           a model file that does not load
+    ├── ModelLoadError              FAILED_PRECONDITION  a model file that does not load
     └── Internal                    INTERNAL           a model that raised while predicting
 
 Library exceptions (onnxruntime, sklearn, ...) are translated into these at the runtime
@@ -79,7 +79,7 @@ class DeadlineExceeded(ModelyardError):
 
 
 class ModelLoadError(ModelyardError):
-    code = Code.INTERNAL
+    code = Code.FAILED_PRECONDITION
 
 
 class Internal(ModelyardError):

@@ -166,6 +166,9 @@ def from_triton_json(data: dict[str, Any], name: str) -> ModelConfig:
         config.dynamic_batching = _batching_from_triton(data["dynamic_batching"])
     config.trust_pickle = _bool_param(config.parameters.get("trust_pickle"))
     config.reasons = {k: "config.pbtxt" for k in data}
+    for key in ("platform", "backend"):
+        if data.get(key):
+            config.reasons["runtime"] = f"{key} {data[key]!r} in config.pbtxt"
     return config
 
 

@@ -114,7 +114,7 @@ class ModelRepository:
         async with entry.lock:
             source = self._reread(name, entry.source)
             if config_json is not None:
-                source.config = from_triton_json(config_json, name)
+                source.config = _override(source.config, config_json, name)
                 source.error = None
             entry.source = source
             entry.fingerprint = _fingerprint(source.path)
@@ -287,6 +287,17 @@ async def _unload_all(versions: Iterable[ModelVersion], executor: Executor) -> N
             await loop.run_in_executor(executor, version.runtime.unload)
         except Exception:
             log.exception("unloading %s version %d failed", version.name, version.version)
+
+
+def _override(found: ModelConfig, config_json: dict[str, Any], name: str) -> ModelConfig:
+    """A config sent with a load request replaces the one on disk; what it leaves out is
+    inferred again from the files (the runtime too)."""
+    config = from_triton_json(config_json, name)
+    config.reasons = {k: "load request" for k in config_json}
+    if config.runtime is None:
+        config.runtime = found.runtime
+        config.reasons["runtime"] = found.reasons.get("runtime", "inferred from the files")
+    return config
 
 
 def _fingerprint(path: Path) -> float:
