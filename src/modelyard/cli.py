@@ -34,7 +34,7 @@ def main() -> None:
               help="Address to bind (127.0.0.1 keeps the server private).")
 @click.option("--http-port", default=8000, show_default=True, envvar="MODELYARD_HTTP_PORT")
 @click.option("--grpc-port", default=8001, show_default=True, envvar="MODELYARD_GRPC_PORT",
-              help="KServe v2 gRPC port (served once the gRPC front lands).")
+              help="KServe v2 gRPC port.")
 @click.option("--model-control-mode", type=click.Choice(CONTROL_MODES), default="none",
               show_default=True, envvar="MODELYARD_MODEL_CONTROL_MODE",
               help="none: load all; explicit: load --load-model ones, API may load/unload; "
@@ -51,6 +51,9 @@ def main() -> None:
               envvar="MODELYARD_API_KEY_FILE", help="File with one API key per line.")
 @click.option("--max-request-bytes", default=64 * 1024 * 1024, show_default=True,
               envvar="MODELYARD_MAX_REQUEST_BYTES", help="Largest request body accepted.")
+@click.option("--grpc-max-message-bytes", default=64 * 1024 * 1024, show_default=True,
+              envvar="MODELYARD_GRPC_MAX_MESSAGE_BYTES",
+              help="Largest gRPC message received or sent.")
 @click.option("--workers", default=0, envvar="MODELYARD_WORKERS",
               help="Threads that run models (0: a few per core).")
 @click.option("--log-level", default="info", show_default=True, envvar="MODELYARD_LOG_LEVEL",
@@ -58,7 +61,8 @@ def main() -> None:
 def serve(repositories: tuple[Path, ...], host: str, http_port: int, grpc_port: int,
           model_control_mode: str, load_models: tuple[str, ...], poll_interval: float,
           trust_pickle: bool, api_keys: tuple[str, ...], api_key_file: Path | None,
-          max_request_bytes: int, workers: int, log_level: str) -> None:
+          max_request_bytes: int, grpc_max_message_bytes: int, workers: int,
+          log_level: str) -> None:
     """Serve the models in REPOSITORIES (the built-in demo models when none is given)."""
     _setup_logging(log_level)
     demo = not repositories
@@ -69,6 +73,7 @@ def serve(repositories: tuple[Path, ...], host: str, http_port: int, grpc_port: 
         model_control_mode=model_control_mode, load_models=load_models,
         poll_interval_s=poll_interval, trust_pickle=trust_pickle,
         api_keys=read_api_keys(api_keys, api_key_file), max_request_bytes=max_request_bytes,
+        grpc_max_message_bytes=grpc_max_message_bytes,
         workers=workers, log_level=log_level,
     )
     _check_repositories(settings)

@@ -1,4 +1,5 @@
-"""Run a server process: uvicorn for every HTTP front, and the start-up banner."""
+"""Run a server process: uvicorn for every HTTP front, the KServe v2 gRPC server beside it in
+the same event loop, and the start-up banner."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import asyncio
 import logging
 import os
 import time
+from typing import Any
 
 import uvicorn
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from modelyard.fronts.kserve_grpc import create_server, grpc_address
 from modelyard.server import Modelyard
 from modelyard.settings import Settings
 
@@ -17,13 +21,20 @@ log = logging.getLogger("modelyard")
 
 def run(settings: Settings, *, demo: bool = False, started: float | None = None) -> None:
     server = Modelyard(settings)
-    config = uvicorn.Config(server.app, host=settings.host, port=settings.http_port,
+    app = _WithGRPC(server.app)
+    config = uvicorn.Config(app, host=settings.host, port=settings.http_port,
                             log_level=settings.log_level, access_log=False,
                             timeout_graceful_shutdown=5, log_config=None)
     http = uvicorn.Server(config)
     begin = started if started is not None else time.perf_counter()
 
     async def main() -> None:
+        try:  # bind the gRPC port first, so a port in use fails before any model loads
+            app.grpc = create_server(server.dataplane, settings.host, settings.grpc_port,
+                                     api_keys=settings.api_keys,
+                                     max_message_bytes=settings.grpc_max_message_bytes)
+        except OSError as exc:
+            raise SystemExit(f"error: {exc}; choose another --grpc-port") from None
         task = asyncio.create_task(http.serve())
         while not http.started and not task.done():
             await asyncio.sleep(0.01)
@@ -34,9 +45,41 @@ def run(settings: Settings, *, demo: bool = False, started: float | None = None)
     asyncio.run(main())
 
 
+class _WithGRPC:
+    """The app, with the gRPC server started once the app has started (models loaded, before
+    HTTP listens) and stopped before the app shuts down (models unloaded)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.grpc: Any = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan" or self.grpc is None:
+            await self.app(scope, receive, send)
+            return
+        grpc_server = self.grpc
+
+        async def receive_stopping() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.shutdown":
+                await grpc_server.stop(GRPC_GRACE_S)
+            return message
+
+        async def send_starting(message: Message) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                await grpc_server.start()
+            await send(message)
+
+        await self.app(scope, receive_stopping, send_starting)
+
+
+GRPC_GRACE_S = 5.0
+
+
 def _banner(settings: Settings, demo: bool, seconds: float) -> None:
     url = f"http://{settings.host}:{settings.http_port}"
-    log.info("ready in %.2f s (pid %d): KServe v2 HTTP on %s", seconds, os.getpid(), url)
+    log.info("ready in %.2f s (pid %d): KServe v2 HTTP on %s, KServe v2 gRPC on %s", seconds,
+             os.getpid(), url, grpc_address(settings.host, settings.grpc_port))
     if demo:
         print(_TRY.format(url=url, host=f"{settings.host}:{settings.http_port}"), flush=True)
 

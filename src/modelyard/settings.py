@@ -22,6 +22,7 @@ class Settings:
     trust_pickle: bool = False
     api_keys: frozenset[str] = field(default_factory=frozenset)
     max_request_bytes: int = 64 * 1024 * 1024
+    grpc_max_message_bytes: int = 64 * 1024 * 1024
     workers: int = 0  # model worker threads; 0: a few per core
     log_level: str = "info"
 
