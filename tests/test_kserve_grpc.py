@@ -96,6 +96,17 @@ def test_model_metadata_ready_and_config(client: grpcclient.InferenceServerClien
     assert _status(err) == "StatusCode.NOT_FOUND"
 
 
+def test_every_model_has_metadata_and_config(client: grpcclient.InferenceServerClient) -> None:
+    names = {m.name for m in client.get_model_repository_index().models}
+    assert len(names) >= 14
+    for name in names:
+        meta = client.get_model_metadata(name)
+        config = client.get_model_config(name).config
+        assert config.name == name
+        assert [t.name for t in meta.inputs] == [t.name for t in config.input]
+        assert [t.name for t in meta.outputs] == [t.name for t in config.output]
+
+
 # ---- inference over every model kind ---------------------------------------------------------
 
 
@@ -111,6 +122,8 @@ def test_triton_layout_two_versions(client: grpcclient.InferenceServerClient) ->
                          outputs=[grpcclient.InferRequestedOutput("OUTPUT0")])
     np.testing.assert_allclose(first.as_numpy("OUTPUT0"), a + b)
     assert first.as_numpy("OUTPUT1") is None
+    squeezed = client.infer("addsub", _addsub_inputs(a, b), compression_algorithm="gzip")
+    np.testing.assert_allclose(squeezed.as_numpy("OUTPUT0"), (a + b) * 10)
 
 
 @pytest.mark.parametrize(

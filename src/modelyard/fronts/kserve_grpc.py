@@ -33,6 +33,7 @@ from modelyard.fronts.auth import key_matches
 from modelyard.fronts.http_common import parse_json
 from modelyard.fronts.kserve_grpc_codec import (
     ENABLE_EMPTY_FINAL,
+    RawInferResponse,
     decode_request,
     encode_response,
     final_response,
@@ -204,15 +205,15 @@ class KServeGRPC(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
             log.exception("unexpected error in ModelStreamInfer")
             queue.put_nowait(stream_error(request or message, f"internal error: {exc!r}"))
 
-    def _bounded(self, message: Any) -> Any:
-        size = message.ByteSize()
+    def _bounded(self, response: RawInferResponse) -> RawInferResponse:
+        size = response.raw_size
         if size > self.max_message_bytes:
             raise PayloadTooLarge(
-                f"the response is {size} bytes, over the gRPC message limit of "
+                f"the response's tensors are {size} bytes, over the gRPC message limit of "
                 f"{self.max_message_bytes} bytes (--grpc-max-message-bytes); ask for fewer "
                 "outputs or a smaller batch"
             )
-        return message
+        return response
 
     # ---- repository ----------------------------------------------------------------------
 
@@ -280,6 +281,34 @@ def grpc_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
+_HANDLER_KINDS = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
+
+
+def method_handlers(servicer: Any, service: Any) -> dict[str, Any]:
+    """One handler per method of the service's descriptor (from tritonclient's generated
+    module), as `add_GRPCInferenceServiceServicer_to_server` builds them, except that every
+    response is serialized by its own `SerializeToString`, so raw tensors skip protobuf."""
+    handlers = {}
+    for method in service.methods:
+        kind = _HANDLER_KINDS[(method.client_streaming, method.server_streaming)]
+        handlers[method.name] = kind(
+            getattr(servicer, method.name),
+            request_deserializer=getattr(pb, method.input_type.name).FromString,
+            response_serializer=_serialize,
+        )
+    return handlers
+
+
+def _serialize(message: Any) -> bytes:
+    data: bytes = message.SerializeToString()
+    return data
+
+
 def create_server(dataplane: DataPlane, host: str, port: int, *, api_keys: frozenset[str],
                   max_message_bytes: int) -> Any:
     """A `grpc.aio` server with the KServe v2 service, bound to host:port but not started.
@@ -290,7 +319,11 @@ def create_server(dataplane: DataPlane, host: str, port: int, *, api_keys: froze
         ("grpc.so_reuseport", 0),  # a port in use is an error, not a silently shared socket
     ])
     servicer = KServeGRPC(dataplane, api_keys=api_keys, max_message_bytes=max_message_bytes)
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+    service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    handlers = method_handlers(servicer, service)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name,
+                                                                          handlers),))
+    server.add_registered_method_handlers(service.full_name, handlers)
     address = grpc_address(host, port)
     try:
         server.add_insecure_port(address)

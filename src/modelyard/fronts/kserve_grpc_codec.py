@@ -4,6 +4,10 @@ Inputs come either as typed `contents` (one repeated field per datatype family) 
 tritonclient sends them, as `raw_input_contents` (one little-endian blob per input, in input
 order). Outputs always go back as `raw_output_contents`, which is what Triton does and the only
 form tritonclient reads for non-BYTES tensors.
+
+Responses keep their raw tensors out of protobuf until the wire: upb copies a large `bytes`
+field slowly (about 50 ms for 16 MiB), so `RawInferResponse` writes those fields itself, after
+the rest of the message; protobuf parsers read fields in any order.
 """
 
 from __future__ import annotations
@@ -152,23 +156,76 @@ def _decode_outputs(requested: Sequence[Any]) -> list[RequestedOutput] | None:
 # ---- responses -------------------------------------------------------------------------------
 
 
-def encode_response(response: InferResponse) -> Any:
+def _tag(field_number: int) -> bytes:
+    return _varint(field_number << 3 | 2)  # wire type 2: length-delimited
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_RAW_OUTPUT = _tag(pb.ModelInferResponse.DESCRIPTOR.fields_by_name["raw_output_contents"].number)
+_INFER_RESPONSE = _tag(
+    pb.ModelStreamInferResponse.DESCRIPTOR.fields_by_name["infer_response"].number)
+
+
+class RawInferResponse:
+    """A `ModelInferResponse` (`message`, without raw contents) and its raw output tensors,
+    serialized by hand; grpc calls `SerializeToString` as it would on the message."""
+
+    __slots__ = ("message", "raw")
+
+    def __init__(self, message: Any, raw: list[bytes]) -> None:
+        self.message = message
+        self.raw = raw
+
+    @property
+    def raw_size(self) -> int:
+        return sum(len(blob) for blob in self.raw)
+
+    def SerializeToString(self) -> bytes:  # protobuf's name: grpc calls it
+        parts = [self.message.SerializeToString()]
+        for blob in self.raw:
+            parts += [_RAW_OUTPUT, _varint(len(blob)), blob]
+        return b"".join(parts)
+
+
+class RawStreamResponse:
+    """A `ModelStreamInferResponse` carrying one `RawInferResponse`."""
+
+    __slots__ = ("response",)
+
+    def __init__(self, response: RawInferResponse) -> None:
+        self.response = response
+
+    def SerializeToString(self) -> bytes:  # protobuf's name: grpc calls it
+        inner = self.response.SerializeToString()
+        return b"".join([_INFER_RESPONSE, _varint(len(inner)), inner])
+
+
+def encode_response(response: InferResponse) -> RawInferResponse:
     """A core `InferResponse` as a `ModelInferResponse` with raw output contents."""
     message = pb.ModelInferResponse(model_name=response.model, model_version=response.version,
                                     id=response.id or "")
+    raw = []
     for name, array in response.outputs.items():
         message.outputs.add(name=name, datatype=tensors.datatype_of(array), shape=array.shape)
-        message.raw_output_contents.append(tensors.to_binary(array))
+        raw.append(tensors.to_binary(array))
     for key, value in response.parameters.items():
         set_parameter(message.parameters, key, value)
-    return message
+    return RawInferResponse(message, raw)
 
 
-def stream_response(infer_response: Any, final: bool | None = None) -> Any:
-    """Wrap a `ModelInferResponse` for ModelStreamInfer, flagged final or not when asked."""
+def stream_response(response: RawInferResponse, final: bool | None = None) -> RawStreamResponse:
+    """Wrap a response for ModelStreamInfer, flagged final or not when asked."""
     if final is not None:
-        infer_response.parameters[FINAL_RESPONSE].bool_param = final
-    return pb.ModelStreamInferResponse(infer_response=infer_response)
+        response.message.parameters[FINAL_RESPONSE].bool_param = final
+    return RawStreamResponse(response)
 
 
 def stream_error(request: InferRequest | Any, message: str) -> Any:
@@ -181,11 +238,11 @@ def stream_error(request: InferRequest | Any, message: str) -> Any:
     return pb.ModelStreamInferResponse(error_message=message, infer_response=infer_response)
 
 
-def final_response(request: InferRequest, version: str) -> Any:
+def final_response(request: InferRequest, version: str) -> RawStreamResponse:
     """The empty last response a client asked for with triton_enable_empty_final_response."""
     message = pb.ModelInferResponse(model_name=request.model, model_version=version,
                                     id=request.id or "")
-    return stream_response(message, final=True)
+    return stream_response(RawInferResponse(message, []), final=True)
 
 
 def _field(request: Any, core_name: str, wire_name: str) -> str:
