@@ -102,6 +102,40 @@ def list_models(repositories: tuple[Path, ...], trust_pickle: bool, as_json: boo
         click.echo(render_table(rows))
 
 
+@main.command()
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.option("--goal", type=click.Choice(["latency", "throughput"]), default="latency",
+              show_default=True, envvar="MODELYARD_GOAL", help="What to optimise for.")
+@click.option("--latency-ms", type=float, envvar="MODELYARD_LATENCY_MS",
+              help="Latency target: bounds batching waits; for LLMs, per generated token.")
+@click.option("--memory", envvar="MODELYARD_MEMORY",
+              help="Memory budget, e.g. 8GiB or 512MB (default: the memory free now).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON (schema: modelyard/advisor/schema.json).")
+def advise(path: Path | None, goal: str, latency_ms: float | None, memory: str | None,
+           as_json: bool) -> None:
+    """Which runtime and settings would serve PATH best here, and why (a model file or
+    folder, or a repository; the demo models when none is given)."""
+    from modelyard.advisor.hardware import probe
+    from modelyard.advisor.memory import parse_size
+    from modelyard.advisor.render import render, to_json
+    from modelyard.advisor.targets import advise_path
+
+    hardware = probe()
+    try:
+        budget = parse_size(memory) if memory else None
+        advice = advise_path(path or _demo_repository(), hardware, goal=goal,
+                             latency_ms=latency_ms, memory=budget)
+    except ModelyardError as exc:
+        raise CLIError(exc.message) from exc
+    if as_json:
+        import orjson
+
+        click.echo(orjson.dumps(to_json(hardware, advice), option=orjson.OPT_INDENT_2).decode())
+    else:
+        click.echo(render(hardware, advice))
+
+
 def _demo_repository() -> Path:
     from modelyard.demo import demo_repository
 

@@ -56,4 +56,13 @@ def render_table(rows: list[dict[str, Any]]) -> str:
             if row["max_batch_size"]:
                 why = row["reasons"].get("max_batch_size", "config")
                 lines.append(f"    batch:   up to {row['max_batch_size']} ({why})")
+            lines += _advised(row["reasons"])
     return "\n".join(lines)
+
+
+def _advised(reasons: dict[str, str]) -> list[str]:
+    """The advisor's other choices, one line (`modelyard advise` explains each)."""
+    chosen = [f"{key.rpartition('.')[2]}={why.removeprefix('advisor: ').split(' — ')[0]}"
+              for key, why in reasons.items()
+              if why.startswith("advisor: ") and key not in ("runtime", "max_batch_size")]
+    return [f"    advised: {', '.join(chosen)}"] if chosen else []

@@ -1,0 +1,123 @@
+"""The advisor wired into the repository: a model's config, completed with the advisor's
+choices wherever the config leaves a setting out, each choice's reason in `config.reasons`
+(shown in the startup log, `modelyard list` and the model's metadata). A config always wins.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from modelyard.advisor.advise import Recommendation, advise
+from modelyard.advisor.artifact import ArtifactInfo
+from modelyard.advisor.hardware import Hardware
+from modelyard.advisor.inspect import inspect_artifact
+from modelyard.advisor.memory import MemoryEstimate, check_budget, estimate_for_parameters
+from modelyard.errors import ModelyardError
+from modelyard.repository.config import DynamicBatching, ModelConfig
+from modelyard.runtimes import RUNTIMES
+
+log = logging.getLogger("modelyard.advisor")
+
+#: Where a setting counts as written by the user.
+CONFIG_SOURCES = ("config.pbtxt", "model.yaml")
+#: setting -> the config keys (model.yaml, config.pbtxt) that pin it
+_PINNED_BY = {
+    "instance_count": ("instances", "instance_group"),
+    "max_batch_size": ("max_batch_size",),
+}
+PREFIX = "advisor: "
+
+
+def advise_config(config: ModelConfig, artifact: Path, *, goal: str = "latency",
+                  hardware: Hardware | None = None) -> ModelConfig:
+    """`config` with the advisor's runtime and settings filled in where it is silent."""
+    try:
+        info = inspect_artifact(artifact)
+    except ModelyardError as exc:
+        log.warning("model %s: the advisor cannot inspect %s: %s", config.name, artifact, exc)
+        return config
+    rec, picked = _recommend(config, with_config(info, config), goal, hardware)
+    out = config.replace(reasons=dict(config.reasons), parameters=dict(config.parameters))
+    if picked:
+        out.runtime = rec.runtime
+        out.reasons["runtime"] = PREFIX + rec.reasons["runtime"]
+    chosen = [key for key in rec.settings if not pinned(config, key)]
+    for key in chosen:
+        _set(out, key, rec.settings[key], rec.reasons[key])
+    if chosen:
+        log.info("model %s: the advisor chose %s", config.name,
+                 ", ".join(f"{k}={rec.settings[k]}" for k in chosen if k in out.reasons))
+    return out
+
+
+def with_config(info: ArtifactInfo, config: ModelConfig | None) -> ArtifactInfo:
+    """What the config adds to the artifact: a Python model's signature, embedding mode."""
+    if config is None:
+        return info
+    if not info.inputs and config.inputs:
+        info.inputs, info.outputs = list(config.inputs), list(config.outputs)
+    if config.parameters.get("embedding", "").lower() in ("1", "true", "yes", "on"):
+        info.task = "embedding"
+    return info
+
+
+def _recommend(config: ModelConfig, info: ArtifactInfo, goal: str,
+               hardware: Hardware | None) -> tuple[Recommendation, bool]:
+    """The recommendation, and whether the advisor picked the runtime."""
+    named = config.runtime if runtime_pinned(config) else None
+    rec = advise(info, hardware, goal=goal, runtime=named)
+    if named is None and rec.runtime in RUNTIMES:
+        return rec, True
+    if named is None and config.runtime:
+        # the advisor's pick is not in this build: choose settings for the one found on disk
+        rec = advise(info, hardware, goal=goal, runtime=config.runtime)
+    return rec, False
+
+
+def runtime_pinned(config: ModelConfig) -> bool:
+    """A runtime named by the config (backend/platform/runtime), not inferred by the scan."""
+    if config.runtime is None:
+        return False
+    reason = config.reasons.get("runtime")
+    return reason is None or reason in CONFIG_SOURCES
+
+
+def pinned(config: ModelConfig, key: str) -> bool:
+    """Whether the config decides `key` (a setting name as the rules write it)."""
+    if key.startswith("parameters."):
+        return key.removeprefix("parameters.") in config.parameters
+    if key.startswith("dynamic_batching."):
+        return "dynamic_batching" in config.reasons or config.dynamic_batching is not None
+    if key == "max_batch_size" and (config.inputs or config.outputs):
+        return True  # the config's shapes were written for its own batching choice
+    return any(source in config.reasons for source in _PINNED_BY.get(key, (key,)))
+
+
+def _set(config: ModelConfig, key: str, value: Any, reason: str) -> None:
+    if key.startswith("dynamic_batching.") and config.max_batch_size <= 0:
+        return  # a model that takes no batch dimension is not batched
+    if key.startswith("parameters."):
+        config.parameters[key.removeprefix("parameters.")] = str(value)
+    elif key.startswith("dynamic_batching."):
+        config.dynamic_batching = config.dynamic_batching or DynamicBatching()
+        setattr(config.dynamic_batching, key.removeprefix("dynamic_batching."), int(value))
+    else:
+        setattr(config, key, int(value))
+    config.reasons[key] = f"{PREFIX}{value} — {reason}"
+
+
+# ---- memory budget -------------------------------------------------------------------------
+
+
+def estimate_for(config: ModelConfig, artifact: Path) -> MemoryEstimate:
+    """What serving this model is estimated to take, at the context and parallelism its
+    config asks for (InvalidArgument when the artifact cannot be inspected)."""
+    return estimate_for_parameters(inspect_artifact(artifact), config.parameters)
+
+
+def refuse_over_budget(config: ModelConfig, artifact: Path, budget: int, used: int = 0) -> None:
+    """Raise ResourceExhausted, before anything is loaded, when `used` bytes plus the model's
+    estimate pass `budget`; the message carries the estimate."""
+    check_budget(config.name, estimate_for(config, artifact), budget, used)

@@ -1,0 +1,155 @@
+"""How much memory a model will take to serve, before it is loaded, and the budget check that
+refuses a model whose estimate does not fit.
+
+estimate = runtime libraries (paid once per process)
+         + per-model overhead (sessions, arenas, compute buffers)
+         + weights x the runtime's factor (RSS bytes per weight byte, measured here)
+         + KV cache for LLMs: 2 (K, V) x f16 x layers x KV heads x head width x context x sequences
+
+The constants were measured as RSS growth in a fresh process loading real models
+(`benchmarks/memory_estimates.py`; figures in docs/advisor.md).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from modelyard.advisor.artifact import ArtifactInfo, human_bytes
+from modelyard.errors import InvalidArgument, ResourceExhausted
+
+MIB = 2**20
+
+
+@dataclass(frozen=True)
+class MemoryCost:
+    library_mib: float  # importing the runtime's libraries: once per process
+    overhead_mib: float  # each loaded model
+    weight_factor: float  # resident bytes per weight byte
+    measured: bool  # False: an educated guess, not checked on this machine
+
+
+# format or format/container -> cost. Measured with onnxruntime 1.32, scikit-learn 1.8,
+# skops 0.13, xgboost 3.1, lightgbm 4.6 on Python 3.11 (docs/advisor.md has the runs).
+COSTS: dict[str, MemoryCost] = {
+    "onnx": MemoryCost(29, 4, 1.05, True),
+    "sklearn/skops": MemoryCost(108, 1, 3.0, True),
+    "sklearn/pickle": MemoryCost(90, 1, 2.3, True),
+    "xgboost": MemoryCost(89, 1, 5.3, True),
+    "lightgbm": MemoryCost(88, 0.5, 0.9, True),
+    # llama.cpp maps the weights; overhead grows with the vocabulary (see LLAMA_VOCAB_BYTES).
+    "gguf": MemoryCost(40, 24, 1.0, False),
+    "hf": MemoryCost(600, 50, 1.0, False),
+    "safetensors": MemoryCost(600, 50, 1.0, False),
+    "torchscript": MemoryCost(300, 20, 1.0, False),
+    "torch-export": MemoryCost(300, 20, 1.0, False),
+    "openvino": MemoryCost(60, 10, 1.0, False),
+    "tensorrt": MemoryCost(0, 100, 1.0, False),
+    "unknown": MemoryCost(0, 0, 1.0, False),
+}
+#: llama.cpp's logits and vocabulary buffers, bytes per vocabulary entry.
+LLAMA_VOCAB_BYTES = 256
+_KNOWN_NOTHING = ("python",)
+
+
+@dataclass
+class MemoryEstimate:
+    library: int = 0
+    overhead: int = 0
+    weights: int = 0
+    kv_cache: int = 0
+    context: int | None = None
+    parallel: int | None = None
+    known: bool = True
+    measured: bool = False
+
+    @property
+    def model(self) -> int:
+        """What one more model of an already-loaded runtime adds."""
+        return self.overhead + self.weights + self.kv_cache
+
+    @property
+    def total(self) -> int:
+        return self.library + self.model
+
+    def describe(self) -> str:
+        if not self.known:
+            return "not estimated (a Python model's memory is its code's)"
+        parts = [f"weights {human_bytes(self.weights)}"]
+        if self.kv_cache:
+            parts.append(f"KV cache {human_bytes(self.kv_cache)} "
+                         f"({self.context} tokens x {self.parallel} sequences)")
+        parts.append(f"runtime {human_bytes(self.library + self.overhead)}")
+        return f"about {human_bytes(self.total)}: " + " + ".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"known": self.known, "total_bytes": self.total, "library_bytes": self.library,
+                "overhead_bytes": self.overhead, "weight_bytes": self.weights,
+                "kv_cache_bytes": self.kv_cache, "context": self.context,
+                "parallel": self.parallel, "measured_basis": self.measured}
+
+
+def estimate_memory(info: ArtifactInfo, context: int | None = None,
+                    parallel: int = 1) -> MemoryEstimate:
+    """Memory to serve `info`; LLMs at `context` tokens for each of `parallel` sequences."""
+    if info.format in _KNOWN_NOTHING:
+        return MemoryEstimate(known=False)
+    cost = COSTS.get(f"{info.format}/{info.container}") or COSTS.get(info.format) \
+        or COSTS["unknown"]
+    weights = info.weight_bytes if info.weight_bytes is not None else info.size_bytes
+    estimate = MemoryEstimate(
+        library=int(cost.library_mib * MIB), overhead=int(cost.overhead_mib * MIB),
+        weights=int(weights * cost.weight_factor), measured=cost.measured,
+    )
+    if info.llm is not None:
+        estimate.overhead += info.llm.vocab * LLAMA_VOCAB_BYTES
+        if info.generates_text:
+            estimate.context = context or default_context(info)
+            estimate.parallel = parallel
+            estimate.kv_cache = info.llm.kv_bytes_per_token * estimate.context * parallel
+    return estimate
+
+
+def default_context(info: ArtifactInfo, ceiling: int = 4096) -> int:
+    trained = info.context_length or ceiling
+    return min(trained, ceiling)
+
+
+def estimate_for_parameters(info: ArtifactInfo, parameters: dict[str, str]) -> MemoryEstimate:
+    """The estimate at the context and parallelism a model's config asks for (n_ctx tokens for
+    each of n_seq_max sequences, as the llamacpp runtime reads them), else one sequence."""
+    context = _int_param(parameters, "n_ctx")
+    parallel = _int_param(parameters, "n_seq_max") or 1
+    return estimate_memory(info, context, parallel)
+
+
+def _int_param(parameters: dict[str, str], key: str) -> int | None:
+    value = parameters.get(key, "")
+    return int(value) if value.strip().isdigit() and int(value) > 0 else None
+
+
+def check_budget(name: str, estimate: MemoryEstimate, budget: int, used: int = 0) -> None:
+    """Refuse a model before loading when `used` + its estimate passes `budget` bytes."""
+    if not estimate.known or used + estimate.total <= budget:
+        return
+    held = f" with {human_bytes(used)} already in use" if used else ""
+    raise ResourceExhausted(
+        f"model {name!r} needs {estimate.describe()}; that does not fit the memory budget of "
+        f"{human_bytes(budget)}{held}. Raise the budget, unload a model, or choose a smaller "
+        "context, fewer parallel sequences or a smaller quantization"
+    )
+
+
+_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+_POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
+
+
+def parse_size(text: str) -> int:
+    """Bytes from '8GiB', '8G' (binary), '8GB' (decimal), '512MiB', '1.5 GiB' or '1024'."""
+    match = _SIZE.match(text)
+    if not match:
+        raise InvalidArgument(f"cannot read {text!r} as a size; write e.g. 8GiB, 512MB or 2G")
+    number, unit, suffix = float(match.group(1)), match.group(2).lower(), match.group(3).lower()
+    base = 1000 if suffix == "b" and unit else 1024
+    return int(number * base ** _POWERS[unit])

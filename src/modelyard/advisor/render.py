@@ -1,0 +1,98 @@
+"""`modelyard advise` output: a short table for people, JSON (advisor/schema.json) for programs."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from modelyard.advisor.advise import Recommendation
+from modelyard.advisor.artifact import human_bytes
+from modelyard.advisor.hardware import Hardware
+
+SCHEMA_ID = "modelyard-advice/1"
+_WIDTH = 100
+_LABEL = 11
+
+
+@dataclass
+class Advice:
+    """One model's recommendation, with what its config already decides."""
+
+    name: str
+    recommendation: Recommendation
+    config_overrides: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, **self.recommendation.to_json(),
+                "config_overrides": dict(self.config_overrides)}
+
+
+def schema() -> dict[str, Any]:
+    text = resources.files("modelyard.advisor").joinpath("schema.json").read_text()
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+def to_json(hardware: Hardware, advice: list[Advice]) -> dict[str, Any]:
+    return {"schema": SCHEMA_ID, "hardware": hardware.to_json(),
+            "models": [a.to_json() for a in advice]}
+
+
+def render(hardware: Hardware, advice: list[Advice]) -> str:
+    blocks = [describe_hardware(hardware)] + [render_one(a) for a in advice]
+    return "\n\n".join(blocks)
+
+
+def describe_hardware(hw: Hardware) -> str:
+    gpus = ", ".join(f"{g.name} ({human_bytes(g.memory_bytes) if g.memory_bytes else '?'})"
+                     for g in hw.gpus) or "no GPU"
+    isa = " ".join(name.upper().replace("AVX512", "AVX-512")
+                   for name, ok in sorted(hw.isa.items()) if ok) or "baseline x86/ARM"
+    runtimes = ", ".join(sorted(name for name, ok in hw.runtimes.items() if ok)) or "none"
+    return (f"this machine: {hw.cores} cores ({hw.physical_cores} physical), "
+            f"{human_bytes(hw.memory_available_bytes)} memory free of "
+            f"{human_bytes(hw.memory_bytes)}, {gpus}; {isa}\n"
+            f"installed: {runtimes}")
+
+
+def render_one(advice: Advice) -> str:
+    rec = advice.recommendation
+    lines = [f"{advice.name} — {rec.artifact.summary()}"]
+    target = f" within {rec.latency_ms:g} ms" if rec.latency_ms else ""
+    lines += _row("goal", f"{rec.goal}{target}; memory budget {human_bytes(rec.budget_bytes)}")
+    pick = rec.runtime or "none in modelyard"
+    lines += _row("pick", f"{pick} — {rec.reasons.get('runtime', '')}")
+    for i, (keys, reason) in enumerate(_grouped(rec)):
+        shown = ", ".join(_setting(k, rec.settings[k], advice.config_overrides) for k in keys)
+        lines += _row("settings" if i == 0 else "", f"{shown} — {reason}")
+    lines += _row("memory", rec.memory.describe())
+    for alt in rec.alternatives:
+        label = "instead" if alt.better else "also"
+        lines += _row(label, f"{alt.system} — {alt.reason}")
+    for warning in rec.warnings:
+        lines += _row("warning", warning)
+    return "\n".join(lines)
+
+
+def _grouped(rec: Recommendation) -> list[tuple[list[str], str]]:
+    groups: dict[str, list[str]] = {}
+    for key in rec.settings:
+        groups.setdefault(rec.reasons[key], []).append(key)
+    return [(keys, reason) for reason, keys in groups.items()]
+
+
+def _setting(key: str, value: Any, overrides: dict[str, Any]) -> str:
+    short = key.split(".", 1)[1] if "." in key else key
+    if key not in overrides:
+        return f"{short}={value}"
+    if str(overrides[key]) == str(value):
+        return f"{short}={value} (as its config says)"
+    return f"{short}={overrides[key]} (its config's; advice: {value})"
+
+
+def _row(label: str, text: str) -> list[str]:
+    wrapped = textwrap.wrap(text, _WIDTH - _LABEL - 2) or [""]
+    return [f"  {label:<{_LABEL - 2}}{wrapped[0]}", *(" " * _LABEL + w for w in wrapped[1:])]

@@ -1,0 +1,266 @@
+"""The decision guide as one table of data: condition -> runtime / settings / another system,
+each with its reason. `advise.py` computes the facts the conditions read; nothing here runs.
+
+A condition is `fact OP value` (OP: == != >= <= > < in; `in` takes a|b|c; a value written
+`{fact}` is that fact), a bare fact (true when truthy) or `not fact`. Every condition of a
+rule must hold. Setting values and reasons may name facts in braces: "{physical_cores}".
+Facts are listed in docs/advisor.md.
+
+Four tables, read in this order:
+  RUNTIME_RULES    the first rule that matches picks the runtime
+  SETTING_RULES    every rule that matches for the picked runtime sets its keys
+                   (a later rule overrides an earlier one for the same key)
+  ELSEWHERE_RULES  every rule that matches names another system; `better` means modelyard
+                   cannot meet the goal on this hardware and that system can
+  WARNING_RULES    every rule that matches adds a warning (known-bad combinations, risks)
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+Facts = Mapping[str, Any]
+_TABULAR = "onnx|sklearn|xgboost|lightgbm"
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    when: tuple[str, ...]
+    reason: str
+    runtime: str | None = None
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    system: str = ""
+    better: bool = False
+
+
+RUNTIME_RULES: tuple[Rule, ...] = (
+    Rule("tensorrt-engine", ("format == tensorrt",), runtime=None,
+         reason="a TensorRT engine runs only inside TensorRT, on the GPU and version it was "
+                "built for; modelyard does not embed TensorRT"),
+    Rule("gguf", ("format == gguf",), runtime="llamacpp",
+         reason="GGUF is llama.cpp's format: quantized weights mapped from disk, fast CPU "
+                "kernels, optional GPU offload"),
+    Rule("onnx", ("format == onnx",), runtime="onnx",
+         reason="an ONNX graph runs on onnxruntime (the OpenVINO execution provider where "
+                "installed)"),
+    Rule("sklearn", ("format == sklearn",), runtime="sklearn",
+         reason="a scikit-learn estimator runs natively; no conversion needed"),
+    Rule("xgboost", ("format == xgboost",), runtime="xgboost",
+         reason="an XGBoost model runs on XGBoost's own predictor (in-place, no DMatrix)"),
+    Rule("lightgbm", ("format == lightgbm",), runtime="lightgbm",
+         reason="a LightGBM model runs on LightGBM's own predictor"),
+    Rule("python", ("format == python",), runtime="python",
+         reason="a model.py subclass of modelyard.Model runs as its author wrote it"),
+    Rule("hf-folder", ("format == hf",), runtime="transformers",
+         reason="a Hugging Face folder (config.json + safetensors) is read by transformers"),
+    Rule("torch", ("format in torchscript|torch-export",), runtime="torch",
+         reason="TorchScript and torch.export programs run on PyTorch"),
+    Rule("openvino-ir", ("format == openvino",), runtime="openvino",
+         reason="OpenVINO IR (.xml + .bin) runs on OpenVINO"),
+    Rule("unknown", (), runtime=None,
+         reason="no runtime reads this file; see docs/repository.md for the formats served"),
+)
+
+SETTING_RULES: tuple[Rule, ...] = (
+    # -- ONNX -----------------------------------------------------------------------------
+    Rule("onnx-threads", ("runtime == onnx",),
+         settings={"parameters.intra_op_thread_count": "{physical_cores}",
+                   "parameters.inter_op_thread_count": 1, "instance_count": 1},
+         reason="onnxruntime parallelises inside each operator: one instance with a thread "
+                "per physical core ({physical_cores}) serves each request fastest"),
+    Rule("onnx-fixed-batch", ("runtime == onnx", "not dynamic_batch", "goal == throughput"),
+         settings={"instance_count": "{cores}", "parameters.intra_op_thread_count": 1},
+         reason="the graph's batch dimension is fixed, so requests cannot be merged: {cores} "
+                "single-threaded instances run requests side by side"),
+    Rule("onnx-openvino", ("runtime == onnx", "ep_openvino", "gpus == 0"),
+         settings={"parameters.execution_provider": "OpenVINOExecutionProvider"},
+         reason="onnxruntime's OpenVINO execution provider is installed and there is no GPU"),
+    Rule("onnx-cuda", ("runtime == onnx", "ep_cuda", "gpus >= 1"),
+         settings={"parameters.execution_provider": "CUDAExecutionProvider",
+                   "parameters.intra_op_thread_count": 1},
+         reason="a GPU and onnxruntime's CUDA execution provider: the graph runs on the GPU"),
+    # -- batching (models whose artifact takes a batch dimension) ----------------------------
+    Rule("batch-latency", (f"runtime in {_TABULAR}", "dynamic_batch", "goal == latency"),
+         settings={"max_batch_size": "{max_batch}", "dynamic_batching.max_queue_delay_us": 0},
+         reason="every input and output has a dynamic first dimension; latency goal: requests "
+                "that arrive together run as one batch (up to {max_batch}), none waits for more"),
+    Rule("batch-throughput", (f"runtime in {_TABULAR}", "dynamic_batch", "goal == throughput"),
+         settings={"max_batch_size": "{max_batch}",
+                   "dynamic_batching.max_queue_delay_us": "{batch_delay_us}"},
+         reason="every input and output has a dynamic first dimension; throughput goal: wait up "
+                "to {batch_delay_us} µs to fill batches of up to {max_batch}, so each batch pays "
+                "the per-request cost once"),
+    # -- scikit-learn, boosters, Python ------------------------------------------------------
+    Rule("sklearn-instances", ("runtime == sklearn",), settings={"instance_count": 1},
+         reason="scikit-learn predicts small inputs under the GIL: one instance, and batches "
+                "make the numpy work count"),
+    Rule("xgboost-latency", ("runtime == xgboost", "goal == latency"),
+         settings={"parameters.nthread": 1, "instance_count": "{cores}"},
+         reason="requests are a few rows: one thread each, {cores} predictions side by side "
+                "(XGBoost releases the GIL while predicting)"),
+    Rule("xgboost-throughput", ("runtime == xgboost", "goal == throughput"),
+         settings={"parameters.nthread": "{physical_cores}", "instance_count": 1},
+         reason="throughput goal: large batches split across {physical_cores} threads"),
+    Rule("lightgbm-latency", ("runtime == lightgbm", "goal == latency"),
+         settings={"parameters.num_threads": 1, "instance_count": "{cores}"},
+         reason="requests are a few rows: one thread each, {cores} predictions side by side "
+                "(LightGBM releases the GIL while predicting)"),
+    Rule("lightgbm-throughput", ("runtime == lightgbm", "goal == throughput"),
+         settings={"parameters.num_threads": "{physical_cores}", "instance_count": 1},
+         reason="throughput goal: large batches split across {physical_cores} threads"),
+    Rule("python-instances", ("runtime == python",), settings={"instance_count": 1},
+         reason="a Python model's code may not be thread-safe: one instance unless its config "
+                "asks for more"),
+    # -- llama.cpp ---------------------------------------------------------------------------
+    Rule("llm-threads", ("runtime == llamacpp",),
+         settings={"parameters.n_threads": "{physical_cores}"},
+         reason="generation is memory-bound: one thread per physical core ({physical_cores}); "
+                "extra hyper-threads only contend"),
+    Rule("llm-context", ("runtime == llamacpp", "llm"),
+         settings={"parameters.n_ctx": "{llm_context}", "parameters.n_seq_max": "{llm_parallel}"},
+         reason="{goal} goal: {llm_parallel} sequences of {llm_context} tokens (trained for "
+                "{trained_context}) keep the KV cache at {kv_gib} GiB within the {budget_gib} GiB "
+                "budget"),
+    Rule("llm-embedding", ("runtime == llamacpp", "embedding"),
+         settings={"parameters.embedding": "true", "parameters.n_ctx": "{llm_context}",
+                   "parameters.n_seq_max": "{llm_parallel}"},
+         reason="an embedding model: inputs of up to {llm_context} tokens, {llm_parallel} "
+                "embedded per batch, no KV cache kept between requests"),
+)
+
+ELSEWHERE_RULES: tuple[Rule, ...] = (
+    Rule("llm-too-big-no-gpu", ("llm", "not fits", "gpus == 0"),
+         system="vLLM, SGLang or LMDeploy on GPU machines", better=True,
+         reason="{params_b} B parameters need about {estimate_gib} GiB to serve; this machine "
+                "has a {budget_gib} GiB budget and no GPU"),
+    Rule("llm-large-on-cpu", ("llm", "fits", "gpus == 0", "params_b >= 30"),
+         system="vLLM, SGLang or LMDeploy on GPU machines", better=True,
+         reason="it fits in memory, but a {params_b} B model decodes at a few tokens per second "
+                "at best on CPU (about {token_ms} ms per token here)"),
+    Rule("llm-tensor-parallel", ("llm", "gpus >= 2", "not fits_gpu", "fits_gpus"),
+         system="vLLM or TensorRT-LLM with tensor parallelism", better=True,
+         reason="{estimate_gib} GiB does not fit one GPU ({gpu_gib} GiB) but fits the {gpus} GPUs "
+                "together ({gpus_gib} GiB); tensor parallelism splits each layer across them, "
+                "and modelyard runs a model on one device"),
+    Rule("llm-multi-node", ("llm", "gpus >= 1", "not fits_gpus", "not fits"),
+         system="vLLM or SGLang across nodes (pipeline parallel on Ray), deployed with Ray Serve",
+         better=True,
+         reason="{estimate_gib} GiB is more than this machine's GPUs ({gpus_gib} GiB) or memory "
+                "({budget_gib} GiB) hold: it needs several machines"),
+    Rule("llm-gpu-throughput", ("llm", "gpus >= 1", "goal == throughput", "fits_gpu"),
+         system="vLLM or SGLang", better=False,
+         reason="on a GPU, paged attention and continuous batching over many sequences reach far "
+                "more aggregate tokens/s than llama.cpp"),
+    Rule("hf-llm-gpu", ("format == hf", "llm", "gpus >= 1"),
+         system="vLLM, SGLang or TGI", better=True,
+         reason="they serve Hugging Face folders on GPUs with paged attention; modelyard's "
+                "transformers runtime is CPU-first"),
+    Rule("hf-llm-cpu", ("format == hf", "llm", "gpus == 0"),
+         system="modelyard's llamacpp runtime after converting to GGUF (llama.cpp's "
+                "convert_hf_to_gguf.py), or Ollama", better=False,
+         reason="on CPU, a quantized GGUF decodes several times faster than transformers in fp32"),
+    Rule("tensorrt-triton", ("format == tensorrt",),
+         system="Triton Inference Server with its TensorRT backend", better=True,
+         reason="Triton loads TensorRT engines natively"),
+    Rule("openvino-ovms", ("format == openvino",),
+         system="OpenVINO Model Server (OVMS)", better=True,
+         reason="OVMS serves OpenVINO IR natively; or export to ONNX and serve it here with the "
+                "OpenVINO execution provider"),
+    Rule("torch-elsewhere", ("format in torchscript|torch-export",),
+         system="Triton's PyTorch backend, or export to ONNX and serve it here", better=True,
+         reason="modelyard's torch runtime is not built yet"),
+    Rule("onnx-gpu-tensorrt", ("format == onnx", "gpus >= 1", "goal == throughput"),
+         system="Triton Inference Server with its TensorRT backend", better=False,
+         reason="with a GPU, compiling the graph with TensorRT can cut latency further than "
+                "onnxruntime's CUDA provider"),
+)
+
+WARNING_RULES: tuple[Rule, ...] = (
+    Rule("llamacpp-amx-sigill", ("runtime == llamacpp", "llamacpp_amx"),
+         reason="known-bad here: this CPU has AMX and llama.cpp is (or, built by default with "
+                "-march=native, will be) compiled with it; ggml's AMX matmul path dies with "
+                "SIGILL at the first decode. Build llama-cpp-python with "
+                "CMAKE_ARGS=\"-DGGML_NATIVE=OFF\" and pip --no-cache-dir"),
+    Rule("gguf-no-chat-template", ("format == gguf", "llm", "not chat_template"),
+         reason="the GGUF has no chat template (a base model?): completion works, chat falls "
+                "back to a generic template; name one in the model config"),
+    Rule("over-budget", ("not fits",),
+         reason="the estimate ({estimate_gib} GiB) is over the memory budget ({budget_gib} GiB): "
+                "modelyard will refuse to load it under that budget"),
+    Rule("slow-tokens", ("llm", "latency_ms > 0", "token_ms > {latency_ms}"),
+         reason="each generated token takes about {token_ms} ms on this hardware (every weight "
+                "is read once per token), over the {latency_ms} ms asked for"),
+    Rule("pickle", ("container == pickle",),
+         reason="a pickle runs code when loaded: serve it only with --trust-pickle and only if "
+                "you trust the file, or re-save it with skops"),
+    Rule("runtime-missing", ("runtime_planned",),
+         reason="modelyard has no {runtime} runtime in this build yet"),
+    Rule("library-missing", ("not runtime_planned", "not runtime_installed", "runtime"),
+         reason="the {runtime} runtime's library is not installed: pip install "
+                "'modelyard[{runtime_extra}]'"),
+)
+
+
+# ---- evaluation --------------------------------------------------------------------------
+
+
+def matches(rule: Rule, facts: Facts) -> bool:
+    return all(holds(condition, facts) for condition in rule.when)
+
+
+def holds(condition: str, facts: Facts) -> bool:
+    parts = condition.split()
+    if len(parts) == 1:
+        return bool(facts.get(parts[0]))
+    if len(parts) == 2 and parts[0] == "not":
+        return not facts.get(parts[1])
+    name, op, raw = parts
+    value = facts.get(name)
+    if op == "in":
+        return str(value) in raw.split("|")
+    other = resolve(raw, facts) if raw.startswith("{") else _literal(raw)
+    if op in ("==", "!="):
+        return bool(value == other) == (op == "==")
+    try:
+        return value is not None and other is not None and bool(_ORDER[op](value, other))
+    except TypeError:
+        return False
+
+
+_ORDER = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
+
+
+def _literal(raw: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(raw)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(raw, raw)
+
+
+def resolve(value: Any, facts: Facts) -> Any:
+    """A setting's value: "{fact}" is the fact itself, anything else as written."""
+    if isinstance(value, str) and value.startswith("{") and value.endswith("}"):
+        return facts.get(value[1:-1])
+    return value
+
+
+def explain(template: str, facts: Facts) -> str:
+    return template.format_map(_Shown(facts))
+
+
+class _Shown(dict[str, Any]):
+    def __init__(self, facts: Facts) -> None:
+        super().__init__(facts)
+
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+ALL_RULES = {"runtime": RUNTIME_RULES, "settings": SETTING_RULES,
+             "elsewhere": ELSEWHERE_RULES, "warnings": WARNING_RULES}
