@@ -180,6 +180,46 @@ STREAM_YAML = textwrap.dedent('''\
     ''')
 
 
+SLOW_MODEL = textwrap.dedent('''\
+    import itertools
+    import threading
+    import time
+
+    import numpy as np
+    import modelyard
+
+
+    class Slow(modelyard.Model):
+        """Sleeps `delay` seconds per execution; SEQ tells the order executions started in."""
+
+        def load(self):
+            self.delay = float(self.parameters.get("delay", "0.3"))
+            self.counter = itertools.count()
+            self.lock = threading.Lock()
+
+        def predict(self, inputs):
+            with self.lock:
+                seq = next(self.counter)
+            time.sleep(self.delay)
+            x = inputs["X"]
+            return {"Y": x, "SEQ": np.full(x.shape, seq, dtype=np.int64)}
+    ''')
+
+
+def slow_model(root: Path, name: str, config_extra: str, delay: float = 0.3) -> None:
+    """A Python model that sleeps per execution, configured with extra config.pbtxt text."""
+    folder = root / name / "1"
+    folder.mkdir(parents=True)
+    (folder / "model.py").write_text(SLOW_MODEL)
+    (root / name / "config.pbtxt").write_text(textwrap.dedent(f'''\
+        backend: "python"
+        input [ {{ name: "X" data_type: TYPE_FP32 dims: [ 1 ] }} ]
+        output [ {{ name: "Y" data_type: TYPE_FP32 dims: [ 1 ] }},
+                 {{ name: "SEQ" data_type: TYPE_INT64 dims: [ 1 ] }} ]
+        parameters {{ key: "delay" value: {{ string_value: "{delay}" }} }}
+        ''') + config_extra)
+
+
 def build_repository(root: Path) -> Path:
     """A repository holding one model of each layout and runtime the server supports."""
     root.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from typing import Any
 
 from modelyard.core.types import InferRequest, InferResponse
 from modelyard.core.validate import check_inputs, check_requested, select_outputs
-from modelyard.errors import Internal, ModelyardError
+from modelyard.errors import Internal, ModelyardError, Unavailable
 from modelyard.repository.manager import ModelRepository, ModelVersion
 from modelyard.runtimes import Arrays
 
@@ -53,17 +53,14 @@ class DataPlane:
 
     async def _run(self, model: ModelVersion, request: InferRequest, start: int) -> Arrays:
         config = model.config
-        batch = check_inputs(config, request.inputs)
+        rows = check_inputs(config, request.inputs)
         check_requested(config, request.outputs)
-        loop = asyncio.get_running_loop()
-        async with model.slots:
-            queued = time.perf_counter_ns()
-            results = await loop.run_in_executor(self.executor, model.runtime.infer, request.inputs)
-            computed = time.perf_counter_ns()
+        batcher = model.batcher
+        if batcher is None:
+            raise Unavailable(f"model {model.name!r} is not serving yet")
+        results, timing = await batcher.submit(request.inputs, rows, request.parameters)
         outputs = select_outputs(config, results, request.outputs)
-        done = time.perf_counter_ns()
-        model.stats.record_success(batch, done - start, queued - start, 0, computed - queued,
-                                   done - computed)
+        model.stats.record_success(time.perf_counter_ns() - start, *timing)
         return outputs
 
     async def infer_stream(self, request: InferRequest) -> AsyncIterator[InferResponse]:
@@ -74,7 +71,9 @@ class DataPlane:
         loop = asyncio.get_running_loop()
         model.enter()
         try:
-            async with model.slots:
+            if model.batcher is None:
+                raise Unavailable(f"model {model.name!r} is not serving yet")
+            async with model.batcher.slots:
                 iterator = iter(model.runtime.infer_stream(request.inputs))
                 while True:
                     item = await loop.run_in_executor(self.executor, next, iterator, None)

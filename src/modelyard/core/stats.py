@@ -42,17 +42,21 @@ class ModelStats:
     compute_output: Duration = field(default_factory=Duration)
     batches: dict[int, BatchStats] = field(default_factory=dict)
 
-    def record_success(self, batch: int, total_ns: int, queue_ns: int, input_ns: int,
-                       infer_ns: int, output_ns: int) -> None:
+    def record_success(self, total_ns: int, queue_ns: int, input_ns: int, infer_ns: int,
+                       output_ns: int) -> None:
+        """One request answered (its batch's compute times count for it)."""
         self.last_inference_ms = int(time.time() * 1000)
-        self.inference_count += batch
-        self.execution_count += 1
         self.success.add(total_ns)
         self.queue.add(queue_ns)
         self.compute_input.add(input_ns)
         self.compute_infer.add(infer_ns)
         self.compute_output.add(output_ns)
-        per_batch = self.batches.setdefault(batch, BatchStats())
+
+    def record_execution(self, rows: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
+        """One run of the model over a batch of `rows` rows (one or more requests)."""
+        self.inference_count += rows
+        self.execution_count += 1
+        per_batch = self.batches.setdefault(rows, BatchStats())
         per_batch.compute_input.add(input_ns)
         per_batch.compute_infer.add(infer_ns)
         per_batch.compute_output.add(output_ns)

@@ -31,7 +31,9 @@ def json_response(content: Any, status: int = 200, headers: dict[str, str] | Non
 
 
 def error_response(exc: ModelyardError) -> Response:
-    return json_response({"error": exc.message}, HTTP_STATUS[exc.code])
+    status = HTTP_STATUS[exc.code]
+    headers = {"Retry-After": "1"} if status in (429, 503) else None
+    return json_response({"error": exc.message}, status, headers)
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modelyard.advisor.apply import advise_config
+from modelyard.core.batcher import Batcher, batch_policy
 from modelyard.core.stats import ModelStats
 from modelyard.errors import (
     FailedPrecondition,
@@ -43,10 +45,23 @@ class ModelVersion:
         self.config = config
         self.runtime = runtime
         self.stats = ModelStats()
-        self.slots = asyncio.Semaphore(config.instance_count)
+        self.batcher: Batcher | None = None
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+
+    def serve(self, executor: Executor) -> Batcher:
+        """Start accepting requests (on the event loop): the queue and batcher of this version."""
+        self.batcher = Batcher(self.runtime, executor, self.stats, batch_policy(self.config))
+        return self.batcher
+
+    @property
+    def queue_depth(self) -> int:
+        return self.batcher.queue_depth if self.batcher else 0
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
 
     def enter(self) -> None:
         self._inflight += 1
@@ -202,6 +217,7 @@ class ModelRepository:
                 loaded[version] = await loop.run_in_executor(
                     self.executor, load_version, source, version, self.trust_pickle
                 )
+                loaded[version].serve(self.executor)
         except BaseException:
             await _unload_all(loaded.values(), self.executor)
             raise
@@ -252,6 +268,7 @@ def load_version(source: ModelSource, version: int, trust_pickle: bool) -> Model
     """Load one version on the calling (worker) thread and complete its config."""
     path = source.versions[version]
     config = source.config.replace(reasons=dict(source.config.reasons))
+    config = advise_config(config, path)  # the advisor fills what the config leaves out
     if config.runtime is None:
         raise ModelLoadError(f"model {source.name!r}: no runtime reads {path.name}")
     if config.trust_pickle is None:
@@ -282,6 +299,8 @@ def load_version(source: ModelSource, version: int, trust_pickle: bool) -> Model
 async def _unload_all(versions: Iterable[ModelVersion], executor: Executor) -> None:
     loop = asyncio.get_running_loop()
     for version in versions:
+        if version.batcher is not None:
+            version.batcher.close()
         await version.drain()
         try:
             await loop.run_in_executor(executor, version.runtime.unload)

@@ -7,6 +7,7 @@ Config parameters (config.pbtxt `parameters` or model.yaml `parameters`):
 
 from __future__ import annotations
 
+import os
 from typing import Any, ClassVar
 
 import numpy as np
@@ -34,6 +35,14 @@ _ONNX_TYPES = {
 }
 
 
+def _threads_per_instance(instances: int) -> int:
+    """Split the cores between instances so N parallel executions do not oversubscribe them
+    (0 leaves onnxruntime's default, one thread per core, for a single instance)."""
+    if instances <= 1:
+        return 0
+    return max(1, (os.cpu_count() or 1) // instances)
+
+
 def choose_providers(requested: str | None) -> list[str]:
     available = ort.get_available_providers()
     if requested:
@@ -57,7 +66,9 @@ class OnnxRuntime(Runtime):
     def load(self) -> None:
         params = self.config.parameters
         options = ort.SessionOptions()
-        options.intra_op_num_threads = int(params.get("intra_op_thread_count", 0))
+        options.intra_op_num_threads = int(
+            params.get("intra_op_thread_count", 0)
+        ) or _threads_per_instance(self.config.instance_count)
         options.inter_op_num_threads = int(params.get("inter_op_thread_count", 0))
         options.log_severity_level = 3
         providers = choose_providers(params.get("execution_provider"))
@@ -82,8 +93,10 @@ class OnnxRuntime(Runtime):
         }
         try:
             results = self.session.run(None, feed)
-        except (ort.capi.onnxruntime_pybind11_state.InvalidArgument,
-                ort.capi.onnxruntime_pybind11_state.Fail) as exc:
+        except (
+            ort.capi.onnxruntime_pybind11_state.InvalidArgument,
+            ort.capi.onnxruntime_pybind11_state.Fail,
+        ) as exc:
             raise InvalidArgument(f"onnxruntime rejected the inputs: {exc}") from exc
         names = [o.name for o in self.session.get_outputs()]
         return {name: _from_ort(value) for name, value in zip(names, results, strict=True)}
@@ -98,9 +111,9 @@ def _spec(arg: Any) -> TensorSpec:
 
 
 def _as_str(array: np.ndarray) -> np.ndarray:
-    return np.vectorize(lambda b: b.decode("utf-8") if isinstance(b, bytes) else b, otypes=[object])(
-        array
-    )
+    return np.vectorize(
+        lambda b: b.decode("utf-8") if isinstance(b, bytes) else b, otypes=[object]
+    )(array)
 
 
 def _from_ort(value: Any) -> np.ndarray:

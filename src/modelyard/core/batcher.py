@@ -1,0 +1,264 @@
+"""The per-model scheduler: a priority queue of requests, a dynamic batcher, instance slots.
+
+Every model version has one `Batcher`. Requests wait in a heap ordered by (priority, arrival);
+a scheduler task takes the head request, adds queued requests of the same shape signature up
+to `max_batch_size` rows (waiting at most `max_queue_delay` for more when one is configured),
+waits for a free instance slot, and runs the concatenated batch once on a worker thread. The
+outputs are split back along the batch dimension; a failure fans out to every request of the
+batch. Models without a batch dimension run one request per execution through the same queue,
+so queue limits, priorities and timeouts apply to every model.
+
+One future per request; deadlines use `time.monotonic()`; a request whose future is cancelled
+(client gone, timeout) before its batch starts is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from modelyard.core.stats import ModelStats
+from modelyard.errors import DeadlineExceeded, Internal, InvalidArgument, ResourceExhausted
+from modelyard.repository.config import ModelConfig
+from modelyard.runtimes import Arrays, Runtime
+
+#: (queue, compute_input, compute_infer, compute_output) nanoseconds of one request.
+Timing = tuple[int, int, int, int]
+
+#: Queue size used when a model's config sets none (Triton's 0 means unbounded; an unbounded
+#: queue turns overload into ever-growing latency instead of a 429).
+DEFAULT_MAX_QUEUE_SIZE = 1024
+
+
+@dataclass
+class BatchPolicy:
+    max_batch_size: int = 0  # 0: no batch dimension, one request per execution
+    max_queue_delay_us: int = 0  # wait this long for a fuller batch (0: take what is queued)
+    preferred_batch_sizes: list[int] = field(default_factory=list)
+    max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE
+    instances: int = 1
+    priority_levels: int = 0
+    default_priority: int = 0
+    default_timeout_us: int = 0
+
+
+def batch_policy(config: ModelConfig) -> BatchPolicy:
+    """The scheduling policy a model's config asks for. Models with a batch dimension are
+    batched even without a `dynamic_batching` section, with no added delay: whatever queued while
+    the instances were busy runs together (set `max_batch_size: 0` to turn batching off)."""
+    batching = config.dynamic_batching
+    policy = BatchPolicy(max_batch_size=config.max_batch_size, instances=config.instance_count)
+    if batching is not None:
+        policy.max_queue_delay_us = batching.max_queue_delay_us
+        policy.preferred_batch_sizes = list(batching.preferred_batch_sizes)
+        policy.max_queue_size = batching.max_queue_size or DEFAULT_MAX_QUEUE_SIZE
+        policy.priority_levels = batching.priority_levels
+        policy.default_priority = batching.default_priority_level
+        policy.default_timeout_us = batching.default_timeout_us
+    return policy
+
+
+@dataclass(eq=False, slots=True)
+class _Request:
+    inputs: Arrays
+    rows: int
+    signature: tuple[Any, ...]
+    arrival_ns: int
+    deadline: float | None
+    future: asyncio.Future[tuple[Arrays, Timing]]
+
+
+class Batcher:
+    def __init__(self, runtime: Runtime, executor: Executor, stats: ModelStats,
+                 policy: BatchPolicy) -> None:
+        self.runtime = runtime
+        self.executor = executor
+        self.stats = stats
+        self.policy = policy
+        self.slots = asyncio.Semaphore(policy.instances)
+        self._heap: list[tuple[int, int, _Request]] = []
+        self._order = itertools.count()
+        self._queued_rows = 0
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        target = max(policy.preferred_batch_sizes, default=policy.max_batch_size)
+        self._target_rows = min(target, policy.max_batch_size) if policy.max_batch_size else 1
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._heap)
+
+    async def submit(self, inputs: Arrays, rows: int,
+                     parameters: dict[str, Any]) -> tuple[Arrays, Timing]:
+        """Queue one request; return its outputs and where its time went."""
+        if len(self._heap) >= self.policy.max_queue_size:
+            raise ResourceExhausted(
+                f"the queue of this model is full ({self.policy.max_queue_size} requests); retry later"
+            )
+        priority = self._priority(parameters.get("priority"))
+        timeout_us = _timeout_us(parameters.get("timeout"), self.policy.default_timeout_us)
+        loop = asyncio.get_running_loop()
+        request = _Request(inputs, rows, _signature(inputs, self.policy.max_batch_size),
+                           time.perf_counter_ns(),
+                           time.monotonic() + timeout_us / 1e6 if timeout_us else None,
+                           loop.create_future())
+        heapq.heappush(self._heap, (priority, next(self._order), request))
+        self._queued_rows += rows
+        self._wakeup.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._schedule())
+        if request.deadline is None:
+            return await request.future
+        try:
+            return await asyncio.wait_for(request.future, timeout_us / 1e6)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"request timed out after {timeout_us} µs (its 'timeout' parameter or the model's "
+                "default_timeout_microseconds)"
+            ) from None
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        while self._heap:
+            _, _, request = heapq.heappop(self._heap)
+            if not request.future.done():
+                request.future.set_exception(ResourceExhausted("the model is being unloaded"))
+
+    def _priority(self, value: Any) -> int:
+        levels = self.policy.priority_levels
+        if value is None or value == 0:
+            return self.policy.default_priority or (levels + 1) // 2 if levels else 0
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0 or value > levels:
+            raise InvalidArgument(
+                f"priority must be an integer from 1 (highest) to {levels}, got {value!r}"
+                if levels else "this model has no priority levels (dynamic_batching priority_levels)"
+            )
+        return value
+
+    # ---- the scheduler task ----------------------------------------------------------------
+
+    async def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self._heap:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            await self.slots.acquire()
+            if self.policy.max_queue_delay_us:
+                await self._wait_for_fuller_batch()
+            batch = self._take()
+            if not batch:
+                self.slots.release()
+                continue
+            started = time.perf_counter_ns()
+            future = loop.run_in_executor(self.executor, _execute, self.runtime,
+                                          [r.inputs for r in batch])
+            future.add_done_callback(lambda f, b=batch, s=started: self._finish(f, b, s))
+
+    async def _wait_for_fuller_batch(self) -> None:
+        oldest = min(r.arrival_ns for _, _, r in self._heap)
+        until = oldest + self.policy.max_queue_delay_us * 1000
+        while self._queued_rows < self._target_rows:
+            remaining = (until - time.perf_counter_ns()) / 1e9
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def _take(self) -> list[_Request]:
+        """Pop the head request and every queued request that fits its batch."""
+        batch: list[_Request] = []
+        later: list[tuple[int, int, _Request]] = []
+        rows, now = 0, time.monotonic()
+        limit = self.policy.max_batch_size or 1
+        while self._heap and rows < limit:
+            entry = heapq.heappop(self._heap)
+            request = entry[2]
+            self._queued_rows -= request.rows
+            if request.future.done():
+                continue
+            if request.deadline is not None and now > request.deadline:
+                request.future.set_exception(DeadlineExceeded("request timed out in the queue"))
+                continue
+            if batch and (request.signature != batch[0].signature or rows + request.rows > limit
+                          or not self.policy.max_batch_size):
+                later.append(entry)
+                if len(later) > 8:
+                    break
+                continue
+            batch.append(request)
+            rows += request.rows
+        for entry in later:
+            heapq.heappush(self._heap, entry)
+            self._queued_rows += entry[2].rows
+        return batch
+
+    def _finish(self, future: asyncio.Future[Any], batch: list[_Request], started: int) -> None:
+        self.slots.release()
+        if self._heap:
+            self._wakeup.set()
+        error = future.exception()
+        if error is not None:
+            for request in batch:
+                if not request.future.done():
+                    request.future.set_exception(error)
+            return
+        outputs, input_ns, infer_ns, output_ns = future.result()
+        self.stats.record_execution(sum(r.rows for r in batch), input_ns, infer_ns, output_ns)
+        for request, result in zip(batch, outputs, strict=True):
+            if not request.future.done():
+                timing = (started - request.arrival_ns, input_ns, infer_ns, output_ns)
+                request.future.set_result((result, timing))
+
+
+def _signature(inputs: Arrays, max_batch_size: int) -> tuple[Any, ...]:
+    skip = 1 if max_batch_size else 0
+    return tuple((name, a.dtype.str, a.shape[skip:]) for name, a in sorted(inputs.items()))
+
+
+def _timeout_us(value: Any, default: int) -> int:
+    if value is None:
+        return default
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InvalidArgument(f"timeout must be a non-negative integer of microseconds, got {value!r}")
+    return value
+
+
+def _execute(runtime: Runtime, parts: list[Arrays]) -> tuple[list[Arrays], int, int, int]:
+    """On a worker thread: concatenate, run once, split back. Returns outputs and timings."""
+    t0 = time.perf_counter_ns()
+    if len(parts) == 1:
+        results = runtime.infer(parts[0])
+        t1 = time.perf_counter_ns()
+        return [results], 0, t1 - t0, 0
+    joined = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    t1 = time.perf_counter_ns()
+    results = runtime.infer(joined)
+    t2 = time.perf_counter_ns()
+    sizes = [len(next(iter(p.values()))) for p in parts]
+    split = _split(results, sizes)
+    return split, t1 - t0, t2 - t1, time.perf_counter_ns() - t2
+
+
+def _split(results: Arrays, sizes: list[int]) -> list[Arrays]:
+    total = sum(sizes)
+    for name, array in results.items():
+        if array.ndim == 0 or array.shape[0] != total:
+            raise Internal(
+                f"output {name!r} has shape {list(array.shape)} for a batch of {total} rows; a "
+                "batched model must return one row per input row (or set max_batch_size: 0)"
+            )
+    bounds = np.cumsum([0, *sizes])
+    return [{name: array[bounds[i]:bounds[i + 1]] for name, array in results.items()}
+            for i in range(len(sizes))]
