@@ -139,3 +139,28 @@ def test_instance_group_runs_executions_in_parallel(batching_server: ServerProce
 
     elapsed = asyncio.run(run())
     assert elapsed < 0.3 * 4 * 0.8, elapsed  # two at a time: about 0.6 s, not 1.2 s
+
+
+def test_metrics_scrape_parses_and_counts(batching_server: ServerProcess) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{batching_server.url}/metrics").text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+
+    def value(family: str, sample: str, model: str) -> float:
+        return next(s.value for s in families[family].samples
+                    if s.name == sample and s.labels.get("model") == model)
+
+    assert value("modelyard_inference_request_success", "modelyard_inference_request_success_total",
+                 "addsub") >= 32
+    assert value("modelyard_inference_count", "modelyard_inference_count_total", "addsub") >= 32
+    assert value("modelyard_inference_exec_count", "modelyard_inference_exec_count_total",
+                 "addsub") < 32
+    buckets = [s for s in families["modelyard_inference_batch_size"].samples
+               if s.name.endswith("_bucket") and s.labels["model"] == "addsub"]
+    at_one = next(s.value for s in buckets if s.labels["le"] == "1")
+    total = next(s.value for s in buckets if s.labels["le"] == "+Inf")
+    assert total > at_one  # some executions carried more than one row
+    assert "modelyard_inference_queue_depth" in families
+    assert value("modelyard_inference_request_failure", "modelyard_inference_request_failure_total",
+                 "ordered") >= 1  # the timed-out and rejected requests of the earlier tests

@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -15,9 +16,13 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from modelyard.core.dataplane import DataPlane
+from modelyard.core.llm import LLMPlane
+from modelyard.core.llm_metrics import LLMMetrics
 from modelyard.fronts.auth import APIKeyMiddleware
 from modelyard.fronts.http_common import json_response
 from modelyard.fronts.kserve_http import KServeHTTP
+from modelyard.fronts.openai import OpenAIFront
+from modelyard.metrics import ModelCollector
 from modelyard.repository.manager import ModelRepository
 from modelyard.settings import Settings
 
@@ -38,11 +43,16 @@ class Modelyard:
             trust_pickle=settings.trust_pickle,
         )
         self.dataplane = DataPlane(self.repository, self.executor)
+        self.registry = CollectorRegistry()
+        self.registry.register(ModelCollector(self.repository))
+        self.llm = LLMPlane(self.repository, self.executor, LLMMetrics(self.registry))
         self.app = self._build_app()
 
     def _build_app(self) -> Starlette:
         kserve = KServeHTTP(self.dataplane, self.settings.max_request_bytes)
-        routes = [Route("/", _root, methods=["GET", "HEAD"]), *kserve.routes()]
+        openai = OpenAIFront(self.llm, self.settings.max_request_bytes)
+        routes = [Route("/", _root, methods=["GET", "HEAD"]), *kserve.routes(), *openai.routes(),
+                  Route("/metrics", self._metrics, methods=["GET"])]
         middleware = []
         if self.settings.api_keys:
             middleware.append(Middleware(APIKeyMiddleware, keys=self.settings.api_keys))
@@ -71,6 +81,10 @@ class Modelyard:
                 await self.repository.poll()
             except Exception:
                 log.exception("polling the repository failed")
+
+
+    async def _metrics(self, request: Request) -> Response:
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def create_app(settings: Settings) -> Starlette:
