@@ -100,7 +100,7 @@ def inspect_xgboost(path: Path) -> ArtifactInfo:
 
 
 def _xgb_number(data: bytes, key: bytes) -> int:
-    match = re.search(re.escape(key) + rb"[^0-9]{1,6}(\d+)", data)
+    match = re.search(re.escape(key) + rb"[^0-9]{1,12}(\d+)", data)
     return int(match.group(1)) if match else 0
 
 
