@@ -120,3 +120,27 @@ SMALL_GPU = Hardware(cores=8, physical_cores=8, memory_bytes=16 * GiB, isa={"avx
 PROFILES = {"laptop": LAPTOP, "amx_server": AMX_SERVER, "amx_safe_build": AMX_SERVER_SAFE_BUILD,
             "openvino_edge": OPENVINO_EDGE, "gpu_box": GPU_BOX, "four_gpus": FOUR_GPUS,
             "small_gpu": SMALL_GPU}
+
+
+def gguf_with_data(path: Path) -> Path:
+    """A small complete GGUF (tensor data included, F32), as libraries that read the data
+    section expect."""
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_context_length(256)
+    writer.add_embedding_length(16)
+    writer.add_block_count(1)
+    writer.add_head_count(2)
+    writer.add_head_count_kv(1)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_token_list([f"t{i}" for i in range(40)])
+    rng = np.random.default_rng(0)
+    for name, shape in (("token_embd.weight", (40, 16)), ("blk.0.attn_q.weight", (16, 16)),
+                        ("blk.0.attn_k.weight", (8, 16)), ("output_norm.weight", (16,))):
+        writer.add_tensor(name, rng.standard_normal(shape).astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

@@ -53,9 +53,7 @@ def test_gguf_llm_header(tmp_path: Path) -> None:
 def test_gguf_reader_agrees_with_the_gguf_package(tmp_path: Path) -> None:
     import gguf
 
-    from tests.llm_models import tiny_gguf
-
-    path = tiny_gguf(tmp_path / "tiny.gguf")  # with tensor data, which GGUFReader needs
+    path = am.gguf_with_data(tmp_path / "tiny.gguf")  # GGUFReader needs the tensor data
     ours = read_header(path)
     theirs = gguf.GGUFReader(path)
     assert ours.architecture == "llama"
@@ -74,9 +72,7 @@ def test_gguf_embedding_and_70b_headers(tmp_path: Path) -> None:
 
 
 def test_gguf_with_tensor_data(tmp_path: Path) -> None:
-    from tests.llm_models import tiny_gguf
-
-    info = inspect_artifact(tiny_gguf(tmp_path / "tiny.gguf"))
+    info = inspect_artifact(am.gguf_with_data(tmp_path / "tiny.gguf"))
     assert info.task == "text-generation" and info.quantization == "F32"
     assert info.weight_bytes is not None and info.weight_bytes <= info.size_bytes
 
