@@ -20,8 +20,8 @@ from modelyard.runtimes import RUNTIMES
 
 log = logging.getLogger("modelyard.advisor")
 
-#: Where a setting counts as written by the user.
-CONFIG_SOURCES = ("config.pbtxt", "model.yaml")
+#: Reasons that say the user wrote a setting (rather than the scan inferring it).
+CONFIG_SOURCES = ("config.pbtxt", "model.yaml", "load request")
 #: setting -> the config keys (model.yaml, config.pbtxt) that pin it
 _PINNED_BY = {
     "instance_count": ("instances", "instance_group"),
@@ -81,7 +81,7 @@ def runtime_pinned(config: ModelConfig) -> bool:
     if config.runtime is None:
         return False
     reason = config.reasons.get("runtime")
-    return reason is None or reason in CONFIG_SOURCES
+    return reason is None or any(source in reason for source in CONFIG_SOURCES)
 
 
 def pinned(config: ModelConfig, key: str) -> bool:
