@@ -10,10 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelyard.core.dataplane import DataPlane
 from modelyard.core.llm import LLMPlane
@@ -21,6 +21,7 @@ from modelyard.core.llm_metrics import LLMMetrics
 from modelyard.fronts.auth import APIKeyMiddleware
 from modelyard.fronts.http_common import json_response
 from modelyard.fronts.kserve_http import KServeHTTP
+from modelyard.fronts.kserve_infer import InferEndpoint, infer_target
 from modelyard.fronts.openai import OpenAIFront
 from modelyard.metrics import ModelCollector
 from modelyard.repository.manager import ModelRepository
@@ -48,16 +49,17 @@ class Modelyard:
         self.llm = LLMPlane(self.repository, self.executor, LLMMetrics(self.registry))
         self.app = self._build_app()
 
-    def _build_app(self) -> Starlette:
+    def _build_app(self) -> ASGIApp:
         kserve = KServeHTTP(self.dataplane, self.settings.max_request_bytes)
         openai = OpenAIFront(self.llm, self.settings.max_request_bytes)
         routes = [Route("/", _root, methods=["GET", "HEAD"]), *kserve.routes(), *openai.routes(),
                   Route("/metrics", self._metrics, methods=["GET"])]
-        middleware = []
+        app: ASGIApp = Starlette(routes=routes, lifespan=self._lifespan,
+                                 exception_handlers={Exception: _unexpected})
+        app = _HotPath(app, InferEndpoint(self.dataplane, self.settings.max_request_bytes))
         if self.settings.api_keys:
-            middleware.append(Middleware(APIKeyMiddleware, keys=self.settings.api_keys))
-        return Starlette(routes=routes, middleware=middleware, lifespan=self._lifespan,
-                         exception_handlers={Exception: _unexpected})
+            app = APIKeyMiddleware(app, keys=self.settings.api_keys)
+        return app
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -87,7 +89,22 @@ class Modelyard:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def create_app(settings: Settings) -> Starlette:
+class _HotPath:
+    """Send KServe infer requests straight to their bare ASGI endpoint; all else to Starlette."""
+
+    def __init__(self, app: ASGIApp, infer: InferEndpoint) -> None:
+        self.app = app
+        self.infer = infer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        target = infer_target(scope) if scope["type"] == "http" else None
+        if target is None:
+            await self.app(scope, receive, send)
+        else:
+            await self.infer(scope, receive, send, target)
+
+
+def create_app(settings: Settings) -> ASGIApp:
     """The ASGI app for `settings`, to run under any ASGI server or mount in another app."""
     return Modelyard(settings).app
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import uvicorn
@@ -42,7 +44,23 @@ def run(settings: Settings, *, demo: bool = False, started: float | None = None)
             _banner(settings, demo, time.perf_counter() - begin)
         await task
 
-    asyncio.run(main())
+    _run_loop(main())
+
+
+def _run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop when it is installed (uvicorn[standard] brings it): its socket writes and
+    callbacks cost a fraction of asyncio's own loop on the request path."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    if sys.version_info >= (3, 11):
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main)
+    else:  # pragma: no cover - Python 3.10
+        uvloop.install()
+        asyncio.run(main)
 
 
 class _WithGRPC:

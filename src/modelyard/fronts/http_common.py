@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive
 
 from modelyard.errors import Code, InvalidArgument, ModelyardError, PayloadTooLarge
 
@@ -38,20 +39,34 @@ def error_response(exc: ModelyardError) -> Response:
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, decompressed if it says so, refused past `limit` bytes."""
-    declared = request.headers.get("content-length")
+    headers = request.headers
+    return await receive_body(request.receive, headers.get("content-length"),
+                              headers.get("content-encoding"), limit)
+
+
+async def receive_body(receive: Receive, declared: str | None, encoding: str | None,
+                       limit: int) -> bytes:
+    """Read an ASGI request body within `limit` bytes (before and after decompression)."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of {limit} "
                               "bytes (--max-request-bytes)")
     chunks, size = [], 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise InvalidArgument("the client went away before sending its whole request")
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"request body is over the limit of {limit} bytes "
                                   "(--max-request-bytes)")
         chunks.append(chunk)
-    body = b"".join(chunks)
-    encoding = request.headers.get("content-encoding", "identity").lower()
-    return _decompress(body, encoding, limit) if encoding != "identity" else body
+        if not message.get("more_body", False):
+            break
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    if encoding is None or encoding.lower() == "identity":
+        return body
+    return _decompress(body, encoding.lower(), limit)
 
 
 def _decompress(body: bytes, encoding: str, limit: int) -> bytes:

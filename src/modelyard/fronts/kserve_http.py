@@ -3,10 +3,7 @@ model repository, statistics, model config). Only translates; the data plane doe
 
 from __future__ import annotations
 
-import gzip
-import zlib
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -16,7 +13,6 @@ from modelyard import __version__
 from modelyard.core.dataplane import DataPlane
 from modelyard.errors import InvalidArgument, ModelyardError
 from modelyard.fronts.http_common import error_response, json_response, parse_json, read_body
-from modelyard.fronts.kserve_codec import HEADER_LENGTH, decode_request, encode_response
 
 EXTENSIONS = ["binary_tensor_data", "classification", "model_repository",
               "model_repository(unload_dependents)", "statistics", "model_configuration"]
@@ -48,7 +44,6 @@ class KServeHTTP:
                 (base + "/ready", self.model_ready, "GET"),
                 (base + "/config", self.model_config, "GET"),
                 (base + "/stats", self.stats, "GET"),
-                (base + "/infer", self.infer, "POST"),
             ]
         for kind in ("systemsharedmemory", "cudasharedmemory"):
             table.append((f"/v2/{kind}/{{rest:path}}", self.no_shared_memory, "GET"))
@@ -84,20 +79,6 @@ class KServeHTTP:
         name = request.path_params.get("model")
         version = request.path_params.get("version")
         return json_response({"model_stats": self.dataplane.statistics(name, version)})
-
-    async def infer(self, request: Request) -> Response:
-        name, version = _ids(request)
-        body = await read_body(request, self.max_request_bytes)
-        infer_request = decode_request(body, request.headers.get(HEADER_LENGTH), name, version)
-        response = await self.dataplane.infer(infer_request)
-        content, header_length = encode_response(infer_request, response)
-        headers = {}
-        media = "application/json"
-        if header_length is not None:
-            headers["Inference-Header-Content-Length"] = str(header_length)
-            media = "application/octet-stream"
-        content = _compress(content, request.headers.get("accept-encoding", ""), headers)
-        return Response(content, 200, headers, media_type=media)
 
     # ---- repository ----------------------------------------------------------------------
 
@@ -139,14 +120,3 @@ def _guard(handler: Handler) -> Handler:
             return error_response(exc)
 
     return guarded
-
-
-def _compress(content: bytes, accept: str, headers: dict[str, Any]) -> bytes:
-    accept = accept.lower()
-    if "gzip" in accept:
-        headers["Content-Encoding"] = "gzip"
-        return gzip.compress(content, compresslevel=1)
-    if "deflate" in accept:
-        headers["Content-Encoding"] = "deflate"
-        return zlib.compress(content, 1)
-    return content
