@@ -7,12 +7,13 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
 from modelyard import __version__
 from modelyard.errors import ModelyardError
-from modelyard.settings import CONTROL_MODES, Settings, read_api_keys
+from modelyard.settings import CONTROL_MODES, Settings, parse_duration, read_api_keys
 
 _START = time.perf_counter()
 
@@ -54,32 +55,54 @@ def main() -> None:
 @click.option("--grpc-max-message-bytes", default=64 * 1024 * 1024, show_default=True,
               envvar="MODELYARD_GRPC_MAX_MESSAGE_BYTES",
               help="Largest gRPC message received or sent.")
+@click.option("--keep-alive", default=None, envvar="MODELYARD_KEEP_ALIVE",
+              help="How long idle models stay loaded (5m, 1h, 0, -1 forever). "
+                   "Default: forever; 5m in ondemand mode.")
+@click.option("--max-loaded-models", default=0, envvar="MODELYARD_MAX_LOADED_MODELS",
+              help="Most models loaded at once; least recently used idle ones unload (0: no limit).")
+@click.option("--memory-budget", default=None, envvar="MODELYARD_MEMORY_BUDGET",
+              help="Memory the loaded models may take by their estimates, e.g. 8GiB.")
 @click.option("--workers", default=0, envvar="MODELYARD_WORKERS",
               help="Threads that run models (0: a few per core).")
 @click.option("--log-level", default="info", show_default=True, envvar="MODELYARD_LOG_LEVEL",
               type=click.Choice(["debug", "info", "warning", "error"]))
-def serve(repositories: tuple[Path, ...], host: str, http_port: int, grpc_port: int,
-          model_control_mode: str, load_models: tuple[str, ...], poll_interval: float,
-          trust_pickle: bool, api_keys: tuple[str, ...], api_key_file: Path | None,
-          max_request_bytes: int, grpc_max_message_bytes: int, workers: int,
-          log_level: str) -> None:
+def serve(repositories: tuple[Path, ...], **options: Any) -> None:
     """Serve the models in REPOSITORIES (the built-in demo models when none is given)."""
-    _setup_logging(log_level)
+    _setup_logging(options["log_level"])
     demo = not repositories
     if demo:
         repositories = (_demo_repository(),)
-    settings = Settings(
-        repositories=tuple(repositories), host=host, http_port=http_port, grpc_port=grpc_port,
-        model_control_mode=model_control_mode, load_models=load_models,
-        poll_interval_s=poll_interval, trust_pickle=trust_pickle,
-        api_keys=read_api_keys(api_keys, api_key_file), max_request_bytes=max_request_bytes,
-        grpc_max_message_bytes=grpc_max_message_bytes,
-        workers=workers, log_level=log_level,
-    )
+    settings = _settings(repositories, options)
     _check_repositories(settings)
     from modelyard.serving import run
 
     run(settings, demo=demo, started=_START)
+
+
+def _settings(repositories: tuple[Path, ...], options: dict[str, Any]) -> Settings:
+    try:
+        keep_alive = parse_duration(options.pop("keep_alive"))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--keep-alive") from None
+    budget = options.pop("memory_budget")
+    keys = read_api_keys(options.pop("api_keys"), options.pop("api_key_file"))
+    return Settings(
+        repositories=tuple(repositories),
+        api_keys=keys,
+        keep_alive_s=keep_alive,
+        memory_budget_bytes=_size(budget) if budget else 0,
+        poll_interval_s=options.pop("poll_interval"),
+        **options,
+    )
+
+
+def _size(text: str) -> int:
+    from modelyard.advisor.memory import parse_size
+
+    try:
+        return parse_size(text)
+    except ModelyardError as exc:
+        raise click.BadParameter(exc.message, param_hint="--memory-budget") from None
 
 
 @main.command(name="list")

@@ -25,6 +25,7 @@ from modelyard.fronts.kserve_infer import InferEndpoint, infer_target
 from modelyard.fronts.openai import OpenAIFront
 from modelyard.metrics import ModelCollector
 from modelyard.repository.manager import ModelRepository
+from modelyard.repository.residency import ResidencyPolicy
 from modelyard.settings import Settings
 
 log = logging.getLogger("modelyard.server")
@@ -42,6 +43,8 @@ class Modelyard:
             control_mode=settings.model_control_mode,
             startup_models=settings.load_models,
             trust_pickle=settings.trust_pickle,
+            residency=ResidencyPolicy(settings.default_keep_alive_s, settings.max_loaded_models,
+                                      settings.memory_budget_bytes),
         )
         self.dataplane = DataPlane(self.repository, self.executor)
         self.registry = CollectorRegistry()
@@ -64,17 +67,26 @@ class Modelyard:
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
         await self.repository.start()
-        poller = None
+        tasks = [asyncio.create_task(self._reap())]
         if self.settings.model_control_mode == "poll":
-            poller = asyncio.create_task(self._poll())
+            tasks.append(asyncio.create_task(self._poll()))
         _log_models(self.repository)
         try:
             yield
         finally:
-            if poller is not None:
-                poller.cancel()
+            for task in tasks:
+                task.cancel()
             await self.repository.close()
             self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _reap(self) -> None:
+        """Unload idle models past their keep-alive, checking four times a second."""
+        while True:
+            await asyncio.sleep(0.25)
+            try:
+                await self.repository.reap()
+            except Exception:
+                log.exception("unloading idle models failed")
 
     async def _poll(self) -> None:
         while True:

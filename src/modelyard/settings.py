@@ -7,7 +7,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CONTROL_MODES = ("none", "explicit", "poll")
+CONTROL_MODES = ("none", "explicit", "poll", "ondemand")
+
+#: Keep-alive of idle models in `ondemand` mode unless told otherwise (Ollama's default).
+DEFAULT_ONDEMAND_KEEP_ALIVE_S = 300.0
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 @dataclass(frozen=True)
@@ -24,7 +29,16 @@ class Settings:
     max_request_bytes: int = 64 * 1024 * 1024
     grpc_max_message_bytes: int = 64 * 1024 * 1024
     workers: int = 0  # model worker threads; 0: a few per core
+    keep_alive_s: float | None = None  # idle models unload after this; None: never (or 5m ondemand)
+    max_loaded_models: int = 0  # 0: no limit
+    memory_budget_bytes: int = 0  # 0: no budget
     log_level: str = "info"
+
+    @property
+    def default_keep_alive_s(self) -> float | None:
+        if self.keep_alive_s is None and self.model_control_mode == "ondemand":
+            return DEFAULT_ONDEMAND_KEEP_ALIVE_S
+        return self.keep_alive_s
 
     @property
     def worker_threads(self) -> int:
@@ -41,3 +55,29 @@ def read_api_keys(values: tuple[str, ...], key_file: Path | None) -> frozenset[s
             if line:
                 keys.add(line)
     return frozenset(keys)
+
+
+def parse_duration(value: str | float | int | None) -> float | None:
+    """Seconds from Ollama's keep-alive forms: "5m", "1h30m", "90s", "250ms", a number of
+    seconds, or a negative value for "forever" (None)."""
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return None if value < 0 else float(value)
+    text = str(value).strip().lower()
+    try:
+        number = float(text)
+    except ValueError:
+        return _parse_units(text)
+    return None if number < 0 else number
+
+
+def _parse_units(text: str) -> float | None:
+    import re
+
+    if text.startswith("-"):
+        return None
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"cannot read {text!r} as a duration; write e.g. 5m, 90s, 1h or -1")
+    return sum(float(n) * _UNITS[u] for n, u in parts)

@@ -36,7 +36,7 @@ class DataPlane:
     # ---- inference -------------------------------------------------------------------------
 
     async def infer(self, request: InferRequest) -> InferResponse:
-        model = self.repository.get(request.model, request.version)
+        model = await self.repository.acquire(request.model, request.version)
         start = time.perf_counter_ns()
         model.enter()
         try:
@@ -65,7 +65,7 @@ class DataPlane:
 
     async def infer_stream(self, request: InferRequest) -> AsyncIterator[InferResponse]:
         """Every response a (possibly decoupled) model produces for one request, as produced."""
-        model = self.repository.get(request.model, request.version)
+        model = await self.repository.acquire(request.model, request.version)
         check_inputs(model.config, request.inputs)
         check_requested(model.config, request.outputs)
         loop = asyncio.get_running_loop()

@@ -4,12 +4,16 @@ Model control modes (Triton's):
   none      load every model at start; the repository API may not load or unload
   explicit  load only the models named at start (`*` for all); the API loads and unloads
   poll      load every model at start and reload what changes on disk
+  ondemand  load a model at its first request (Ollama's way); the API loads and unloads;
+            idle models unload after their keep-alive, and `ResidencyPolicy` caps how many
+            stay loaded and how much memory they may take
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -28,6 +32,13 @@ from modelyard.errors import (
 )
 from modelyard.repository.autocomplete import complete
 from modelyard.repository.config import ModelConfig, from_triton_json
+from modelyard.repository.residency import (
+    ResidencyPolicy,
+    Resident,
+    estimate_bytes,
+    expired,
+    victims,
+)
 from modelyard.repository.scan import PICKLE_SUFFIXES, ModelSource, read_entry, scan
 from modelyard.runtimes import Runtime, runtime_class
 
@@ -49,6 +60,7 @@ class ModelVersion:
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self.last_used = time.monotonic()
 
     def serve(self, executor: Executor) -> Batcher:
         """Start accepting requests (on the event loop): the queue and batcher of this version."""
@@ -66,9 +78,11 @@ class ModelVersion:
     def enter(self) -> None:
         self._inflight += 1
         self._idle.clear()
+        self.last_used = time.monotonic()
 
     def leave(self) -> None:
         self._inflight -= 1
+        self.last_used = time.monotonic()
         if self._inflight == 0:
             self._idle.set()
 
@@ -84,17 +98,38 @@ class ModelEntry:
     reason: str = "not loaded"
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     fingerprint: float = 0.0
+    #: Estimated bytes the loaded versions take (the memory budget counts these).
+    estimate: int = 0
+    #: Per-model keep-alive asked for by a request (None: the server's default).
+    keep_alive_s: float | None = None
+    #: Seconds the last load took (Ollama's load_duration).
+    load_seconds: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    @property
+    def busy(self) -> bool:
+        return any(v.inflight for v in self.versions.values())
+
+    @property
+    def last_used(self) -> float:
+        return max((v.last_used for v in self.versions.values()), default=0.0)
 
 
 class ModelRepository:
     def __init__(self, roots: Iterable[Path], executor: Executor, *, control_mode: str = "none",
-                 startup_models: Iterable[str] = (), trust_pickle: bool = False) -> None:
+                 startup_models: Iterable[str] = (), trust_pickle: bool = False,
+                 residency: ResidencyPolicy | None = None) -> None:
         self.roots = [Path(r) for r in roots]
         self.executor = executor
         self.control_mode = control_mode
         self.startup_models = list(startup_models)
         self.trust_pickle = trust_pickle
+        self.residency = residency or ResidencyPolicy()
         self.entries: dict[str, ModelEntry] = {}
+        self._loading = asyncio.Lock()
 
     # ---- life cycle ------------------------------------------------------------------------
 
@@ -112,7 +147,43 @@ class ModelRepository:
                 log.error("model %s did not load: %s", name, exc)
 
     def _load_all_at_start(self) -> bool:
-        return self.control_mode != "explicit" or "*" in self.startup_models
+        if self.control_mode in ("explicit", "ondemand"):
+            return "*" in self.startup_models
+        return True
+
+    # ---- models on demand ------------------------------------------------------------------
+
+    async def acquire(self, name: str, version: str | None = None,
+                      keep_alive_s: float | None = None) -> ModelVersion:
+        """The version to serve, loading the model first in `ondemand` mode; `keep_alive_s`
+        (a request's keep-alive) replaces the model's keep-alive from now on."""
+        entry = self.entries.get(name)
+        if self.control_mode == "ondemand" and (entry is None or not entry.versions):
+            await self.load(name, _internal=True)
+            entry = self.entries[name]
+        if entry is not None and keep_alive_s is not None:
+            entry.keep_alive_s = keep_alive_s
+        return self.get(name, version)
+
+    async def reap(self) -> list[str]:
+        """Unload every idle model whose keep-alive has run out; return their names."""
+        gone = []
+        for entry in list(self.entries.values()):
+            if entry.versions and expired(entry, self.residency.keep_alive_s):
+                async with entry.lock:
+                    if entry.versions and expired(entry, self.residency.keep_alive_s):
+                        log.info("model %s was idle past its keep-alive; unloading", entry.name)
+                        await self._unload_versions(entry)
+                        gone.append(entry.name)
+        return gone
+
+    async def _make_room(self, name: str, needed: int) -> None:
+        loaded: list[Resident] = [e for e in self.entries.values() if e.versions]
+        for victim in victims(self.residency, loaded, name, needed):
+            entry = self.entries[victim]
+            log.info("unloading %s (least recently used) to make room for %s", victim, name)
+            async with entry.lock:
+                await self._unload_versions(entry)
 
     async def close(self) -> None:
         for name in list(self.entries):
@@ -126,7 +197,7 @@ class ModelRepository:
         if not _internal:
             self._check_control("load")
         entry = self._entry_for_load(name)
-        async with entry.lock:
+        async with self._loading, entry.lock:
             source = self._reread(name, entry.source)
             if config_json is not None:
                 source.config = _override(source.config, config_json, name)
@@ -135,7 +206,10 @@ class ModelRepository:
             entry.fingerprint = _fingerprint(source.path)
             old = entry.versions
             entry.state, entry.reason = LOADING, ""
+            started = time.monotonic()
             try:
+                entry.estimate = self._estimate(source)
+                await self._make_room(name, entry.estimate)
                 entry.versions = await self._load_versions(source)
             except ModelyardError as exc:
                 entry.state, entry.reason = UNAVAILABLE, str(exc)
@@ -144,7 +218,14 @@ class ModelRepository:
                     entry.state = READY
                 raise
             entry.state, entry.reason = READY, ""
+            entry.load_seconds = time.monotonic() - started
             await _unload_all(old.values(), self.executor)
+
+    def _estimate(self, source: ModelSource) -> int:
+        if not (self.residency.memory_budget or self.residency.max_loaded):
+            return 0
+        selected = source.config.version_policy.select(list(source.versions))
+        return sum(estimate_bytes(source.config, source.versions[v]) for v in selected)
 
     async def poll(self) -> None:
         """Load new and changed models, unload removed ones (model control mode poll)."""
@@ -176,7 +257,7 @@ class ModelRepository:
         await _unload_all(versions.values(), self.executor)
 
     def _check_control(self, action: str) -> None:
-        if self.control_mode != "explicit":
+        if self.control_mode not in ("explicit", "ondemand"):
             raise FailedPrecondition(
                 f"cannot {action} models in model control mode {self.control_mode!r}; "
                 "start the server with --model-control-mode explicit"
