@@ -3,16 +3,31 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# llama.cpp is compiled from source: portable (GGML_NATIVE=OFF; the native build dies with
+# SIGILL on AMX CPUs) and into .wheelhouse with --no-cache-dir, because pip's wheel cache
+# ignores CMAKE_ARGS. The wheel is installed before anything could pull a native build.
+LLAMA_VERSION := 0.3.36
+WHEELHOUSE    := .wheelhouse
+LLAMA_WHEEL    = $(wildcard $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl)
 
-.PHONY: install demo test lint typecheck clean
+.PHONY: install llama-wheel demo test lint typecheck clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(MAKE) llama-wheel
+	$(BIN)/python -m pip install -q --no-deps $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+llama-wheel:
+	@if [ -z "$(LLAMA_WHEEL)" ]; then \
+	  echo "building llama-cpp-python $(LLAMA_VERSION) (portable, 6-10 min on 2 cores)"; \
+	  CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/python -m pip wheel -q --no-deps --no-cache-dir \
+	    -w $(WHEELHOUSE) llama-cpp-python==$(LLAMA_VERSION); \
+	fi
 
 demo: install
 	$(BIN)/modelyard serve

@@ -21,3 +21,15 @@ def server(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     with ServerProcess(str(model_repo), "--model-control-mode", "explicit", "--load-model", "*",
                        "--trust-pickle", log_path=log) as process:
         yield process
+
+
+@pytest.fixture(scope="session")
+def llm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """The real server over the tiny GGUF models (tests/llm_models.py)."""
+    pytest.importorskip("llama_cpp")
+    from tests.llm_models import llm_repository
+
+    repo = llm_repository(tmp_path_factory.mktemp("llm-repo"))
+    log = tmp_path_factory.mktemp("llm-logs") / "server.log"
+    with ServerProcess(str(repo), log_path=log) as process:
+        yield process

@@ -28,6 +28,7 @@ _DEFAULT_FILES = {
     "xgboost": "model.ubj",
     "lightgbm": "model.txt",
     "python": "model.py",
+    "llamacpp": "model.gguf",
 }
 
 

@@ -18,6 +18,7 @@ RUNTIMES: dict[str, tuple[str, str, str]] = {
     "xgboost": ("modelyard.runtimes.boosters", "XGBoostRuntime", "xgboost"),
     "lightgbm": ("modelyard.runtimes.boosters", "LightGBMRuntime", "lightgbm"),
     "python": ("modelyard.runtimes.python", "PythonRuntime", ""),
+    "llamacpp": ("modelyard.runtimes.llamacpp", "LlamaCppRuntime", "llm"),
 }
 
 # artifact suffix -> runtime name; order matters only for folders holding several files.
@@ -33,6 +34,7 @@ SUFFIXES: dict[str, str] = {
     ".txt": "lightgbm",
     ".lgb": "lightgbm",
     ".py": "python",
+    ".gguf": "llamacpp",
 }
 
 

@@ -1,0 +1,357 @@
+"""The continuous-batching LLM engine: many sequences share one model context, and every step
+is schedule -> execute -> update.
+
+- schedule: take new requests and aborts; admit waiting requests into free slots, reusing the
+  longest cached prompt prefix any free slot holds.
+- execute: ONE `Backend.decode` call carrying one token for every sequence that is generating
+  plus chunks of prompts still being read, up to `n_batch` tokens (generating rows first, so
+  a long prompt never stalls running streams for more than one chunk).
+- update: sample each sequence whose row has logits, detokenize, check stop conditions, send
+  a `Delta` to its sink; finished sequences give their slot back at once.
+
+The loop runs on its own thread, never on an event loop; sinks are called on that thread
+(an asyncio caller passes one that hops over with `loop.call_soon_threadsafe`). The engine
+knows nothing of llama.cpp or HTTP: a runtime implements `Backend`.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from modelyard.core.generation import Backend, Delta, Finish, GenerationRequest, Sampler
+from modelyard.core.textstream import TextStream
+from modelyard.errors import InvalidArgument, ResourceExhausted, Unavailable
+
+log = logging.getLogger("modelyard.engine")
+
+Sink = Callable[[Delta], None]
+Row = tuple[int, int, int, bool]
+
+
+class Observer(Protocol):
+    """Receives the engine's measurements (Prometheus metrics implement it)."""
+
+    def on_step(self, tokens: int) -> None:
+        """One decode ran, carrying `tokens` rows."""
+
+    def on_admit(self, queue_s: float, prompt_tokens: int, cached_tokens: int) -> None: ...
+
+    def on_token(self, first: bool, seconds: float) -> None:
+        """`seconds`: time to first token when `first`, else time since the previous token."""
+
+    def on_finish(self, finish: Finish, prompt_tokens: int, generated: int,
+                  e2e_s: float) -> None: ...
+
+
+class NullObserver:
+    def on_step(self, tokens: int) -> None:
+        pass
+
+    def on_admit(self, queue_s: float, prompt_tokens: int, cached_tokens: int) -> None:
+        pass
+
+    def on_token(self, first: bool, seconds: float) -> None:
+        pass
+
+    def on_finish(self, finish: Finish, prompt_tokens: int, generated: int,
+                  e2e_s: float) -> None:
+        pass
+
+
+@dataclass(eq=False)
+class _Seq:
+    request: GenerationRequest
+    sink: Sink
+    slot: int = -1
+    sampler: Sampler | None = None
+    pending: list[int] = field(default_factory=list)  # tokens still to feed the model
+    n_past: int = 0  # tokens of this sequence already in its slot's cache
+    generated: int = 0
+    max_new: int = 0
+    cached: int = 0
+    text: TextStream = field(default_factory=TextStream)
+    last_token_at: float = 0.0
+    done: bool = False
+
+    @property
+    def prompt_len(self) -> int:
+        return len(self.request.prompt)
+
+
+class Engine:
+    """Serve generation requests for one `Backend` on a dedicated thread."""
+
+    def __init__(self, backend: Backend, *, name: str = "llm", max_waiting: int = 256,
+                 observer: Observer | None = None) -> None:
+        self.backend = backend
+        self.name = name
+        self.max_waiting = max_waiting
+        self.observer: Observer = observer or NullObserver()
+        self._cond = threading.Condition()
+        self._waiting: collections.deque[_Seq] = collections.deque()
+        self._aborts: set[str] = set()
+        self._running: list[_Seq] = []
+        self._free: list[int] = list(range(backend.n_slots))
+        self._cache: list[list[int]] = [[] for _ in range(backend.n_slots)]
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name=f"modelyard-engine-{name}",
+                                        daemon=True)
+        self._thread.start()
+
+    # ---- called from any thread ------------------------------------------------------------
+
+    def submit(self, request: GenerationRequest, sink: Sink) -> None:
+        """Queue a request; its deltas go to `sink` (called on the engine thread)."""
+        self._check_fits(request)
+        with self._cond:
+            if self._closed:
+                raise Unavailable(f"model {self.name!r} is unloading")
+            if len(self._waiting) >= self.max_waiting:
+                raise ResourceExhausted(
+                    f"model {self.name!r} has {len(self._waiting)} requests waiting, its limit "
+                    "(max_queue); retry later"
+                )
+            request.arrival = request.arrival or time.monotonic()
+            self._waiting.append(_Seq(request, sink))
+            self._cond.notify()
+
+    def abort(self, request_id: str) -> None:
+        """Stop a request (its client went away); its slot is freed before the next step."""
+        with self._cond:
+            self._aborts.add(request_id)
+            self._cond.notify()
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(30)
+
+    def _check_fits(self, request: GenerationRequest) -> None:
+        n_ctx = self.backend.n_ctx
+        if not request.prompt:
+            raise InvalidArgument("the prompt is empty")
+        if len(request.prompt) >= n_ctx:
+            raise InvalidArgument(
+                f"the prompt has {len(request.prompt)} tokens; model {self.name!r} takes at "
+                f"most {n_ctx - 1} (its context is {n_ctx} tokens, n_ctx)"
+            )
+
+    # ---- the engine thread -----------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while self._wait_for_work():
+            try:
+                self.step()
+            except Exception as exc:  # a bug: fail what is running, keep serving
+                log.exception("engine step of %s failed", self.name)
+                for seq in list(self._running):
+                    self._finish(seq, Finish.ERROR, error=exc)
+        self._shutdown()
+
+    def _wait_for_work(self) -> bool:
+        with self._cond:
+            while not self._closed and not (self._waiting or self._running or self._aborts):
+                self._cond.wait()
+            return not self._closed
+
+    def step(self) -> None:
+        """One schedule -> execute -> update round."""
+        self._schedule()
+        rows, owners = self._plan()
+        if not rows:
+            return
+        self.observer.on_step(len(rows))
+        try:
+            self.backend.decode(rows)
+        except Exception as exc:
+            log.error("decode failed on %s: %s", self.name, exc)
+            for seq in {id(s): s for s in owners}.values():
+                self._finish(seq, Finish.ERROR, error=exc)
+            return
+        self._update(rows, owners)
+
+    # ---- schedule ----------------------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        with self._cond:
+            aborts, self._aborts = self._aborts, set()
+            if aborts:
+                kept = [s for s in self._waiting if s.request.id not in aborts]
+                self._waiting = collections.deque(kept)
+            room = min(len(self._free), len(self._waiting))
+            admitted = [self._waiting.popleft() for _ in range(room)]
+        for seq in [s for s in self._running if s.request.id in aborts]:
+            self._finish(seq, Finish.ABORT)
+        for seq in admitted:
+            self._admit(seq)
+
+    def _admit(self, seq: _Seq) -> None:
+        request = seq.request
+        slot, shared = self._best_slot(request.prompt)
+        self._free.remove(slot)
+        kept = self.backend.keep(slot, shared)
+        del self._cache[slot][kept:]
+        seq.slot, seq.n_past, seq.cached = slot, kept, kept
+        seq.pending = list(request.prompt[kept:])
+        params = request.params
+        room = self.backend.n_ctx - seq.prompt_len
+        seq.max_new = min(params.max_tokens, room) if params.max_tokens is not None else room
+        seq.text = TextStream(params.stop)
+        self._running.append(seq)
+        self.observer.on_admit(time.monotonic() - request.arrival, seq.prompt_len, kept)
+        try:
+            seq.sampler = self.backend.new_sampler(params)
+            seq.sampler.allow_end(not params.ignore_eos and params.min_tokens <= 0)
+        except Exception as exc:
+            self._finish(seq, Finish.ERROR, error=exc)
+
+    def _best_slot(self, prompt: list[int]) -> tuple[int, int]:
+        """The free slot whose cache shares the longest prefix with `prompt` (at most all but
+        its last token, whose logits must be computed)."""
+        best, best_len = self._free[0], -1
+        for slot in self._free:
+            n = _common_prefix(self._cache[slot], prompt, len(prompt) - 1)
+            if n > best_len:
+                best, best_len = slot, n
+        return best, max(best_len, 0)
+
+    # ---- execute -------------------------------------------------------------------------------
+
+    def _plan(self) -> tuple[list[Row], list[_Seq]]:
+        """Rows for one decode: the generating sequences' next tokens, then prompt chunks."""
+        rows: list[Row] = []
+        owners: list[_Seq] = []
+        budget = self.backend.n_batch
+        prefill = []
+        for seq in self._running:
+            if len(seq.pending) == 1 and seq.n_past >= seq.prompt_len - 1:
+                rows.append((seq.slot, seq.n_past, seq.pending[0], True))
+                owners.append(seq)
+            else:
+                prefill.append(seq)
+        budget -= len(rows)
+        for seq in prefill:
+            if budget <= 0:
+                break
+            chunk = seq.pending[:budget]
+            last = len(chunk) == len(seq.pending)
+            for i, token in enumerate(chunk):
+                rows.append((seq.slot, seq.n_past + i, token, last and i == len(chunk) - 1))
+                owners.append(seq)
+            budget -= len(chunk)
+        return rows, owners
+
+    # ---- update ---------------------------------------------------------------------------------
+
+    def _update(self, rows: list[Row], owners: list[_Seq]) -> None:
+        fed: dict[int, int] = collections.Counter(id(s) for s in owners)
+        seen: set[int] = set()
+        for index, (row, seq) in enumerate(zip(rows, owners, strict=True)):
+            if id(seq) not in seen:
+                seen.add(id(seq))
+                self._advance(seq, fed[id(seq)])
+            if row[3] and seq.slot >= 0:
+                self._sample(seq, index)
+
+    def _advance(self, seq: _Seq, n: int) -> None:
+        self._cache[seq.slot].extend(seq.pending[:n])
+        seq.n_past += n
+        del seq.pending[:n]
+
+    def _sample(self, seq: _Seq, row: int) -> None:
+        assert seq.sampler is not None
+        params = seq.request.params
+        token = seq.sampler.sample(row)
+        logprobs = []
+        if params.logprobs is not None:
+            logprobs.append(self.backend.logprobs(row, token, params.logprobs))
+        seq.generated += 1
+        seq.pending = [token]
+        now = time.monotonic()
+        first = seq.generated == 1
+        self.observer.on_token(first, now - (seq.request.arrival if first else seq.last_token_at))
+        seq.last_token_at = now
+        if seq.generated == params.min_tokens and not params.ignore_eos:
+            seq.sampler.allow_end(True)
+        finish, text = self._judge(seq, token)
+        if finish is not None and finish is not Finish.STOP:
+            text += seq.text.flush()
+        self._emit(seq, Delta(text, [token], seq.prompt_len, seq.generated, logprobs, finish,
+                              cached_tokens=seq.cached))
+        if finish is not None:
+            self._release(seq, finish)
+
+    def _judge(self, seq: _Seq, token: int) -> tuple[Finish | None, str]:
+        params = seq.request.params
+        if token in params.stop_token_ids:
+            return Finish.STOP, seq.text.flush()
+        if self.backend.is_end(token) and not params.ignore_eos:
+            return Finish.STOP, seq.text.flush()
+        text, stopped = seq.text.push(self.backend.piece(token))
+        if stopped:
+            return Finish.STOP, text
+        if seq.generated >= seq.max_new or seq.n_past + 1 >= self.backend.n_ctx:
+            return Finish.LENGTH, text
+        return None, text
+
+    def _emit(self, seq: _Seq, delta: Delta) -> None:
+        try:
+            seq.sink(delta)
+        except Exception:  # the consumer is gone (its event loop closed)
+            log.debug("sink of %s failed; aborting it", seq.request.id, exc_info=True)
+            if delta.finish is None:
+                self._release(seq, Finish.ABORT)
+
+    def _finish(self, seq: _Seq, finish: Finish, error: Exception | None = None) -> None:
+        if seq.done:
+            return
+        if finish is not Finish.ABORT:
+            delta = Delta(seq.text.flush() if error is None else "", [], seq.prompt_len,
+                          seq.generated, finish=finish, error=error)
+            self._emit(seq, delta)
+        self._release(seq, finish)
+
+    def _release(self, seq: _Seq, finish: Finish) -> None:
+        if seq.done:
+            return
+        seq.done = True
+        if seq in self._running:
+            self._running.remove(seq)
+        if seq.sampler is not None:
+            seq.sampler.close()
+            seq.sampler = None
+        if seq.slot >= 0:
+            self._free.append(seq.slot)
+            seq.slot = -1
+        e2e = time.monotonic() - seq.request.arrival
+        self.observer.on_finish(finish, seq.prompt_len, seq.generated, e2e)
+
+    def _shutdown(self) -> None:
+        gone = Unavailable(f"model {self.name!r} was unloaded")
+        with self._cond:
+            waiting, self._waiting = list(self._waiting), collections.deque()
+        for seq in [*self._running, *waiting]:
+            self._finish(seq, Finish.ERROR, error=gone)
+
+
+def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
+    n = min(len(a), len(b), limit)
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n

@@ -1,0 +1,124 @@
+"""Protocol-neutral types for text generation: what a front asks the LLM engine for, what the
+engine sends back, and the seam (`Backend`) a runtime implements so the engine can drive it.
+
+The engine decodes many sequences in one model call per step; a backend only has to offer
+"decode this batch of (slot, position, token) rows", sampling from one row's logits, and
+prefix-cache bookkeeping on its slots. No web framework and no llama.cpp names in here.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class Finish(str, enum.Enum):
+    STOP = "stop"  # an end-of-generation token, a stop string or a stop token id
+    LENGTH = "length"  # max_tokens, or the context is full
+    ABORT = "abort"  # the client went away
+    ERROR = "error"
+
+
+@dataclass(slots=True)
+class SamplingParams:
+    max_tokens: int | None = None  # None: until the context is full
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0: off
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    penalty_last_n: int = 64
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    stop_token_ids: frozenset[int] = frozenset()
+    ignore_eos: bool = False
+    min_tokens: int = 0
+    #: A GBNF grammar the output must match (structured output), or None.
+    grammar: str | None = None
+    #: Token id -> additive bias.
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    #: Return the sampled token's log-probability and this many alternatives (None: none).
+    logprobs: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+@dataclass(slots=True)
+class GenerationRequest:
+    id: str
+    prompt: list[int]
+    params: SamplingParams
+    #: Monotonic time the request arrived (queue time is measured from here).
+    arrival: float = 0.0
+
+
+@dataclass(slots=True)
+class TokenLogprob:
+    token: int
+    text: bytes
+    logprob: float
+    top: list[tuple[int, bytes, float]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Delta:
+    """What one engine step produced for one request: new text (possibly empty while a stop
+    string might still match), the new token ids, and on the last one why it finished."""
+
+    text: str
+    tokens: list[int]
+    prompt_tokens: int
+    completion_tokens: int
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    finish: Finish | None = None
+    error: Exception | None = None
+    cached_tokens: int = 0
+
+
+class Sampler(Protocol):
+    """One request's sampling state (penalty history, grammar, random generator)."""
+
+    def sample(self, row: int) -> int:
+        """Pick the next token from the logits of batch row `row` and accept it."""
+
+    def allow_end(self, allowed: bool) -> None:
+        """Let end-of-generation tokens be sampled, or not (min_tokens, ignore_eos)."""
+
+    def close(self) -> None: ...
+
+
+class Backend(Protocol):
+    """What a runtime offers the engine: one model context with `n_slots` sequence slots."""
+
+    n_slots: int
+    #: Tokens one sequence may hold (prompt + generated).
+    n_ctx: int
+    #: Tokens one decode call may carry.
+    n_batch: int
+
+    def decode(self, rows: Sequence[tuple[int, int, int, bool]]) -> None:
+        """Run the model on rows of (slot, position, token, want_logits) in one call; raise
+        on failure. `Sampler.sample(i)` and `logprobs(i, ...)` then read row i's logits."""
+
+    def new_sampler(self, params: SamplingParams) -> Sampler: ...
+
+    def logprobs(self, row: int, token: int, top: int) -> TokenLogprob: ...
+
+    def is_end(self, token: int) -> bool:
+        """Whether `token` ends generation (EOS, EOT, ...)."""
+
+    def piece(self, token: int) -> bytes:
+        """The bytes a token stands for (special tokens render as nothing)."""
+
+    def keep(self, slot: int, n: int) -> int:
+        """Keep the first `n` cached tokens of `slot` and drop the rest; return how many are
+        really kept (fewer when the cache cannot be cut there, e.g. sliding-window layers)."""
+
+    def close(self) -> None: ...
+

@@ -1,0 +1,145 @@
+"""Read OpenAI request bodies (with vLLM's extra fields) into protocol-neutral parts, refusing
+what is not supported rather than ignoring it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelyard.core import chat
+from modelyard.core.generation import SamplingParams
+from modelyard.core.sampling import sampling_params
+from modelyard.errors import InvalidArgument
+
+#: Structured-output fields of other servers; refused loudly (use response_format).
+_REFUSED = ("guided_json", "guided_regex", "guided_choice", "guided_grammar",
+            "guided_decoding_backend", "structured_outputs", "guided_whitespace_pattern")
+
+
+@dataclass
+class Common:
+    model: str
+    params: SamplingParams
+    n: int = 1
+    stream: bool = False
+    include_usage: bool = False
+    #: ("json", None) or ("json_schema", schema): structured output to enforce.
+    structured: tuple[str, Any] | None = None
+
+
+@dataclass
+class ChatBody(Common):
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    template_kwargs: dict[str, Any] = field(default_factory=dict)
+    add_generation_prompt: bool = True
+
+
+@dataclass
+class CompletionBody(Common):
+    #: Each prompt as text or as token ids.
+    prompts: list[str | list[int]] = field(default_factory=list)
+    echo: bool = False
+
+
+def read_chat(body: Any) -> ChatBody:
+    body = _object(body)
+    common = _common(body)
+    top = body.get("top_logprobs")
+    if _flag(body, "logprobs"):
+        common.params.logprobs = _int(top, "top_logprobs", 0, 20) if top is not None else 0
+    elif top:
+        raise InvalidArgument("top_logprobs needs logprobs: true")
+    if body.get("tools"):
+        raise InvalidArgument("tool calling is not supported by this server yet; leave out tools")
+    kwargs = body.get("chat_template_kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise InvalidArgument("chat_template_kwargs must be an object")
+    return ChatBody(**vars(common), messages=chat.normalize(body.get("messages")),
+                    template_kwargs=kwargs,
+                    add_generation_prompt=_flag(body, "add_generation_prompt", True))
+
+
+def read_completion(body: Any) -> CompletionBody:
+    body = _object(body)
+    common = _common(body)
+    if body.get("logprobs") is not None:
+        common.params.logprobs = _int(body["logprobs"], "logprobs", 0, 20)
+    if body.get("suffix"):
+        raise InvalidArgument("suffix (fill-in-the-middle) is not supported")
+    return CompletionBody(**vars(common), prompts=_prompts(body.get("prompt")),
+                          echo=_flag(body, "echo"))
+
+
+def _common(body: dict[str, Any]) -> Common:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidArgument("model is required: the name of a model from GET /v1/models")
+    for name in _REFUSED:
+        if body.get(name) is not None:
+            raise InvalidArgument(f"{name} is not supported; use response_format with "
+                                  "json_object or json_schema")
+    params = sampling_params(body)
+    if params.seed is not None and params.seed < 0:
+        params.seed &= 0xFFFFFFFF
+    options = body.get("stream_options") or {}
+    if not isinstance(options, dict):
+        raise InvalidArgument("stream_options must be an object")
+    stream = _flag(body, "stream")
+    if options and not stream:
+        raise InvalidArgument("stream_options is only allowed with stream: true")
+    return Common(model, params, _int(body.get("n", 1), "n", 1, 16), stream,
+                  bool(options.get("include_usage")), _response_format(body.get("response_format")))
+
+
+def _response_format(value: Any) -> tuple[str, Any] | None:
+    if value is None:
+        return None
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return ("json", None)
+    if kind == "json_schema":
+        spec = value.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise InvalidArgument("response_format json_schema needs json_schema.schema, "
+                                  "a JSON Schema object")
+        return ("json_schema", schema)
+    raise InvalidArgument(f"response_format type {kind!r} is not supported; use text, "
+                          "json_object or json_schema")
+
+
+def _prompts(value: Any) -> list[str | list[int]]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and value:
+        if all(isinstance(p, str) for p in value):
+            return list(value)
+        if all(isinstance(t, int) and not isinstance(t, bool) for t in value):
+            return [list(value)]
+        if all(isinstance(p, list) and p and all(isinstance(t, int) for t in p) for p in value):
+            return [list(p) for p in value]
+    raise InvalidArgument("prompt must be a string, a list of strings, a list of token ids "
+                          "or a list of lists of token ids")
+
+
+def _object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise InvalidArgument("the request body must be a JSON object")
+    return body
+
+
+def _flag(body: dict[str, Any], name: str, default: bool = False) -> bool:
+    value = body.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise InvalidArgument(f"{name} must be true or false")
+    return value
+
+
+def _int(value: Any, name: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidArgument(f"{name} must be an integer from {low} to {high}")
+    return value

@@ -1,0 +1,385 @@
+"""GGUF language models through llama.cpp (llama-cpp-python's low-level API; extra `[llm]`).
+
+A bare `NAME.gguf` or a folder with `model.yaml` (`runtime: llamacpp`) becomes an LLM served
+by the continuous-batching engine; embedding models (a pooling type in the GGUF, or
+`embedding: true`) serve embeddings. `parameters` in model.yaml (all optional):
+
+    n_ctx          tokens one sequence may hold (default: min(4096, the model's context))
+    n_seq_max      sequences decoded together (default 8)
+    n_batch        tokens per decode step (default 512); n_ubatch (default n_batch)
+    n_threads      CPU threads (default: all cores); n_threads_batch (default n_threads)
+    max_queue      requests that may wait for a slot before 429 (default 256)
+    chat_template  a known template name (chatml, gemma, llama3) or Jinja source
+    swa_full       keep the full sliding-window cache (better prefix reuse, more memory)
+    embedding      serve embeddings (true/false); pooling: mean, cls, last
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import queue
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from modelyard.core import chat
+from modelyard.core.engine import Engine
+from modelyard.core.generation import Delta, GenerationRequest
+from modelyard.core.sampling import sampling_params
+from modelyard.core.textmodel import TextModel
+from modelyard.errors import InvalidArgument, ModelLoadError
+from modelyard.repository.config import ModelConfig, TensorSpec
+from modelyard.runtimes.base import Arrays, Runtime
+from modelyard.runtimes.llamacpp_backend import LlamaBackend
+from modelyard.runtimes.llamacpp_embed import Embedder
+from modelyard.runtimes.llamacpp_lib import lc
+
+log = logging.getLogger("modelyard.llamacpp")
+
+_POOLING = {"none": lc.LLAMA_POOLING_TYPE_NONE, "mean": lc.LLAMA_POOLING_TYPE_MEAN,
+            "cls": lc.LLAMA_POOLING_TYPE_CLS, "last": lc.LLAMA_POOLING_TYPE_LAST}
+_KNOWN_PARAMETERS = {"n_ctx", "n_seq_max", "n_batch", "n_ubatch", "n_threads",
+                     "n_threads_batch", "max_queue", "chat_template", "swa_full", "embedding",
+                     "pooling", "trust_pickle"}
+
+
+@dataclass
+class LlamaSettings:
+    n_ctx: int = 0
+    n_seq_max: int = 8
+    n_batch: int = 512
+    n_ubatch: int = 0
+    n_threads: int = 0
+    n_threads_batch: int = 0
+    max_queue: int = 256
+    chat_template: str = ""
+    swa_full: bool = False
+    embedding: bool | None = None
+    pooling: str = ""
+
+    @classmethod
+    def read(cls, parameters: dict[str, str], model: str) -> LlamaSettings:
+        unknown = set(parameters) - _KNOWN_PARAMETERS
+        if unknown:
+            log.warning("model %s: unknown llamacpp parameters %s ignored (known: %s)", model,
+                        sorted(unknown), ", ".join(sorted(_KNOWN_PARAMETERS)))
+        out = cls()
+        try:
+            for key, value in parameters.items():
+                if key in {"chat_template", "pooling"}:
+                    setattr(out, key, value)
+                elif key in {"swa_full", "embedding"}:
+                    setattr(out, key, value.strip().lower() in ("1", "true", "yes", "on"))
+                elif key in _KNOWN_PARAMETERS - {"trust_pickle"}:
+                    setattr(out, key, int(value))
+        except ValueError as exc:
+            raise ModelLoadError(f"model {model!r}: bad llamacpp parameter: {exc}") from exc
+        if out.pooling and out.pooling not in _POOLING:
+            raise ModelLoadError(f"model {model!r}: pooling must be one of {sorted(_POOLING)}")
+        return out
+
+
+class LlamaCppRuntime(Runtime, TextModel):
+    name: ClassVar[str] = "llamacpp"
+    suffixes: ClassVar[tuple[str, ...]] = (".gguf",)
+    default_filename: ClassVar[str] = "model.gguf"
+
+    def __init__(self, path: Path, config: ModelConfig) -> None:
+        super().__init__(path, config)
+        self.model: Any = None
+        self.ctx: Any = None
+        self.vocab: Any = None
+        self.metadata: dict[str, str] = {}
+        self.backend: LlamaBackend | None = None
+        self.embedder: Embedder | None = None
+        self._details: dict[str, Any] = {}
+
+    # ---- Runtime -----------------------------------------------------------------------------
+
+    def load(self) -> None:
+        _init_library()
+        settings = LlamaSettings.read(self.config.parameters, self.config.name)
+        params = lc.llama_model_default_params()
+        self.model = lc.llama_model_load_from_file(str(self.path).encode(), params)
+        if not self.model:
+            raise ModelLoadError(f"model {self.config.name!r}: llama.cpp cannot load {self.path}")
+        try:
+            self._setup(settings)
+        except BaseException:
+            self.unload()
+            raise
+
+    def _setup(self, settings: LlamaSettings) -> None:
+        self.vocab = lc.llama_model_get_vocab(self.model)
+        self.metadata = _metadata(self.model)
+        arch = self.metadata.get("general.architecture", "")
+        n_train = lc.llama_model_n_ctx_train(self.model)
+        self.n_ctx = min(settings.n_ctx or 4096, n_train) if n_train > 0 else settings.n_ctx or 4096
+        is_embedding = settings.embedding
+        if is_embedding is None:
+            is_embedding = f"{arch}.pooling_type" in self.metadata
+        if is_embedding:
+            self._setup_embedding(settings)
+        else:
+            self._setup_generation(settings, arch)
+        self._details = self._read_details(arch)
+        self._declare_tensors(is_embedding)
+
+    def _setup_generation(self, settings: LlamaSettings, arch: str) -> None:
+        slots = max(1, settings.n_seq_max)
+        n_batch = max(settings.n_batch, slots)
+        self.ctx = _context(self.model, self.n_ctx * slots, n_batch,
+                            settings.n_ubatch or n_batch, slots, settings, embeddings=False)
+        n_vocab = lc.llama_vocab_n_tokens(self.vocab)
+        ends = [t for t in range(n_vocab) if lc.llama_vocab_is_eog(self.vocab, t)]
+        n_swa = 0 if settings.swa_full else lc.llama_model_n_swa(self.model)
+        self.backend = LlamaBackend(self.ctx, self.vocab, n_slots=slots, n_ctx=self.n_ctx,
+                                    n_batch=n_batch, n_vocab=n_vocab, end_tokens=ends,
+                                    n_swa=n_swa)
+        self.template = chat.choose(self.metadata.get("tokenizer.chat_template"),
+                                    settings.chat_template or None, arch, self.config.name,
+                                    self._token_text(lc.llama_vocab_bos(self.vocab)),
+                                    self._token_text(lc.llama_vocab_eos(self.vocab)))
+        self.engine = Engine(self.backend, name=self.config.name, max_waiting=settings.max_queue)
+
+    def _setup_embedding(self, settings: LlamaSettings) -> None:
+        slots = max(1, min(settings.n_seq_max, 16))
+        pooling = _POOLING.get(settings.pooling, lc.LLAMA_POOLING_TYPE_UNSPECIFIED)
+        arch = self.metadata.get("general.architecture", "")
+        if not settings.pooling and f"{arch}.pooling_type" not in self.metadata:
+            pooling = lc.LLAMA_POOLING_TYPE_MEAN
+        n_batch = max(settings.n_batch, self.n_ctx)
+        self.ctx = _context(self.model, n_batch, n_batch, n_batch, slots, settings,
+                            embeddings=True, pooling=pooling)
+        self.embedder = Embedder(self.ctx, lc.llama_model_n_embd(self.model), slots, n_batch)
+
+    def _declare_tensors(self, is_embedding: bool) -> None:
+        """KServe's view: text in, text (or an embedding) out, as Triton's vLLM backend does."""
+        config = self.config
+        if config.inputs or config.outputs:
+            return
+        if is_embedding:
+            config.inputs = [TensorSpec("text_input", "BYTES", [-1])]
+            config.outputs = [TensorSpec("embedding", "FP32", [-1, -1])]
+        else:
+            config.inputs = [TensorSpec("text_input", "BYTES", [1]),
+                             TensorSpec("sampling_parameters", "BYTES", [1], optional=True)]
+            config.outputs = [TensorSpec("text_output", "BYTES", [1])]
+            if "instances" not in config.reasons and self.backend is not None:
+                config.instance_count = self.backend.n_slots
+                config.reasons["instance_count"] = "one per sequence slot (n_seq_max)"
+        config.reasons["input"] = config.reasons["output"] = "an LLM: text in, text out"
+
+    def infer(self, inputs: Arrays) -> Arrays:
+        if self.embedder is not None:
+            texts = [_text(t) for t in inputs["text_input"].reshape(-1)]
+            vectors, _ = self.embed(texts)
+            return {"embedding": np.array(vectors, dtype=np.float32)}
+        text = "".join(delta.text for delta in self._generate(inputs))
+        return {"text_output": np.array([text.encode()], dtype=object)}
+
+    def infer_stream(self, inputs: Arrays) -> Iterator[Arrays]:
+        if self.embedder is not None:
+            yield self.infer(inputs)
+            return
+        for delta in self._generate(inputs):
+            if delta.text or delta.finish is not None:
+                yield {"text_output": np.array([delta.text.encode()], dtype=object)}
+
+    def _generate(self, inputs: Arrays) -> Iterator[Delta]:
+        """Generate on the engine from a worker thread (KServe), blocking on a queue."""
+        assert self.engine is not None
+        options = {}
+        if "sampling_parameters" in inputs:
+            import orjson
+
+            try:
+                options = orjson.loads(_text(inputs["sampling_parameters"].reshape(-1)[0]))
+            except orjson.JSONDecodeError as exc:
+                raise InvalidArgument(f"sampling_parameters is not JSON: {exc}") from exc
+        prompt = self.tokenize(_text(inputs["text_input"].reshape(-1)[0]))
+        request = GenerationRequest(os.urandom(8).hex(), prompt, sampling_params(options))
+        deltas: queue.SimpleQueue[Delta] = queue.SimpleQueue()
+        self.engine.submit(request, deltas.put)
+        try:
+            while True:
+                delta = deltas.get()
+                if delta.error is not None:
+                    raise delta.error
+                yield delta
+                if delta.finish is not None:
+                    return
+        finally:
+            self.engine.abort(request.id)
+
+    def unload(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
+        for part in (self.backend, self.embedder):
+            if part is not None:
+                part.close()
+        self.backend = self.embedder = None
+        if self.ctx:
+            lc.llama_free(self.ctx)
+            self.ctx = None
+        if self.model:
+            lc.llama_model_free(self.model)
+            self.model = None
+
+    # ---- TextModel ---------------------------------------------------------------------------
+
+    @property
+    def embedding(self) -> bool:
+        return self.embedder is not None
+
+    def tokenize(self, text: str, special: bool = True) -> list[int]:
+        data = text.encode()
+        size = len(data) + 8
+        while True:
+            buffer = (lc.llama_token * size)()
+            n = lc.llama_tokenize(self.vocab, data, len(data), buffer, size, True, special)
+            if n >= 0:
+                tokens = list(buffer[:n])
+                break
+            size = -n
+        bos = lc.llama_vocab_bos(self.vocab)
+        if len(tokens) > 1 and tokens[0] == bos and tokens[1] == bos:
+            del tokens[0]  # the template already wrote BOS
+        return tokens
+
+    def detokenize(self, tokens: list[int]) -> str:
+        n_vocab = lc.llama_vocab_n_tokens(self.vocab)
+        if any(not 0 <= t < n_vocab for t in tokens):
+            raise InvalidArgument(f"token ids must be between 0 and {n_vocab - 1}")
+        return b"".join(_piece_special(self.vocab, t) for t in tokens).decode("utf-8", "replace")
+
+    def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+        if self.embedder is None:
+            raise InvalidArgument(f"model {self.config.name!r} is not an embedding model")
+        tokenized = [self.tokenize(t) for t in texts]
+        for tokens in tokenized:
+            if len(tokens) > self.n_ctx:
+                raise InvalidArgument(f"an input has {len(tokens)} tokens; model "
+                                      f"{self.config.name!r} takes at most {self.n_ctx}")
+        return self.embedder.embed(tokenized), sum(len(t) for t in tokenized)
+
+    def grammar(self, kind: str, schema: Any = None) -> str:
+        from llama_cpp import llama_grammar
+
+        if kind == "json":
+            return str(llama_grammar.JSON_GBNF)
+        import orjson
+
+        try:
+            return str(llama_grammar.json_schema_to_gbnf(orjson.dumps(schema).decode()))
+        except Exception as exc:  # the converter raises plain errors on schemas it cannot do
+            raise InvalidArgument(f"cannot enforce this JSON schema: {exc}") from exc
+
+    def details(self) -> dict[str, Any]:
+        return dict(self._details)
+
+    def _read_details(self, arch: str) -> dict[str, Any]:
+        buffer = ctypes.create_string_buffer(256)
+        lc.llama_model_desc(self.model, buffer, 256)
+        return {
+            "format": "gguf",
+            "family": arch,
+            "description": buffer.value.decode("utf-8", "replace"),
+            "parameters": int(lc.llama_model_n_params(self.model)),
+            "quantization": _quantization(self.metadata),
+            "context_length": int(lc.llama_model_n_ctx_train(self.model)),
+            "embedding_length": int(lc.llama_model_n_embd(self.model)),
+            "size": self.path.stat().st_size,
+            "chat_template": self.template.origin if self.template else None,
+        }
+
+    def _token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return _piece_special(self.vocab, token).decode("utf-8", "replace")
+
+
+# ---- llama.cpp helpers ---------------------------------------------------------------------
+
+_initialised = False
+
+
+@lc.llama_log_callback  # type: ignore[untyped-decorator]
+def _log_callback(level: int, text: bytes, user_data: Any) -> None:
+    if level in (3, 4):  # GGML_LOG_LEVEL_WARN, GGML_LOG_LEVEL_ERROR
+        message = text.decode("utf-8", "replace").rstrip()
+        if message:
+            log.log(logging.WARNING if level == 3 else logging.ERROR, "llama.cpp: %s", message)
+
+
+def _init_library() -> None:
+    global _initialised
+    if not _initialised:
+        lc.llama_log_set(_log_callback, ctypes.c_void_p(0))
+        lc.llama_backend_init()
+        _initialised = True
+
+
+def _context(model: Any, n_ctx: int, n_batch: int, n_ubatch: int, n_seq: int,
+             settings: LlamaSettings, *, embeddings: bool, pooling: int = -1) -> Any:
+    params = lc.llama_context_default_params()
+    params.n_ctx = n_ctx
+    params.n_batch = n_batch
+    params.n_ubatch = min(n_ubatch, n_batch)
+    params.n_seq_max = n_seq
+    threads = settings.n_threads or os.cpu_count() or 1
+    params.n_threads = threads
+    params.n_threads_batch = settings.n_threads_batch or threads
+    params.kv_unified = True  # one ubatch for all sequences (split per stream is far slower)
+    params.swa_full = settings.swa_full
+    params.embeddings = embeddings
+    params.pooling_type = pooling
+    params.no_perf = True
+    ctx = lc.llama_init_from_model(model, params)
+    if not ctx:
+        raise ModelLoadError(f"llama.cpp could not create a context of {n_ctx} tokens "
+                             f"for {n_seq} sequences (out of memory?)")
+    return ctx
+
+
+def _metadata(model: Any) -> dict[str, str]:
+    out = {}
+    for i in range(lc.llama_model_meta_count(model)):
+        key = _meta_string(lambda buf, n, i=i: lc.llama_model_meta_key_by_index(model, i, buf, n))
+        out[key] = _meta_string(
+            lambda buf, n, i=i: lc.llama_model_meta_val_str_by_index(model, i, buf, n))
+    return out
+
+
+def _meta_string(read: Any) -> str:
+    size = 256
+    while True:
+        buffer = ctypes.create_string_buffer(size)
+        n = read(buffer, size)
+        if n < size:
+            return buffer.value.decode("utf-8", "replace")
+        size = n + 1
+
+
+def _quantization(metadata: dict[str, str]) -> str:
+    file_type = metadata.get("general.file_type")
+    if file_type is None or not file_type.isdigit():
+        return ""
+    name = lc.llama_ftype_name(int(file_type))
+    return name.decode() if name else ""
+
+
+def _piece_special(vocab: Any, token: int) -> bytes:
+    buffer = ctypes.create_string_buffer(256)
+    n = lc.llama_token_to_piece(vocab, token, buffer, 256, 0, True)
+    return buffer.raw[: max(n, 0)]
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)

@@ -1,0 +1,212 @@
+"""The continuous-batching engine over a fake backend (no llama.cpp): scheduling, stop
+conditions, aborts, the waiting limit and prefix reuse."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Sequence
+
+import pytest
+
+from modelyard.core.engine import Engine
+from modelyard.core.generation import (
+    Delta,
+    Finish,
+    GenerationRequest,
+    SamplingParams,
+    TokenLogprob,
+)
+from modelyard.errors import InvalidArgument, ResourceExhausted
+
+END = 0
+
+
+class FakeSampler:
+    """Next token = previous token + 1 (wrapping before END unless the end is allowed)."""
+
+    def __init__(self, backend: FakeBackend) -> None:
+        self.backend = backend
+        self.end_allowed = True
+
+    def sample(self, row: int) -> int:
+        token = self.backend.last_rows[row][2] + 1
+        if token >= self.backend.end_at:
+            return END if self.end_allowed else 1
+        return token
+
+    def allow_end(self, allowed: bool) -> None:
+        self.end_allowed = allowed
+
+    def close(self) -> None:
+        pass
+
+
+class FakeBackend:
+    n_ctx = 64
+
+    def __init__(self, n_slots: int = 2, n_batch: int = 8, end_at: int = 1000,
+                 gate: threading.Event | None = None) -> None:
+        self.n_slots = n_slots
+        self.n_batch = n_batch
+        self.end_at = end_at
+        self.gate = gate
+        self.steps: list[list[tuple[int, int, int, bool]]] = []
+        self.last_rows: list[tuple[int, int, int, bool]] = []
+        self.kept: list[tuple[int, int]] = []
+
+    def decode(self, rows: Sequence[tuple[int, int, int, bool]]) -> None:
+        if self.gate is not None:
+            self.gate.wait(5)
+        self.last_rows = list(rows)
+        self.steps.append(list(rows))
+
+    def new_sampler(self, params: SamplingParams) -> FakeSampler:
+        return FakeSampler(self)
+
+    def logprobs(self, row: int, token: int, top: int) -> TokenLogprob:
+        return TokenLogprob(token, b"x", -0.5)
+
+    def is_end(self, token: int) -> bool:
+        return token == END
+
+    def piece(self, token: int) -> bytes:
+        return chr(ord("a") + token % 26).encode()
+
+    def keep(self, slot: int, n: int) -> int:
+        self.kept.append((slot, n))
+        return n
+
+    def close(self) -> None:
+        pass
+
+
+def run(engine: Engine, prompt: list[int], request_id: str = "r", **params: object) -> list[Delta]:
+    deltas: queue.SimpleQueue[Delta] = queue.SimpleQueue()
+    engine.submit(GenerationRequest(request_id, prompt, SamplingParams(**params)), deltas.put)
+    out = []
+    while not out or out[-1].finish is None:
+        out.append(deltas.get(timeout=5))
+    return out
+
+
+@pytest.fixture
+def backend() -> FakeBackend:
+    return FakeBackend()
+
+
+@pytest.fixture
+def engine(backend: FakeBackend) -> Engine:
+    engine = Engine(backend, name="fake")
+    yield engine  # type: ignore[misc]
+    engine.close()
+
+
+def test_generates_until_max_tokens(engine: Engine) -> None:
+    deltas = run(engine, [1, 2, 3], max_tokens=5)
+    assert [d.tokens for d in deltas] == [[4], [5], [6], [7], [8]]
+    assert "".join(d.text for d in deltas) == "efghi"
+    assert deltas[-1].finish is Finish.LENGTH
+    assert deltas[-1].completion_tokens == 5 and deltas[-1].prompt_tokens == 3
+
+
+def test_end_token_stops_unless_ignored(backend: FakeBackend, engine: Engine) -> None:
+    backend.end_at = 6
+    assert run(engine, [3], max_tokens=10)[-1].finish is Finish.STOP
+    assert len(run(engine, [3], max_tokens=10, ignore_eos=True)) == 10
+    assert len(run(engine, [3], max_tokens=10, min_tokens=4)) >= 4
+
+
+def test_stop_string_across_tokens(engine: Engine) -> None:
+    deltas = run(engine, [1], max_tokens=20, stop=("fgh",))
+    assert "".join(d.text for d in deltas) == "cde"
+    assert deltas[-1].finish is Finish.STOP
+
+
+def test_stop_token_ids(engine: Engine) -> None:
+    deltas = run(engine, [1], max_tokens=20, stop_token_ids=frozenset({5}))
+    assert deltas[-1].finish is Finish.STOP and deltas[-1].tokens == [5]
+
+
+def test_sequences_share_steps_and_prompts_are_chunked(backend: FakeBackend) -> None:
+    gate = threading.Event()
+    backend.gate = gate
+    engine = Engine(backend, name="fake")
+    try:
+        sinks: list[queue.SimpleQueue[Delta]] = [queue.SimpleQueue(), queue.SimpleQueue()]
+        engine.submit(GenerationRequest("a", list(range(1, 13)), SamplingParams(max_tokens=3)),
+                      sinks[0].put)
+        engine.submit(GenerationRequest("b", [1, 2], SamplingParams(max_tokens=3)), sinks[1].put)
+        gate.set()
+        for sink in sinks:
+            while sink.get(timeout=5).finish is None:
+                pass
+    finally:
+        engine.close()
+    assert all(len(step) <= backend.n_batch for step in backend.steps)
+    assert any(len({row[0] for row in step}) == 2 for step in backend.steps)
+
+
+def test_prompt_prefix_is_reused(backend: FakeBackend, engine: Engine) -> None:
+    run(engine, [1, 2, 3, 4], max_tokens=2)
+    deltas = run(engine, [1, 2, 3, 9], max_tokens=2)
+    assert deltas[-1].cached_tokens == 3
+    assert backend.kept[-1][1] == 3
+
+
+def test_abort_frees_the_slot(backend: FakeBackend) -> None:
+    backend.n_slots = 1
+    engine = Engine(backend, name="fake")
+    try:
+        got: queue.SimpleQueue[Delta] = queue.SimpleQueue()
+        engine.submit(GenerationRequest("long", [1], SamplingParams(max_tokens=60)), got.put)
+        got.get(timeout=5)
+        engine.abort("long")
+        assert run(engine, [1], "next", max_tokens=2)[-1].finish is Finish.LENGTH
+        assert engine.running == 0
+    finally:
+        engine.close()
+
+
+def test_waiting_limit_and_context_limit(backend: FakeBackend) -> None:
+    gate = threading.Event()
+    backend.gate = gate
+    backend.n_slots = 1
+    engine = Engine(backend, name="fake", max_waiting=1)
+    try:
+        sink: queue.SimpleQueue[Delta] = queue.SimpleQueue()
+        engine.submit(GenerationRequest("a", [1], SamplingParams(max_tokens=2)), sink.put)
+        deadline = time.monotonic() + 5
+        while engine.running == 0 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        engine.submit(GenerationRequest("b", [1], SamplingParams(max_tokens=2)), sink.put)
+        with pytest.raises(ResourceExhausted):
+            engine.submit(GenerationRequest("c", [1], SamplingParams()), sink.put)
+        with pytest.raises(InvalidArgument, match="at most 63"):
+            engine.submit(GenerationRequest("d", [1] * 64, SamplingParams()), sink.put)
+    finally:
+        gate.set()
+        engine.close()
+
+
+def test_context_full_ends_with_length(engine: Engine) -> None:
+    deltas = run(engine, [1] * 60, ignore_eos=True)
+    assert deltas[-1].finish is Finish.LENGTH
+    assert deltas[-1].completion_tokens == 4
+
+
+def test_close_fails_waiting_requests(backend: FakeBackend) -> None:
+    gate = threading.Event()
+    backend.gate = gate
+    engine = Engine(backend, name="fake")
+    sink: queue.SimpleQueue[Delta] = queue.SimpleQueue()
+    engine.submit(GenerationRequest("a", [1], SamplingParams(max_tokens=50)), sink.put)
+    closer = threading.Thread(target=engine.close)
+    closer.start()
+    gate.set()
+    closer.join(5)
+    last = None
+    while not sink.empty():
+        last = sink.get()
+    assert last is not None and last.finish is not None
