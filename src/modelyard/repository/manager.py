@@ -12,9 +12,11 @@ Model control modes (Triton's):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Iterable
+from contextlib import AbstractAsyncContextManager
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,14 +139,16 @@ class ModelRepository:
         for name, source in scan(self.roots).items():
             self.entries[name] = ModelEntry(source)
         wanted = list(self.entries) if self._load_all_at_start() else self.startup_models
-        for name in wanted:
-            if name not in self.entries:
-                log.error("--load-model %s: no such model in %s", name, self.roots)
-                continue
-            try:
-                await self.load(name, _internal=True)
-            except ModelyardError as exc:
-                log.error("model %s did not load: %s", name, exc)
+        await asyncio.gather(*[self._load_at_start(name) for name in wanted])
+
+    async def _load_at_start(self, name: str) -> None:
+        if name not in self.entries:
+            log.error("--load-model %s: no such model in %s", name, self.roots)
+            return
+        try:
+            await self.load(name, _internal=True)
+        except ModelyardError as exc:
+            log.error("model %s did not load: %s", name, exc)
 
     def _load_all_at_start(self) -> bool:
         if self.control_mode in ("explicit", "ondemand"):
@@ -197,7 +201,7 @@ class ModelRepository:
         if not _internal:
             self._check_control("load")
         entry = self._entry_for_load(name)
-        async with self._loading, entry.lock:
+        async with self._budget_lock(), entry.lock:
             source = self._reread(name, entry.source)
             if config_json is not None:
                 source.config = _override(source.config, config_json, name)
@@ -220,6 +224,13 @@ class ModelRepository:
             entry.state, entry.reason = READY, ""
             entry.load_seconds = time.monotonic() - started
             await _unload_all(old.values(), self.executor)
+
+    def _budget_lock(self) -> AbstractAsyncContextManager[Any]:
+        """Loads run one at a time when a cap or budget is set (so their accounting holds),
+        side by side otherwise."""
+        if self.residency.memory_budget or self.residency.max_loaded:
+            return self._loading
+        return contextlib.nullcontext()
 
     def _estimate(self, source: ModelSource) -> int:
         if not (self.residency.memory_budget or self.residency.max_loaded):
