@@ -18,7 +18,8 @@ ALL_RUNTIMES = {"onnx": True, "sklearn": True, "xgboost": True, "lightgbm": True
 def gguf_header(path: Path, *, arch: str = "llama", layers: int, width: int, heads: int,
                 kv_heads: int, ff: int, vocab: int, context: int, file_type: int,
                 tensor_type: int, chat_template: str | None = "{{ messages }}",
-                pooling: int | None = None, token_list: bool = True) -> Path:
+                pooling: int | None = None, token_list: bool = True,
+                sliding_window: int = 0) -> Path:
     """A GGUF with llama-shaped tensor descriptions and no tensor data."""
     import gguf
 
@@ -33,6 +34,8 @@ def gguf_header(path: Path, *, arch: str = "llama", layers: int, width: int, hea
     writer.add_file_type(file_type)
     if pooling is not None:
         writer.add_pooling_type(gguf.PoolingType(pooling))
+    if sliding_window:
+        writer.add_sliding_window(sliding_window)
     if token_list:
         writer.add_token_list([f"t{i}" for i in range(vocab)])
     else:

@@ -165,6 +165,18 @@ def test_memory_estimate_arithmetic(tmp_path: Path) -> None:
     assert (configured.context, configured.parallel) == (2048, 2)
 
 
+def test_sliding_window_layers_hold_only_the_window(tmp_path: Path) -> None:
+    path = am.gguf_header(tmp_path / "g.gguf", arch="gemma3", layers=18, width=640, heads=4,
+                          kv_heads=1, ff=2048, vocab=1000, context=32768, file_type=15,
+                          tensor_type=12, sliding_window=512)
+    info = inspect_artifact(path)
+    assert info.llm is not None and (info.llm.swa_layers, info.llm.sliding_window) == (15, 512)
+    per_layer = info.llm.kv_bytes_per_token // 18
+    # 3 full layers hold 8192 tokens; 15 windowed layers hold 512 + one 512-token batch
+    assert info.llm.kv_cache_bytes(8192, 1) == per_layer * (3 * 8192 + 15 * 1024)
+    assert info.llm.kv_cache_bytes(512, 1) == per_layer * 18 * 512
+
+
 def test_budget_refusal_carries_the_estimate(tmp_path: Path) -> None:
     info = inspect_artifact(am.llm_70b(tmp_path / "big.gguf"))
     estimate = estimate_memory(info)
@@ -240,4 +252,5 @@ def test_probe_of_this_machine_is_sane() -> None:
     hw = probe()
     assert hw.cores >= 1 and hw.memory_bytes > 0
     assert hw.runtimes["onnx"] and hw.installed("python")
+    hw.libraries_for("onnx")
     assert "CPUExecutionProvider" in hw.onnx_providers

@@ -30,6 +30,8 @@ CPU_BANDWIDTH_PER_CORE, CPU_BANDWIDTH_MAX, GPU_BANDWIDTH = 6e9, 60e9, 1e12
 #: Share of a GPU's memory a model may take (the rest: CUDA context, activations).
 GPU_USABLE = 0.9
 GIB = 2**30
+#: formats whose runtime library the hardware facts ask about (providers, compiled features)
+LIBRARY_RUNTIMES = {"onnx": "onnx", "gguf": "llamacpp"}
 
 
 @dataclass
@@ -83,6 +85,7 @@ def advise(info: ArtifactInfo, hardware: Hardware | None = None, *, goal: str = 
     if goal not in GOALS:
         raise InvalidArgument(f"goal must be one of {', '.join(GOALS)}, not {goal!r}")
     hw = hardware or probe()
+    hw.libraries_for(LIBRARY_RUNTIMES.get(info.format, ""))
     budget = memory or hw.memory_available_bytes
     context, parallel, estimate = size_for_budget(info, goal, budget)
     facts = base_facts(info, hw, goal, latency_ms, budget, estimate)

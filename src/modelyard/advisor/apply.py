@@ -112,9 +112,11 @@ def _set(config: ModelConfig, key: str, value: Any, reason: str) -> None:
 
 
 def estimate_for(config: ModelConfig, artifact: Path) -> MemoryEstimate:
-    """What serving this model is estimated to take, at the context and parallelism its
-    config asks for (InvalidArgument when the artifact cannot be inspected)."""
-    return estimate_for_parameters(inspect_artifact(artifact), config.parameters)
+    """What serving this model is estimated to take, with the settings it will be loaded with:
+    its config's, and the advisor's where the config is silent (context and parallel sequences
+    for LLMs). InvalidArgument when the artifact cannot be inspected."""
+    info = with_config(inspect_artifact(artifact), config)
+    return estimate_for_parameters(info, advise_config(config, artifact).parameters)
 
 
 def refuse_over_budget(config: ModelConfig, artifact: Path, budget: int, used: int = 0) -> None:

@@ -24,11 +24,24 @@ class LLMShape:
     vocab: int
     trained_context: int
     embedding_length: int = 0
+    #: sliding-window attention: the window, and how many layers use it (their KV cache holds
+    #: only the window's tokens per sequence, plus one batch)
+    sliding_window: int = 0
+    swa_layers: int = 0
 
     @property
     def kv_bytes_per_token(self) -> int:
         """K and V in f16 for one token across every layer."""
         return sum(self.kv_heads) * (self.key_length + self.value_length) * 2
+
+    def kv_cache_bytes(self, context: int, parallel: int, batch: int = 512) -> int:
+        """The KV cache for `parallel` sequences of `context` tokens: full-attention layers
+        hold every token, sliding-window layers the window per sequence plus one batch."""
+        per_layer = self.kv_bytes_per_token // max(1, self.layers)
+        tokens = context * parallel
+        window = min(tokens, -(-(self.sliding_window * parallel + batch) // 256) * 256)
+        full = self.layers - self.swa_layers
+        return per_layer * (full * tokens + self.swa_layers * window)
 
 
 @dataclass

@@ -117,6 +117,18 @@ def _gguf_task(header: GGUFHeader) -> str:
     return "text-generation"
 
 
+#: Sliding-window architectures: one layer in N attends to everything (llama.cpp's patterns;
+#: the GGUF names the window but not the pattern). Unknown ones count as all-full: safe side.
+SWA_PATTERNS = {"gemma2": 2, "gemma3": 6, "cohere2": 4, "llama4": 4, "gpt-oss": 2}
+
+
+def _swa_layers(header: GGUFHeader, layers: int) -> int:
+    pattern = SWA_PATTERNS.get(header.architecture, 0)
+    if not pattern or not _int(header.arch_value("attention.sliding_window")):
+        return 0
+    return layers - layers // pattern
+
+
 def _llm_shape(header: GGUFHeader) -> LLMShape:
     layers = _int(header.arch_value("block_count"))
     heads = header.arch_value("attention.head_count")
@@ -131,6 +143,8 @@ def _llm_shape(header: GGUFHeader) -> LLMShape:
         vocab=_vocab(header),
         trained_context=_int(header.arch_value("context_length")),
         embedding_length=width,
+        sliding_window=_int(header.arch_value("attention.sliding_window")),
+        swa_layers=_swa_layers(header, layers),
     )
 
 

@@ -52,6 +52,8 @@ class Hardware:
     #: the features the installed llama.cpp was compiled with (None: not installed)
     llamacpp_features: frozenset[str] | None = None
     machine: str = ""
+    #: probed: ask installed libraries about themselves when first needed
+    lazy_libraries: bool = False
 
     def __post_init__(self) -> None:
         self.physical_cores = self.physical_cores or self.cores
@@ -59,6 +61,16 @@ class Hardware:
 
     def installed(self, runtime: str) -> bool:
         return runtime == "python" or self.runtimes.get(runtime, False)
+
+    def libraries_for(self, runtime: str) -> None:
+        """Fill in what an installed runtime library reports about itself. It is imported only
+        when a model for it is advised — serving that model imports it anyway."""
+        if not self.lazy_libraries or not self.runtimes.get(runtime):
+            return
+        if runtime == "onnx" and not self.onnx_providers:
+            self.onnx_providers = _onnx_providers()
+        elif runtime == "llamacpp" and self.llamacpp_features is None:
+            self.llamacpp_features = _llamacpp_features()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,7 +98,8 @@ def probe() -> Hardware:
 
 
 def probe_at(root: Path, run: Runner | None = None, import_libraries: bool = True) -> Hardware:
-    """The machine whose /proc and /sys are under `root` (tests pass a fake tree)."""
+    """The machine whose /proc and /sys are under `root` (tests pass a fake tree); with
+    `import_libraries`, installed runtimes are asked about themselves when first needed."""
     cpuinfo = _read(root / "proc/cpuinfo")
     flags = _flags(cpuinfo)
     total, available = _memory(root)
@@ -95,11 +108,8 @@ def probe_at(root: Path, run: Runner | None = None, import_libraries: bool = Tru
     return Hardware(
         cores=_cores(root), physical_cores=_physical_cores(cpuinfo), memory_bytes=total,
         memory_available_bytes=available, cpu_flags=flags, isa=_isa(flags, root == Path("/")),
-        gpus=_gpus(root, run or _run), runtimes=runtimes,
-        onnx_providers=_onnx_providers() if import_libraries and runtimes["onnx"] else [],
-        llamacpp_features=_llamacpp_features() if import_libraries and runtimes["llamacpp"]
-        else None,
-        machine=platform.machine(),
+        gpus=_gpus(root, run or _run), runtimes=runtimes, machine=platform.machine(),
+        lazy_libraries=import_libraries,
     )
 
 

@@ -38,8 +38,9 @@ COSTS: dict[str, MemoryCost] = {
     "sklearn/pickle": MemoryCost(90, 1, 2.3, True),
     "xgboost": MemoryCost(89, 1, 5.3, True),
     "lightgbm": MemoryCost(88, 0.5, 0.9, True),
-    # llama.cpp maps the weights; overhead grows with the vocabulary (see LLAMA_VOCAB_BYTES).
-    "gguf": MemoryCost(40, 24, 1.0, False),
+    # llama.cpp (llama-cpp-python 0.3.36) maps the weights; overhead grows with the vocabulary
+    # (LLAMA_VOCAB_BYTES) and the sequences decoded together (LLAMA_SEQUENCE_VOCAB_BYTES).
+    "gguf": MemoryCost(10, 4, 1.0, True),
     "hf": MemoryCost(600, 50, 1.0, False),
     "safetensors": MemoryCost(600, 50, 1.0, False),
     "torchscript": MemoryCost(300, 20, 1.0, False),
@@ -48,8 +49,10 @@ COSTS: dict[str, MemoryCost] = {
     "tensorrt": MemoryCost(0, 100, 1.0, False),
     "unknown": MemoryCost(0, 0, 1.0, False),
 }
-#: llama.cpp's logits and vocabulary buffers, bytes per vocabulary entry.
-LLAMA_VOCAB_BYTES = 256
+#: llama.cpp's vocabulary tables and output buffers, bytes per vocabulary entry ...
+LLAMA_VOCAB_BYTES = 220
+#: ... and per entry for each sequence decoded together (its logits).
+LLAMA_SEQUENCE_VOCAB_BYTES = 4
 _KNOWN_NOTHING = ("python",)
 
 
@@ -107,7 +110,8 @@ def estimate_memory(info: ArtifactInfo, context: int | None = None,
         if info.generates_text:
             estimate.context = context or default_context(info)
             estimate.parallel = parallel
-            estimate.kv_cache = info.llm.kv_bytes_per_token * estimate.context * parallel
+            estimate.kv_cache = info.llm.kv_cache_bytes(estimate.context, parallel)
+            estimate.overhead += info.llm.vocab * LLAMA_SEQUENCE_VOCAB_BYTES * parallel
     return estimate
 
 
