@@ -3,6 +3,7 @@
 Config parameters (config.pbtxt `parameters` or model.yaml `parameters`):
   intra_op_thread_count / inter_op_thread_count   onnxruntime thread pools (0: its default)
   execution_provider                               e.g. CPUExecutionProvider, OpenVINOExecutionProvider
+  allow_spinning                                   "1" lets idle onnxruntime threads spin (default "0")
 """
 
 from __future__ import annotations
@@ -71,6 +72,11 @@ class OnnxRuntime(Runtime):
         ) or _threads_per_instance(self.config.instance_count)
         options.inter_op_num_threads = int(params.get("inter_op_thread_count", 0))
         options.log_severity_level = 3
+        # onnxruntime's pool spins after each run by default, taking the cores the event loop
+        # and the other requests need; a server waits on requests, so let the threads sleep.
+        spin = params.get("allow_spinning", "0")
+        options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        options.add_session_config_entry("session.inter_op.allow_spinning", spin)
         providers = choose_providers(params.get("execution_provider"))
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=providers)
