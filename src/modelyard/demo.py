@@ -3,6 +3,7 @@
   iris_onnx      ONNX logistic regression on the iris data set (x FP32 [-1, 4] -> probabilities)
   iris_sklearn   the same classifier as a scikit-learn estimator saved with skops (safe format)
   wordcount      a Python model: BYTES text in, word counts (INT64) and upper-cased text out
+  gemma3         Gemma 3 270M (GGUF, llama.cpp) when the [llm] extra is installed (demo_llm.py)
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from modelyard import __version__
+from modelyard.demo_llm import add_llm_models
 
 _WORDCOUNT_PY = '''\
 import numpy as np
@@ -53,6 +55,7 @@ def demo_repository() -> Path:
     """The demo repository folder, built once per modelyard version."""
     target = cache_dir() / f"demo-{__version__}"
     if (target / ".complete").exists():
+        add_llm_models(target)
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".demo-"))
@@ -60,6 +63,7 @@ def demo_repository() -> Path:
     (staging / ".complete").touch()
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
+    add_llm_models(target)
     return target
 
 

@@ -115,6 +115,10 @@ modelyard is serving its demo models. Try:
 i=t.InferInput('x',[1,4],'FP32'); i.set_data_from_numpy(np.array([[5.1,3.5,1.4,0.2]],np.float32)); \\
 print(c.infer('iris_onnx',[i]).as_numpy('probabilities'))"
 
+  # with the [llm] extra: Gemma 3 270M over the OpenAI API (a base model: completion reads best)
+  curl {url}/v1/completions -d '{{"model":"gemma3","prompt":"The three primary colors are","max_tokens":16,"temperature":0}}'
+  curl {url}/v1/chat/completions -d '{{"model":"gemma3","messages":[{{"role":"user","content":"Name a fruit."}}],"stream":true}}'
+
   modelyard list          # what the demo repository holds, without a server
 Stop with Ctrl-C.
 """

