@@ -66,23 +66,41 @@ class DataPlane:
     async def infer_stream(self, request: InferRequest) -> AsyncIterator[InferResponse]:
         """Every response a (possibly decoupled) model produces for one request, as produced."""
         model = await self.repository.acquire(request.model, request.version)
-        check_inputs(model.config, request.inputs)
+        rows = check_inputs(model.config, request.inputs)
         check_requested(model.config, request.outputs)
-        loop = asyncio.get_running_loop()
+        if model.batcher is None:
+            raise Unavailable(f"model {model.name!r} is not serving yet")
+        start = time.perf_counter_ns()
         model.enter()
         try:
-            if model.batcher is None:
-                raise Unavailable(f"model {model.name!r} is not serving yet")
             async with model.batcher.slots:
-                iterator = iter(model.runtime.infer_stream(request.inputs))
-                while True:
-                    item = await loop.run_in_executor(self.executor, next, iterator, None)
-                    if item is None:
-                        break
-                    outputs = select_outputs(model.config, item, request.outputs)
+                queued = time.perf_counter_ns()
+                async for outputs in self._stream(model, request):
                     yield InferResponse(model.name, str(model.version), outputs, request.id)
+            done = time.perf_counter_ns()
+            model.stats.record_execution(rows, 0, done - queued, 0)
+            model.stats.record_success(done - start, queued - start, 0, done - queued, 0)
+        except BaseException:
+            model.stats.record_failure(time.perf_counter_ns() - start)
+            raise
         finally:
             model.leave()
+
+    async def _stream(self, model: ModelVersion, request: InferRequest) -> AsyncIterator[Arrays]:
+        """Pull the runtime's iterator on a worker thread, one item at a time; the slot is held
+        until the worker's current step ends, even if the consumer goes away."""
+        loop = asyncio.get_running_loop()
+        iterator = iter(model.runtime.infer_stream(request.inputs))
+        while True:
+            step = loop.run_in_executor(self.executor, next, iterator, None)
+            try:
+                item = await asyncio.shield(step)
+            except asyncio.CancelledError:
+                await asyncio.wait([step])  # keep the instance slot until the worker is done
+                raise
+            if item is None:
+                return
+            yield select_outputs(model.config, item, request.outputs)
 
     # ---- metadata --------------------------------------------------------------------------
 
