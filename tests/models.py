@@ -12,7 +12,6 @@ import numpy as np
 def addsub_onnx(path: Path, scale: float = 1.0) -> None:
     """OUTPUT0 = (INPUT0 + INPUT1) * scale, OUTPUT1 = INPUT0 - INPUT1; INPUT0 FP32, INPUT1 INT32,
     both [batch, 4]. Version folders get different scales so tests can tell them apart."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     nodes = [
@@ -92,25 +91,30 @@ def xgboost_ubj(path: Path) -> object:
     import xgboost
 
     x, y = iris()
-    booster = xgboost.train({"objective": "multi:softprob", "num_class": 3, "nthread": 1},
-                            xgboost.DMatrix(x, label=y), num_boost_round=5)
+    booster = xgboost.train(
+        {"objective": "multi:softprob", "num_class": 3, "nthread": 1},
+        xgboost.DMatrix(x, label=y),
+        num_boost_round=5,
+    )
     booster.save_model(str(path))
     return booster
 
 
 def lightgbm_txt(path: Path) -> object:
     import lightgbm
-
     from sklearn.datasets import load_diabetes
 
     data = load_diabetes()
-    booster = lightgbm.train({"objective": "regression", "verbose": -1, "num_threads": 1},
-                             lightgbm.Dataset(data.data, label=data.target), num_boost_round=10)
+    booster = lightgbm.train(
+        {"objective": "regression", "verbose": -1, "num_threads": 1},
+        lightgbm.Dataset(data.data, label=data.target),
+        num_boost_round=10,
+    )
     booster.save_model(str(path))
     return booster
 
 
-TEXT_MODEL = textwrap.dedent('''\
+TEXT_MODEL = textwrap.dedent("""\
     import numpy as np
     import modelyard
 
@@ -124,9 +128,9 @@ TEXT_MODEL = textwrap.dedent('''\
             out = np.array([t[::-1] + self.suffix for t in texts.reshape(-1)], dtype=object)
             lengths = np.array([len(t) for t in texts.reshape(-1)], dtype=np.int32)
             return {"REVERSED": out.reshape(texts.shape), "LENGTH": lengths.reshape(texts.shape)}
-    ''')
+    """)
 
-TEXT_CONFIG = textwrap.dedent('''\
+TEXT_CONFIG = textwrap.dedent("""\
     backend: "python"
     max_batch_size: 8
     input [ { name: "TEXT" data_type: TYPE_STRING dims: [ -1 ] } ]
@@ -135,9 +139,9 @@ TEXT_CONFIG = textwrap.dedent('''\
       { name: "LENGTH" data_type: TYPE_INT32 dims: [ -1 ] }
     ]
     parameters { key: "suffix" value: { string_value: "!" } }
-    ''')
+    """)
 
-FAILING_MODEL = textwrap.dedent('''\
+FAILING_MODEL = textwrap.dedent("""\
     import modelyard
 
 
@@ -146,13 +150,13 @@ FAILING_MODEL = textwrap.dedent('''\
             if float(inputs["x"].sum()) < 0:
                 raise RuntimeError("negative input breaks this model")
             return {"y": inputs["x"] * 2}
-    ''')
+    """)
 
-FAILING_YAML = textwrap.dedent('''\
+FAILING_YAML = textwrap.dedent("""\
     runtime: python
     inputs: [{name: x, datatype: FP32, shape: [-1]}]
     outputs: [{name: y, datatype: FP32, shape: [-1]}]
-    ''')
+    """)
 
 STREAM_MODEL = textwrap.dedent('''\
     import time
@@ -172,12 +176,12 @@ STREAM_MODEL = textwrap.dedent('''\
                 yield {"COUNT": np.array([i], dtype=np.int32)}
     ''')
 
-STREAM_YAML = textwrap.dedent('''\
+STREAM_YAML = textwrap.dedent("""\
     runtime: python
     inputs: [{name: N, datatype: INT32, shape: [1]}]
     outputs: [{name: COUNT, datatype: INT32, shape: [1]}]
     parameters: {delay: "0.2"}
-    ''')
+    """)
 
 
 SLOW_MODEL = textwrap.dedent('''\
@@ -211,13 +215,16 @@ def slow_model(root: Path, name: str, config_extra: str, delay: float = 0.3) -> 
     folder = root / name / "1"
     folder.mkdir(parents=True)
     (folder / "model.py").write_text(SLOW_MODEL)
-    (root / name / "config.pbtxt").write_text(textwrap.dedent(f'''\
+    (root / name / "config.pbtxt").write_text(
+        textwrap.dedent(f'''\
         backend: "python"
         input [ {{ name: "X" data_type: TYPE_FP32 dims: [ 1 ] }} ]
         output [ {{ name: "Y" data_type: TYPE_FP32 dims: [ 1 ] }},
                  {{ name: "SEQ" data_type: TYPE_INT64 dims: [ 1 ] }} ]
         parameters {{ key: "delay" value: {{ string_value: "{delay}" }} }}
-        ''') + config_extra)
+        ''')
+        + config_extra
+    )
 
 
 def build_repository(root: Path) -> Path:

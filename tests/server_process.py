@@ -20,8 +20,13 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, *args: str, env: dict[str, str] | None = None, api_key: str | None = None,
-                 log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        api_key: str | None = None,
+        log_path: Path | None = None,
+    ) -> None:
         self.http_port = free_port()
         self.grpc_port = free_port()
         self.args = args
@@ -43,22 +48,34 @@ class ServerProcess:
         return f"http://{self.http_addr}"
 
     def start(self, timeout: float = 60.0) -> ServerProcess:
-        command = [sys.executable, "-m", "modelyard", "serve", *self.args,
-                   "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port)]
+        command = [
+            sys.executable,
+            "-m",
+            "modelyard",
+            "serve",
+            *self.args,
+            "--http-port",
+            str(self.http_port),
+            "--grpc-port",
+            str(self.grpc_port),
+        ]
         if self.log_path:
             with open(self.log_path, "wb") as log:
                 self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=log)
         else:
-            self.process = subprocess.Popen(command, env=self.env, stdout=subprocess.DEVNULL,
-                                            stderr=subprocess.DEVNULL)
+            self.process = subprocess.Popen(
+                command, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}: {self.log()}")
             try:
-                if httpx.get(f"{self.url}/v2/health/ready", headers=headers,
-                             timeout=1).status_code == 200:
+                if (
+                    httpx.get(f"{self.url}/v2/health/ready", headers=headers, timeout=1).status_code
+                    == 200
+                ):
                     return self
             except httpx.HTTPError:
                 pass

@@ -16,9 +16,19 @@ from tests.server_process import ServerProcess
 def test_api_keys_guard_every_route_but_liveness(model_repo: Path, tmp_path: Path) -> None:
     key_file = tmp_path / "keys"
     key_file.write_text("# team keys\nsecond-key\n")
-    with ServerProcess(str(model_repo), "--model-control-mode", "explicit", "--load-model",
-                       "identity_fp32", "--api-key", "first-key", "--api-key-file", str(key_file),
-                       api_key="first-key", log_path=tmp_path / "log") as own:
+    with ServerProcess(
+        str(model_repo),
+        "--model-control-mode",
+        "explicit",
+        "--load-model",
+        "identity_fp32",
+        "--api-key",
+        "first-key",
+        "--api-key-file",
+        str(key_file),
+        api_key="first-key",
+        log_path=tmp_path / "log",
+    ) as own:
         assert httpx.get(f"{own.url}/v2/health/live").status_code == 200
         for path in ("/v2/health/ready", "/v2", "/v2/models/identity_fp32", "/"):
             response = httpx.get(own.url + path)
@@ -27,8 +37,7 @@ def test_api_keys_guard_every_route_but_liveness(model_repo: Path, tmp_path: Pat
         wrong = httpx.get(f"{own.url}/v2", headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401
         for key in ("first-key", "second-key"):
-            client = httpclient.InferenceServerClient(
-                own.http_addr, ssl=False)
+            client = httpclient.InferenceServerClient(own.http_addr, ssl=False)
             headers = {"Authorization": f"Bearer {key}"}
             x = httpclient.InferInput("x", [1, 2], "FP32")
             x.set_data_from_numpy(np.ones((1, 2), np.float32))
@@ -39,8 +48,14 @@ def test_api_keys_guard_every_route_but_liveness(model_repo: Path, tmp_path: Pat
 
 
 def test_pickles_need_trust(model_repo: Path, tmp_path: Path) -> None:
-    with ServerProcess(str(model_repo), "--model-control-mode", "explicit",
-                       "--load-model", "iris_tree", log_path=tmp_path / "log") as own:
+    with ServerProcess(
+        str(model_repo),
+        "--model-control-mode",
+        "explicit",
+        "--load-model",
+        "iris_tree",
+        log_path=tmp_path / "log",
+    ) as own:
         index = {r["name"]: r for r in httpx.post(f"{own.url}/v2/repository/index").json()}
         assert index["iris_tree"]["state"] == "UNAVAILABLE"
         assert "--trust-pickle" in index["iris_tree"]["reason"]
@@ -49,8 +64,10 @@ def test_pickles_need_trust(model_repo: Path, tmp_path: Path) -> None:
         assert "--trust-pickle" in response.json()["error"]
         # a per-model config can opt in
         config = '{"parameters": {"trust_pickle": {"string_value": "true"}}}'
-        response = httpx.post(f"{own.url}/v2/repository/models/iris_tree/load",
-                              json={"parameters": {"config": config}})
+        response = httpx.post(
+            f"{own.url}/v2/repository/models/iris_tree/load",
+            json={"parameters": {"config": config}},
+        )
         assert response.status_code == 200, response.text
         assert httpx.get(f"{own.url}/v2/models/iris_tree/ready").status_code == 200
 

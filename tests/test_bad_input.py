@@ -14,10 +14,12 @@ import pytest
 
 from tests.server_process import ServerProcess
 
-GOOD = {"inputs": [
-    {"name": "INPUT0", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]},
-    {"name": "INPUT1", "shape": [1, 4], "datatype": "INT32", "data": [1, 1, 1, 1]},
-]}
+GOOD = {
+    "inputs": [
+        {"name": "INPUT0", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]},
+        {"name": "INPUT1", "shape": [1, 4], "datatype": "INT32", "data": [1, 1, 1, 1]},
+    ]
+}
 
 
 def _with(**changes: object) -> dict[str, object]:
@@ -27,11 +29,19 @@ def _with(**changes: object) -> dict[str, object]:
 
 
 def _binary_body(header_length_delta: int = 0) -> tuple[bytes, dict[str, str]]:
-    header = json.dumps({"inputs": [
-        {"name": "INPUT0", "shape": [1, 4], "datatype": "FP32",
-         "parameters": {"binary_data_size": 16}},
-        {"name": "INPUT1", "shape": [1, 4], "datatype": "INT32", "data": [1, 1, 1, 1]},
-    ]}).encode()
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "INPUT0",
+                    "shape": [1, 4],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": 16},
+                },
+                {"name": "INPUT1", "shape": [1, 4], "datatype": "INT32", "data": [1, 1, 1, 1]},
+            ]
+        }
+    ).encode()
     body = header + np.arange(4, dtype=np.float32).tobytes()
     return body, {"Inference-Header-Content-Length": str(len(header) + header_length_delta)}
 
@@ -40,14 +50,41 @@ BAD_CASES: list[tuple[str, str, object, int, str]] = [
     # (id, url suffix, body (dict -> JSON, bytes -> raw), status, message fragment)
     ("wrong shape", "addsub/infer", _with(shape=[1, 3], data=[1, 2, 3]), 400, "expected [-1, 4]"),
     ("wrong dtype", "addsub/infer", _with(datatype="FP64"), 400, "must be FP32, got FP64"),
-    ("missing input", "addsub/infer", {"inputs": GOOD["inputs"][:1]}, 400, "missing input 'INPUT1'"),
-    ("unknown input", "addsub/infer",
-     {"inputs": [*GOOD["inputs"], {"name": "Z", "shape": [1], "datatype": "FP32", "data": [1]}]},
-     400, "has no input 'Z'"),
-    ("unknown output", "addsub/infer", {**GOOD, "outputs": [{"name": "NOPE"}]}, 400,
-     "has no output 'NOPE'"),
-    ("element count", "addsub/infer", _with(data=[1, 2, 3]), 400, "needs 4 elements but data has 3"),
-    ("over max batch", "addsub/infer", _with(shape=[9, 4], data=[0.0] * 36), 400, "max_batch_size 8"),
+    (
+        "missing input",
+        "addsub/infer",
+        {"inputs": GOOD["inputs"][:1]},
+        400,
+        "missing input 'INPUT1'",
+    ),
+    (
+        "unknown input",
+        "addsub/infer",
+        {"inputs": [*GOOD["inputs"], {"name": "Z", "shape": [1], "datatype": "FP32", "data": [1]}]},
+        400,
+        "has no input 'Z'",
+    ),
+    (
+        "unknown output",
+        "addsub/infer",
+        {**GOOD, "outputs": [{"name": "NOPE"}]},
+        400,
+        "has no output 'NOPE'",
+    ),
+    (
+        "element count",
+        "addsub/infer",
+        _with(data=[1, 2, 3]),
+        400,
+        "needs 4 elements but data has 3",
+    ),
+    (
+        "over max batch",
+        "addsub/infer",
+        _with(shape=[9, 4], data=[0.0] * 36),
+        400,
+        "max_batch_size 8",
+    ),
     ("bad datatype name", "addsub/infer", _with(datatype="FLOAT"), 400, "unknown datatype 'FLOAT'"),
     ("bad shape value", "addsub/infer", _with(shape=[1, -4]), 400, "non-negative integers"),
     ("no inputs", "addsub/infer", {"outputs": []}, 400, "non-empty 'inputs'"),
@@ -56,14 +93,19 @@ BAD_CASES: list[tuple[str, str, object, int, str]] = [
     ("unknown model", "nope/infer", GOOD, 404, "unknown model 'nope'"),
     ("unknown version", "addsub/versions/9/infer", GOOD, 404, "no version 9"),
     ("text in numbers", "addsub/infer", _with(data=["a", "b", "c", "d"]), 400, "does not fit"),
-    ("model raises", "broken/infer",
-     {"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [-1, -2]}]}, 500,
-     "negative input breaks this model"),
+    (
+        "model raises",
+        "broken/infer",
+        {"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [-1, -2]}]},
+        500,
+        "negative input breaks this model",
+    ),
 ]
 
 
-def _post(client: httpx.Client, suffix: str, body: object,
-          headers: dict[str, str] | None = None) -> httpx.Response:
+def _post(
+    client: httpx.Client, suffix: str, body: object, headers: dict[str, str] | None = None
+) -> httpx.Response:
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     return client.post(f"/v2/models/{suffix}", content=content, headers=headers or {})
 
@@ -105,11 +147,25 @@ def test_binary_extension_errors(server: ServerProcess) -> None:
         assert response.status_code == 400 and "runs past the end" in response.text
         response = _post(client, "addsub/infer", body, {"Inference-Header-Content-Length": "x"})
         assert response.status_code == 400 and "must be a number" in response.text
-        bytes_header = json.dumps({"inputs": [{"name": "TEXT", "shape": [1, 1], "datatype": "BYTES",
-                                               "parameters": {"binary_data_size": 6}}]}).encode()
+        bytes_header = json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "TEXT",
+                        "shape": [1, 1],
+                        "datatype": "BYTES",
+                        "parameters": {"binary_data_size": 6},
+                    }
+                ]
+            }
+        ).encode()
         truncated = bytes_header + struct.pack("<I", 10) + b"ab"
-        response = _post(client, "reverse/infer", truncated,
-                         {"Inference-Header-Content-Length": str(len(bytes_header))})
+        response = _post(
+            client,
+            "reverse/infer",
+            truncated,
+            {"Inference-Header-Content-Length": str(len(bytes_header))},
+        )
         assert response.status_code == 400 and "runs past the end of its data" in response.text
         _assert_good(client)
 
@@ -117,8 +173,12 @@ def test_binary_extension_errors(server: ServerProcess) -> None:
 def test_compressed_request_and_response(server: ServerProcess) -> None:
     with httpx.Client(base_url=server.url, timeout=10) as client:
         content = gzip.compress(json.dumps(GOOD).encode())
-        response = _post(client, "addsub/versions/1/infer", content,
-                         {"Content-Encoding": "gzip", "Accept-Encoding": "gzip"})
+        response = _post(
+            client,
+            "addsub/versions/1/infer",
+            content,
+            {"Content-Encoding": "gzip", "Accept-Encoding": "gzip"},
+        )
         assert response.status_code == 200
         assert response.headers["content-encoding"] == "gzip"
         assert response.json()["outputs"][0]["data"] == [2.0, 3.0, 4.0, 5.0]
@@ -129,9 +189,19 @@ def test_compressed_request_and_response(server: ServerProcess) -> None:
 
 
 def test_oversized_body_is_refused(model_repo: Path, tmp_path: Path) -> None:
-    with ServerProcess(str(model_repo), "--load-model", "addsub", "--model-control-mode",
-                       "explicit", "--max-request-bytes", "4096", log_path=tmp_path / "log") as own, \
-            httpx.Client(base_url=own.url, timeout=10) as client:
+    with (
+        ServerProcess(
+            str(model_repo),
+            "--load-model",
+            "addsub",
+            "--model-control-mode",
+            "explicit",
+            "--max-request-bytes",
+            "4096",
+            log_path=tmp_path / "log",
+        ) as own,
+        httpx.Client(base_url=own.url, timeout=10) as client,
+    ):
         big = _with(shape=[8, 4], data=[1.0] * 32)
         big["padding"] = "x" * 5000
         response = _post(client, "addsub/infer", big)

@@ -35,12 +35,15 @@ def test_server_health_and_metadata(client: httpclient.InferenceServerClient) ->
 
 
 @pytest.mark.parametrize("binary", [True, False])
-def test_triton_layout_two_versions_two_dtypes(client: httpclient.InferenceServerClient,
-                                               binary: bool) -> None:
+def test_triton_layout_two_versions_two_dtypes(
+    client: httpclient.InferenceServerClient, binary: bool
+) -> None:
     a = np.arange(8, dtype=np.float32).reshape(2, 4)
     b = np.full((2, 4), 3, dtype=np.int32)
     inputs = [_input("INPUT0", a, "FP32", binary), _input("INPUT1", b, "INT32", binary)]
-    outputs = [httpclient.InferRequestedOutput(n, binary_data=binary) for n in ("OUTPUT0", "OUTPUT1")]
+    outputs = [
+        httpclient.InferRequestedOutput(n, binary_data=binary) for n in ("OUTPUT0", "OUTPUT1")
+    ]
     latest = client.infer("addsub", inputs, outputs=outputs)
     np.testing.assert_allclose(latest.as_numpy("OUTPUT0"), (a + b) * 10)
     np.testing.assert_allclose(latest.as_numpy("OUTPUT1"), a - b)
@@ -77,10 +80,18 @@ def test_model_metadata_and_config(client: httpclient.InferenceServerClient) -> 
     ],
 )
 @pytest.mark.parametrize("binary", [True, False])
-def test_bare_onnx_every_datatype(client: httpclient.InferenceServerClient, model: str,
-                                  array: np.ndarray, datatype: str, binary: bool) -> None:
-    result = client.infer(model, [_input("x", array, datatype, binary)],
-                          outputs=[httpclient.InferRequestedOutput("y", binary_data=binary)])
+def test_bare_onnx_every_datatype(
+    client: httpclient.InferenceServerClient,
+    model: str,
+    array: np.ndarray,
+    datatype: str,
+    binary: bool,
+) -> None:
+    result = client.infer(
+        model,
+        [_input("x", array, datatype, binary)],
+        outputs=[httpclient.InferRequestedOutput("y", binary_data=binary)],
+    )
     out = result.as_numpy("y")
     if datatype == "BYTES":  # tritonclient gives str for JSON BYTES, bytes for binary ones
         got = [v if isinstance(v, bytes) else v.encode() for v in out.reshape(-1)]
@@ -90,8 +101,9 @@ def test_bare_onnx_every_datatype(client: httpclient.InferenceServerClient, mode
         np.testing.assert_array_equal(out, array)
 
 
-def test_sklearn_skops_and_trusted_pickle(client: httpclient.InferenceServerClient,
-                                          tmp_path: Path) -> None:
+def test_sklearn_skops_and_trusted_pickle(
+    client: httpclient.InferenceServerClient, tmp_path: Path
+) -> None:
     x, _ = models.iris()
     rows = x[::30]
     reference = models.sklearn_skops(tmp_path / "ref.skops")
@@ -110,8 +122,9 @@ def test_xgboost_and_lightgbm(client: httpclient.InferenceServerClient, tmp_path
     rows = x[:5].astype(np.float32)
     booster = models.xgboost_ubj(tmp_path / "ref.ubj")
     result = client.infer("iris_xgb", [_input("input", rows, "FP32", True)])
-    np.testing.assert_allclose(result.as_numpy("predict"),
-                               booster.predict(xgboost.DMatrix(rows)), rtol=1e-6)
+    np.testing.assert_allclose(
+        result.as_numpy("predict"), booster.predict(xgboost.DMatrix(rows)), rtol=1e-6
+    )
     from sklearn.datasets import load_diabetes
 
     diabetes = load_diabetes().data[:4].astype(np.float32)
@@ -125,8 +138,10 @@ def test_python_model_bytes_in_and_out(client: httpclient.InferenceServerClient)
     texts = np.array([[b"abc", turtle], [b"modelyard", b""]], dtype=object)
     outputs = [httpclient.InferRequestedOutput(n, binary_data=True) for n in ("REVERSED", "LENGTH")]
     result = client.infer("reverse", [_input("TEXT", texts, "BYTES", True)], outputs=outputs)
-    assert result.as_numpy("REVERSED").tolist() == [[b"cba!", turtle[::-1] + b"!"],
-                                                     [b"drayledom!", b"!"]]
+    assert result.as_numpy("REVERSED").tolist() == [
+        [b"cba!", turtle[::-1] + b"!"],
+        [b"drayledom!", b"!"],
+    ]
     assert result.as_numpy("LENGTH").tolist() == [[3, len(turtle)], [9, 0]]
 
 
@@ -143,8 +158,11 @@ def test_python_model_bytes_as_json(client: httpclient.InferenceServerClient) ->
 
 def test_classification_extension(client: httpclient.InferenceServerClient) -> None:
     rows = models.iris()[0][:1]
-    result = client.infer("iris_logreg", [_input("input", rows, "FP64", True)],
-                          outputs=[httpclient.InferRequestedOutput("predict_proba", class_count=2)])
+    result = client.infer(
+        "iris_logreg",
+        [_input("input", rows, "FP64", True)],
+        outputs=[httpclient.InferRequestedOutput("predict_proba", class_count=2)],
+    )
     top = result.as_numpy("predict_proba")
     assert top.shape == (1, 2)
     score, index = top[0][0].decode().split(":")
@@ -175,9 +193,14 @@ def test_async_clients(server: ServerProcess) -> None:
         np.testing.assert_allclose(out, a * k + 1)
 
     sync = httpclient.InferenceServerClient(server.http_addr, concurrency=4)
-    pending = [sync.async_infer("addsub", [_input("INPUT0", a * k, "FP32", True),
-                                           _input("INPUT1", b, "INT32", True)], model_version="1")
-               for k in range(4)]
+    pending = [
+        sync.async_infer(
+            "addsub",
+            [_input("INPUT0", a * k, "FP32", True), _input("INPUT1", b, "INT32", True)],
+            model_version="1",
+        )
+        for k in range(4)
+    ]
     for k, request in enumerate(pending):
         np.testing.assert_allclose(request.get_result().as_numpy("OUTPUT0"), a * k + 1)
 
@@ -202,8 +225,14 @@ def test_statistics_count_inferences(client: httpclient.InferenceServerClient) -
 
 
 def test_repository_extension_unload_and_load(model_repo: Path, tmp_path: Path) -> None:
-    with ServerProcess(str(model_repo), "--model-control-mode", "explicit",
-                       "--load-model", "identity_fp32", log_path=tmp_path / "log") as own:
+    with ServerProcess(
+        str(model_repo),
+        "--model-control-mode",
+        "explicit",
+        "--load-model",
+        "identity_fp32",
+        log_path=tmp_path / "log",
+    ) as own:
         client = httpclient.InferenceServerClient(own.http_addr)
         index = {row["name"]: row for row in client.get_model_repository_index()}
         assert index["identity_fp32"]["state"] == "READY"

@@ -35,9 +35,9 @@ def test_pbtxt_is_read_with_protobuf() -> None:
     config = parse_pbtxt(
         'name: "m"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 4\n'
         'input [{ name: "a" data_type: TYPE_STRING dims: [ 2 ] }]\n'
-        'version_policy: { specific { versions: [1, 3] } }\n'
-        'instance_group [{ count: 2 kind: KIND_CPU }]\n'
-        'dynamic_batching { max_queue_delay_microseconds: 100 preferred_batch_size: [4] }\n'
+        "version_policy: { specific { versions: [1, 3] } }\n"
+        "instance_group [{ count: 2 kind: KIND_CPU }]\n"
+        "dynamic_batching { max_queue_delay_microseconds: 100 preferred_batch_size: [4] }\n"
         'optimization { execution_accelerators { cpu_execution_accelerator: [{name: "x"}] } }',
         "m",
     )

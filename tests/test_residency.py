@@ -49,8 +49,18 @@ def test_keep_alive_expiry() -> None:
     assert not expired(model, 0.0, now=1e9)
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("5m", 300.0), ("1h30m", 5400.0), ("250ms", 0.25),
-                                               ("0", 0.0), ("-1", None), (12, 12.0), ("-1s", None)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("5m", 300.0),
+        ("1h30m", 5400.0),
+        ("250ms", 0.25),
+        ("0", 0.0),
+        ("-1", None),
+        (12, 12.0),
+        ("-1s", None),
+    ],
+)
 def test_durations(text: str | int, seconds: float | None) -> None:
     assert parse_duration(text) == seconds
 
@@ -76,9 +86,17 @@ def _loaded(client: httpx.Client) -> set[str]:
 @pytest.mark.slow
 def test_lru_eviction_and_reload_on_demand(tmp_path: Path) -> None:
     repo = _repo(tmp_path / "repo")
-    with ServerProcess(str(repo), "--model-control-mode", "ondemand", "--max-loaded-models", "2",
-                       log_path=tmp_path / "log") as own, \
-            httpx.Client(base_url=own.url, timeout=30) as client:
+    with (
+        ServerProcess(
+            str(repo),
+            "--model-control-mode",
+            "ondemand",
+            "--max-loaded-models",
+            "2",
+            log_path=tmp_path / "log",
+        ) as own,
+        httpx.Client(base_url=own.url, timeout=30) as client,
+    ):
         assert _loaded(client) == set()
         assert _infer(client, "m1").status_code == 200
         assert _infer(client, "m2").status_code == 200
@@ -102,12 +120,20 @@ def test_a_model_serving_is_never_evicted(tmp_path: Path) -> None:
             await asyncio.sleep(0.4)  # slow is loaded and running
             body = {"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [1.0]}]}
             other = await client.post("/v2/models/m1/infer", json=body)
-            loaded = {r["name"] for r in
-                      (await client.post("/v2/repository/index", json={"ready": True})).json()}
+            loaded = {
+                r["name"]
+                for r in (await client.post("/v2/repository/index", json={"ready": True})).json()
+            }
             return (await slow).status_code, other.status_code, loaded
 
-    with ServerProcess(str(repo), "--model-control-mode", "ondemand", "--max-loaded-models", "1",
-                       log_path=tmp_path / "log") as own:
+    with ServerProcess(
+        str(repo),
+        "--model-control-mode",
+        "ondemand",
+        "--max-loaded-models",
+        "1",
+        log_path=tmp_path / "log",
+    ) as own:
         slow_status, other_status, loaded = asyncio.run(run(own.url))
     assert slow_status == 200
     assert other_status == 429  # no room: the only loaded model is busy
@@ -119,9 +145,19 @@ def test_memory_budget_and_keep_alive(tmp_path: Path) -> None:
     repo = _repo(tmp_path / "repo")
     each = estimate_bytes(ModelConfig("m1", runtime="onnx"), repo / "m1.onnx")
     budget = str(int(each * 2.5))
-    with ServerProcess(str(repo), "--model-control-mode", "ondemand", "--memory-budget", budget,
-                       "--keep-alive", "1s", log_path=tmp_path / "log") as own, \
-            httpx.Client(base_url=own.url, timeout=30) as client:
+    with (
+        ServerProcess(
+            str(repo),
+            "--model-control-mode",
+            "ondemand",
+            "--memory-budget",
+            budget,
+            "--keep-alive",
+            "1s",
+            log_path=tmp_path / "log",
+        ) as own,
+        httpx.Client(base_url=own.url, timeout=30) as client,
+    ):
         for name in ("m1", "m2", "m3"):
             assert _infer(client, name).status_code == 200
         assert len(_loaded(client)) == 2
@@ -129,9 +165,17 @@ def test_memory_budget_and_keep_alive(tmp_path: Path) -> None:
         while _loaded(client) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert _loaded(client) == set()  # idle past the 1 s keep-alive
-    with ServerProcess(str(repo), "--model-control-mode", "ondemand", "--memory-budget",
-                       str(each // 2), log_path=tmp_path / "log2") as own, \
-            httpx.Client(base_url=own.url, timeout=30) as client:
+    with (
+        ServerProcess(
+            str(repo),
+            "--model-control-mode",
+            "ondemand",
+            "--memory-budget",
+            str(each // 2),
+            log_path=tmp_path / "log2",
+        ) as own,
+        httpx.Client(base_url=own.url, timeout=30) as client,
+    ):
         response = _infer(client, "m1")
         assert response.status_code == 400
         assert "more than the memory budget" in response.json()["error"]

@@ -41,8 +41,9 @@ def test_json_nested_and_flat_data() -> None:
         ("NOPE", [1], [1], "unknown datatype"),
     ],
 )
-def test_json_errors_say_what_to_fix(datatype: str, shape: list[int], data: list[object],
-                                     fragment: str) -> None:
+def test_json_errors_say_what_to_fix(
+    datatype: str, shape: list[int], data: list[object], fragment: str
+) -> None:
     with pytest.raises(InvalidArgument, match=fragment):
         tensors.from_json("x", datatype, shape, data)
 

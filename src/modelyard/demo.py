@@ -1,9 +1,9 @@
 """The built-in demo repository, built at first use and cached:
 
-  iris_onnx      ONNX logistic regression on the iris data set (x FP32 [-1, 4] -> probabilities)
-  iris_sklearn   the same classifier as a scikit-learn estimator saved with skops (safe format)
-  wordcount      a Python model: BYTES text in, word counts (INT64) and upper-cased text out
-  gemma3         Gemma 3 270M (GGUF, llama.cpp) when the [llm] extra is installed (demo_llm.py)
+iris_onnx      ONNX logistic regression on the iris data set (x FP32 [-1, 4] -> probabilities)
+iris_sklearn   the same classifier as a scikit-learn estimator saved with skops (safe format)
+wordcount      a Python model: BYTES text in, word counts (INT64) and upper-cased text out
+gemma3         Gemma 3 270M (GGUF, llama.cpp) when the [llm] extra is installed (demo_llm.py)
 """
 
 from __future__ import annotations
@@ -76,8 +76,11 @@ def build_demo(folder: Path) -> None:
     iris = load_iris()
     estimator = LogisticRegression(max_iter=1000).fit(iris.data, iris.target)
     sio.dump(estimator, folder / "iris_sklearn.skops")
-    _iris_onnx(folder / "iris_onnx" / "1", estimator.coef_.T.astype(np.float32),
-               estimator.intercept_.astype(np.float32))
+    _iris_onnx(
+        folder / "iris_onnx" / "1",
+        estimator.coef_.T.astype(np.float32),
+        estimator.intercept_.astype(np.float32),
+    )
     (folder / "iris_onnx" / "config.pbtxt").write_text(
         'platform: "onnxruntime_onnx"\nmax_batch_size: 256\n'
     )

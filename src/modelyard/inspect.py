@@ -14,8 +14,12 @@ def describe_repository(settings: Settings) -> list[dict[str, Any]]:
     """One row per model: versions, runtime and signature (each model loaded, then freed)."""
     rows = []
     for name, source in sorted(scan(list(settings.repositories)).items()):
-        row: dict[str, Any] = {"name": name, "layout": source.layout, "path": str(source.path),
-                               "versions": sorted(source.versions)}
+        row: dict[str, Any] = {
+            "name": name,
+            "layout": source.layout,
+            "path": str(source.path),
+            "versions": sorted(source.versions),
+        }
         try:
             if source.error:
                 raise ModelyardError(source.error)
@@ -62,7 +66,9 @@ def render_table(rows: list[dict[str, Any]]) -> str:
 
 def _advised(reasons: dict[str, str]) -> list[str]:
     """The advisor's other choices, one line (`modelyard advise` explains each)."""
-    chosen = [f"{key.rpartition('.')[2]}={why.removeprefix('advisor: ').split(' — ')[0]}"
-              for key, why in reasons.items()
-              if why.startswith("advisor: ") and key not in ("runtime", "max_batch_size")]
+    chosen = [
+        f"{key.rpartition('.')[2]}={why.removeprefix('advisor: ').split(' — ')[0]}"
+        for key, why in reasons.items()
+        if why.startswith("advisor: ") and key not in ("runtime", "max_batch_size")
+    ]
     return [f"    advised: {', '.join(chosen)}"] if chosen else []

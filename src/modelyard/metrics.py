@@ -15,23 +15,45 @@ from modelyard.repository.manager import ModelRepository, ModelVersion
 _LABELS = ["model", "version"]
 
 _COUNTERS = [
-    ("modelyard_inference_request_success", "Requests answered successfully (Triton: "
-     "nv_inference_request_success).", lambda s: s.success.count),
-    ("modelyard_inference_request_failure", "Requests that failed after reaching the model "
-     "(nv_inference_request_failure).", lambda s: s.fail.count),
-    ("modelyard_inference_count", "Rows inferred, a batch of n counting n "
-     "(nv_inference_count).", lambda s: s.inference_count),
-    ("modelyard_inference_exec_count", "Model executions, a batch counting once "
-     "(nv_inference_exec_count).", lambda s: s.execution_count),
+    (
+        "modelyard_inference_request_success",
+        "Requests answered successfully (Triton: nv_inference_request_success).",
+        lambda s: s.success.count,
+    ),
+    (
+        "modelyard_inference_request_failure",
+        "Requests that failed after reaching the model (nv_inference_request_failure).",
+        lambda s: s.fail.count,
+    ),
+    (
+        "modelyard_inference_count",
+        "Rows inferred, a batch of n counting n (nv_inference_count).",
+        lambda s: s.inference_count,
+    ),
+    (
+        "modelyard_inference_exec_count",
+        "Model executions, a batch counting once (nv_inference_exec_count).",
+        lambda s: s.execution_count,
+    ),
 ]
 
 _HISTOGRAMS = [
-    ("modelyard_inference_request_duration_seconds", "Request time from arrival at the model to "
-     "answer, failures included (nv_inference_request_duration_us).", "request_seconds"),
-    ("modelyard_inference_queue_duration_seconds", "Time requests waited in the model's queue "
-     "(nv_inference_queue_duration_us).", "queue_seconds"),
-    ("modelyard_inference_compute_duration_seconds", "Time of one model execution, batching "
-     "included (nv_inference_compute_infer_duration_us).", "compute_seconds"),
+    (
+        "modelyard_inference_request_duration_seconds",
+        "Request time from arrival at the model to "
+        "answer, failures included (nv_inference_request_duration_us).",
+        "request_seconds",
+    ),
+    (
+        "modelyard_inference_queue_duration_seconds",
+        "Time requests waited in the model's queue (nv_inference_queue_duration_us).",
+        "queue_seconds",
+    ),
+    (
+        "modelyard_inference_compute_duration_seconds",
+        "Time of one model execution, batching included (nv_inference_compute_infer_duration_us).",
+        "compute_seconds",
+    ),
     ("modelyard_inference_batch_size", "Rows per model execution.", "batch_rows"),
 ]
 
@@ -69,11 +91,16 @@ def _histograms(versions: list[ModelVersion]) -> Iterator[HistogramMetricFamily]
 
 
 def _gauges(versions: list[ModelVersion]) -> Iterator[GaugeMetricFamily]:
-    depth = GaugeMetricFamily("modelyard_inference_queue_depth",
-                              "Requests waiting in the model's queue now.", labels=_LABELS)
-    inflight = GaugeMetricFamily("modelyard_inference_inflight_requests",
-                                 "Requests inside the model now (queued or running).",
-                                 labels=_LABELS)
+    depth = GaugeMetricFamily(
+        "modelyard_inference_queue_depth",
+        "Requests waiting in the model's queue now.",
+        labels=_LABELS,
+    )
+    inflight = GaugeMetricFamily(
+        "modelyard_inference_inflight_requests",
+        "Requests inside the model now (queued or running).",
+        labels=_LABELS,
+    )
     for version in versions:
         depth.add_metric(_labels(version), version.queue_depth)
         inflight.add_metric(_labels(version), version.inflight)

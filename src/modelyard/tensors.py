@@ -117,7 +117,9 @@ def from_json(name: str, datatype: str, shape: list[int], data: Any) -> np.ndarr
     try:
         return np.asarray(flat, dtype=dtype).reshape(shape)
     except (TypeError, ValueError, OverflowError) as exc:
-        raise InvalidArgument(f"input {name!r}: data does not fit datatype {datatype}: {exc}") from exc
+        raise InvalidArgument(
+            f"input {name!r}: data does not fit datatype {datatype}: {exc}"
+        ) from exc
 
 
 def to_json(array: np.ndarray) -> list[Any]:
@@ -142,7 +144,9 @@ def _json_text(item: Any) -> Any:
     return item if isinstance(item, str) else str(item)
 
 
-def from_binary(name: str, datatype: str, shape: list[int], buffer: bytes | memoryview) -> np.ndarray:
+def from_binary(
+    name: str, datatype: str, shape: list[int], buffer: bytes | memoryview
+) -> np.ndarray:
     """Decode raw little-endian tensor bytes (binary extension, gRPC raw contents)."""
     count = element_count(shape)
     if datatype == "BYTES":
@@ -194,6 +198,7 @@ def to_binary(array: np.ndarray) -> bytes:
 def as_bytes_array(array: np.ndarray) -> np.ndarray:
     """Normalise a text/bytes array (numpy `U`/`S`/object of str) to an object array of bytes."""
     out = np.empty(array.shape, dtype=object)
-    out.reshape(-1)[:] = [_to_bytes(item) if not isinstance(item, bytes) else item
-                          for item in array.reshape(-1)]
+    out.reshape(-1)[:] = [
+        _to_bytes(item) if not isinstance(item, bytes) else item for item in array.reshape(-1)
+    ]
     return out

@@ -76,8 +76,9 @@ class _Request:
 
 
 class Batcher:
-    def __init__(self, runtime: Runtime, executor: Executor, stats: ModelStats,
-                 policy: BatchPolicy) -> None:
+    def __init__(
+        self, runtime: Runtime, executor: Executor, stats: ModelStats, policy: BatchPolicy
+    ) -> None:
         self.runtime = runtime
         self.executor = executor
         self.stats = stats
@@ -95,20 +96,26 @@ class Batcher:
     def queue_depth(self) -> int:
         return len(self._heap)
 
-    async def submit(self, inputs: Arrays, rows: int,
-                     parameters: dict[str, Any]) -> tuple[Arrays, Timing]:
+    async def submit(
+        self, inputs: Arrays, rows: int, parameters: dict[str, Any]
+    ) -> tuple[Arrays, Timing]:
         """Queue one request; return its outputs and where its time went."""
         if len(self._heap) >= self.policy.max_queue_size:
             raise ResourceExhausted(
-                f"the queue of this model is full ({self.policy.max_queue_size} requests); retry later"
+                f"the queue of this model is full ({self.policy.max_queue_size} requests); "
+                "retry later"
             )
         priority = self._priority(parameters.get("priority"))
         timeout_us = _timeout_us(parameters.get("timeout"), self.policy.default_timeout_us)
         loop = asyncio.get_running_loop()
-        request = _Request(inputs, rows, _signature(inputs, self.policy.max_batch_size),
-                           time.perf_counter_ns(),
-                           time.monotonic() + timeout_us / 1e6 if timeout_us else None,
-                           loop.create_future())
+        request = _Request(
+            inputs,
+            rows,
+            _signature(inputs, self.policy.max_batch_size),
+            time.perf_counter_ns(),
+            time.monotonic() + timeout_us / 1e6 if timeout_us else None,
+            loop.create_future(),
+        )
         heapq.heappush(self._heap, (priority, next(self._order), request))
         self._queued_rows += rows
         self._wakeup.set()
@@ -139,7 +146,8 @@ class Batcher:
         if not isinstance(value, int) or isinstance(value, bool) or value < 0 or value > levels:
             raise InvalidArgument(
                 f"priority must be an integer from 1 (highest) to {levels}, got {value!r}"
-                if levels else "this model has no priority levels (dynamic_batching priority_levels)"
+                if levels
+                else "this model has no priority levels (dynamic_batching priority_levels)"
             )
         return value
 
@@ -159,8 +167,9 @@ class Batcher:
                 self.slots.release()
                 continue
             started = time.perf_counter_ns()
-            future = loop.run_in_executor(self.executor, _execute, self.runtime,
-                                          [r.inputs for r in batch])
+            future = loop.run_in_executor(
+                self.executor, _execute, self.runtime, [r.inputs for r in batch]
+            )
             future.add_done_callback(lambda f, b=batch, s=started: self._finish(f, b, s))
 
     async def _wait_for_fuller_batch(self) -> None:
@@ -191,8 +200,11 @@ class Batcher:
             if request.deadline is not None and now > request.deadline:
                 request.future.set_exception(DeadlineExceeded("request timed out in the queue"))
                 continue
-            if batch and (request.signature != batch[0].signature or rows + request.rows > limit
-                          or not self.policy.max_batch_size):
+            if batch and (
+                request.signature != batch[0].signature
+                or rows + request.rows > limit
+                or not self.policy.max_batch_size
+            ):
                 later.append(entry)
                 if len(later) > 8:
                     break
@@ -231,7 +243,9 @@ def _timeout_us(value: Any, default: int) -> int:
     if value is None:
         return default
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise InvalidArgument(f"timeout must be a non-negative integer of microseconds, got {value!r}")
+        raise InvalidArgument(
+            f"timeout must be a non-negative integer of microseconds, got {value!r}"
+        )
     return value
 
 
@@ -260,5 +274,7 @@ def _split(results: Arrays, sizes: list[int]) -> list[Arrays]:
                 "batched model must return one row per input row (or set max_batch_size: 0)"
             )
     bounds = np.cumsum([0, *sizes])
-    return [{name: array[bounds[i]:bounds[i + 1]] for name, array in results.items()}
-            for i in range(len(sizes))]
+    return [
+        {name: array[bounds[i] : bounds[i + 1]] for name, array in results.items()}
+        for i in range(len(sizes))
+    ]

@@ -13,7 +13,11 @@ def top_k(name: str, scores: np.ndarray, k: int, batched: bool) -> np.ndarray:
         raise InvalidArgument(f"output {name!r}: classification must be a positive integer")
     if scores.dtype.kind not in "iuf":
         raise InvalidArgument(f"output {name!r} is not numeric and cannot be classified")
-    rows = scores.reshape(scores.shape[0], -1) if batched and scores.ndim > 0 else scores.reshape(1, -1)
+    rows = (
+        scores.reshape(scores.shape[0], -1)
+        if batched and scores.ndim > 0
+        else scores.reshape(1, -1)
+    )
     k = min(k, rows.shape[1])
     order = np.argsort(-rows, axis=1, kind="stable")[:, :k]
     out = np.empty(order.shape, dtype=object)

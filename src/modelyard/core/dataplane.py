@@ -112,13 +112,20 @@ class DataPlane:
         return {
             "name": name,
             "versions": [str(v) for v in sorted(entry.versions)],
-            "platform": config.platform or PLATFORMS.get(config.runtime or "", config.runtime or ""),
-            "inputs": [{"name": s.name, "datatype": s.datatype, "shape": batch + s.dims}
-                       for s in config.inputs],
-            "outputs": [{"name": s.name, "datatype": s.datatype, "shape": batch + s.dims}
-                        for s in config.outputs],
-            "parameters": {"runtime": config.runtime or "",
-                           **{f"reason.{k}": v for k, v in config.reasons.items()}},
+            "platform": config.platform
+            or PLATFORMS.get(config.runtime or "", config.runtime or ""),
+            "inputs": [
+                {"name": s.name, "datatype": s.datatype, "shape": batch + s.dims}
+                for s in config.inputs
+            ],
+            "outputs": [
+                {"name": s.name, "datatype": s.datatype, "shape": batch + s.dims}
+                for s in config.outputs
+            ],
+            "parameters": {
+                "runtime": config.runtime or "",
+                **{f"reason.{k}": v for k, v in config.reasons.items()},
+            },
         }
 
     def model_config(self, name: str, version: str | None = None) -> dict[str, Any]:
@@ -131,7 +138,9 @@ class DataPlane:
             return False
         return True
 
-    def statistics(self, name: str | None = None, version: str | None = None) -> list[dict[str, Any]]:
+    def statistics(
+        self, name: str | None = None, version: str | None = None
+    ) -> list[dict[str, Any]]:
         if name is None:
             models = self.repository.loaded()
         elif version:

@@ -29,8 +29,24 @@ class BatchStats:
 
 
 #: Upper bounds (seconds) of the latency histograms; batch sizes use powers of two.
-LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                   0.5, 1.0, 2.5, 5.0, 10.0)
+LATENCY_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
@@ -76,8 +92,9 @@ class ModelStats:
     compute_seconds: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
     batch_rows: Histogram = field(default_factory=lambda: Histogram(BATCH_BUCKETS))
 
-    def record_success(self, total_ns: int, queue_ns: int, input_ns: int, infer_ns: int,
-                       output_ns: int) -> None:
+    def record_success(
+        self, total_ns: int, queue_ns: int, input_ns: int, infer_ns: int, output_ns: int
+    ) -> None:
         """One request answered (its batch's compute times count for it)."""
         self.last_inference_ms = int(time.time() * 1000)
         self.success.add(total_ns)

@@ -78,8 +78,9 @@ def check_requested(config: ModelConfig, requested: list[RequestedOutput] | None
             )
 
 
-def select_outputs(config: ModelConfig, results: dict[str, np.ndarray],
-                   requested: list[RequestedOutput] | None) -> dict[str, np.ndarray]:
+def select_outputs(
+    config: ModelConfig, results: dict[str, np.ndarray], requested: list[RequestedOutput] | None
+) -> dict[str, np.ndarray]:
     """The requested outputs (all declared ones by default), BYTES normalised to bytes."""
     wanted = requested or [RequestedOutput(s.name) for s in config.outputs]
     specs = {s.name: s for s in config.outputs}

@@ -26,9 +26,15 @@ HTTP_STATUS = {
 }
 
 
-def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), status,
-                    headers, media_type="application/json")
+def json_response(
+    content: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY),
+        status,
+        headers,
+        media_type="application/json",
+    )
 
 
 def error_response(exc: ModelyardError) -> Response:
@@ -40,16 +46,20 @@ def error_response(exc: ModelyardError) -> Response:
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, decompressed if it says so, refused past `limit` bytes."""
     headers = request.headers
-    return await receive_body(request.receive, headers.get("content-length"),
-                              headers.get("content-encoding"), limit)
+    return await receive_body(
+        request.receive, headers.get("content-length"), headers.get("content-encoding"), limit
+    )
 
 
-async def receive_body(receive: Receive, declared: str | None, encoding: str | None,
-                       limit: int) -> bytes:
+async def receive_body(
+    receive: Receive, declared: str | None, encoding: str | None, limit: int
+) -> bytes:
     """Read an ASGI request body within `limit` bytes (before and after decompression)."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of {limit} "
-                              "bytes (--max-request-bytes)")
+        raise PayloadTooLarge(
+            f"request body of {declared} bytes is over the limit of {limit} "
+            "bytes (--max-request-bytes)"
+        )
     chunks, size = [], 0
     while True:
         message = await receive()
@@ -58,8 +68,9 @@ async def receive_body(receive: Receive, declared: str | None, encoding: str | N
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes "
-                                  "(--max-request-bytes)")
+            raise PayloadTooLarge(
+                f"request body is over the limit of {limit} bytes (--max-request-bytes)"
+            )
         chunks.append(chunk)
         if not message.get("more_body", False):
             break

@@ -15,8 +15,9 @@ from modelyard.fronts.http_common import parse_json
 HEADER_LENGTH = "inference-header-content-length"
 
 
-def decode_request(body: bytes, header_length: str | None, model: str,
-                   version: str | None) -> InferRequest:
+def decode_request(
+    body: bytes, header_length: str | None, model: str, version: str | None
+) -> InferRequest:
     json_end = _json_length(body, header_length)
     view = memoryview(body)
     document = parse_json(view[:json_end])
@@ -55,7 +56,9 @@ def _json_length(body: bytes, header_length: str | None) -> int:
     if header_length is None:
         return len(body)
     if not header_length.strip().isdigit():
-        raise InvalidArgument(f"Inference-Header-Content-Length must be a number, got {header_length!r}")
+        raise InvalidArgument(
+            f"Inference-Header-Content-Length must be a number, got {header_length!r}"
+        )
     length = int(header_length)
     if length > len(body):
         raise InvalidArgument(

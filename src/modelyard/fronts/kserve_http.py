@@ -14,8 +14,14 @@ from modelyard.core.dataplane import DataPlane
 from modelyard.errors import InvalidArgument, ModelyardError
 from modelyard.fronts.http_common import error_response, json_response, parse_json, read_body
 
-EXTENSIONS = ["binary_tensor_data", "classification", "model_repository",
-              "model_repository(unload_dependents)", "statistics", "model_configuration"]
+EXTENSIONS = [
+    "binary_tensor_data",
+    "classification",
+    "model_repository",
+    "model_repository(unload_dependents)",
+    "statistics",
+    "model_configuration",
+]
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -53,7 +59,9 @@ class KServeHTTP:
     # ---- server --------------------------------------------------------------------------
 
     async def server_metadata(self, request: Request) -> Response:
-        return json_response({"name": "modelyard", "version": __version__, "extensions": EXTENSIONS})
+        return json_response(
+            {"name": "modelyard", "version": __version__, "extensions": EXTENSIONS}
+        )
 
     async def live(self, request: Request) -> Response:
         return Response(status_code=200)
@@ -91,7 +99,9 @@ class KServeHTTP:
     async def load(self, request: Request) -> Response:
         body = await read_body(request, self.max_request_bytes)
         options = parse_json(body) if body.strip() else {}
-        config = (options.get("parameters") or {}).get("config") if isinstance(options, dict) else None
+        config = (
+            (options.get("parameters") or {}).get("config") if isinstance(options, dict) else None
+        )
         if isinstance(config, str):
             config = parse_json(config.encode())
         if config is not None and not isinstance(config, dict):
@@ -104,8 +114,10 @@ class KServeHTTP:
         return json_response({})
 
     async def no_shared_memory(self, request: Request) -> Response:
-        raise InvalidArgument("shared-memory tensors are not supported; send tensors in the "
-                              "request body (binary data extension)")
+        raise InvalidArgument(
+            "shared-memory tensors are not supported; send tensors in the "
+            "request body (binary data extension)"
+        )
 
 
 def _ids(request: Request) -> tuple[str, str | None]:

@@ -41,8 +41,9 @@ class InferEndpoint:
         self.dataplane = dataplane
         self.max_request_bytes = max_request_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send,
-                       target: tuple[str, str | None]) -> None:
+    async def __call__(
+        self, scope: Scope, receive: Receive, send: Send, target: tuple[str, str | None]
+    ) -> None:
         headers = dict(scope["headers"])
         try:
             status, extra, content = 200, *await self._infer(target, headers, receive)
@@ -50,7 +51,11 @@ class InferEndpoint:
             status, extra, content = _error(exc)
         except Exception as exc:  # a bug: answer 500 for this request, log it once
             log.exception("infer on %s failed", scope["path"])
-            status, extra, content = 500, [_JSON], orjson.dumps({"error": f"internal error: {exc!r}"})
+            status, extra, content = (
+                500,
+                [_JSON],
+                orjson.dumps({"error": f"internal error: {exc!r}"}),
+            )
         accept = headers.get(b"accept-encoding")
         if accept and status == 200:
             content = _compress(content, accept, extra)
@@ -58,12 +63,18 @@ class InferEndpoint:
         await send({"type": "http.response.start", "status": status, "headers": extra})
         await send({"type": "http.response.body", "body": content})
 
-    async def _infer(self, target: tuple[str, str | None], headers: dict[bytes, bytes],
-                     receive: Receive) -> tuple[list[tuple[bytes, bytes]], bytes]:
-        body = await receive_body(receive, _text(headers.get(b"content-length")),
-                                  _text(headers.get(b"content-encoding")), self.max_request_bytes)
-        request = decode_request(body, _text(headers.get(b"inference-header-content-length")),
-                                 *target)
+    async def _infer(
+        self, target: tuple[str, str | None], headers: dict[bytes, bytes], receive: Receive
+    ) -> tuple[list[tuple[bytes, bytes]], bytes]:
+        body = await receive_body(
+            receive,
+            _text(headers.get(b"content-length")),
+            _text(headers.get(b"content-encoding")),
+            self.max_request_bytes,
+        )
+        request = decode_request(
+            body, _text(headers.get(b"inference-header-content-length")), *target
+        )
         response = await self.dataplane.infer(request)
         content, header_length = encode_response(request, response)
         if header_length is None:

@@ -10,8 +10,12 @@ from modelyard.repository.config import ModelConfig, TensorSpec
 DEFAULT_MAX_BATCH_SIZE = 256
 
 
-def complete(config: ModelConfig, signature: tuple[list[TensorSpec], list[TensorSpec]] | None,
-             artifact: str, named_inputs: bool = True) -> ModelConfig:
+def complete(
+    config: ModelConfig,
+    signature: tuple[list[TensorSpec], list[TensorSpec]] | None,
+    artifact: str,
+    named_inputs: bool = True,
+) -> ModelConfig:
     """The config with inputs, outputs and max_batch_size filled in from the signature."""
     if signature is None:
         if not config.inputs or not config.outputs:
@@ -45,8 +49,13 @@ def _batchable(specs: list[TensorSpec]) -> bool:
     return bool(specs) and all(s.dims and s.dims[0] == -1 for s in specs)
 
 
-def _check_names(config: ModelConfig, declared: list[TensorSpec], actual: list[TensorSpec],
-                 kind: str, artifact: str) -> None:
+def _check_names(
+    config: ModelConfig,
+    declared: list[TensorSpec],
+    actual: list[TensorSpec],
+    kind: str,
+    artifact: str,
+) -> None:
     known = {t.name for t in actual}
     for spec in declared:
         if spec.name not in known:

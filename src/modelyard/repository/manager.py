@@ -16,8 +16,8 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable
-from contextlib import AbstractAsyncContextManager
 from concurrent.futures import Executor
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,9 +121,16 @@ class ModelEntry:
 
 
 class ModelRepository:
-    def __init__(self, roots: Iterable[Path], executor: Executor, *, control_mode: str = "none",
-                 startup_models: Iterable[str] = (), trust_pickle: bool = False,
-                 residency: ResidencyPolicy | None = None) -> None:
+    def __init__(
+        self,
+        roots: Iterable[Path],
+        executor: Executor,
+        *,
+        control_mode: str = "none",
+        startup_models: Iterable[str] = (),
+        trust_pickle: bool = False,
+        residency: ResidencyPolicy | None = None,
+    ) -> None:
         self.roots = [Path(r) for r in roots]
         self.executor = executor
         self.control_mode = control_mode
@@ -157,8 +164,9 @@ class ModelRepository:
 
     # ---- models on demand ------------------------------------------------------------------
 
-    async def acquire(self, name: str, version: str | None = None,
-                      keep_alive_s: float | None = None) -> ModelVersion:
+    async def acquire(
+        self, name: str, version: str | None = None, keep_alive_s: float | None = None
+    ) -> ModelVersion:
         """The version to serve, loading the model first in `ondemand` mode; `keep_alive_s`
         (a request's keep-alive) replaces the model's keep-alive from now on."""
         entry = self.entries.get(name)
@@ -195,8 +203,9 @@ class ModelRepository:
 
     # ---- repository extension --------------------------------------------------------------
 
-    async def load(self, name: str, config_json: dict[str, Any] | None = None,
-                   *, _internal: bool = False) -> None:
+    async def load(
+        self, name: str, config_json: dict[str, Any] | None = None, *, _internal: bool = False
+    ) -> None:
         """Load (or reload from disk) every version the model's policy selects."""
         if not _internal:
             self._check_control("load")
@@ -345,11 +354,14 @@ class ModelRepository:
         rows = []
         for name, entry in sorted(self.entries.items()):
             if entry.versions:
-                rows += [{"name": name, "version": str(v), "state": READY, "reason": ""}
-                         for v in sorted(entry.versions)]
+                rows += [
+                    {"name": name, "version": str(v), "state": READY, "reason": ""}
+                    for v in sorted(entry.versions)
+                ]
             elif not ready_only:
-                rows.append({"name": name, "version": "", "state": entry.state,
-                             "reason": entry.reason})
+                rows.append(
+                    {"name": name, "version": "", "state": entry.state, "reason": entry.reason}
+                )
         return rows
 
     def loaded(self) -> list[ModelVersion]:
@@ -382,10 +394,14 @@ def load_version(source: ModelSource, version: int, trust_pickle: bool) -> Model
         runtime.unload()
         raise
     runtime.config = config
-    log.info("loaded %s version %d with runtime %s (%s)", source.name, version,
-             config.runtime, config.reasons.get("runtime", "config"))
+    log.info(
+        "loaded %s version %d with runtime %s (%s)",
+        source.name,
+        version,
+        config.runtime,
+        config.reasons.get("runtime", "config"),
+    )
     return ModelVersion(source.name, version, config, runtime)
-
 
 
 async def _unload_all(versions: Iterable[ModelVersion], executor: Executor) -> None:

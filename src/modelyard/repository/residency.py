@@ -75,10 +75,10 @@ def victims(policy: ResidencyPolicy, loaded: list[Resident], name: str, needed: 
         count -= 1
         used -= model.estimate
     if _over(policy, count, used, needed):
+        limit = human(budget) if budget else "unlimited"
         raise ResourceExhausted(
             f"cannot load {name!r} (about {human(needed)}): the models in the way are serving "
-            f"requests ({count} loaded, {human(used)} of the {human(budget) if budget else 'unlimited'} "
-            "budget); retry when they are idle"
+            f"requests ({count} loaded, {human(used)} of the {limit} budget); retry when idle"
         )
     return chosen
 

@@ -1,9 +1,9 @@
 """ONNX models through onnxruntime (the OpenVINO execution provider when it is installed).
 
 Config parameters (config.pbtxt `parameters` or model.yaml `parameters`):
-  intra_op_thread_count / inter_op_thread_count   onnxruntime thread pools (0: its default)
-  execution_provider                               e.g. CPUExecutionProvider, OpenVINOExecutionProvider
-  allow_spinning                                   "1" lets idle onnxruntime threads spin (default "0")
+  intra_op_thread_count, inter_op_thread_count  onnxruntime thread pools (0: its default)
+  execution_provider       e.g. CPUExecutionProvider, OpenVINOExecutionProvider
+  allow_spinning           "1" lets idle onnxruntime threads spin (default "0")
 """
 
 from __future__ import annotations

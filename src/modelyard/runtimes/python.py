@@ -26,8 +26,11 @@ class PythonRuntime(Runtime):
     def load(self) -> None:
         module = self._import()
         classes = [
-            obj for obj in vars(module).values()
-            if inspect.isclass(obj) and issubclass(obj, Model) and obj is not Model
+            obj
+            for obj in vars(module).values()
+            if inspect.isclass(obj)
+            and issubclass(obj, Model)
+            and obj is not Model
             and obj.__module__ == module.__name__
         ]
         if len(classes) != 1:

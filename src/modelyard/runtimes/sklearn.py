@@ -57,8 +57,9 @@ class SklearnRuntime(Runtime):
         except Exception as exc:
             raise ModelLoadError(f"cannot load {self.path.name}: {exc}") from exc
         if not hasattr(self.estimator, "predict"):
-            raise ModelLoadError(f"{self.path.name} holds a {type(self.estimator).__name__}, "
-                                 "which has no predict()")
+            raise ModelLoadError(
+                f"{self.path.name} holds a {type(self.estimator).__name__}, which has no predict()"
+            )
         self._probe = _probe_outputs(self.estimator)
 
     def signature(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
