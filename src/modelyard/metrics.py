@@ -4,7 +4,7 @@ with the meaning of Triton's `nv_inference_*` metrics; docs/metrics.md lists the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
@@ -14,7 +14,7 @@ from modelyard.repository.manager import ModelRepository, ModelVersion
 
 _LABELS = ["model", "version"]
 
-_COUNTERS = [
+_COUNTERS: list[tuple[str, str, Callable[[ModelStats], int]]] = [
     (
         "modelyard_inference_request_success",
         "Requests answered successfully (Triton: nv_inference_request_success).",

@@ -15,6 +15,7 @@ One future per request; deadlines use `time.monotonic()`; a request whose future
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import itertools
 import time
@@ -170,7 +171,7 @@ class Batcher:
             future = loop.run_in_executor(
                 self.executor, _execute, self.runtime, [r.inputs for r in batch]
             )
-            future.add_done_callback(lambda f, b=batch, s=started: self._finish(f, b, s))
+            future.add_done_callback(functools.partial(self._finish, batch=batch, started=started))
 
     async def _wait_for_fuller_batch(self) -> None:
         oldest = min(r.arrival_ns for _, _, r in self._heap)
@@ -216,7 +217,7 @@ class Batcher:
             self._queued_rows += entry[2].rows
         return batch
 
-    def _finish(self, future: asyncio.Future[Any], batch: list[_Request], started: int) -> None:
+    def _finish(self, future: asyncio.Future[Any], *, batch: list[_Request], started: int) -> None:
         self.slots.release()
         if self._heap:
             self._wakeup.set()

@@ -29,9 +29,11 @@ class ResidencyPolicy:
 class Resident(Protocol):
     """What eviction needs to know of a loaded model."""
 
-    name: str
     estimate: int
     keep_alive_s: float | None
+
+    @property
+    def name(self) -> str: ...
 
     @property
     def busy(self) -> bool: ...

@@ -117,9 +117,10 @@ def _spec(arg: Any) -> TensorSpec:
 
 
 def _as_str(array: np.ndarray) -> np.ndarray:
-    return np.vectorize(
+    out: np.ndarray = np.vectorize(
         lambda b: b.decode("utf-8") if isinstance(b, bytes) else b, otypes=[object]
     )(array)
+    return out
 
 
 def _from_ort(value: Any) -> np.ndarray:
