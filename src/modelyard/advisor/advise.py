@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelyard.advisor import rules
-from modelyard.advisor.artifact import ArtifactInfo
+from modelyard.advisor.artifact import ArtifactInfo, human_bytes
 from modelyard.advisor.hardware import Hardware, probe
 from modelyard.advisor.memory import MemoryEstimate, default_context, estimate_memory
 from modelyard.errors import InvalidArgument
@@ -89,7 +89,8 @@ def advise(info: ArtifactInfo, hardware: Hardware | None = None, *, goal: str = 
     budget = memory or hw.memory_available_bytes
     context, parallel, estimate = size_for_budget(info, goal, budget)
     facts = base_facts(info, hw, goal, latency_ms, budget, estimate)
-    facts.update(llm_context=context, llm_parallel=parallel)
+    facts.update(llm_context=context, llm_parallel=parallel,
+                 sequences=_plural(parallel, "sequence"))
     rec = Recommendation(info, hw, goal, latency_ms, budget, estimate)
     _pick_runtime(rec, facts, runtime)
     _apply_settings(rec, facts)
@@ -136,6 +137,8 @@ def base_facts(info: ArtifactInfo, hw: Hardware, goal: str, latency_ms: float | 
     }
     facts.update(hardware_facts(hw))
     facts.update(gpu_fit_facts(hw, estimate))
+    facts.update({f"{k.removesuffix('_gib')}_size": human_bytes(v * GIB) for k, v in facts.items()
+                  if k.endswith("_gib")})
     facts["token_ms"] = token_ms(info, hw, bool(facts["fits_gpu"]))
     return facts
 
@@ -180,6 +183,10 @@ def token_ms(info: ArtifactInfo, hw: Hardware, on_gpu: bool) -> float | None:
     bandwidth = GPU_BANDWIDTH if on_gpu else min(
         CPU_BANDWIDTH_PER_CORE * hw.physical_cores, CPU_BANDWIDTH_MAX)
     return _round(info.weight_bytes / bandwidth * 1000)
+
+
+def _plural(count: int | None, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def _round(value: float) -> float:

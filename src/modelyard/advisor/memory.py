@@ -30,8 +30,8 @@ class MemoryCost:
     measured: bool  # False: an educated guess, not checked on this machine
 
 
-# format or format/container -> cost. Measured with onnxruntime 1.32, scikit-learn 1.8,
-# skops 0.13, xgboost 3.1, lightgbm 4.6 on Python 3.11 (docs/advisor.md has the runs).
+# format or format/container -> cost. Measured with onnxruntime 1.32, scikit-learn 1.9,
+# skops 0.16, xgboost 3.2, lightgbm 4.7, llama-cpp-python 0.3.36 on Python 3.11 (docs/advisor.md).
 COSTS: dict[str, MemoryCost] = {
     "onnx": MemoryCost(29, 4, 1.05, True),
     "sklearn/skops": MemoryCost(108, 1, 3.0, True),
@@ -81,8 +81,9 @@ class MemoryEstimate:
             return "not estimated (a Python model's memory is its code's)"
         parts = [f"weights {human_bytes(self.weights)}"]
         if self.kv_cache:
+            plural = "" if self.parallel == 1 else "s"
             parts.append(f"KV cache {human_bytes(self.kv_cache)} "
-                         f"({self.context} tokens x {self.parallel} sequences)")
+                         f"({self.context} tokens x {self.parallel} sequence{plural})")
         parts.append(f"runtime {human_bytes(self.library + self.overhead)}")
         return f"about {human_bytes(self.total)}: " + " + ".join(parts)
 

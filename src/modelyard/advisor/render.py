@@ -54,8 +54,8 @@ def describe_hardware(hw: Hardware) -> str:
     runtimes = ", ".join(sorted(name for name, ok in hw.runtimes.items() if ok)) or "none"
     return (f"this machine: {hw.cores} cores ({hw.physical_cores} physical), "
             f"{human_bytes(hw.memory_available_bytes)} memory free of "
-            f"{human_bytes(hw.memory_bytes)}, {gpus}; {isa}\n"
-            f"installed: {runtimes}")
+            f"{human_bytes(hw.memory_bytes)}, {gpus}\n"
+            f"instructions: {isa}; installed: {runtimes}")
 
 
 def render_one(advice: Advice) -> str:

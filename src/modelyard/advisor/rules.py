@@ -122,8 +122,8 @@ SETTING_RULES: tuple[Rule, ...] = (
                 "extra hyper-threads only contend"),
     Rule("llm-context", ("runtime == llamacpp", "llm"),
          settings={"parameters.n_ctx": "{llm_context}", "parameters.n_seq_max": "{llm_parallel}"},
-         reason="{goal} goal: {llm_parallel} sequences of {llm_context} tokens (trained for "
-                "{trained_context}) keep the KV cache at {kv_gib} GiB within the {budget_gib} GiB "
+         reason="{goal} goal: {sequences} of {llm_context} tokens (trained for "
+                "{trained_context}) keep the KV cache at {kv_size} within the {budget_size} "
                 "budget"),
     Rule("llm-embedding", ("runtime == llamacpp", "embedding"),
          settings={"parameters.embedding": "true", "parameters.n_ctx": "{llm_context}",
@@ -135,25 +135,25 @@ SETTING_RULES: tuple[Rule, ...] = (
 ELSEWHERE_RULES: tuple[Rule, ...] = (
     Rule("llm-too-big-no-gpu", ("llm", "not fits", "gpus == 0"),
          system="vLLM, SGLang or LMDeploy on GPU machines", better=True,
-         reason="{params_b} B parameters need about {estimate_gib} GiB to serve; this machine "
-                "has a {budget_gib} GiB budget and no GPU"),
+         reason="{params_b} B parameters need about {estimate_size} to serve; this machine "
+                "has a {budget_size} budget and no GPU"),
     Rule("llm-large-on-cpu", ("llm", "fits", "gpus == 0", "params_b >= 30"),
          system="vLLM, SGLang or LMDeploy on GPU machines", better=True,
          reason="it fits in memory, but a {params_b} B model decodes at a few tokens per second "
                 "at best on CPU (about {token_ms} ms per token here)"),
     Rule("llm-tensor-parallel", ("llm", "gpus >= 2", "not fits_gpu", "fits_gpus"),
          system="vLLM or TensorRT-LLM with tensor parallelism", better=True,
-         reason="{estimate_gib} GiB does not fit one GPU ({gpu_gib} GiB) but fits the {gpus} GPUs "
-                "together ({gpus_gib} GiB); tensor parallelism splits each layer across them, "
+         reason="{estimate_size} does not fit one GPU ({gpu_size}) but fits the {gpus} GPUs "
+                "together ({gpus_size}); tensor parallelism splits each layer across them, "
                 "and modelyard runs a model on one device"),
     Rule("llm-multi-node", ("llm", "gpus >= 1", "not fits_gpus", "not fits"),
          system="vLLM or SGLang across nodes (pipeline parallel on Ray), deployed with Ray Serve",
          better=True,
-         reason="{estimate_gib} GiB is more than this machine's GPUs ({gpus_gib} GiB) or memory "
-                "({budget_gib} GiB) hold: it needs several machines"),
+         reason="{estimate_size} is more than this machine's GPUs ({gpus_size}) or memory "
+                "({budget_size}) hold: it needs several machines"),
     Rule("llm-large-on-gpu", ("llm", "gpus >= 1", "fits_gpu", "params_b >= 7"),
          system="vLLM, SGLang or LMDeploy on this GPU", better=True,
-         reason="a {params_b} B model fits the {gpu_gib} GiB GPU, where a GPU-native server "
+         reason="a {params_b} B model fits the {gpu_size} GPU, where a GPU-native server "
                 "decodes it many times faster than llama.cpp on {physical_cores} CPU cores"),
     Rule("llm-small-on-gpu", ("llm", "gpus >= 1", "fits_gpu", "params_b < 7"),
          system="vLLM or SGLang on this GPU", better=False,
@@ -193,7 +193,7 @@ WARNING_RULES: tuple[Rule, ...] = (
          reason="the GGUF has no chat template (a base model?): completion works, chat falls "
                 "back to a generic template; name one in the model config"),
     Rule("over-budget", ("not fits",),
-         reason="the estimate ({estimate_gib} GiB) is over the memory budget ({budget_gib} GiB): "
+         reason="the estimate ({estimate_size}) is over the memory budget ({budget_size}): "
                 "modelyard will refuse to load it under that budget"),
     Rule("slow-tokens", ("llm", "latency_ms > 0", "token_ms > {latency_ms}"),
          reason="each generated token takes about {token_ms} ms on this hardware (every weight "
@@ -268,3 +268,32 @@ class _Shown(dict[str, Any]):
 
 ALL_RULES = {"runtime": RUNTIME_RULES, "settings": SETTING_RULES,
              "elsewhere": ELSEWHERE_RULES, "warnings": WARNING_RULES}
+
+
+def markdown() -> str:
+    """The four tables as Markdown (docs/advisor.md embeds this; a test keeps them equal)."""
+    out = []
+    for section, table in ALL_RULES.items():
+        out += [f"#### {section}", "", "| rule | when | then | why |", "|---|---|---|---|"]
+        out += [f"| `{r.id}` | {_cell(' and '.join(r.when) or 'always')} | {_cell(_then(r))} "
+                f"| {_cell(r.reason)} |" for r in table]
+        out.append("")
+    return "\n".join(out)
+
+
+def _then(rule: Rule) -> str:
+    if rule.settings:
+        return ", ".join(f"{k} = {v}" for k, v in rule.settings.items())
+    if rule.system:
+        return f"{rule.system}{' (better here)' if rule.better else ''}"
+    if rule in RUNTIME_RULES:
+        return f"runtime {rule.runtime or 'none'}"
+    return "warn"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+if __name__ == "__main__":  # pragma: no cover - regenerates the tables in docs/advisor.md
+    print(markdown())

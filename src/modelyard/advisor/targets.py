@@ -11,6 +11,7 @@ from modelyard.advisor.advise import advise
 from modelyard.advisor.apply import pinned, runtime_pinned, with_config
 from modelyard.advisor.hardware import Hardware
 from modelyard.advisor.inspect import inspect_artifact
+from modelyard.advisor.memory import estimate_for_parameters
 from modelyard.advisor.render import Advice
 from modelyard.errors import InvalidArgument
 from modelyard.repository.config import ModelConfig
@@ -52,6 +53,11 @@ def advise_target(target: Target, hardware: Hardware, **options: Any) -> Advice:
     rec = advise(info, hardware, runtime=named, **options)
     overrides = {k: _config_value(config, k) for k in rec.settings
                  if config is not None and pinned(config, k)}
+    if config is not None and info.llm is not None:
+        # the memory it will take is at the context and sequences it will load with
+        parameters = {k.removeprefix("parameters."): str(v) for k, v in rec.settings.items()
+                      if k.startswith("parameters.")}
+        rec.memory = estimate_for_parameters(info, {**parameters, **config.parameters})
     return Advice(target.name, rec, overrides)
 
 
