@@ -89,6 +89,8 @@ CASES: list[tuple[str, str, str, dict[str, Any], set[str], set[str], dict[str, A
     ("onnx_classifier", "laptop", "latency", {}, {"onnx", "onnx-threads"},
      {"batch-latency", "onnx-fixed-batch"},
      {"parameters.intra_op_thread_count": 4, "instance_count": 1}),
+    ("onnx_dynamic", "laptop", "latency", {"instances": 2}, {"onnx-threads-per-instance"},
+     {"onnx-threads"}, {"parameters.intra_op_thread_count": 2}),
     ("onnx_classifier", "laptop", "throughput", {}, {"onnx-fixed-batch"}, {"batch-throughput"},
      {"parameters.intra_op_thread_count": 1, "instance_count": 8}),
     ("onnx_dynamic", "laptop", "latency", {}, {"batch-latency"}, {"onnx-openvino"},

@@ -78,10 +78,10 @@ class Recommendation:
 
 def advise(info: ArtifactInfo, hardware: Hardware | None = None, *, goal: str = "latency",
            latency_ms: float | None = None, memory: int | None = None,
-           runtime: str | None = None) -> Recommendation:
+           runtime: str | None = None, instances: int | None = None) -> Recommendation:
     """The recommendation for serving `info` on `hardware` (this machine when None).
-    `memory` is the budget in bytes (default: the memory available now); `runtime`, when
-    given, is the one the model's config names: settings are then chosen for it."""
+    `memory` is the budget in bytes (default: the memory available now); `runtime` and
+    `instances`, when given, are what the model's config names: settings are chosen for them."""
     if goal not in GOALS:
         raise InvalidArgument(f"goal must be one of {', '.join(GOALS)}, not {goal!r}")
     hw = hardware or probe()
@@ -90,7 +90,9 @@ def advise(info: ArtifactInfo, hardware: Hardware | None = None, *, goal: str = 
     context, parallel, estimate = size_for_budget(info, goal, budget)
     facts = base_facts(info, hw, goal, latency_ms, budget, estimate)
     facts.update(llm_context=context, llm_parallel=parallel,
-                 sequences=_plural(parallel, "sequence"))
+                 sequences=_plural(parallel, "sequence"), instances_pinned=instances is not None,
+                 instances=instances or 1,
+                 threads_per_instance=max(1, hw.physical_cores // (instances or 1)))
     rec = Recommendation(info, hw, goal, latency_ms, budget, estimate)
     _pick_runtime(rec, facts, runtime)
     _apply_settings(rec, facts)

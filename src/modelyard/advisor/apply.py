@@ -67,12 +67,13 @@ def _recommend(config: ModelConfig, info: ArtifactInfo, goal: str,
                hardware: Hardware | None) -> tuple[Recommendation, bool]:
     """The recommendation, and whether the advisor picked the runtime."""
     named = config.runtime if runtime_pinned(config) else None
-    rec = advise(info, hardware, goal=goal, runtime=named)
+    instances = config.instance_count if pinned(config, "instance_count") else None
+    rec = advise(info, hardware, goal=goal, runtime=named, instances=instances)
     if named is None and rec.runtime in RUNTIMES:
         return rec, True
     if named is None and config.runtime:
         # the advisor's pick is not in this build: choose settings for the one found on disk
-        rec = advise(info, hardware, goal=goal, runtime=config.runtime)
+        rec = advise(info, hardware, goal=goal, runtime=config.runtime, instances=instances)
     return rec, False
 
 

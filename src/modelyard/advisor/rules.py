@@ -67,11 +67,16 @@ RUNTIME_RULES: tuple[Rule, ...] = (
 
 SETTING_RULES: tuple[Rule, ...] = (
     # -- ONNX -----------------------------------------------------------------------------
-    Rule("onnx-threads", ("runtime == onnx",),
+    Rule("onnx-threads", ("runtime == onnx", "not instances_pinned"),
          settings={"parameters.intra_op_thread_count": "{physical_cores}",
                    "parameters.inter_op_thread_count": 1, "instance_count": 1},
          reason="onnxruntime parallelises inside each operator: one instance with a thread "
                 "per physical core ({physical_cores}) serves each request fastest"),
+    Rule("onnx-threads-per-instance", ("runtime == onnx", "instances_pinned"),
+         settings={"parameters.intra_op_thread_count": "{threads_per_instance}",
+                   "parameters.inter_op_thread_count": 1},
+         reason="the config runs {instances} instances: {threads_per_instance} threads each keep "
+                "the {physical_cores} physical cores from being oversubscribed"),
     Rule("onnx-fixed-batch", ("runtime == onnx", "not dynamic_batch", "goal == throughput"),
          settings={"instance_count": "{cores}", "parameters.intra_op_thread_count": 1},
          reason="the graph's batch dimension is fixed, so requests cannot be merged: {cores} "

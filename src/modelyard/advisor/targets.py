@@ -50,7 +50,8 @@ def advise_target(target: Target, hardware: Hardware, **options: Any) -> Advice:
     info = with_config(inspect_artifact(target.artifact), target.config)
     config = target.config
     named = config.runtime if config is not None and runtime_pinned(config) else None
-    rec = advise(info, hardware, runtime=named, **options)
+    instances = config.instance_count if config and pinned(config, "instance_count") else None
+    rec = advise(info, hardware, runtime=named, instances=instances, **options)
     overrides = {k: _config_value(config, k) for k in rec.settings
                  if config is not None and pinned(config, k)}
     if config is not None and info.llm is not None:
