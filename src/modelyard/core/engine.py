@@ -213,7 +213,10 @@ class Engine:
         seq.max_new = min(params.max_tokens, room) if params.max_tokens is not None else room
         seq.text = TextStream(params.stop)
         self._running.append(seq)
-        self.observer.on_admit(time.monotonic() - request.arrival, seq.prompt_len, kept)
+        queued = time.monotonic() - request.arrival
+        self.observer.on_admit(queued, seq.prompt_len, kept)
+        log.debug("%s: admitted %s into slot %d after %.3f s; %d of %d prompt tokens cached",
+                  self.name, request.id, slot, queued, kept, seq.prompt_len)
         try:
             seq.sampler = self.backend.new_sampler(params)
             seq.sampler.allow_end(not params.ignore_eos and params.min_tokens <= 0)
