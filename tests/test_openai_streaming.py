@@ -48,6 +48,21 @@ def test_disconnected_stream_frees_its_slot(llm_server: ServerProcess) -> None:
                    finished_reason="abort") == aborted + 1
 
 
+def test_dropped_non_streamed_request_is_aborted(llm_server: ServerProcess) -> None:
+    url = llm_server.url
+    aborted = _metric(url, "vllm:request_success_total", model_name="tiny",
+                      finished_reason="abort")
+    body = {"model": "tiny", "prompt": "hello", "max_tokens": 4000, "ignore_eos": True}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{url}/v1/completions", json=body, timeout=httpx.Timeout(5, read=0.3))
+    deadline = time.monotonic() + 5
+    while _metric(url, "vllm:request_success_total", model_name="tiny",
+                  finished_reason="abort") != aborted + 1:
+        assert time.monotonic() < deadline, "the request was not aborted"
+        time.sleep(0.02)
+    assert _metric(url, "vllm:num_requests_running", model_name="tiny") == 0
+
+
 def test_concurrent_streams_share_steps(llm_server: ServerProcess) -> None:
     url = llm_server.url
     steps = _metric(url, "vllm:iteration_tokens_total_count", model_name="tiny")
