@@ -38,6 +38,7 @@ class LlamaBackend:
         self._n_seq = np.ctypeslib.as_array(self._batch.n_seq_id, shape=(n_batch,))
         self._logits = np.ctypeslib.as_array(self._batch.logits, shape=(n_batch,))
         self._pieces: dict[int, bytes] = {}
+        self._candidates: Candidates | None = None
 
     # ---- Backend ---------------------------------------------------------------------------
 
@@ -58,6 +59,18 @@ class LlamaBackend:
 
     def new_sampler(self, params: SamplingParams) -> LlamaSampler:
         return LlamaSampler(self, params)
+
+    def candidates(self, logits: np.ndarray) -> Candidates:
+        if self._candidates is None:
+            self._candidates = Candidates(self.n_vocab)
+        return self._candidates.fill(logits)
+
+    def grammar_allows(self, grammar: Any, token: int) -> bool:
+        one = np.array([(token, 1.0, 0.0)], dtype=Candidates.DTYPE)
+        array = lc.llama_token_data_array(data=one.ctypes.data_as(lc.llama_token_data_p),
+                                          size=1, selected=-1, sorted=False)
+        lc.llama_sampler_apply(grammar, ctypes.byref(array))
+        return bool(np.isfinite(one["logit"][0]))
 
     def row_logits(self, row: int) -> np.ndarray:
         pointer = lc.llama_get_logits_ith(self.ctx, row)
@@ -108,7 +121,12 @@ class LlamaBackend:
 
 class LlamaSampler:
     """A request's llama.cpp sampler chain; greedy requests without penalties or grammar take
-    the argmax directly (no chain, no copy of the vocabulary)."""
+    the argmax directly (no chain, no copy of the vocabulary).
+
+    A grammar is checked after sampling rather than applied to the whole vocabulary first
+    (as llama.cpp's own common sampler does): the token the chain picks is tested alone, and
+    only when the grammar refuses it is the vocabulary filtered and sampled again. On Gemma's
+    262k-token vocabulary that halves the cost of a structured-output token."""
 
     def __init__(self, backend: LlamaBackend, params: SamplingParams) -> None:
         self.backend = backend
@@ -116,6 +134,9 @@ class LlamaSampler:
         self.end_allowed = True
         self.bias = {int(t): float(b) for t, b in params.logit_bias.items()}
         self.chain: Any = None
+        self.grammar: Any = None
+        if params.grammar is not None:
+            self.grammar = _grammar(backend, params.grammar)
         if not (params.greedy and _plain(params)):
             self.chain = _chain(backend, params)
 
@@ -131,12 +152,56 @@ class LlamaSampler:
                 logits[token] += bias
         if self.chain is None:
             return int(np.argmax(logits))
-        return int(lc.llama_sampler_sample(self.chain, self.backend.ctx, row))
+        if self.grammar is None:
+            return int(lc.llama_sampler_sample(self.chain, self.backend.ctx, row))
+        return self._sample_with_grammar(logits)
+
+    def _sample_with_grammar(self, logits: np.ndarray) -> int:
+        candidates = self.backend.candidates(logits)
+        lc.llama_sampler_apply(self.chain, ctypes.byref(candidates.array))
+        token = candidates.selected()
+        if not self.backend.grammar_allows(self.grammar, token):
+            candidates = self.backend.candidates(logits)
+            lc.llama_sampler_apply(self.grammar, ctypes.byref(candidates.array))
+            lc.llama_sampler_apply(self.chain, ctypes.byref(candidates.array))
+            token = candidates.selected()
+        lc.llama_sampler_accept(self.grammar, token)
+        lc.llama_sampler_accept(self.chain, token)
+        return token
 
     def close(self) -> None:
-        if self.chain is not None:
-            lc.llama_sampler_free(self.chain)
-            self.chain = None
+        for sampler in (self.chain, self.grammar):
+            if sampler is not None:
+                lc.llama_sampler_free(sampler)
+        self.chain = self.grammar = None
+
+
+class Candidates:
+    """A `llama_token_data_array` over a reusable numpy buffer of (id, logit, p) rows."""
+
+    DTYPE = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
+
+    def __init__(self, n_vocab: int) -> None:
+        self.data = np.zeros(n_vocab, dtype=self.DTYPE)
+        self.ids = np.arange(n_vocab, dtype=np.int32)
+        self.array = lc.llama_token_data_array(
+            data=self.data.ctypes.data_as(lc.llama_token_data_p), size=n_vocab, selected=-1,
+            sorted=False)
+
+    def fill(self, logits: np.ndarray) -> Candidates:
+        self.data["id"] = self.ids
+        self.data["logit"] = logits
+        self.data["p"] = 0.0
+        self.array.size = len(self.ids)
+        self.array.selected = -1
+        self.array.sorted = False
+        return self
+
+    def selected(self) -> int:
+        index = self.array.selected
+        if index < 0:
+            raise Internal("the sampler chain selected no token")
+        return int(self.data["id"][index])
 
 
 def _plain(params: SamplingParams) -> bool:
@@ -161,8 +226,6 @@ def _stages(backend: LlamaBackend, params: SamplingParams) -> list[Any]:
     if penalties != (1.0, 0.0, 0.0):
         stages.append(lc.llama_sampler_init_penalties(backend.n_vocab, params.penalty_last_n,
                                                       *penalties))
-    if params.grammar is not None:
-        stages.append(_grammar(backend, params.grammar))
     if params.greedy:
         return [*stages, lc.llama_sampler_init_greedy()]
     if params.top_k > 0:
