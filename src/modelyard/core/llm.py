@@ -34,7 +34,17 @@ class LLMPlane:
 
     def get(self, name: str) -> tuple[ModelVersion, TextModel]:
         """The loaded language model called `name` (NotFound / InvalidArgument otherwise)."""
-        version = self.repository.get(name)
+        return self._text_model(self.repository.get(name))
+
+    async def acquire(self, name: str,
+                      keep_alive_s: float | None = None) -> tuple[ModelVersion, TextModel]:
+        """The language model called `name`, loaded first when the repository loads models on
+        demand; `keep_alive_s` (a request's keep-alive) is passed on to the repository. Call
+        `version.enter()` before the next await to keep it loaded while in use."""
+        return self._text_model(await self.repository.acquire(name, keep_alive_s=keep_alive_s))
+
+    def _text_model(self, version: ModelVersion) -> tuple[ModelVersion, TextModel]:
+        name = version.name
         runtime = version.runtime
         if not isinstance(runtime, TextModel):
             raise InvalidArgument(
@@ -106,8 +116,9 @@ class LLMPlane:
 
     # ---- embeddings ------------------------------------------------------------------------
 
-    async def embed(self, name: str, texts: list[str]) -> tuple[list[list[float]], int]:
-        version, model = self.get(name)
+    async def embed(self, name: str, texts: list[str],
+                    keep_alive_s: float | None = None) -> tuple[list[list[float]], int]:
+        version, model = await self.acquire(name, keep_alive_s)
         if not model.embedding:
             raise InvalidArgument(f"model {name!r} does not serve embeddings")
         loop = asyncio.get_running_loop()

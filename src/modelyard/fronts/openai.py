@@ -99,7 +99,7 @@ class OpenAIFront:
 
     async def chat_completions(self, request: Request) -> Response:
         body = read_chat(await self._json(request))
-        _, model = self.plane.get(body.model)
+        _, model = await self.plane.acquire(body.model)
         text = self.plane.chat_prompt(body.model, model, body.messages,
                                       add_generation_prompt=body.add_generation_prompt,
                                       **body.template_kwargs)
@@ -110,7 +110,7 @@ class OpenAIFront:
 
     async def completions(self, request: Request) -> Response:
         body = read_completion(await self._json(request))
-        _, model = self.plane.get(body.model)
+        _, model = await self.plane.acquire(body.model)
         prompts = [p if isinstance(p, list) else await self.plane.tokenize(model, p)
                    for p in body.prompts]
         echoes = [(p if isinstance(p, str) else model.detokenize(p)) if body.echo else ""
@@ -185,7 +185,7 @@ class OpenAIFront:
     async def tokenize(self, request: Request) -> Response:
         body = await self._json(request)
         name = _model_name(body)
-        _, model = self.plane.get(name)
+        _, model = await self.plane.acquire(name)
         if body.get("messages") is not None:
             from modelyard.core import chat
 
@@ -202,7 +202,7 @@ class OpenAIFront:
 
     async def detokenize(self, request: Request) -> Response:
         body = await self._json(request)
-        _, model = self.plane.get(_model_name(body))
+        _, model = await self.plane.acquire(_model_name(body))
         tokens = body.get("tokens")
         if not isinstance(tokens, list) or not all(isinstance(t, int) for t in tokens):
             raise InvalidArgument("tokens must be a list of token ids")

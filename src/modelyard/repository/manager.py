@@ -168,14 +168,38 @@ class ModelRepository:
         self, name: str, version: str | None = None, keep_alive_s: float | None = None
     ) -> ModelVersion:
         """The version to serve, loading the model first in `ondemand` mode; `keep_alive_s`
-        (a request's keep-alive) replaces the model's keep-alive from now on."""
+        (a request's keep-alive) replaces the model's keep-alive from now on (in `ondemand`
+        mode only: in the other modes nothing would load the model again)."""
         entry = self.entries.get(name)
-        if self.control_mode == "ondemand" and (entry is None or not entry.versions):
+        if self.control_mode != "ondemand":
+            return self.get(name, version)
+        if entry is None or not entry.versions:
             await self.load(name, _internal=True)
             entry = self.entries[name]
-        if entry is not None and keep_alive_s is not None:
+        if keep_alive_s is not None:
             entry.keep_alive_s = keep_alive_s
         return self.get(name, version)
+
+    def register(self, name: str) -> ModelEntry:
+        """Find a model that appeared on disk (pulled, copied) and list it, not loaded."""
+        source = self._find_on_disk(name)
+        if source is None:
+            raise NotFound(f"no model {name!r} in repository {', '.join(map(str, self.roots))}")
+        entry = self.entries.get(name)
+        if entry is None:
+            entry = self.entries[name] = ModelEntry(source)
+        else:
+            entry.source = source
+        return entry
+
+    async def forget(self, name: str) -> ModelEntry:
+        """Unload a model (waiting for the requests it serves) and drop it from the listing,
+        before its files are removed."""
+        entry = self.entry(name)
+        async with entry.lock:
+            await self._unload_versions(entry)
+            self.entries.pop(name, None)
+        return entry
 
     async def reap(self) -> list[str]:
         """Unload every idle model whose keep-alive has run out; return their names."""
