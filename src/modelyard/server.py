@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -22,10 +22,13 @@ from modelyard.fronts.auth import APIKeyMiddleware
 from modelyard.fronts.http_common import json_response
 from modelyard.fronts.kserve_http import KServeHTTP
 from modelyard.fronts.kserve_infer import InferEndpoint, infer_target
+from modelyard.fronts.ollama import OllamaFront
+from modelyard.fronts.ollama_models import OllamaModels
 from modelyard.fronts.openai import OpenAIFront
 from modelyard.metrics import ModelCollector
 from modelyard.repository.manager import ModelRepository
 from modelyard.repository.residency import ResidencyPolicy
+from modelyard.repository.store import ModelStore
 from modelyard.settings import Settings
 
 log = logging.getLogger("modelyard.server")
@@ -55,7 +58,11 @@ class Modelyard:
     def _build_app(self) -> ASGIApp:
         kserve = KServeHTTP(self.dataplane, self.settings.max_request_bytes)
         openai = OpenAIFront(self.llm, self.settings.max_request_bytes)
-        routes = [Route("/", _root, methods=["GET", "HEAD"]), *kserve.routes(), *openai.routes(),
+        ollama = OllamaFront(self.llm, self.settings.max_request_bytes)
+        ollama_models = OllamaModels(self.repository, ModelStore(self.repository),
+                                     self.settings.max_request_bytes)
+        # "/" answers as Ollama's does ("Ollama is running"): clients probe it.
+        routes = [*ollama.routes(), *ollama_models.routes(), *kserve.routes(), *openai.routes(),
                   Route("/metrics", self._metrics, methods=["GET"])]
         app: ASGIApp = Starlette(routes=routes, lifespan=self._lifespan,
                                  exception_handlers={Exception: _unexpected})
@@ -119,10 +126,6 @@ class _HotPath:
 def create_app(settings: Settings) -> ASGIApp:
     """The ASGI app for `settings`, to run under any ASGI server or mount in another app."""
     return Modelyard(settings).app
-
-
-async def _root(request: Request) -> Response:
-    return PlainTextResponse("modelyard is running")
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -4,11 +4,13 @@ the same event loop, and the start-up banner."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import socket
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from typing import Any
 
 import uvicorn
@@ -37,14 +39,53 @@ def run(settings: Settings, *, demo: bool = False, started: float | None = None)
                                      max_message_bytes=settings.grpc_max_message_bytes)
         except OSError as exc:
             raise SystemExit(f"error: {exc}; choose another --grpc-port") from None
+        second = _second_port(server, settings)
         task = asyncio.create_task(http.serve())
         while not http.started and not task.done():
             await asyncio.sleep(0.01)
         if http.started:
             _banner(settings, demo, time.perf_counter() - begin)
+        if second is not None:
+            await _follow(http, second, task)
         await task
 
     _run_loop(main())
+
+
+class _Follower(uvicorn.Server):
+    """A second HTTP server on the same app: no lifespan (the first one runs it) and no signal
+    handlers of its own (it stops when the first one does)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _second_port(server: Modelyard, settings: Settings) -> tuple[_Follower, socket.socket] | None:
+    """The server for --ollama-port, its socket bound now so a port in use fails at once."""
+    if not settings.ollama_port:
+        return None
+    sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((settings.host, settings.ollama_port))
+    except OSError as exc:
+        sock.close()
+        raise SystemExit(f"error: {exc}; choose another --ollama-port") from None
+    config = uvicorn.Config(server.app, lifespan="off", log_level=settings.log_level,
+                            access_log=False, timeout_graceful_shutdown=5, log_config=None)
+    return _Follower(config), sock
+
+
+async def _follow(first: uvicorn.Server, second: tuple[_Follower, socket.socket],
+                  first_task: asyncio.Task[None]) -> None:
+    follower, sock = second
+    task = asyncio.create_task(follower.serve(sockets=[sock]))
+    log.info("also serving HTTP on %s:%d", *sock.getsockname()[:2])
+    while not (first.should_exit or first_task.done() or task.done()):
+        await asyncio.sleep(0.1)
+    follower.should_exit = True
+    await task
 
 
 def _run_loop(main: Coroutine[Any, Any, None]) -> None:

@@ -21,6 +21,7 @@ class Settings:
     host: str = "127.0.0.1"
     http_port: int = 8000
     grpc_port: int = 8001
+    ollama_port: int = 0  # also serve every HTTP route here (Ollama's 11434); 0: not at all
     model_control_mode: str = "none"
     load_models: tuple[str, ...] = ()
     poll_interval_s: float = 5.0
@@ -43,6 +44,22 @@ class Settings:
     @property
     def worker_threads(self) -> int:
         return self.workers or max(4, 2 * (os.cpu_count() or 1))
+
+
+def split_host(value: str, default_port: int) -> tuple[str, int]:
+    """`host[:port]` (Ollama's OLLAMA_HOST form; `[::1]:8000` for IPv6, a scheme is dropped)
+    -> (host, port)."""
+    text = value.strip().split("://", 1)[-1].rstrip("/")
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":")
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        host, port = text, ""
+    if port and not port.isdigit():
+        raise ValueError(f"cannot read {value!r} as host[:port]")
+    return host or "127.0.0.1", int(port) if port else default_port
 
 
 def read_api_keys(values: tuple[str, ...], key_file: Path | None) -> frozenset[str]:

