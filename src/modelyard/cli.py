@@ -12,8 +12,15 @@ from typing import Any
 import click
 
 from modelyard import __version__
+from modelyard.cli_client import register as register_client_commands
 from modelyard.errors import ModelyardError
-from modelyard.settings import CONTROL_MODES, Settings, parse_duration, read_api_keys
+from modelyard.settings import (
+    CONTROL_MODES,
+    Settings,
+    parse_duration,
+    read_api_keys,
+    split_host,
+)
 
 _START = time.perf_counter()
 
@@ -36,6 +43,9 @@ def main() -> None:
 @click.option("--http-port", default=8000, show_default=True, envvar="MODELYARD_HTTP_PORT")
 @click.option("--grpc-port", default=8001, show_default=True, envvar="MODELYARD_GRPC_PORT",
               help="KServe v2 gRPC port.")
+@click.option("--ollama-port", default=0, envvar="MODELYARD_OLLAMA_PORT",
+              help="Also serve every HTTP route on this port, e.g. 11434 (Ollama's), so clients "
+                   "with default settings connect (0: no second port).")
 @click.option("--model-control-mode", type=click.Choice(CONTROL_MODES), default="none",
               show_default=True, envvar="MODELYARD_MODEL_CONTROL_MODE",
               help="none: load all; explicit: load --load-model ones, API may load/unload; "
@@ -85,6 +95,10 @@ def _settings(repositories: tuple[Path, ...], options: dict[str, Any]) -> Settin
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--keep-alive") from None
     budget = options.pop("memory_budget")
+    try:  # MODELYARD_HOST may be host:port, as OLLAMA_HOST is (the client commands read it so)
+        options["host"], options["http_port"] = split_host(options["host"], options["http_port"])
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--host") from None
     keys = read_api_keys(options.pop("api_keys"), options.pop("api_key_file"))
     return Settings(
         repositories=tuple(repositories),
@@ -110,9 +124,13 @@ def _size(text: str) -> int:
 @click.option("--trust-pickle", is_flag=True, envvar="MODELYARD_TRUST_PICKLE")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def list_models(repositories: tuple[Path, ...], trust_pickle: bool, as_json: bool) -> None:
-    """What REPOSITORIES would serve: names, versions, runtime, inputs and outputs."""
+    """What REPOSITORIES would serve: names, versions, runtime, inputs and outputs. With no
+    folder: the models of the server at MODELYARD_HOST if one answers, else the demo ones."""
+    from modelyard.cli_client import server_list
     from modelyard.inspect import describe_repository, render_table
 
+    if not repositories and server_list(as_json):
+        return
     roots = repositories or (_demo_repository(),)
     settings = Settings(repositories=tuple(roots), trust_pickle=trust_pickle)
     _check_repositories(settings)
@@ -157,6 +175,9 @@ def advise(path: Path | None, goal: str, latency_ms: float | None, memory: str |
         click.echo(orjson.dumps(to_json(hardware, advice), option=orjson.OPT_INDENT_2).decode())
     else:
         click.echo(render(hardware, advice))
+
+
+register_client_commands(main)
 
 
 def _demo_repository() -> Path:
