@@ -54,12 +54,24 @@ def start(model: Path, port: int, threads: int) -> procs.subprocess.Popen[bytes]
         link.symlink_to(model)
     (folder / "model.yaml").write_text(
         "runtime: llamacpp\nparameters:\n  n_ctx: 2048\n  n_seq_max: 8\n"
-        f"  n_threads: {threads}\n  chat_template: gemma\n")
-    argv = [str(ROOT / ".venv" / "bin" / "modelyard"), "serve", str(folder.parent),
-            "--model-control-mode", "ondemand", "--http-port", str(port),
-            "--grpc-port", str(procs.free_port()), "--log-level", "warning"]
-    return procs.start(argv, procs.private_env(WORK, "modelyard"), ROOT,
-                       WORK / "logs" / "ollama-modelyard.log")
+        f"  n_threads: {threads}\n  chat_template: gemma\n"
+    )
+    argv = [
+        str(ROOT / ".venv" / "bin" / "modelyard"),
+        "serve",
+        str(folder.parent),
+        "--model-control-mode",
+        "ondemand",
+        "--http-port",
+        str(port),
+        "--grpc-port",
+        str(procs.free_port()),
+        "--log-level",
+        "warning",
+    ]
+    return procs.start(
+        argv, procs.private_env(WORK, "modelyard"), ROOT, WORK / "logs" / "ollama-modelyard.log"
+    )
 
 
 async def wait_ready(url: str, timeout: float = 120) -> None:
@@ -75,10 +87,14 @@ async def wait_ready(url: str, timeout: float = 120) -> None:
     raise TimeoutError(f"{url} not ready after {timeout} s")
 
 
-async def one_chat(client: httpx.AsyncClient, url: str, prompt: str,
-                   num_predict: int) -> tuple[int, float]:
-    body = {"model": "gemma", "messages": [{"role": "user", "content": prompt}],
-            "options": {"temperature": 0, "num_predict": num_predict, "ignore_eos": True}}
+async def one_chat(
+    client: httpx.AsyncClient, url: str, prompt: str, num_predict: int
+) -> tuple[int, float]:
+    body = {
+        "model": "gemma",
+        "messages": [{"role": "user", "content": prompt}],
+        "options": {"temperature": 0, "num_predict": num_predict, "ignore_eos": True},
+    }
     start = time.perf_counter()
     first = 0.0
     async with client.stream("POST", f"{url}/api/chat", json=body) as reply:
@@ -96,8 +112,9 @@ def step_metrics(url: str) -> tuple[float, float]:
     text = httpx.get(f"{url}/metrics").text
     found = dict.fromkeys(("count", "sum"), 0.0)
     for kind in found:
-        match = re.search(rf'^vllm:iteration_tokens_total_{kind}\{{[^}}]*\}} (\S+)$', text,
-                          re.MULTILINE)
+        match = re.search(
+            rf"^vllm:iteration_tokens_total_{kind}\{{[^}}]*\}} (\S+)$", text, re.MULTILINE
+        )
         found[kind] = float(match.group(1)) if match else 0.0
     return found["count"], found["sum"]
 
@@ -114,8 +131,9 @@ async def drive(url: str, clients: int, requests: int, num_predict: int) -> Resu
             total += tokens
             ttfts.append(ttft)
 
-    async with httpx.AsyncClient(timeout=600,
-                                 limits=httpx.Limits(max_connections=clients + 2)) as client:
+    async with httpx.AsyncClient(
+        timeout=600, limits=httpx.Limits(max_connections=clients + 2)
+    ) as client:
         await one_chat(client, url, "Warm up.", 8)
         steps, rows = step_metrics(url)
         start = time.perf_counter()
@@ -127,12 +145,17 @@ async def drive(url: str, clients: int, requests: int, num_predict: int) -> Resu
 
 
 def table(results: list[Result]) -> str:
-    rows = ["| streams at once | tokens | aggregate tok/s | x one stream | TTFT p50 (s) | "
-            "TTFT p99 (s) | rows per engine step |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = [
+        "| streams at once | tokens | aggregate tok/s | x one stream | TTFT p50 (s) | "
+        "TTFT p99 (s) | rows per engine step |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     base = results[0].rate
     for r in results:
-        rows.append(f"| {r.clients} | {r.tokens} | {r.rate:.1f} | {r.rate / base:.2f} | "
-                    f"{r.ttft(0.5):.2f} | {r.ttft(0.99):.2f} | {r.rows_per_step:.2f} |")
+        rows.append(
+            f"| {r.clients} | {r.tokens} | {r.rate:.1f} | {r.rate / base:.2f} | "
+            f"{r.ttft(0.5):.2f} | {r.ttft(0.99):.2f} | {r.rows_per_step:.2f} |"
+        )
     return "\n".join(rows)
 
 
@@ -151,8 +174,11 @@ def main() -> None:
         results = []
         for clients in (int(c) for c in args.clients.split(",")):
             result = asyncio.run(drive(url, clients, args.requests, args.num_predict))
-            print(f"{clients} stream(s): {result.rate:6.1f} tok/s, TTFT p50 "
-                  f"{result.ttft(0.5):.2f} s, {result.rows_per_step:.2f} rows/step", flush=True)
+            print(
+                f"{clients} stream(s): {result.rate:6.1f} tok/s, TTFT p50 "
+                f"{result.ttft(0.5):.2f} s, {result.rows_per_step:.2f} rows/step",
+                flush=True,
+            )
             results.append(result)
     finally:
         procs.stop(process)

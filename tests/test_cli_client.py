@@ -41,8 +41,14 @@ def _env(server: ServerProcess, **extra: str) -> dict[str, str]:
 
 
 def _spawn(env: dict[str, str], *args: str) -> pexpect.spawn:
-    return pexpect.spawn(sys.executable, ["-m", "modelyard", "run", *args], env=env,
-                         encoding="utf-8", timeout=30, dimensions=(40, 120))
+    return pexpect.spawn(
+        sys.executable,
+        ["-m", "modelyard", "run", *args],
+        env=env,
+        encoding="utf-8",
+        timeout=30,
+        dimensions=(40, 120),
+    )
 
 
 def test_read_message_single_and_multi_line() -> None:
@@ -53,18 +59,33 @@ def test_read_message_single_and_multi_line() -> None:
     assert read_message(read) == "one"
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("127.0.0.1:9000", ("127.0.0.1", 9000)), ("localhost", ("localhost", 8000)),
-    ("http://0.0.0.0:11434/", ("0.0.0.0", 11434)), ("[::1]:8080", ("::1", 8080)),
-    ("", ("127.0.0.1", 8000))])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:9000", ("127.0.0.1", 9000)),
+        ("localhost", ("localhost", 8000)),
+        ("http://0.0.0.0:11434/", ("0.0.0.0", 11434)),
+        ("[::1]:8080", ("::1", 8080)),
+        ("", ("127.0.0.1", 8000)),
+    ],
+)
 def test_host_forms(text: str, expected: tuple[str, int]) -> None:
     assert split_host(text, 8000) == expected
 
 
 @pytest.mark.slow
 def test_run_one_shot_and_interactive_in_a_terminal(server: ServerProcess) -> None:
-    once = _spawn(_env(server), "tiny", "hello", "world", "-o", "num_predict=6",
-                  "-o", "temperature=0", "--verbose")
+    once = _spawn(
+        _env(server),
+        "tiny",
+        "hello",
+        "world",
+        "-o",
+        "num_predict=6",
+        "-o",
+        "temperature=0",
+        "--verbose",
+    )
     once.expect("eval count: +6 token")
     once.expect(pexpect.EOF)
     once.close()
@@ -90,8 +111,12 @@ def test_run_one_shot_and_interactive_in_a_terminal(server: ServerProcess) -> No
 @pytest.mark.slow
 def test_run_starts_a_server_when_none_answers(repo: Path, tmp_path: Path) -> None:
     port = free_port()
-    env = {**os.environ, "MODELYARD_HOST": f"127.0.0.1:{port}", "MODELYARD_MODELS": str(repo),
-           "HOME": str(tmp_path)}
+    env = {
+        **os.environ,
+        "MODELYARD_HOST": f"127.0.0.1:{port}",
+        "MODELYARD_MODELS": str(repo),
+        "HOME": str(tmp_path),
+    }
     once = _spawn(env, "tiny", "hi", "-o", "num_predict=3")
     once.expect(pexpect.EOF)
     once.close()
@@ -113,12 +138,12 @@ def test_model_commands(server: ServerProcess, repo: Path) -> None:
     assert "tiny:latest" in run("list") and "tiny_embed:latest" in run("list")
     run("stop", "tiny_small")
     assert "tiny_small" not in run("ps")
-    result = runner.invoke(main, ["run", "tiny_small", "a", "-o", "num_predict=2"], env=env,
-                           input="")
+    result = runner.invoke(
+        main, ["run", "tiny_small", "a", "-o", "num_predict=2"], env=env, input=""
+    )
     assert result.exit_code == 0, result.output
     table = run("ps")
-    assert table.splitlines()[0].split() == ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT",
-                                             "UNTIL"]
+    assert table.splitlines()[0].split() == ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]
     assert "tiny_small:latest" in table and "512" in table and "from now" in table
     run("stop", "tiny_small")
     assert "tiny_small" not in run("ps")
@@ -128,8 +153,9 @@ def test_model_commands(server: ServerProcess, repo: Path) -> None:
     assert "copied" in run("cp", "tiny", "tiny_cli")
     assert "tiny_cli:latest" in run("list")
     assert "deleted" in run("rm", "tiny_cli")
-    pulled = runner.invoke(main, ["pull", str(repo / "tiny.gguf"), "--name", "tiny_pulled"],
-                           env=env)
+    pulled = runner.invoke(
+        main, ["pull", str(repo / "tiny.gguf"), "--name", "tiny_pulled"], env=env
+    )
     assert pulled.exit_code == 0 and "success" in pulled.output
     assert "tiny_pulled:latest" in run("list")
     run("rm", "tiny_pulled")
@@ -139,6 +165,7 @@ def test_model_commands(server: ServerProcess, repo: Path) -> None:
 
 
 def test_list_without_a_server_reads_folders(repo: Path) -> None:
-    result = CliRunner().invoke(main, ["list", str(repo)],
-                                env={"MODELYARD_HOST": f"127.0.0.1:{free_port()}"})
+    result = CliRunner().invoke(
+        main, ["list", str(repo)], env={"MODELYARD_HOST": f"127.0.0.1:{free_port()}"}
+    )
     assert result.exit_code == 0 and "tiny_small" in result.output

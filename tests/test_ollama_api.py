@@ -32,8 +32,14 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     log = tmp_path_factory.mktemp("ollama-logs") / "server.log"
-    process = ServerProcess(str(repo), "--model-control-mode", "ondemand", "--ollama-port",
-                            str(free_port()), log_path=log)
+    process = ServerProcess(
+        str(repo),
+        "--model-control-mode",
+        "ondemand",
+        "--ollama-port",
+        str(free_port()),
+        log_path=log,
+    )
     with process:
         yield process
 
@@ -72,8 +78,9 @@ def test_generate_whole_and_streamed(client: ollama.Client) -> None:
     whole = client.generate(model="tiny", prompt="hello world", options=GREEDY)
     _plausible_final(whole, 12)
     assert whole.response and whole.context and len(whole.context) > 12
-    parts = list(client.generate(model="tiny:latest", prompt="hello world", options=GREEDY,
-                                 stream=True))
+    parts = list(
+        client.generate(model="tiny:latest", prompt="hello world", options=GREEDY, stream=True)
+    )
     assert all(not p.done for p in parts[:-1]) and parts[-1].done
     assert "".join(p.response or "" for p in parts) == whole.response
     assert parts[-1].response == "" and parts[-1].model == "tiny:latest"
@@ -84,15 +91,18 @@ def test_generate_whole_and_streamed(client: ollama.Client) -> None:
 def test_generate_continues_from_context(client: ollama.Client) -> None:
     first = client.generate(model="tiny", prompt="red blue", raw=True, options=GREEDY)
     assert first.context is not None
-    more = client.generate(model="tiny", prompt=" green", raw=True, context=first.context,
-                           options=GREEDY)
+    more = client.generate(
+        model="tiny", prompt=" green", raw=True, context=first.context, options=GREEDY
+    )
     assert more.context is not None and more.context[: len(first.context)] == first.context
     assert more.prompt_eval_count == len(more.context) - 12 > len(first.context)
 
 
 def test_chat_whole_and_streamed(client: ollama.Client) -> None:
-    messages = [{"role": "system", "content": "be brief"},
-                {"role": "user", "content": "name a color"}]
+    messages = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "name a color"},
+    ]
     whole = client.chat(model="tiny", messages=messages, options=GREEDY)
     assert whole.message.role == "assistant" and whole.message.content
     _plausible_final(whole, 12)
@@ -102,31 +112,55 @@ def test_chat_whole_and_streamed(client: ollama.Client) -> None:
 
 
 def test_options_stop_and_seed(client: ollama.Client) -> None:
-    free = client.generate(model="tiny", prompt="the model", raw=True,
-                           options={"temperature": 0, "num_predict": 30, "ignore_eos": True})
+    free = client.generate(
+        model="tiny",
+        prompt="the model",
+        raw=True,
+        options={"temperature": 0, "num_predict": 30, "ignore_eos": True},
+    )
     words = [m.group() for m in re.finditer(r"[a-z]{3,}", free.response or "")][1:]
     assert words, free.response
-    cut = client.generate(model="tiny", prompt="the model", raw=True,
-                          options={"temperature": 0, "num_predict": 30, "ignore_eos": True,
-                                   "stop": [words[0]]})
+    cut = client.generate(
+        model="tiny",
+        prompt="the model",
+        raw=True,
+        options={"temperature": 0, "num_predict": 30, "ignore_eos": True, "stop": [words[0]]},
+    )
     assert cut.done_reason == "stop" and words[0] not in (cut.response or "")
-    options = {"temperature": 1.0, "seed": 42, "num_predict": 16, "top_k": 50, "top_p": 0.95,
-               "min_p": 0.01, "repeat_penalty": 1.2, "num_ctx": 1024, "num_thread": 2}
-    texts = {client.generate(model="tiny", prompt="hello", options=options).response
-             for _ in range(2)}
+    options = {
+        "temperature": 1.0,
+        "seed": 42,
+        "num_predict": 16,
+        "top_k": 50,
+        "top_p": 0.95,
+        "min_p": 0.01,
+        "repeat_penalty": 1.2,
+        "num_ctx": 1024,
+        "num_thread": 2,
+    }
+    texts = {
+        client.generate(model="tiny", prompt="hello", options=options).response for _ in range(2)
+    }
     assert len(texts) == 1
 
 
 def test_format_schema_gives_valid_json(client: ollama.Client) -> None:
-    schema = {"type": "object", "additionalProperties": False,
-              "properties": {"ok": {"type": "boolean"},
-                             "color": {"enum": ["red", "green", "blue"]}},
-              "required": ["ok", "color"]}
-    reply = client.chat(model="tiny", messages=[{"role": "user", "content": "answer"}],
-                        format=schema, options={"temperature": 0, "num_predict": 60})
+    schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"ok": {"type": "boolean"}, "color": {"enum": ["red", "green", "blue"]}},
+        "required": ["ok", "color"],
+    }
+    reply = client.chat(
+        model="tiny",
+        messages=[{"role": "user", "content": "answer"}],
+        format=schema,
+        options={"temperature": 0, "num_predict": 60},
+    )
     jsonschema.validate(json.loads(reply.message.content or ""), schema)
-    anything = client.generate(model="tiny", prompt="json", format="json",
-                               options={"temperature": 0, "num_predict": 60})
+    anything = client.generate(
+        model="tiny", prompt="json", format="json", options={"temperature": 0, "num_predict": 60}
+    )
     assert isinstance(json.loads(anything.response or ""), dict)
 
 
@@ -165,8 +199,12 @@ def test_empty_prompt_loads_and_keep_alive_zero_unloads(client: ollama.Client) -
     loaded = client.generate(model="tiny_small", keep_alive="10m")
     assert loaded.done and loaded.done_reason == "load"
     assert "tiny_small:latest" in _loaded(client)
-    client.chat(model="tiny_small", messages=[{"role": "user", "content": "hi"}],
-                keep_alive=0, options={"num_predict": 2})
+    client.chat(
+        model="tiny_small",
+        messages=[{"role": "user", "content": "hi"}],
+        keep_alive=0,
+        options={"num_predict": 2},
+    )
     deadline = time.monotonic() + 5
     while "tiny_small:latest" in _loaded(client) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -178,8 +216,9 @@ def test_empty_prompt_loads_and_keep_alive_zero_unloads(client: ollama.Client) -
     assert unloaded.done_reason == "unload" and "tiny_small:latest" not in _loaded(client)
 
 
-def test_copy_delete_and_pull_from_a_path(client: ollama.Client, repo: Path,
-                                          tmp_path: Path) -> None:
+def test_copy_delete_and_pull_from_a_path(
+    client: ollama.Client, repo: Path, tmp_path: Path
+) -> None:
     assert client.copy("tiny", "tiny_copy").status == "success"
     assert (repo / "tiny_copy.gguf").stat().st_ino == (repo / "tiny.gguf").stat().st_ino
     copied = client.generate(model="tiny_copy", prompt="hello world", options=GREEDY)
@@ -220,17 +259,25 @@ def test_errors_in_ollama_shape(client: ollama.Client, server: ServerProcess) ->
     with pytest.raises(ollama.ResponseError) as embedder:
         client.chat(model="tiny_embed", messages=[{"role": "user", "content": "hi"}])
     assert embedder.value.status_code == 400
-    for body in ({"model": "tiny", "prompt": "hi", "images": ["aGk="]},
-                 {"model": "tiny", "messages": [{"role": "user", "content": "hi"}],
-                  "tools": [{"type": "function", "function": {"name": "f"}}]},
-                 {"model": "tiny", "prompt": "hi", "think": True},
-                 {"model": "tiny", "prompt": "hi", "format": "yaml"}):
+    for body in (
+        {"model": "tiny", "prompt": "hi", "images": ["aGk="]},
+        {
+            "model": "tiny",
+            "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"type": "function", "function": {"name": "f"}}],
+        },
+        {"model": "tiny", "prompt": "hi", "think": True},
+        {"model": "tiny", "prompt": "hi", "format": "yaml"},
+    ):
         path = "/api/chat" if "messages" in body else "/api/generate"
         reply = httpx.post(f"{server.url}{path}", json=body)
         assert reply.status_code == 400 and set(reply.json()) == {"error"}, body
     with pytest.raises(ollama.ResponseError) as pull:
         client.pull("no-such-model:7b")
     assert pull.value.status_code == 404 and "no model hub" in pull.value.error
+    with pytest.raises(ollama.ResponseError) as create:
+        client.create(model="new", from_="tiny")
+    assert create.value.status_code == 400 and "not supported" in create.value.error
     with pytest.raises(ollama.ResponseError) as copy:
         client.copy("tiny", "tiny_small")
     assert copy.value.status_code == 400 and "already exists" in copy.value.error

@@ -7,9 +7,7 @@ from __future__ import annotations
 import re
 import shutil
 import threading
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import ollama
@@ -37,8 +35,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     assert source is not None
     each = estimate_bytes(source.config, repo / "m1.gguf")
     log = tmp_path_factory.mktemp("budget-logs") / "server.log"
-    with ServerProcess(str(repo), "--model-control-mode", "ondemand", "--memory-budget",
-                       str(int(each * 2.5)), log_path=log) as process:
+    with ServerProcess(
+        str(repo),
+        "--model-control-mode",
+        "ondemand",
+        "--memory-budget",
+        str(int(each * 2.5)),
+        log_path=log,
+    ) as process:
         yield process
 
 
@@ -47,8 +51,9 @@ def _loaded(client: ollama.Client) -> set[str]:
 
 
 def _touch(client: ollama.Client, name: str) -> ollama.ChatResponse:
-    return client.chat(model=name, messages=[{"role": "user", "content": "hi"}],
-                       options={"num_predict": 1})
+    return client.chat(
+        model=name, messages=[{"role": "user", "content": "hi"}], options={"num_predict": 1}
+    )
 
 
 def test_lru_eviction_reload_and_a_streaming_model_stays(server: ServerProcess) -> None:
@@ -65,8 +70,9 @@ def test_lru_eviction_reload_and_a_streaming_model_stays(server: ServerProcess) 
         warm = _touch(client, "m2")
         assert warm.load_duration is not None and warm.load_duration < again.load_duration
 
-        stream = client.chat(model="m3", messages=[{"role": "user", "content": "go"}],
-                             options=LONG, stream=True)
+        stream = client.chat(
+            model="m3", messages=[{"role": "user", "content": "go"}], options=LONG, stream=True
+        )
         first = next(stream)  # m3 is serving, and older than m2 once m2 is touched
         assert not first.done
         _touch(client, "m2")
@@ -78,8 +84,11 @@ def test_lru_eviction_reload_and_a_streaming_model_stays(server: ServerProcess) 
 
 def _metric(url: str, name: str, model: str) -> float:
     pattern = re.compile(rf'^{re.escape(name)}\{{[^}}]*model_name="{model}"[^}}]*\}} (\S+)$')
-    return sum(float(m.group(1)) for line in httpx.get(f"{url}/metrics").text.splitlines()
-               if (m := pattern.match(line)))
+    return sum(
+        float(m.group(1))
+        for line in httpx.get(f"{url}/metrics").text.splitlines()
+        if (m := pattern.match(line))
+    )
 
 
 def test_four_chat_streams_share_engine_steps(server: ServerProcess) -> None:
@@ -92,8 +101,12 @@ def test_four_chat_streams_share_engine_steps(server: ServerProcess) -> None:
 
     def stream(i: int) -> None:
         with ollama.Client(host=url) as own:
-            parts = own.chat(model="m1", messages=[{"role": "user", "content": f"story {i}"}],
-                             options={**LONG, "num_predict": tokens}, stream=True)
+            parts = own.chat(
+                model="m1",
+                messages=[{"role": "user", "content": f"story {i}"}],
+                options={**LONG, "num_predict": tokens},
+                stream=True,
+            )
             next(parts)
             started.wait(timeout=30)
             counts.append(sum(1 for _ in parts))

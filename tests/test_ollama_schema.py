@@ -25,33 +25,64 @@ def test_options_take_ollamas_names_and_defaults() -> None:
     params, num_ctx = read_options(None)
     assert (params.temperature, params.top_k, params.top_p) == (0.8, 40, 0.9)
     assert params.repetition_penalty == 1.1 and params.max_tokens is None and num_ctx is None
-    params, num_ctx = read_options({
-        "num_predict": 20, "temperature": 0, "top_k": 5, "top_p": 0.5, "min_p": 0.1,
-        "repeat_penalty": 1.3, "repeat_last_n": 32, "seed": 7, "stop": ["\n"],
-        "num_ctx": 2048, "num_thread": 4, "mirostat": 0, "presence_penalty": 0.5})
+    params, num_ctx = read_options(
+        {
+            "num_predict": 20,
+            "temperature": 0,
+            "top_k": 5,
+            "top_p": 0.5,
+            "min_p": 0.1,
+            "repeat_penalty": 1.3,
+            "repeat_last_n": 32,
+            "seed": 7,
+            "stop": ["\n"],
+            "num_ctx": 2048,
+            "num_thread": 4,
+            "mirostat": 0,
+            "presence_penalty": 0.5,
+        }
+    )
     assert (params.max_tokens, params.temperature, params.top_k, params.top_p) == (20, 0, 5, 0.5)
     assert (params.min_p, params.repetition_penalty, params.penalty_last_n) == (0.1, 1.3, 32)
     assert (params.seed, params.stop, params.presence_penalty) == (7, ("\n",), 0.5)
     assert num_ctx == 2048
 
 
-@pytest.mark.parametrize(("options", "field", "value"), [
-    ({"num_predict": -1}, "max_tokens", None), ({"num_predict": -2}, "max_tokens", None),
-    ({"seed": -1}, "seed", None), ({"repeat_penalty": 0}, "repetition_penalty", 1.0)])
+@pytest.mark.parametrize(
+    ("options", "field", "value"),
+    [
+        ({"num_predict": -1}, "max_tokens", None),
+        ({"num_predict": -2}, "max_tokens", None),
+        ({"seed": -1}, "seed", None),
+        ({"repeat_penalty": 0}, "repetition_penalty", 1.0),
+    ],
+)
 def test_options_special_values(options: dict[str, Any], field: str, value: Any) -> None:
     assert getattr(read_options(options)[0], field) == value
 
 
-@pytest.mark.parametrize("options", [{"num_predict": 0}, {"temperature": "hot"},
-                                     {"num_ctx": 0}, {"top_p": 2}, "fast"])
+@pytest.mark.parametrize(
+    "options", [{"num_predict": 0}, {"temperature": "hot"}, {"num_ctx": 0}, {"top_p": 2}, "fast"]
+)
 def test_bad_options(options: Any) -> None:
     with pytest.raises(InvalidArgument):
         read_options(options)
 
 
-@pytest.mark.parametrize(("value", "seconds"), [
-    (None, None), ("5m", 300.0), (0, 0.0), ("0", 0.0), (-1, -1.0), ("-1", -1.0), ("-1m", -1.0),
-    (3600, 3600.0), ("1h30m", 5400.0)])
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        (None, None),
+        ("5m", 300.0),
+        (0, 0.0),
+        ("0", 0.0),
+        (-1, -1.0),
+        ("-1", -1.0),
+        ("-1m", -1.0),
+        (3600, 3600.0),
+        ("1h30m", 5400.0),
+    ],
+)
 def test_keep_alive_forms(value: Any, seconds: float | None) -> None:
     assert keep_alive(value) == seconds
 
@@ -65,8 +96,17 @@ def test_bad_keep_alive(value: Any) -> None:
 def test_model_names_and_format() -> None:
     assert model_name("tiny:latest") == ("tiny", "tiny:latest")
     assert model_name(" gemma3:270m ") == ("gemma3:270m", "gemma3:270m")
-    body = read_generate({"model": "m", "prompt": "p", "format": "json", "stream": False,
-                          "keep_alive": "1m", "raw": True, "context": [1, 2]})
+    body = read_generate(
+        {
+            "model": "m",
+            "prompt": "p",
+            "format": "json",
+            "stream": False,
+            "keep_alive": "1m",
+            "raw": True,
+            "context": [1, 2],
+        }
+    )
     assert body.structured == ("json", None) and not body.stream and body.keep_alive_s == 60
     assert body.raw and body.context == [1, 2] and body.prompt == "p"
     schema = {"type": "object"}
@@ -75,11 +115,21 @@ def test_model_names_and_format() -> None:
     assert read_generate({"model": "m", "logprobs": True, "top_logprobs": 3}).params.logprobs == 3
 
 
-@pytest.mark.parametrize("body", [
-    {}, {"model": ""}, {"model": "m", "images": ["x"]}, {"model": "m", "suffix": "s"},
-    {"model": "m", "template": "{{ .Prompt }}"}, {"model": "m", "think": True},
-    {"model": "m", "format": "xml"}, {"model": "m", "context": ["a"]}, {"model": "m", "raw": 1},
-    {"model": "m", "stream": "yes"}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"model": ""},
+        {"model": "m", "images": ["x"]},
+        {"model": "m", "suffix": "s"},
+        {"model": "m", "template": "{{ .Prompt }}"},
+        {"model": "m", "think": True},
+        {"model": "m", "format": "xml"},
+        {"model": "m", "context": ["a"]},
+        {"model": "m", "raw": 1},
+        {"model": "m", "stream": "yes"},
+    ],
+)
 def test_generate_refusals(body: dict[str, Any]) -> None:
     with pytest.raises(InvalidArgument):
         read_generate(body)

@@ -42,10 +42,11 @@ class Session:
         if self.raw:
             return self._complete(text)
         messages = [*self._system(), *self.history, {"role": "user", "content": text}]
-        reply = self._print(self.client.stream("/api/chat", self._body(messages=messages)),
-                            lambda item: item.get("message", {}).get("content", ""))
-        self.history += [{"role": "user", "content": text},
-                         {"role": "assistant", "content": reply}]
+        reply = self._print(
+            self.client.stream("/api/chat", self._body(messages=messages)),
+            lambda item: item.get("message", {}).get("content", ""),
+        )
+        self.history += [{"role": "user", "content": text}, {"role": "assistant", "content": reply}]
         return reply
 
     def clear(self) -> None:
@@ -54,16 +55,20 @@ class Session:
 
     def _complete(self, text: str) -> str:
         body = self._body(prompt=text, raw=True, context=self.context or None)
-        return self._print(self.client.stream("/api/generate", body),
-                           lambda item: item.get("response", ""))
+        return self._print(
+            self.client.stream("/api/generate", body), lambda item: item.get("response", "")
+        )
 
     def _system(self) -> list[dict[str, str]]:
         return [{"role": "system", "content": self.system}] if self.system else []
 
     def _body(self, **fields: Any) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "stream": True, **fields}
-        extra = {"format": self.format, "keep_alive": self.keep_alive,
-                 "options": self.options or None}
+        extra = {
+            "format": self.format,
+            "keep_alive": self.keep_alive,
+            "options": self.options or None,
+        }
         body.update({k: v for k, v in extra.items() if v is not None})
         return {k: v for k, v in body.items() if v is not None}
 
@@ -88,6 +93,7 @@ class Session:
 
 def stats(final: dict[str, Any]) -> str:
     """Ollama's --verbose summary of a reply."""
+
     def seconds(key: str) -> float:
         return float(final.get(key) or 0) / 1e9
 
@@ -95,14 +101,16 @@ def stats(final: dict[str, Any]) -> str:
         took = seconds(time_key)
         return f"{final.get(count_key, 0) / took:.2f} tokens/s" if took else "-"
 
-    return (f"total duration:       {seconds('total_duration'):.3f}s\n"
-            f"load duration:        {seconds('load_duration'):.3f}s\n"
-            f"prompt eval count:    {final.get('prompt_eval_count', 0)} token(s)\n"
-            f"prompt eval duration: {seconds('prompt_eval_duration'):.3f}s\n"
-            f"prompt eval rate:     {rate('prompt_eval_count', 'prompt_eval_duration')}\n"
-            f"eval count:           {final.get('eval_count', 0)} token(s)\n"
-            f"eval duration:        {seconds('eval_duration'):.3f}s\n"
-            f"eval rate:            {rate('eval_count', 'eval_duration')}\n")
+    return (
+        f"total duration:       {seconds('total_duration'):.3f}s\n"
+        f"load duration:        {seconds('load_duration'):.3f}s\n"
+        f"prompt eval count:    {final.get('prompt_eval_count', 0)} token(s)\n"
+        f"prompt eval duration: {seconds('prompt_eval_duration'):.3f}s\n"
+        f"prompt eval rate:     {rate('prompt_eval_count', 'prompt_eval_duration')}\n"
+        f"eval count:           {final.get('eval_count', 0)} token(s)\n"
+        f"eval duration:        {seconds('eval_duration'):.3f}s\n"
+        f"eval rate:            {rate('eval_count', 'eval_duration')}\n"
+    )
 
 
 def read_message(read: Callable[[str], str] = input) -> str:

@@ -44,12 +44,26 @@ def _client(timeout: float | None = None) -> Iterator[Client]:
 @click.option("--raw", is_flag=True, help="Complete the prompt as written (no chat template).")
 @click.option("--system", default="", help="A system message for the chat.")
 @click.option("--format", "format_", help='"json", or a JSON schema the reply must match.')
-@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
-              help="A model option (Ollama's names: temperature=0, num_predict=64). Repeatable.")
+@click.option(
+    "-o",
+    "--option",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A model option (Ollama's names: temperature=0, num_predict=64). Repeatable.",
+)
 @click.option("--keep-alive", help="How long the model stays loaded when idle (5m, 0, -1).")
 @click.option("--verbose", is_flag=True, help="Show timings and token rates after each reply.")
-def run(model: str, prompt: tuple[str, ...], raw: bool, system: str, format_: str | None,
-        options: tuple[str, ...], keep_alive: str | None, verbose: bool) -> None:
+def run(
+    model: str,
+    prompt: tuple[str, ...],
+    raw: bool,
+    system: str,
+    format_: str | None,
+    options: tuple[str, ...],
+    keep_alive: str | None,
+    verbose: bool,
+) -> None:
     """Chat with MODEL: answer PROMPT (or the text piped in) once, or chat interactively.
     Starts a server for the session when none answers at MODELYARD_HOST."""
     from modelyard.cli_chat import Session, interact
@@ -59,8 +73,15 @@ def run(model: str, prompt: tuple[str, ...], raw: bool, system: str, format_: st
     try:
         with _client() as client, _server_for(client):
             _load(client, model, keep_alive)
-            session = Session(client, model, raw=raw, system=system, keep_alive=keep_alive,
-                              verbose=verbose, **session_options)
+            session = Session(
+                client,
+                model,
+                raw=raw,
+                system=system,
+                keep_alive=keep_alive,
+                verbose=verbose,
+                **session_options,
+            )
             if text:
                 session.ask(text)
             else:
@@ -143,8 +164,17 @@ def ps() -> None:
     with _client(timeout=30) as client:
         rows = client.get("/api/ps").get("models", [])
     table = [["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]]
-    table += [[m["name"], m.get("digest", "")[:12], human(m.get("size", 0)), "100% CPU",
-               str(m.get("context_length", "")), _until(m.get("expires_at", ""))] for m in rows]
+    table += [
+        [
+            m["name"],
+            m.get("digest", "")[:12],
+            human(m.get("size", 0)),
+            "100% CPU",
+            str(m.get("context_length", "")),
+            _until(m.get("expires_at", "")),
+        ]
+        for m in rows
+    ]
     click.echo(_columns(table))
 
 
@@ -228,8 +258,15 @@ def server_list(as_json: bool) -> bool:
         click.echo(orjson.dumps(models, option=orjson.OPT_INDENT_2).decode())
         return True
     table = [["NAME", "ID", "SIZE", "MODIFIED"]]
-    table += [[m["name"], m.get("digest", "")[:12], human(m.get("size", 0)),
-               _ago(m.get("modified_at", ""))] for m in models]
+    table += [
+        [
+            m["name"],
+            m.get("digest", "")[:12],
+            human(m.get("size", 0)),
+            _ago(m.get("modified_at", "")),
+        ]
+        for m in models
+    ]
     click.echo(_columns(table))
     return True
 
@@ -241,10 +278,13 @@ def _describe(info: dict[str, Any]) -> str:
     details = info.get("details") or {}
     meta = info.get("model_info") or {}
     family = details.get("family", "")
-    facts = [("architecture", family), ("parameters", details.get("parameter_size", "")),
-             ("context length", meta.get(f"{family}.context_length", "")),
-             ("embedding length", meta.get(f"{family}.embedding_length", "")),
-             ("quantization", details.get("quantization_level", ""))]
+    facts = [
+        ("architecture", family),
+        ("parameters", details.get("parameter_size", "")),
+        ("context length", meta.get(f"{family}.context_length", "")),
+        ("embedding length", meta.get(f"{family}.embedding_length", "")),
+        ("quantization", details.get("quantization_level", "")),
+    ]
     lines = ["  Model"] + [f"    {k:<20}{v}" for k, v in facts if v not in ("", None)]
     lines += ["", "  Capabilities"] + [f"    {c}" for c in info.get("capabilities") or []]
     if info.get("parameters"):
@@ -256,8 +296,10 @@ def _describe(info: dict[str, Any]) -> str:
 
 def _columns(rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("    ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
-                     .rstrip() for row in rows)
+    return "\n".join(
+        "    ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
 
 
 def _when(text: str) -> float | None:

@@ -29,8 +29,12 @@ class Spinner:
             self._thread.start()
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
@@ -79,8 +83,10 @@ class PullProgress:
             return
         self._drawn_at = now
         filled = int(_BAR * completed / total)
-        text = (f"{status} {100 * completed // total:3d}% ▕{'█' * filled}{' ' * (_BAR - filled)}▏ "
-                f"{human(completed)}/{human(total)}")
+        text = (
+            f"{status} {100 * completed // total:3d}% ▕{'█' * filled}{' ' * (_BAR - filled)}▏ "
+            f"{human(completed)}/{human(total)}"
+        )
         self.stream.write(f"\r\x1b[K{text}" if self.tty else text + "\n")
         self.stream.flush()
 

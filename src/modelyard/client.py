@@ -98,9 +98,11 @@ class Client:
 
     def _unreachable(self, exc: httpx.HTTPError) -> ClientError:
         if isinstance(exc, httpx.ConnectError):
-            return ClientError(f"no modelyard server answers at {self.url}; start one with "
-                               "`modelyard serve --model-control-mode ondemand` or set "
-                               "MODELYARD_HOST")
+            return ClientError(
+                f"no modelyard server answers at {self.url}; start one with "
+                "`modelyard serve --model-control-mode ondemand` or set "
+                "MODELYARD_HOST"
+            )
         return ClientError(f"talking to {self.url} failed: {exc}")
 
 

@@ -45,13 +45,26 @@ class EmbeddedServer:
         for root in roots:
             if not root.is_dir():
                 raise ClientError(f"model repository {root} (MODELYARD_MODELS) is not a folder")
-        command = [sys.executable, "-m", "modelyard", "serve", *map(str, roots),
-                   "--model-control-mode", "ondemand", "--host", self.host,
-                   "--http-port", str(self.port), "--grpc-port", str(_free_port(self.host))]
+        command = [
+            sys.executable,
+            "-m",
+            "modelyard",
+            "serve",
+            *map(str, roots),
+            "--model-control-mode",
+            "ondemand",
+            "--host",
+            self.host,
+            "--http-port",
+            str(self.port),
+            "--grpc-port",
+            str(_free_port(self.host)),
+        ]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
-                                            stderr=log, start_new_session=True)
+            self.process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+            )
         self._wait(client, timeout)
 
     def _wait(self, client: Client, timeout: float) -> None:
@@ -59,14 +72,17 @@ class EmbeddedServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise ClientError(f"the embedded server stopped (exit {self.process.returncode})"
-                                  f":\n{self._log_tail()}")
+                raise ClientError(
+                    f"the embedded server stopped (exit {self.process.returncode})"
+                    f":\n{self._log_tail()}"
+                )
             if client.alive(timeout=0.5):
                 return
             time.sleep(0.1)
         self.stop()
-        raise ClientError(f"the embedded server did not start in {timeout:.0f} s; see "
-                          f"{self.log_path}")
+        raise ClientError(
+            f"the embedded server did not start in {timeout:.0f} s; see {self.log_path}"
+        )
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

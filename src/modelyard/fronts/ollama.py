@@ -150,7 +150,7 @@ class OllamaFront:
         if body.context:
             start = model.tokenize("")  # BOS, when the model adds one: not mid-sequence
             if start and tokens[: len(start)] == start:
-                tokens = tokens[len(start):]
+                tokens = tokens[len(start) :]
             tokens = body.context + tokens
         return tokens
 
@@ -161,15 +161,23 @@ class OllamaFront:
         if body.num_ctx is not None and body.num_ctx < model.n_ctx:
             room = body.num_ctx - len(prompt)
             if room < 1:
-                raise InvalidArgument(f"the prompt has {len(prompt)} tokens, more than num_ctx "
-                                      f"({body.num_ctx}) allows")
+                raise InvalidArgument(
+                    f"the prompt has {len(prompt)} tokens, more than num_ctx "
+                    f"({body.num_ctx}) allows"
+                )
             params.max_tokens = min(params.max_tokens or room, room)
         return params
 
     # ---- responding ----------------------------------------------------------------------------
 
-    async def _respond(self, request: Request, body: Common, version: ModelVersion,
-                       params: SamplingParams, reply: Reply) -> Response:
+    async def _respond(
+        self,
+        request: Request,
+        body: Common,
+        version: ModelVersion,
+        params: SamplingParams,
+        reply: Reply,
+    ) -> Response:
         deltas = self._deltas(body.model, version, reply.prompt, params, reply.timings)
         try:
             first = await anext(deltas)  # errors before the first token are HTTP statuses
@@ -180,8 +188,14 @@ class OllamaFront:
             return StreamingResponse(_stream(reply, first, deltas), media_type=NDJSON)
         return await _until_disconnect(request, _collect(reply, first, deltas))
 
-    async def _deltas(self, name: str, version: ModelVersion, prompt: list[int],
-                      params: SamplingParams, timings: Timings) -> Deltas:
+    async def _deltas(
+        self,
+        name: str,
+        version: ModelVersion,
+        prompt: list[int],
+        params: SamplingParams,
+        timings: Timings,
+    ) -> Deltas:
         generation = self.plane.generate(name, prompt, params)
         try:
             async for delta in generation:
@@ -202,10 +216,15 @@ class OllamaFront:
         if body.dimensions is not None:
             vectors = [_shorten(v, body.dimensions) for v in vectors]
         fields = timings.fields(tokens, 0)
-        return json_response({"model": body.asked, "embeddings": vectors,
-                              "total_duration": fields["total_duration"],
-                              "load_duration": fields["load_duration"],
-                              "prompt_eval_count": tokens})
+        return json_response(
+            {
+                "model": body.asked,
+                "embeddings": vectors,
+                "total_duration": fields["total_duration"],
+                "load_duration": fields["load_duration"],
+                "prompt_eval_count": tokens,
+            }
+        )
 
     async def embeddings(self, request: Request) -> Response:
         body = read_embed(await read_json(request, self.max_request_bytes), old=True)

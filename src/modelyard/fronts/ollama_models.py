@@ -33,8 +33,9 @@ FOREVER = "9999-12-31T23:59:59Z"
 
 
 class OllamaModels:
-    def __init__(self, repository: ModelRepository, store: ModelStore,
-                 max_request_bytes: int) -> None:
+    def __init__(
+        self, repository: ModelRepository, store: ModelStore, max_request_bytes: int
+    ) -> None:
         self.repository = repository
         self.store = store
         self.max_request_bytes = max_request_bytes
@@ -47,8 +48,19 @@ class OllamaModels:
             ("/api/copy", self.copy, "POST"),
             ("/api/delete", self.delete, "DELETE"),
             ("/api/pull", self.pull, "POST"),
+            ("/api/create", self.unsupported, "POST"),
+            ("/api/push", self.unsupported, "POST"),
+            ("/api/blobs/{digest}", self.unsupported, "POST"),
+            ("/api/blobs/{digest}", self.unsupported, "HEAD"),
         ]
         return [Route(path, guard(handler), methods=[method]) for path, handler, method in table]
+
+    async def unsupported(self, request: Request) -> Response:
+        raise InvalidArgument(
+            f"{request.url.path} is not supported: modelyard serves model files and folders "
+            "(model.yaml for settings, see docs/ollama.md); put one into the repository with "
+            "/api/pull and a path, or copy it into the repository folder"
+        )
 
     # ---- listings ------------------------------------------------------------------------------
 
@@ -79,9 +91,13 @@ class OllamaModels:
             keep = self.repository.residency.keep_alive_s
         until = expires_at(entry.last_used, entry.busy, keep)
         runtime = entry.versions[max(entry.versions)].runtime
-        row: dict[str, Any] = {"name": display(entry.name), "model": display(entry.name),
-                               "size": entry.estimate, "size_vram": 0,
-                               "expires_at": FOREVER if until is None else timestamp(until)}
+        row: dict[str, Any] = {
+            "name": display(entry.name),
+            "model": display(entry.name),
+            "size": entry.estimate,
+            "size_vram": 0,
+            "expires_at": FOREVER if until is None else timestamp(until),
+        }
         if isinstance(runtime, TextModel):
             row["context_length"] = runtime.n_ctx
         return row
@@ -105,8 +121,9 @@ class OllamaModels:
         body = await self._body(request)
         spec = body.get("model") or body.get("name")
         if not isinstance(spec, str) or not spec.strip():
-            raise InvalidArgument("model is required: a path on the server's machine or the "
-                                  "name of a model package")
+            raise InvalidArgument(
+                "model is required: a path on the server's machine or the name of a model package"
+            )
         destination = body.get("destination")
         name = model_name(destination)[0] if destination else None
         steps = self.store.pull(spec.strip(), name)
@@ -149,16 +166,25 @@ def _text_cards(sources: list[ModelSource]) -> list[ModelCard]:
 
 
 def _details(card: ModelCard) -> dict[str, Any]:
-    return {"parent_model": "", "format": card.format, "family": card.family,
-            "families": [card.family] if card.family else None,
-            "parameter_size": human_count(card.parameters) if card.parameters else "",
-            "quantization_level": card.quantization}
+    return {
+        "parent_model": "",
+        "format": card.format,
+        "family": card.family,
+        "families": [card.family] if card.family else None,
+        "parameter_size": human_count(card.parameters) if card.parameters else "",
+        "quantization_level": card.quantization,
+    }
 
 
 def _tag(card: ModelCard) -> dict[str, Any]:
-    return {"name": display(card.name), "model": display(card.name),
-            "modified_at": timestamp(card.modified), "size": card.size, "digest": card.digest,
-            "details": _details(card)}
+    return {
+        "name": display(card.name),
+        "model": display(card.name),
+        "modified_at": timestamp(card.modified),
+        "size": card.size,
+        "digest": card.digest,
+        "details": _details(card),
+    }
 
 
 def _show(card: ModelCard, template: str | None) -> dict[str, Any]:
@@ -166,21 +192,33 @@ def _show(card: ModelCard, template: str | None) -> dict[str, Any]:
         raise InvalidArgument(f"model {card.name!r} cannot be read: {card.error}")
     template = template if template is not None else card.chat_template
     info = {k: v for k, v in card.metadata.items() if k != "tokenizer.chat_template"}
-    parameters = "\n".join(f"{k} {v}" for k, v in sorted(card.config_parameters.items())
-                           if k != "chat_template")
-    return {"license": str(card.metadata.get("general.license") or ""),
-            "modelfile": _modelfile(card, template), "parameters": parameters,
-            "template": template, "details": _details(card), "model_info": info,
-            "capabilities": card.capabilities, "modified_at": timestamp(card.modified)}
+    parameters = "\n".join(
+        f"{k} {v}" for k, v in sorted(card.config_parameters.items()) if k != "chat_template"
+    )
+    return {
+        "license": str(card.metadata.get("general.license") or ""),
+        "modelfile": _modelfile(card, template),
+        "parameters": parameters,
+        "template": template,
+        "details": _details(card),
+        "model_info": info,
+        "capabilities": card.capabilities,
+        "modified_at": timestamp(card.modified),
+    }
 
 
 def _modelfile(card: ModelCard, template: str) -> str:
-    lines = ["# For reference only: modelyard reads model.yaml, not Modelfiles",
-             f"FROM {card.artifact}"]
+    lines = [
+        "# For reference only: modelyard reads model.yaml, not Modelfiles",
+        f"FROM {card.artifact}",
+    ]
     if template:
         lines.append(f'TEMPLATE """{template}"""')
-    lines += [f"PARAMETER {k} {v}" for k, v in sorted(card.config_parameters.items())
-              if k != "chat_template"]
+    lines += [
+        f"PARAMETER {k} {v}"
+        for k, v in sorted(card.config_parameters.items())
+        if k != "chat_template"
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -203,8 +241,9 @@ def _progress(step: Progress) -> dict[str, Any]:
     return out
 
 
-async def _progress_lines(first: Progress,
-                          rest: AsyncGenerator[Progress, None]) -> AsyncIterator[bytes]:
+async def _progress_lines(
+    first: Progress, rest: AsyncGenerator[Progress, None]
+) -> AsyncIterator[bytes]:
     try:
         yield ndjson(_progress(first))
         async for step in rest:

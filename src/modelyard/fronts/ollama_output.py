@@ -12,14 +12,19 @@ import orjson
 
 from modelyard.core.generation import Delta, Finish, TokenLogprob
 
-_DONE_REASON = {Finish.STOP: "stop", Finish.LENGTH: "length", Finish.ABORT: "abort",
-                Finish.ERROR: "error"}
+_DONE_REASON = {
+    Finish.STOP: "stop",
+    Finish.LENGTH: "length",
+    Finish.ABORT: "abort",
+    Finish.ERROR: "error",
+}
 
 
 def timestamp(epoch: float | None = None) -> str:
     """RFC 3339 in UTC with microseconds, as Ollama writes `created_at`."""
     moment = datetime.datetime.fromtimestamp(
-        time.time() if epoch is None else epoch, datetime.timezone.utc)
+        time.time() if epoch is None else epoch, datetime.timezone.utc
+    )
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -54,18 +59,28 @@ class Timings:
     def fields(self, prompt_tokens: int, generated: int) -> dict[str, int]:
         end = time.monotonic()
         first = self.first or end
-        return {"total_duration": _ns(end - self.started), "load_duration": _ns(self.load_s),
-                "prompt_eval_count": prompt_tokens,
-                "prompt_eval_duration": _ns(first - (self.submitted or self.started)),
-                "eval_count": generated, "eval_duration": _ns((self.last or first) - first)}
+        return {
+            "total_duration": _ns(end - self.started),
+            "load_duration": _ns(self.load_s),
+            "prompt_eval_count": prompt_tokens,
+            "prompt_eval_duration": _ns(first - (self.submitted or self.started)),
+            "eval_count": generated,
+            "eval_duration": _ns((self.last or first) - first),
+        }
 
 
 class Reply:
     """One generation as Ollama shows it: chunks for `/api/generate` (`response`) or
     `/api/chat` (`message`), and the final chunk."""
 
-    def __init__(self, model: str, chat: bool, prompt: list[int], timings: Timings,
-                 want_logprobs: bool = False) -> None:
+    def __init__(
+        self,
+        model: str,
+        chat: bool,
+        prompt: list[int],
+        timings: Timings,
+        want_logprobs: bool = False,
+    ) -> None:
         self.model = model
         self.chat = chat
         self.prompt = prompt
@@ -126,8 +141,11 @@ def loaded_reply(model: str, chat: bool, reason: str) -> dict[str, Any]:
 
 
 def _logprob(item: TokenLogprob) -> dict[str, Any]:
-    return {"token": _text(item.text), "logprob": item.logprob,
-            "top_logprobs": [{"token": _text(t), "logprob": lp} for _, t, lp in item.top]}
+    return {
+        "token": _text(item.text),
+        "logprob": item.logprob,
+        "top_logprobs": [{"token": _text(t), "logprob": lp} for _, t, lp in item.top],
+    }
 
 
 def _text(data: bytes) -> str:

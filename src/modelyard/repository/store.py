@@ -64,8 +64,9 @@ class ModelStore:
         async with self._writing:
             self._check_free(destination)
             origin = entry.source.path
-            target = self.root / (f"{destination}{origin.suffix}" if origin.is_file()
-                                  else destination)
+            target = self.root / (
+                f"{destination}{origin.suffix}" if origin.is_file() else destination
+            )
             await asyncio.to_thread(_copy_entry, origin, target, source, destination)
             self.repository.register(destination)
         log.info("copied model %s to %s (%s)", source, destination, target)
@@ -97,8 +98,9 @@ class ModelStore:
                 yield Progress("verifying sha256 digest")
                 digest = await asyncio.to_thread(_main_file_digest, target)
                 if source.digest and digest != source.digest:
-                    raise InvalidArgument(f"the pulled file's sha256 {digest} is not the "
-                                          f"expected {source.digest}")
+                    raise InvalidArgument(
+                        f"the pulled file's sha256 {digest} is not the expected {source.digest}"
+                    )
                 yield Progress("writing manifest")
                 await self._install(target, name)
             finally:
@@ -186,8 +188,11 @@ def _copy_entry(origin: Path, target: Path, old: str, new: str) -> None:
     if pbtxt.exists():  # a Triton config may name its model: it must name the copy
         text = pbtxt.read_text()
         pbtxt.unlink()  # the link, not the original
-        pbtxt.write_text(re.sub(rf'^(\s*name\s*:\s*)"{re.escape(old)}"', rf'\g<1>"{new}"',
-                                text, flags=re.MULTILINE))
+        pbtxt.write_text(
+            re.sub(
+                rf'^(\s*name\s*:\s*)"{re.escape(old)}"', rf'\g<1>"{new}"', text, flags=re.MULTILINE
+            )
+        )
 
 
 def _remove(path: Path) -> None:
