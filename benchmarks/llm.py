@@ -74,7 +74,8 @@ def start_modelyard(model: Path, port: int, threads: int) -> procs.subprocess.Po
                        WORK / "logs" / "llm-modelyard.log")
 
 
-def start_peer(model: Path, port: int, threads: int) -> procs.subprocess.Popen[bytes]:
+def start_peer(model: Path, port: int, threads: int,
+               passive: bool = False) -> procs.subprocess.Popen[bytes]:
     wheels = sorted((ROOT / ".wheelhouse").glob("llama_cpp_python-*.whl"))
     if not wheels:
         raise SystemExit("no llama.cpp wheel in .wheelhouse: run `make install` first")
@@ -84,11 +85,19 @@ def start_peer(model: Path, port: int, threads: int) -> procs.subprocess.Popen[b
             "--model_alias", "gemma", "--n_threads", str(threads), "--n_ctx", "2048",
             "--chat_format", "gemma",
             "--host", "127.0.0.1", "--port", str(port), "--interrupt_requests", "False"]
-    return procs.start(argv, procs.private_env(WORK, "llamacpp-server"), ROOT,
-                       WORK / "logs" / "llm-llamacpp-server.log")
+    env = procs.private_env(WORK, "llamacpp-server")
+    if passive:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    return procs.start(argv, env, ROOT, WORK / "logs" / "llm-llamacpp-server.log")
 
 
-TARGETS = {"modelyard": start_modelyard, "llamacpp-server": start_peer}
+def start_peer_passive(model: Path, port: int, threads: int) -> procs.subprocess.Popen[bytes]:
+    """The peer with idle OpenMP threads sleeping, as modelyard runs llama.cpp."""
+    return start_peer(model, port, threads, passive=True)
+
+
+TARGETS = {"modelyard": start_modelyard, "llamacpp-server": start_peer,
+           "llamacpp-server-passive": start_peer_passive}
 
 
 async def wait_ready(url: str, timeout: float = 120) -> None:
@@ -179,6 +188,7 @@ def ratios(results: list[Result]) -> str:
     lines = []
     for clients in sorted({r.clients for r in results}):
         ours, peer = by.get(("modelyard", clients)), by.get(("llamacpp-server", clients))
+        peer = peer or by.get(("llamacpp-server-passive", clients))
         if ours and peer:
             times = ours.rate / peer.rate if peer.rate else float("inf")
             lines.append(f"- {clients} clients: {times:.2f}x the peer's tokens/s; "
@@ -193,7 +203,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3, help="requests per client")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--targets", default="modelyard,llamacpp-server")
+    parser.add_argument("--targets", default="modelyard,llamacpp-server",
+                        help=f"comma-separated, from {', '.join(TARGETS)}")
     args = parser.parse_args()
     model = gguf()
     results: list[Result] = []
