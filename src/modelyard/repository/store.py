@@ -95,6 +95,7 @@ class ModelStore:
                 target = staging / source.entry(name)
                 async for step in _transfer(source, target):
                     yield step
+                await asyncio.to_thread(rename_in_config, target, source.name, name)
                 yield Progress("verifying sha256 digest")
                 digest = await asyncio.to_thread(_main_file_digest, target)
                 if source.digest and digest != source.digest:
@@ -184,15 +185,18 @@ def _copy_entry(origin: Path, target: Path, old: str, new: str) -> None:
         link_or_copy(origin, target)
         return
     shutil.copytree(origin, target, copy_function=link_or_copy)
-    pbtxt = target / "config.pbtxt"
-    if pbtxt.exists():  # a Triton config may name its model: it must name the copy
-        text = pbtxt.read_text()
-        pbtxt.unlink()  # the link, not the original
-        pbtxt.write_text(
-            re.sub(
-                rf'^(\s*name\s*:\s*)"{re.escape(old)}"', rf'\g<1>"{new}"', text, flags=re.MULTILINE
-            )
-        )
+    rename_in_config(target, old, new)
+
+
+def rename_in_config(folder: Path, old: str, new: str) -> None:
+    """A Triton config may name its model: in a copy it must name the copy."""
+    pbtxt = folder / "config.pbtxt"
+    if old == new or not pbtxt.is_file():
+        return
+    text = pbtxt.read_text()
+    pbtxt.unlink()  # the link, not the original
+    pattern = rf'^(\s*name\s*:\s*)"{re.escape(old)}"'
+    pbtxt.write_text(re.sub(pattern, rf'\g<1>"{new}"', text, flags=re.MULTILINE))
 
 
 def _remove(path: Path) -> None:
