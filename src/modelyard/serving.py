@@ -160,6 +160,10 @@ print(c.infer('iris_onnx',[i]).as_numpy('probabilities'))"
   curl {url}/v1/completions -d '{{"model":"gemma3","prompt":"The three primary colors are","max_tokens":16,"temperature":0}}'
   curl {url}/v1/chat/completions -d '{{"model":"gemma3","messages":[{{"role":"user","content":"Name a fruit."}}],"stream":true}}'
 
-  modelyard list          # what the demo repository holds, without a server
+  # the same model over Ollama's API and commands (the ollama client works unchanged)
+  curl {url}/api/generate -d '{{"model":"gemma3","prompt":"The three primary colors are","raw":true,"options":{{"num_predict":16}}}}'
+  MODELYARD_HOST={host} modelyard run gemma3 --raw "The three primary colors are"
+
+  modelyard list          # this server's language models; `modelyard list FOLDER` reads a folder
 Stop with Ctrl-C.
 """
