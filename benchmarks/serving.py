@@ -162,6 +162,15 @@ def _progress(name: str, c: int, cell: load.Cell) -> None:
     )
 
 
+def _commit() -> str:
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return done.stdout.strip()
+
+    dirty = " + uncommitted changes in src/" if git("status", "--porcelain", "src") else ""
+    return (git("rev-parse", "--short", "HEAD") or "unknown commit") + dirty
+
+
 def _header(args: argparse.Namespace) -> str:
     cpu = next(
         (
@@ -174,7 +183,7 @@ def _header(args: argparse.Namespace) -> str:
     return "\n".join(
         [
             f"command: {' '.join([Path(sys.executable).name, *sys.argv])}",
-            f"date: {datetime.now().isoformat(timespec='seconds')}",
+            f"date: {datetime.now().isoformat(timespec='seconds')}, modelyard at {_commit()}",
             f"machine: {cpu}, {os.cpu_count()} cores, Linux {platform.release()}, "
             f"load average at start {os.getloadavg()[0]:.2f}",
             f"load: {args.warmup} s warm-up + {args.duration} s measured per cell; batching max "
