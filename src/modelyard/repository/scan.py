@@ -29,6 +29,7 @@ _DEFAULT_FILES = {
     "lightgbm": "model.txt",
     "python": "model.py",
     "llamacpp": "model.gguf",
+    "sentence": "model.safetensors",
 }
 
 

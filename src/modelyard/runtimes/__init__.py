@@ -19,6 +19,7 @@ RUNTIMES: dict[str, tuple[str, str, str]] = {
     "lightgbm": ("modelyard.runtimes.boosters", "LightGBMRuntime", "lightgbm"),
     "python": ("modelyard.runtimes.python", "PythonRuntime", ""),
     "llamacpp": ("modelyard.runtimes.llamacpp", "LlamaCppRuntime", "llm"),
+    "sentence": ("modelyard.runtimes.sentence", "SentenceRuntime", "embeddings"),
 }
 
 # artifact suffix -> runtime name; order matters only for folders holding several files.
