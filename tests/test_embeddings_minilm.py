@@ -51,7 +51,8 @@ def test_minilm_matches_sentence_transformers(server: ServerProcess) -> None:
     got = np.array([d.embedding for d in result.data])
     assert got.shape == (len(sentences), 384)
     cosines = (got * expected).sum(axis=1) / (
-        np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1))
+        np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1)
+    )
     assert cosines.min() >= 0.999, cosines
     assert result.usage.prompt_tokens > len(sentences) * 5
     one = client.embeddings.create(model="minilm", input=sentences[0], encoding_format="float")

@@ -46,8 +46,13 @@ class FakeSampler:
 class FakeBackend:
     n_ctx = 64
 
-    def __init__(self, n_slots: int = 2, n_batch: int = 8, end_at: int = 1000,
-                 gate: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        n_slots: int = 2,
+        n_batch: int = 8,
+        end_at: int = 1000,
+        gate: threading.Event | None = None,
+    ) -> None:
         self.n_slots = n_slots
         self.n_batch = n_batch
         self.end_at = end_at
@@ -135,8 +140,9 @@ def test_sequences_share_steps_and_prompts_are_chunked(backend: FakeBackend) -> 
     engine = Engine(backend, name="fake")
     try:
         sinks: list[queue.SimpleQueue[Delta]] = [queue.SimpleQueue(), queue.SimpleQueue()]
-        engine.submit(GenerationRequest("a", list(range(1, 13)), SamplingParams(max_tokens=3)),
-                      sinks[0].put)
+        engine.submit(
+            GenerationRequest("a", list(range(1, 13)), SamplingParams(max_tokens=3)), sinks[0].put
+        )
         engine.submit(GenerationRequest("b", [1, 2], SamplingParams(max_tokens=3)), sinks[1].put)
         gate.set()
         for sink in sinks:

@@ -29,13 +29,18 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 def test_gemma_completes_and_chats(demo: ServerProcess) -> None:
     client = openai.OpenAI(base_url=f"{demo.url}/v1", api_key="unused", max_retries=0)
     assert "gemma3" in {m.id for m in client.models.list()}
-    completion = client.completions.create(model="gemma3", prompt="The three primary colors are",
-                                           max_tokens=12, temperature=0)
+    completion = client.completions.create(
+        model="gemma3", prompt="The three primary colors are", max_tokens=12, temperature=0
+    )
     text = completion.choices[0].text.lower()
     assert sum(color in text for color in ("red", "blue", "yellow", "green")) >= 2, text
     stream = client.chat.completions.create(
-        model="gemma3", messages=[{"role": "user", "content": "Name one fruit."}],
-        max_tokens=24, temperature=0, stream=True)
+        model="gemma3",
+        messages=[{"role": "user", "content": "Name one fruit."}],
+        max_tokens=24,
+        temperature=0,
+        stream=True,
+    )
     chunks = list(stream)
     reply = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert reply.strip()

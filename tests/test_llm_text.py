@@ -34,29 +34,52 @@ def test_text_stream_flush_returns_held_text() -> None:
 
 
 def test_sampling_params_read_openai_and_vllm_names() -> None:
-    params = sampling_params({"max_tokens": 5, "temperature": 0, "top_k": -1, "stop": "x",
-                              "seed": 3, "min_p": 0.1, "repetition_penalty": 1.2,
-                              "stop_token_ids": [7], "logit_bias": {"5": -100},
-                              "top_p": None})
+    params = sampling_params(
+        {
+            "max_tokens": 5,
+            "temperature": 0,
+            "top_k": -1,
+            "stop": "x",
+            "seed": 3,
+            "min_p": 0.1,
+            "repetition_penalty": 1.2,
+            "stop_token_ids": [7],
+            "logit_bias": {"5": -100},
+            "top_p": None,
+        }
+    )
     assert params.max_tokens == 5 and params.greedy and params.top_k == 0
     assert params.stop == ("x",) and params.stop_token_ids == frozenset({7})
     assert params.logit_bias == {5: -100.0} and params.top_p == 1.0
 
 
-@pytest.mark.parametrize("options", [
-    {"temperature": "hot"}, {"temperature": 3}, {"max_tokens": 0}, {"top_p": 0},
-    {"stop": [1]}, {"ignore_eos": "yes"}, {"min_tokens": 5, "max_tokens": 2},
-    {"logit_bias": {"x": 1}}, {"stop_token_ids": "2"},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"temperature": "hot"},
+        {"temperature": 3},
+        {"max_tokens": 0},
+        {"top_p": 0},
+        {"stop": [1]},
+        {"ignore_eos": "yes"},
+        {"min_tokens": 5, "max_tokens": 2},
+        {"logit_bias": {"x": 1}},
+        {"stop_token_ids": "2"},
+    ],
+)
 def test_sampling_params_refuse_bad_values(options: dict[str, object]) -> None:
     with pytest.raises(InvalidArgument):
         sampling_params(options)
 
 
 def test_model_template_renders_messages() -> None:
-    template = chat.choose("{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}"
-                           "{% endfor %}{% if add_generation_prompt %}>{% endif %}",
-                           None, "llama", "m")
+    template = chat.choose(
+        "{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}"
+        "{% endfor %}{% if add_generation_prompt %}>{% endif %}",
+        None,
+        "llama",
+        "m",
+    )
     text = template.render(chat.normalize([{"role": "user", "content": "hi"}]))
     assert text == "[user]hi>"
 
@@ -66,10 +89,12 @@ def test_gemma_fallback_folds_system_into_the_first_turn(caplog: pytest.LogCaptu
     assert "known template gemma" in template.origin
     assert template.stop == ("<end_of_turn>",)
     assert "no chat template" in caplog.text
-    text = template.render([{"role": "system", "content": "Be brief."},
-                            {"role": "user", "content": "Hi"}])
-    assert text == ("<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n"
-                    "<start_of_turn>model\n")
+    text = template.render(
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    )
+    assert text == (
+        "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n"
+    )
 
 
 def test_override_by_name_or_source() -> None:
@@ -86,10 +111,16 @@ def test_template_errors_are_invalid_arguments() -> None:
         template.render([{"role": "user", "content": "x"}])
 
 
-@pytest.mark.parametrize("messages", [
-    [], "hi", [{"content": "x"}], [{"role": "user", "content": 3}],
-    [{"role": "user", "content": [{"type": "image_url"}]}],
-])
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [],
+        "hi",
+        [{"content": "x"}],
+        [{"role": "user", "content": 3}],
+        [{"role": "user", "content": [{"type": "image_url"}]}],
+    ],
+)
 def test_bad_messages(messages: object) -> None:
     with pytest.raises(InvalidArgument):
         chat.normalize(messages)

@@ -20,8 +20,12 @@ def client(llm_server: ServerProcess) -> openai.OpenAI:
 
 
 def _chat(client: openai.OpenAI, **kwargs: object) -> openai.types.chat.ChatCompletion:
-    options: dict[str, object] = {"model": "tiny", "temperature": 0, "max_tokens": 16,
-                                  "messages": [{"role": "user", "content": "hello there"}]}
+    options: dict[str, object] = {
+        "model": "tiny",
+        "temperature": 0,
+        "max_tokens": 16,
+        "messages": [{"role": "user", "content": "hello there"}],
+    }
     options.update(kwargs)
     return client.chat.completions.create(**options)  # type: ignore[call-overload, no-any-return]
 
@@ -46,8 +50,13 @@ def test_chat_completion(client: openai.OpenAI) -> None:
 
 
 def test_chat_stream_with_usage(client: openai.OpenAI) -> None:
-    stream = _chat(client, stream=True, max_tokens=10, stream_options={"include_usage": True},
-                   extra_body={"ignore_eos": True})
+    stream = _chat(
+        client,
+        stream=True,
+        max_tokens=10,
+        stream_options={"include_usage": True},
+        extra_body={"ignore_eos": True},
+    )
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -59,49 +68,97 @@ def test_chat_stream_with_usage(client: openai.OpenAI) -> None:
 
 
 def test_completion_streamed_and_not(client: openai.OpenAI) -> None:
-    whole = client.completions.create(model="tiny", prompt="the model", max_tokens=8,
-                                      temperature=0, extra_body={"ignore_eos": True})
+    whole = client.completions.create(
+        model="tiny",
+        prompt="the model",
+        max_tokens=8,
+        temperature=0,
+        extra_body={"ignore_eos": True},
+    )
     assert whole.object == "text_completion"
     assert whole.choices[0].finish_reason == "length"
     assert whole.usage is not None and whole.usage.completion_tokens == 8
-    parts = list(client.completions.create(model="tiny", prompt="the model", max_tokens=8,
-                                           temperature=0, stream=True,
-                                           extra_body={"ignore_eos": True}))
+    parts = list(
+        client.completions.create(
+            model="tiny",
+            prompt="the model",
+            max_tokens=8,
+            temperature=0,
+            stream=True,
+            extra_body={"ignore_eos": True},
+        )
+    )
     assert "".join(p.choices[0].text for p in parts) == whole.choices[0].text
     assert parts[-1].choices[0].finish_reason == "length"
 
 
 def test_stop_string_ends_the_text_before_it(client: openai.OpenAI) -> None:
     prompt = "red blue green"
-    full = client.completions.create(model="tiny", prompt=prompt, max_tokens=40, temperature=0,
-                                     extra_body={"ignore_eos": True}).choices[0].text
+    full = (
+        client.completions.create(
+            model="tiny",
+            prompt=prompt,
+            max_tokens=40,
+            temperature=0,
+            extra_body={"ignore_eos": True},
+        )
+        .choices[0]
+        .text
+    )
     words = [m for m in re.finditer(r"[a-z]{3,}", full) if m.start() > 0]
     assert words, full
     stop = words[0].group()
-    cut = client.completions.create(model="tiny", prompt=prompt, max_tokens=40, temperature=0,
-                                    stop=[stop], extra_body={"ignore_eos": True}).choices[0]
+    cut = client.completions.create(
+        model="tiny",
+        prompt=prompt,
+        max_tokens=40,
+        temperature=0,
+        stop=[stop],
+        extra_body={"ignore_eos": True},
+    ).choices[0]
     assert cut.finish_reason == "stop"
     assert stop not in cut.text
     assert cut.text == full[: full.index(stop)]
 
 
 def test_seed_gives_the_same_text_twice(client: openai.OpenAI) -> None:
-    texts = [_chat(client, temperature=1.0, seed=1234, max_tokens=20).choices[0].message.content
-             for _ in range(2)]
+    texts = [
+        _chat(client, temperature=1.0, seed=1234, max_tokens=20).choices[0].message.content
+        for _ in range(2)
+    ]
     assert texts[0] == texts[1]
 
 
 def test_sampling_extras_are_accepted(client: openai.OpenAI) -> None:
-    reply = _chat(client, temperature=0.8, top_p=0.9, presence_penalty=0.5,
-                  frequency_penalty=0.5, seed=7,
-                  extra_body={"top_k": 20, "min_p": 0.05, "repetition_penalty": 1.1,
-                              "min_tokens": 5, "stop_token_ids": [2]})
+    reply = _chat(
+        client,
+        temperature=0.8,
+        top_p=0.9,
+        presence_penalty=0.5,
+        frequency_penalty=0.5,
+        seed=7,
+        extra_body={
+            "top_k": 20,
+            "min_p": 0.05,
+            "repetition_penalty": 1.1,
+            "min_tokens": 5,
+            "stop_token_ids": [2],
+        },
+    )
     assert reply.usage is not None and reply.usage.completion_tokens >= 5
 
 
 def test_n_choices_and_logprobs(client: openai.OpenAI) -> None:
-    reply = _chat(client, n=2, temperature=1.0, seed=3, max_tokens=6, logprobs=True,
-                  top_logprobs=3, extra_body={"ignore_eos": True})
+    reply = _chat(
+        client,
+        n=2,
+        temperature=1.0,
+        seed=3,
+        max_tokens=6,
+        logprobs=True,
+        top_logprobs=3,
+        extra_body={"ignore_eos": True},
+    )
     assert [c.index for c in reply.choices] == [0, 1]
     for choice in reply.choices:
         assert choice.logprobs is not None and choice.logprobs.content is not None
@@ -112,12 +169,20 @@ def test_n_choices_and_logprobs(client: openai.OpenAI) -> None:
 
 
 def test_json_schema_output_parses_and_validates(client: openai.OpenAI) -> None:
-    schema = {"type": "object", "additionalProperties": False,
-              "properties": {"ok": {"type": "boolean"},
-                             "color": {"enum": ["red", "green", "blue"]}},
-              "required": ["ok", "color"]}
-    reply = _chat(client, max_tokens=60, response_format={
-        "type": "json_schema", "json_schema": {"name": "answer", "schema": schema}})
+    schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"ok": {"type": "boolean"}, "color": {"enum": ["red", "green", "blue"]}},
+        "required": ["ok", "color"],
+    }
+    reply = _chat(
+        client,
+        max_tokens=60,
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "answer", "schema": schema},
+        },
+    )
     value = json.loads(reply.choices[0].message.content or "")
     assert set(value) == {"ok", "color"}
     assert isinstance(value["ok"], bool) and value["color"] in ("red", "green", "blue")
@@ -135,11 +200,13 @@ def test_embeddings(client: openai.OpenAI) -> None:
 
 
 def test_tokenize_and_detokenize(llm_server: ServerProcess) -> None:
-    tokens = httpx.post(f"{llm_server.url}/tokenize",
-                        json={"model": "tiny", "prompt": "hello world"}).json()
+    tokens = httpx.post(
+        f"{llm_server.url}/tokenize", json={"model": "tiny", "prompt": "hello world"}
+    ).json()
     assert tokens["count"] == len(tokens["tokens"]) == 3
-    text = httpx.post(f"{llm_server.url}/detokenize",
-                      json={"model": "tiny", "tokens": tokens["tokens"][1:]}).json()
+    text = httpx.post(
+        f"{llm_server.url}/detokenize", json={"model": "tiny", "tokens": tokens["tokens"][1:]}
+    ).json()
     assert text["prompt"].strip() == "hello world"
 
 
@@ -147,10 +214,17 @@ def test_llm_in_kserve_metadata_and_infer(llm_server: ServerProcess) -> None:
     meta = httpx.get(f"{llm_server.url}/v2/models/tiny").json()
     assert meta["platform"] == "llamacpp"
     assert [i["name"] for i in meta["inputs"]] == ["text_input", "sampling_parameters"]
-    body = {"inputs": [
-        {"name": "text_input", "shape": [1], "datatype": "BYTES", "data": ["hello"]},
-        {"name": "sampling_parameters", "shape": [1], "datatype": "BYTES",
-         "data": ['{"max_tokens": 5, "temperature": 0}']}]}
+    body = {
+        "inputs": [
+            {"name": "text_input", "shape": [1], "datatype": "BYTES", "data": ["hello"]},
+            {
+                "name": "sampling_parameters",
+                "shape": [1],
+                "datatype": "BYTES",
+                "data": ['{"max_tokens": 5, "temperature": 0}'],
+            },
+        ]
+    }
     reply = httpx.post(f"{llm_server.url}/v2/models/tiny/infer", json=body).json()
     assert reply["outputs"][0]["name"] == "text_output"
     assert isinstance(reply["outputs"][0]["data"][0], str)

@@ -29,19 +29,26 @@ def test_unknown_model_is_404(client: openai.OpenAI) -> None:
     assert "nope" in body["message"]
 
 
-@pytest.mark.parametrize("extra", [
-    {"messages": []},
-    {"temperature": 5},
-    {"top_p": 0},
-    {"n": 0},
-    {"max_tokens": 0},
-    {"response_format": {"type": "regex"}},
-    {"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
-    {"guided_json": {"type": "object"}},
-    {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
-    {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
-    {"stream_options": {"include_usage": True}},
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"messages": []},
+        {"temperature": 5},
+        {"top_p": 0},
+        {"n": 0},
+        {"max_tokens": 0},
+        {"response_format": {"type": "regex"}},
+        {"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
+        {"guided_json": {"type": "object"}},
+        {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
+        {
+            "messages": [
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}
+            ]
+        },
+        {"stream_options": {"include_usage": True}},
+    ],
+)
 def test_bad_chat_requests_are_400(llm_server: ServerProcess, extra: dict[str, object]) -> None:
     body = {"model": "tiny", "messages": MESSAGES, **extra}
     reply = httpx.post(f"{llm_server.url}/v1/chat/completions", json=body)
@@ -80,8 +87,9 @@ async def _burst(url: str, count: int) -> list[str]:
 
     async def one() -> str:
         try:
-            await client.completions.create(model="tiny_small", prompt="hello", max_tokens=400,
-                                            extra_body={"ignore_eos": True})
+            await client.completions.create(
+                model="tiny_small", prompt="hello", max_tokens=400, extra_body={"ignore_eos": True}
+            )
         except openai.RateLimitError as exc:
             assert exc.status_code == 429
             return "429"

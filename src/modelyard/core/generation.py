@@ -121,4 +121,3 @@ class Backend(Protocol):
         really kept (fewer when the cache cannot be cut there, e.g. sliding-window layers)."""
 
     def close(self) -> None: ...
-

@@ -24,8 +24,9 @@ _INLINE_TOKENIZE_CHARS = 8192
 
 
 class LLMPlane:
-    def __init__(self, repository: ModelRepository, executor: Executor,
-                 metrics: Any = None) -> None:
+    def __init__(
+        self, repository: ModelRepository, executor: Executor, metrics: Any = None
+    ) -> None:
         self.repository = repository
         self.executor = executor
         self.metrics = metrics
@@ -36,8 +37,9 @@ class LLMPlane:
         """The loaded language model called `name` (NotFound / InvalidArgument otherwise)."""
         return self._text_model(self.repository.get(name))
 
-    async def acquire(self, name: str,
-                      keep_alive_s: float | None = None) -> tuple[ModelVersion, TextModel]:
+    async def acquire(
+        self, name: str, keep_alive_s: float | None = None
+    ) -> tuple[ModelVersion, TextModel]:
         """The language model called `name`, loaded first when the repository loads models on
         demand; `keep_alive_s` (a request's keep-alive) is passed on to the repository. Call
         `version.enter()` before the next await to keep it loaded while in use."""
@@ -80,16 +82,18 @@ class LLMPlane:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, model.tokenize, text, special)
 
-    def chat_prompt(self, name: str, model: TextModel, messages: list[dict[str, Any]],
-                    **extra: Any) -> str:
+    def chat_prompt(
+        self, name: str, model: TextModel, messages: list[dict[str, Any]], **extra: Any
+    ) -> str:
         if model.template is None:
             raise InvalidArgument(f"model {name!r} has no chat template; use completions")
         return model.template.render(messages, **extra)
 
     # ---- generation ------------------------------------------------------------------------
 
-    async def generate(self, name: str, prompt: list[int], params: SamplingParams,
-                       request_id: str | None = None) -> AsyncIterator[Delta]:
+    async def generate(
+        self, name: str, prompt: list[int], params: SamplingParams, request_id: str | None = None
+    ) -> AsyncIterator[Delta]:
         """The deltas of one generation as the engine produces them; closing the iterator
         early (a client that went away) aborts the request and frees its slot."""
         version, _, engine = self.engine(name)
@@ -116,8 +120,9 @@ class LLMPlane:
 
     # ---- embeddings ------------------------------------------------------------------------
 
-    async def embed(self, name: str, texts: list[str],
-                    keep_alive_s: float | None = None) -> tuple[list[list[float]], int]:
+    async def embed(
+        self, name: str, texts: list[str], keep_alive_s: float | None = None
+    ) -> tuple[list[list[float]], int]:
         version, model = await self.acquire(name, keep_alive_s)
         if not model.embedding:
             raise InvalidArgument(f"model {name!r} does not serve embeddings")

@@ -16,40 +16,113 @@ from prometheus_client.registry import Collector
 from modelyard.core.engine import Engine
 from modelyard.core.generation import Finish
 
-_LATENCY = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
-            7.5, 10.0, 20.0, 40.0, 80.0)
-_LONG = (0.01, 0.1, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0,
-         60.0, 120.0, 240.0)
+_LATENCY = (
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+)
+_LONG = (
+    0.01,
+    0.1,
+    0.3,
+    0.5,
+    0.8,
+    1.0,
+    1.5,
+    2.0,
+    2.5,
+    5.0,
+    10.0,
+    15.0,
+    20.0,
+    30.0,
+    40.0,
+    50.0,
+    60.0,
+    120.0,
+    240.0,
+)
 _STEP_TOKENS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 _LABEL = ["model_name"]
 
 
 class LLMMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.ttft = Histogram("vllm:time_to_first_token_seconds", "Time to first token.",
-                              _LABEL, registry=registry, buckets=_LATENCY)
-        self.itl = Histogram("vllm:inter_token_latency_seconds", "Time between output tokens.",
-                             _LABEL, registry=registry, buckets=_LATENCY)
-        self.queue = Histogram("vllm:request_queue_time_seconds",
-                               "Time a request waited for a sequence slot.", _LABEL,
-                               registry=registry, buckets=_LONG)
-        self.e2e = Histogram("vllm:e2e_request_latency_seconds", "Request latency, end to end.",
-                             _LABEL, registry=registry, buckets=_LONG)
-        self.step_tokens = Histogram("vllm:iteration_tokens_total",
-                                     "Tokens carried by one engine step (one model call).",
-                                     _LABEL, registry=registry, buckets=_STEP_TOKENS)
-        self.prompt_tokens = Counter("vllm:prompt_tokens", "Prompt tokens read.", _LABEL,
-                                     registry=registry)
-        self.generation_tokens = Counter("vllm:generation_tokens", "Tokens generated.", _LABEL,
-                                         registry=registry)
-        self.cache_queries = Counter("vllm:prefix_cache_queries",
-                                     "Prompt tokens looked up in the prefix cache.", _LABEL,
-                                     registry=registry)
-        self.cache_hits = Counter("vllm:prefix_cache_hits",
-                                  "Prompt tokens found in the prefix cache.", _LABEL,
-                                  registry=registry)
-        self.success = Counter("vllm:request_success", "Requests finished, by reason.",
-                               [*_LABEL, "finished_reason"], registry=registry)
+        self.ttft = Histogram(
+            "vllm:time_to_first_token_seconds",
+            "Time to first token.",
+            _LABEL,
+            registry=registry,
+            buckets=_LATENCY,
+        )
+        self.itl = Histogram(
+            "vllm:inter_token_latency_seconds",
+            "Time between output tokens.",
+            _LABEL,
+            registry=registry,
+            buckets=_LATENCY,
+        )
+        self.queue = Histogram(
+            "vllm:request_queue_time_seconds",
+            "Time a request waited for a sequence slot.",
+            _LABEL,
+            registry=registry,
+            buckets=_LONG,
+        )
+        self.e2e = Histogram(
+            "vllm:e2e_request_latency_seconds",
+            "Request latency, end to end.",
+            _LABEL,
+            registry=registry,
+            buckets=_LONG,
+        )
+        self.step_tokens = Histogram(
+            "vllm:iteration_tokens_total",
+            "Tokens carried by one engine step (one model call).",
+            _LABEL,
+            registry=registry,
+            buckets=_STEP_TOKENS,
+        )
+        self.prompt_tokens = Counter(
+            "vllm:prompt_tokens", "Prompt tokens read.", _LABEL, registry=registry
+        )
+        self.generation_tokens = Counter(
+            "vllm:generation_tokens", "Tokens generated.", _LABEL, registry=registry
+        )
+        self.cache_queries = Counter(
+            "vllm:prefix_cache_queries",
+            "Prompt tokens looked up in the prefix cache.",
+            _LABEL,
+            registry=registry,
+        )
+        self.cache_hits = Counter(
+            "vllm:prefix_cache_hits",
+            "Prompt tokens found in the prefix cache.",
+            _LABEL,
+            registry=registry,
+        )
+        self.success = Counter(
+            "vllm:request_success",
+            "Requests finished, by reason.",
+            [*_LABEL, "finished_reason"],
+            registry=registry,
+        )
         self._engines = _EngineGauges()
         registry.register(self._engines)
 
@@ -89,8 +162,7 @@ class EngineMetrics:
         (self._ttft if first else self._itl).observe(seconds)
         self._generated.inc()
 
-    def on_finish(self, finish: Finish, prompt_tokens: int, generated: int,
-                  e2e_s: float) -> None:
+    def on_finish(self, finish: Finish, prompt_tokens: int, generated: int, e2e_s: float) -> None:
         self._e2e.observe(e2e_s)
         self._success.labels(self._model, finish.value).inc()
 
@@ -105,10 +177,12 @@ class _EngineGauges(Collector):
             self._engines[model] = engine
 
     def collect(self) -> Iterator[Any]:
-        running = GaugeMetricFamily("vllm:num_requests_running",
-                                    "Requests in a sequence slot, generating.", labels=_LABEL)
-        waiting = GaugeMetricFamily("vllm:num_requests_waiting",
-                                    "Requests waiting for a sequence slot.", labels=_LABEL)
+        running = GaugeMetricFamily(
+            "vllm:num_requests_running", "Requests in a sequence slot, generating.", labels=_LABEL
+        )
+        waiting = GaugeMetricFamily(
+            "vllm:num_requests_waiting", "Requests waiting for a sequence slot.", labels=_LABEL
+        )
         with self._lock:
             engines = list(self._engines.items())
         for model, engine in engines:

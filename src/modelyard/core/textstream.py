@@ -21,7 +21,7 @@ class TextStream:
             self._held = ""
             return text[:cut], True
         keep = self._partial_stop(text)
-        self._held = text[len(text) - keep:] if keep else ""
+        self._held = text[len(text) - keep :] if keep else ""
         return text[: len(text) - keep], False
 
     def flush(self) -> str:

@@ -52,8 +52,14 @@ _ERROR_TYPES = {
 
 def error_body(exc: ModelyardError) -> dict[str, Any]:
     code = "model_not_found" if exc.code is Code.NOT_FOUND else exc.code.value.lower()
-    return {"error": {"message": exc.message, "type": _ERROR_TYPES[exc.code], "param": None,
-                      "code": code}}
+    return {
+        "error": {
+            "message": exc.message,
+            "type": _ERROR_TYPES[exc.code],
+            "param": None,
+            "code": code,
+        }
+    }
 
 
 class OpenAIFront:
@@ -86,8 +92,14 @@ class OpenAIFront:
         return json_response(self._model_card(version.name, model.n_ctx))
 
     def _model_card(self, name: str, n_ctx: int) -> dict[str, Any]:
-        return {"id": name, "object": "model", "created": 0, "owned_by": "modelyard",
-                "root": name, "max_model_len": n_ctx}
+        return {
+            "id": name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "modelyard",
+            "root": name,
+            "max_model_len": n_ctx,
+        }
 
     async def health(self, request: Request) -> Response:
         return Response(status_code=200)
@@ -100,9 +112,13 @@ class OpenAIFront:
     async def chat_completions(self, request: Request) -> Response:
         body = read_chat(await self._json(request))
         _, model = await self.plane.acquire(body.model)
-        text = self.plane.chat_prompt(body.model, model, body.messages,
-                                      add_generation_prompt=body.add_generation_prompt,
-                                      **body.template_kwargs)
+        text = self.plane.chat_prompt(
+            body.model,
+            model,
+            body.messages,
+            add_generation_prompt=body.add_generation_prompt,
+            **body.template_kwargs,
+        )
         prompt = await self.plane.tokenize(model, text)
         if model.template is not None and model.template.stop:
             body.params.stop = (*body.params.stop, *model.template.stop)
@@ -111,20 +127,32 @@ class OpenAIFront:
     async def completions(self, request: Request) -> Response:
         body = read_completion(await self._json(request))
         _, model = await self.plane.acquire(body.model)
-        prompts = [p if isinstance(p, list) else await self.plane.tokenize(model, p)
-                   for p in body.prompts]
-        echoes = [(p if isinstance(p, str) else model.detokenize(p)) if body.echo else ""
-                  for p in body.prompts]
+        prompts = [
+            p if isinstance(p, list) else await self.plane.tokenize(model, p) for p in body.prompts
+        ]
+        echoes = [
+            (p if isinstance(p, str) else model.detokenize(p)) if body.echo else ""
+            for p in body.prompts
+        ]
         return await self._generate(request, body, prompts, echoes, chat=False)
 
-    async def _generate(self, request: Request, body: ChatBody | CompletionBody,
-                        prompts: list[list[int]], echoes: list[str], chat: bool) -> Response:
+    async def _generate(
+        self,
+        request: Request,
+        body: ChatBody | CompletionBody,
+        prompts: list[list[int]],
+        echoes: list[str],
+        chat: bool,
+    ) -> Response:
         _, model = self.plane.get(body.model)
         if body.structured is not None:
             body.params.grammar = model.grammar(*body.structured)
         choices = Choices(body.model, chat, prompts, body.n, model.detokenize)
-        streams = [self.plane.generate(body.model, prompt, _with_seed(body, i))
-                   for prompt in prompts for i in range(body.n)]
+        streams = [
+            self.plane.generate(body.model, prompt, _with_seed(body, i))
+            for prompt in prompts
+            for i in range(body.n)
+        ]
         merged = _merge(streams)
         try:
             first = await anext(merged)
@@ -133,12 +161,15 @@ class OpenAIFront:
             raise
         if not body.stream:
             return await _until_disconnect(request, self._collect(choices, first, merged, echoes))
-        return StreamingResponse(self._sse(choices, first, merged, body),
-                                 media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            self._sse(choices, first, merged, body),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
-    async def _collect(self, choices: Choices, first: tuple[int, Delta],
-                       rest: Deltas, echoes: list[str]) -> Response:
+    async def _collect(
+        self, choices: Choices, first: tuple[int, Delta], rest: Deltas, echoes: list[str]
+    ) -> Response:
         try:
             choices.add(*first)
             async for index, delta in rest:
@@ -147,8 +178,9 @@ class OpenAIFront:
             await rest.aclose()
         return json_response(choices.response(echoes))
 
-    async def _sse(self, choices: Choices, first: tuple[int, Delta],
-                   rest: Deltas, body: Common) -> AsyncIterator[bytes]:
+    async def _sse(
+        self, choices: Choices, first: tuple[int, Delta], rest: Deltas, body: Common
+    ) -> AsyncIterator[bytes]:
         make = chat_chunk if choices.chat else completion_chunk
         try:
             for index in range(len(choices.prompts) * body.n if choices.chat else 0):
@@ -176,11 +208,22 @@ class OpenAIFront:
         dims = body.get("dimensions")
         if dims is not None:
             vectors = [_shorten(v, dims) for v in vectors]
-        data = [{"object": "embedding", "index": i,
-                 "embedding": _base64(v) if encoding == "base64" else v}
-                for i, v in enumerate(vectors)]
-        return json_response({"object": "list", "data": data, "model": name,
-                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+        data = [
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": _base64(v) if encoding == "base64" else v,
+            }
+            for i, v in enumerate(vectors)
+        ]
+        return json_response(
+            {
+                "object": "list",
+                "data": data,
+                "model": name,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
 
     async def tokenize(self, request: Request) -> Response:
         body = await self._json(request)
@@ -189,16 +232,18 @@ class OpenAIFront:
         if body.get("messages") is not None:
             from modelyard.core import chat
 
-            text = self.plane.chat_prompt(name, model, chat.normalize(body["messages"]),
-                                          add_generation_prompt=bool(
-                                              body.get("add_generation_prompt", True)))
+            text = self.plane.chat_prompt(
+                name,
+                model,
+                chat.normalize(body["messages"]),
+                add_generation_prompt=bool(body.get("add_generation_prompt", True)),
+            )
         elif isinstance(body.get("prompt"), str):
             text = body["prompt"]
         else:
             raise InvalidArgument("tokenize needs prompt (a string) or messages")
         tokens = await self.plane.tokenize(model, text)
-        return json_response({"count": len(tokens), "max_model_len": model.n_ctx,
-                              "tokens": tokens})
+        return json_response({"count": len(tokens), "max_model_len": model.n_ctx, "tokens": tokens})
 
     async def detokenize(self, request: Request) -> Response:
         body = await self._json(request)
@@ -317,4 +362,3 @@ def _guard(handler: Handler) -> Handler:
             return json_response(error_body(exc), HTTP_STATUS[exc.code])
 
     return guarded
-

@@ -10,8 +10,12 @@ from typing import Any
 
 from modelyard.core.generation import Delta, Finish, TokenLogprob
 
-_FINISH = {Finish.STOP: "stop", Finish.LENGTH: "length", Finish.ABORT: "abort",
-           Finish.ERROR: "error"}
+_FINISH = {
+    Finish.STOP: "stop",
+    Finish.LENGTH: "length",
+    Finish.ABORT: "abort",
+    Finish.ERROR: "error",
+}
 
 
 @dataclass
@@ -27,8 +31,14 @@ class _Choice:
 class Choices:
     """The choices of one request (n per prompt) as they accumulate."""
 
-    def __init__(self, model: str, chat: bool, prompts: list[list[int]], n: int,
-                 detokenize: Callable[[list[int]], str]) -> None:
+    def __init__(
+        self,
+        model: str,
+        chat: bool,
+        prompts: list[list[int]],
+        n: int,
+        detokenize: Callable[[list[int]], str],
+    ) -> None:
         self.model = model
         self.chat = chat
         self.prompts = prompts
@@ -53,9 +63,12 @@ class Choices:
         prompt = sum(len(p) for p in self.prompts)
         completion = sum(c.completion_tokens for c in self.items)
         cached = sum(c.cached_tokens for c in self.items[:: self.n])
-        return {"prompt_tokens": prompt, "completion_tokens": completion,
-                "total_tokens": prompt + completion,
-                "prompt_tokens_details": {"cached_tokens": cached}}
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cached},
+        }
 
     def response(self, echoes: list[str]) -> dict[str, Any]:
         out = []
@@ -63,27 +76,51 @@ class Choices:
             text = "".join(choice.text)
             logprobs = self._logprobs(choice.logprobs) if self.want_logprobs else None
             if self.chat:
-                out.append({"index": index, "message": {"role": "assistant", "content": text},
-                            "logprobs": logprobs, "finish_reason": choice.finish})
+                out.append(
+                    {
+                        "index": index,
+                        "message": {"role": "assistant", "content": text},
+                        "logprobs": logprobs,
+                        "finish_reason": choice.finish,
+                    }
+                )
             else:
                 echo = echoes[index // self.n] if echoes else ""
-                out.append({"index": index, "text": echo + text, "logprobs": logprobs,
-                            "finish_reason": choice.finish})
-        return {"id": self.id, "object": "chat.completion" if self.chat else "text_completion",
-                "created": self.created, "model": self.model, "choices": out,
-                "usage": self.usage()}
+                out.append(
+                    {
+                        "index": index,
+                        "text": echo + text,
+                        "logprobs": logprobs,
+                        "finish_reason": choice.finish,
+                    }
+                )
+        return {
+            "id": self.id,
+            "object": "chat.completion" if self.chat else "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": out,
+            "usage": self.usage(),
+        }
 
     def usage_chunk(self) -> dict[str, Any]:
         kind = "chat.completion.chunk" if self.chat else "text_completion"
-        return {"id": self.id, "object": kind, "created": self.created, "model": self.model,
-                "choices": [], "usage": self.usage()}
+        return {
+            "id": self.id,
+            "object": kind,
+            "created": self.created,
+            "model": self.model,
+            "choices": [],
+            "usage": self.usage(),
+        }
 
     def _logprobs(self, items: list[TokenLogprob]) -> dict[str, Any]:
         return chat_logprobs(items) if self.chat else completion_logprobs(items)
 
 
-def chat_chunk(choices: Choices, index: int, delta: Delta | None, role: bool = False,
-               usage: bool = False) -> dict[str, Any]:
+def chat_chunk(
+    choices: Choices, index: int, delta: Delta | None, role: bool = False, usage: bool = False
+) -> dict[str, Any]:
     if delta is not None:
         choices.add(index, delta)
     message: dict[str, Any] = {"role": "assistant", "content": ""} if role else {}
@@ -94,43 +131,67 @@ def chat_chunk(choices: Choices, index: int, delta: Delta | None, role: bool = F
             message["content"] = delta.text
         logprobs = chat_logprobs(delta.logprobs) if delta.logprobs else None
         finish = _FINISH[delta.finish] if delta.finish is not None else None
-    chunk = {"id": choices.id, "object": "chat.completion.chunk", "created": choices.created,
-             "model": choices.model,
-             "choices": [{"index": index, "delta": message, "logprobs": logprobs,
-                          "finish_reason": finish}]}
+    chunk = {
+        "id": choices.id,
+        "object": "chat.completion.chunk",
+        "created": choices.created,
+        "model": choices.model,
+        "choices": [
+            {"index": index, "delta": message, "logprobs": logprobs, "finish_reason": finish}
+        ],
+    }
     if usage:
         chunk["usage"] = None
     return chunk
 
 
-def completion_chunk(choices: Choices, index: int, delta: Delta | None, role: bool = False,
-                     usage: bool = False) -> dict[str, Any]:
+def completion_chunk(
+    choices: Choices, index: int, delta: Delta | None, role: bool = False, usage: bool = False
+) -> dict[str, Any]:
     assert delta is not None
     choices.add(index, delta)
-    chunk = {"id": choices.id, "object": "text_completion", "created": choices.created,
-             "model": choices.model,
-             "choices": [{"index": index, "text": delta.text,
-                          "logprobs": completion_logprobs(delta.logprobs) if delta.logprobs
-                          else None,
-                          "finish_reason": _FINISH[delta.finish] if delta.finish else None}]}
+    chunk = {
+        "id": choices.id,
+        "object": "text_completion",
+        "created": choices.created,
+        "model": choices.model,
+        "choices": [
+            {
+                "index": index,
+                "text": delta.text,
+                "logprobs": completion_logprobs(delta.logprobs) if delta.logprobs else None,
+                "finish_reason": _FINISH[delta.finish] if delta.finish else None,
+            }
+        ],
+    }
     if usage:
         chunk["usage"] = None
     return chunk
 
 
 def chat_logprobs(items: list[TokenLogprob]) -> dict[str, Any]:
-    return {"content": [
-        {"token": _text(i.text), "logprob": i.logprob, "bytes": list(i.text),
-         "top_logprobs": [{"token": _text(t), "logprob": lp, "bytes": list(t)}
-                          for _, t, lp in i.top]}
-        for i in items]}
+    return {
+        "content": [
+            {
+                "token": _text(i.text),
+                "logprob": i.logprob,
+                "bytes": list(i.text),
+                "top_logprobs": [
+                    {"token": _text(t), "logprob": lp, "bytes": list(t)} for _, t, lp in i.top
+                ],
+            }
+            for i in items
+        ]
+    }
 
 
 def completion_logprobs(items: list[TokenLogprob]) -> dict[str, Any]:
-    return {"tokens": [_text(i.text) for i in items],
-            "token_logprobs": [i.logprob for i in items],
-            "top_logprobs": [{_text(t): lp for _, t, lp in i.top} for i in items],
-            "text_offset": []}
+    return {
+        "tokens": [_text(i.text) for i in items],
+        "token_logprobs": [i.logprob for i in items],
+        "top_logprobs": [{_text(t): lp for _, t, lp in i.top} for i in items],
+        "text_offset": [],
+    }
 
 
 def _text(data: bytes) -> str:

@@ -12,8 +12,15 @@ from modelyard.core.sampling import sampling_params
 from modelyard.errors import InvalidArgument
 
 #: Structured-output fields of other servers; refused loudly (use response_format).
-_REFUSED = ("guided_json", "guided_regex", "guided_choice", "guided_grammar",
-            "guided_decoding_backend", "structured_outputs", "guided_whitespace_pattern")
+_REFUSED = (
+    "guided_json",
+    "guided_regex",
+    "guided_choice",
+    "guided_grammar",
+    "guided_decoding_backend",
+    "structured_outputs",
+    "guided_whitespace_pattern",
+)
 
 
 @dataclass
@@ -54,9 +61,12 @@ def read_chat(body: Any) -> ChatBody:
     kwargs = body.get("chat_template_kwargs") or {}
     if not isinstance(kwargs, dict):
         raise InvalidArgument("chat_template_kwargs must be an object")
-    return ChatBody(**vars(common), messages=chat.normalize(body.get("messages")),
-                    template_kwargs=kwargs,
-                    add_generation_prompt=_flag(body, "add_generation_prompt", True))
+    return ChatBody(
+        **vars(common),
+        messages=chat.normalize(body.get("messages")),
+        template_kwargs=kwargs,
+        add_generation_prompt=_flag(body, "add_generation_prompt", True),
+    )
 
 
 def read_completion(body: Any) -> CompletionBody:
@@ -66,8 +76,9 @@ def read_completion(body: Any) -> CompletionBody:
         common.params.logprobs = _int(body["logprobs"], "logprobs", 0, 20)
     if body.get("suffix"):
         raise InvalidArgument("suffix (fill-in-the-middle) is not supported")
-    return CompletionBody(**vars(common), prompts=_prompts(body.get("prompt")),
-                          echo=_flag(body, "echo"))
+    return CompletionBody(
+        **vars(common), prompts=_prompts(body.get("prompt")), echo=_flag(body, "echo")
+    )
 
 
 def _common(body: dict[str, Any]) -> Common:
@@ -76,8 +87,9 @@ def _common(body: dict[str, Any]) -> Common:
         raise InvalidArgument("model is required: the name of a model from GET /v1/models")
     for name in _REFUSED:
         if body.get(name) is not None:
-            raise InvalidArgument(f"{name} is not supported; use response_format with "
-                                  "json_object or json_schema")
+            raise InvalidArgument(
+                f"{name} is not supported; use response_format with json_object or json_schema"
+            )
     params = sampling_params(body)
     if params.seed is not None and params.seed < 0:
         params.seed &= 0xFFFFFFFF
@@ -87,8 +99,14 @@ def _common(body: dict[str, Any]) -> Common:
     stream = _flag(body, "stream")
     if options and not stream:
         raise InvalidArgument("stream_options is only allowed with stream: true")
-    return Common(model, params, _int(body.get("n", 1), "n", 1, 16), stream,
-                  bool(options.get("include_usage")), _response_format(body.get("response_format")))
+    return Common(
+        model,
+        params,
+        _int(body.get("n", 1), "n", 1, 16),
+        stream,
+        bool(options.get("include_usage")),
+        _response_format(body.get("response_format")),
+    )
 
 
 def _response_format(value: Any) -> tuple[str, Any] | None:
@@ -103,11 +121,13 @@ def _response_format(value: Any) -> tuple[str, Any] | None:
         spec = value.get("json_schema")
         schema = spec.get("schema") if isinstance(spec, dict) else None
         if not isinstance(schema, dict):
-            raise InvalidArgument("response_format json_schema needs json_schema.schema, "
-                                  "a JSON Schema object")
+            raise InvalidArgument(
+                "response_format json_schema needs json_schema.schema, a JSON Schema object"
+            )
         return ("json_schema", schema)
-    raise InvalidArgument(f"response_format type {kind!r} is not supported; use text, "
-                          "json_object or json_schema")
+    raise InvalidArgument(
+        f"response_format type {kind!r} is not supported; use text, json_object or json_schema"
+    )
 
 
 def _prompts(value: Any) -> list[str | list[int]]:
@@ -120,8 +140,10 @@ def _prompts(value: Any) -> list[str | list[int]]:
             return [list(value)]
         if all(isinstance(p, list) and p and all(isinstance(t, int) for t in p) for p in value):
             return [list(p) for p in value]
-    raise InvalidArgument("prompt must be a string, a list of strings, a list of token ids "
-                          "or a list of lists of token ids")
+    raise InvalidArgument(
+        "prompt must be a string, a list of strings, a list of token ids "
+        "or a list of lists of token ids"
+    )
 
 
 def _object(body: Any) -> dict[str, Any]:

@@ -41,11 +41,26 @@ from modelyard.runtimes.llamacpp_lib import lc
 
 log = logging.getLogger("modelyard.llamacpp")
 
-_POOLING = {"none": lc.LLAMA_POOLING_TYPE_NONE, "mean": lc.LLAMA_POOLING_TYPE_MEAN,
-            "cls": lc.LLAMA_POOLING_TYPE_CLS, "last": lc.LLAMA_POOLING_TYPE_LAST}
-_KNOWN_PARAMETERS = {"n_ctx", "n_seq_max", "n_batch", "n_ubatch", "n_threads",
-                     "n_threads_batch", "max_queue", "chat_template", "swa_full", "embedding",
-                     "pooling", "trust_pickle"}
+_POOLING = {
+    "none": lc.LLAMA_POOLING_TYPE_NONE,
+    "mean": lc.LLAMA_POOLING_TYPE_MEAN,
+    "cls": lc.LLAMA_POOLING_TYPE_CLS,
+    "last": lc.LLAMA_POOLING_TYPE_LAST,
+}
+_KNOWN_PARAMETERS = {
+    "n_ctx",
+    "n_seq_max",
+    "n_batch",
+    "n_ubatch",
+    "n_threads",
+    "n_threads_batch",
+    "max_queue",
+    "chat_template",
+    "swa_full",
+    "embedding",
+    "pooling",
+    "trust_pickle",
+}
 
 
 @dataclass
@@ -66,8 +81,12 @@ class LlamaSettings:
     def read(cls, parameters: dict[str, str], model: str) -> LlamaSettings:
         unknown = set(parameters) - _KNOWN_PARAMETERS
         if unknown:
-            log.warning("model %s: unknown llamacpp parameters %s ignored (known: %s)", model,
-                        sorted(unknown), ", ".join(sorted(_KNOWN_PARAMETERS)))
+            log.warning(
+                "model %s: unknown llamacpp parameters %s ignored (known: %s)",
+                model,
+                sorted(unknown),
+                ", ".join(sorted(_KNOWN_PARAMETERS)),
+            )
         out = cls()
         try:
             for key, value in parameters.items():
@@ -133,18 +152,36 @@ class LlamaCppRuntime(Runtime, TextModel):
     def _setup_generation(self, settings: LlamaSettings, arch: str) -> None:
         slots = max(1, settings.n_seq_max)
         n_batch = max(settings.n_batch, slots)
-        self.ctx = _context(self.model, self.n_ctx * slots, n_batch,
-                            settings.n_ubatch or n_batch, slots, settings, embeddings=False)
+        self.ctx = _context(
+            self.model,
+            self.n_ctx * slots,
+            n_batch,
+            settings.n_ubatch or n_batch,
+            slots,
+            settings,
+            embeddings=False,
+        )
         n_vocab = lc.llama_vocab_n_tokens(self.vocab)
         ends = [t for t in range(n_vocab) if lc.llama_vocab_is_eog(self.vocab, t)]
         n_swa = 0 if settings.swa_full else lc.llama_model_n_swa(self.model)
-        self.backend = LlamaBackend(self.ctx, self.vocab, n_slots=slots, n_ctx=self.n_ctx,
-                                    n_batch=n_batch, n_vocab=n_vocab, end_tokens=ends,
-                                    n_swa=n_swa)
-        self.template = chat.choose(self.metadata.get("tokenizer.chat_template"),
-                                    settings.chat_template or None, arch, self.config.name,
-                                    self._token_text(lc.llama_vocab_bos(self.vocab)),
-                                    self._token_text(lc.llama_vocab_eos(self.vocab)))
+        self.backend = LlamaBackend(
+            self.ctx,
+            self.vocab,
+            n_slots=slots,
+            n_ctx=self.n_ctx,
+            n_batch=n_batch,
+            n_vocab=n_vocab,
+            end_tokens=ends,
+            n_swa=n_swa,
+        )
+        self.template = chat.choose(
+            self.metadata.get("tokenizer.chat_template"),
+            settings.chat_template or None,
+            arch,
+            self.config.name,
+            self._token_text(lc.llama_vocab_bos(self.vocab)),
+            self._token_text(lc.llama_vocab_eos(self.vocab)),
+        )
         self.engine = Engine(self.backend, name=self.config.name, max_waiting=settings.max_queue)
 
     def _setup_embedding(self, settings: LlamaSettings) -> None:
@@ -154,8 +191,9 @@ class LlamaCppRuntime(Runtime, TextModel):
         if not settings.pooling and f"{arch}.pooling_type" not in self.metadata:
             pooling = lc.LLAMA_POOLING_TYPE_MEAN
         n_batch = max(settings.n_batch, self.n_ctx)
-        self.ctx = _context(self.model, n_batch, n_batch, n_batch, slots, settings,
-                            embeddings=True, pooling=pooling)
+        self.ctx = _context(
+            self.model, n_batch, n_batch, n_batch, slots, settings, embeddings=True, pooling=pooling
+        )
         self.embedder = Embedder(self.ctx, lc.llama_model_n_embd(self.model), slots, n_batch)
 
     def _declare_tensors(self, is_embedding: bool) -> None:
@@ -167,8 +205,10 @@ class LlamaCppRuntime(Runtime, TextModel):
             config.inputs = [TensorSpec("text_input", "BYTES", [-1])]
             config.outputs = [TensorSpec("embedding", "FP32", [-1, -1])]
         else:
-            config.inputs = [TensorSpec("text_input", "BYTES", [1]),
-                             TensorSpec("sampling_parameters", "BYTES", [1], optional=True)]
+            config.inputs = [
+                TensorSpec("text_input", "BYTES", [1]),
+                TensorSpec("sampling_parameters", "BYTES", [1], optional=True),
+            ]
             config.outputs = [TensorSpec("text_output", "BYTES", [1])]
             if "instances" not in config.reasons and self.backend is not None:
                 config.instance_count = self.backend.n_slots
@@ -265,8 +305,10 @@ class LlamaCppRuntime(Runtime, TextModel):
         tokenized = [self.tokenize(t) for t in texts]
         for tokens in tokenized:
             if len(tokens) > self.n_ctx:
-                raise InvalidArgument(f"an input has {len(tokens)} tokens; model "
-                                      f"{self.config.name!r} takes at most {self.n_ctx}")
+                raise InvalidArgument(
+                    f"an input has {len(tokens)} tokens; model "
+                    f"{self.config.name!r} takes at most {self.n_ctx}"
+                )
         return self.embedder.embed(tokenized), sum(len(t) for t in tokenized)
 
     def grammar(self, kind: str, schema: Any = None) -> str:
@@ -326,8 +368,17 @@ def _init_library() -> None:
         _initialised = True
 
 
-def _context(model: Any, n_ctx: int, n_batch: int, n_ubatch: int, n_seq: int,
-             settings: LlamaSettings, *, embeddings: bool, pooling: int = -1) -> Any:
+def _context(
+    model: Any,
+    n_ctx: int,
+    n_batch: int,
+    n_ubatch: int,
+    n_seq: int,
+    settings: LlamaSettings,
+    *,
+    embeddings: bool,
+    pooling: int = -1,
+) -> Any:
     params = lc.llama_context_default_params()
     params.n_ctx = n_ctx
     params.n_batch = n_batch
@@ -343,8 +394,10 @@ def _context(model: Any, n_ctx: int, n_batch: int, n_ubatch: int, n_seq: int,
     params.no_perf = True
     ctx = lc.llama_init_from_model(model, params)
     if not ctx:
-        raise ModelLoadError(f"llama.cpp could not create a context of {n_ctx} tokens "
-                             f"for {n_seq} sequences (out of memory?)")
+        raise ModelLoadError(
+            f"llama.cpp could not create a context of {n_ctx} tokens "
+            f"for {n_seq} sequences (out of memory?)"
+        )
     return ctx
 
 
@@ -353,7 +406,8 @@ def _metadata(model: Any) -> dict[str, str]:
     for i in range(lc.llama_model_meta_count(model)):
         key = _meta_string(lambda buf, n, i=i: lc.llama_model_meta_key_by_index(model, i, buf, n))
         out[key] = _meta_string(
-            lambda buf, n, i=i: lc.llama_model_meta_val_str_by_index(model, i, buf, n))
+            lambda buf, n, i=i: lc.llama_model_meta_val_str_by_index(model, i, buf, n)
+        )
     return out
 
 

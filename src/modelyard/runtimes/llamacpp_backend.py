@@ -20,8 +20,18 @@ from modelyard.runtimes.llamacpp_lib import lc
 class LlamaBackend:
     """One context with `n_slots` sequences sharing a unified KV cache."""
 
-    def __init__(self, ctx: Any, vocab: Any, *, n_slots: int, n_ctx: int, n_batch: int,
-                 n_vocab: int, end_tokens: list[int], n_swa: int) -> None:
+    def __init__(
+        self,
+        ctx: Any,
+        vocab: Any,
+        *,
+        n_slots: int,
+        n_ctx: int,
+        n_batch: int,
+        n_vocab: int,
+        end_tokens: list[int],
+        n_swa: int,
+    ) -> None:
         self.ctx = ctx
         self.vocab = vocab
         self.memory = lc.llama_get_memory(ctx)
@@ -67,8 +77,9 @@ class LlamaBackend:
 
     def grammar_allows(self, grammar: Any, token: int) -> bool:
         one = np.array([(token, 1.0, 0.0)], dtype=Candidates.DTYPE)
-        array = lc.llama_token_data_array(data=one.ctypes.data_as(lc.llama_token_data_p),
-                                          size=1, selected=-1, sorted=False)
+        array = lc.llama_token_data_array(
+            data=one.ctypes.data_as(lc.llama_token_data_p), size=1, selected=-1, sorted=False
+        )
         lc.llama_sampler_apply(grammar, ctypes.byref(array))
         return bool(np.isfinite(one["logit"][0]))
 
@@ -185,8 +196,11 @@ class Candidates:
         self.data = np.zeros(n_vocab, dtype=self.DTYPE)
         self.ids = np.arange(n_vocab, dtype=np.int32)
         self.array = lc.llama_token_data_array(
-            data=self.data.ctypes.data_as(lc.llama_token_data_p), size=n_vocab, selected=-1,
-            sorted=False)
+            data=self.data.ctypes.data_as(lc.llama_token_data_p),
+            size=n_vocab,
+            selected=-1,
+            sorted=False,
+        )
 
     def fill(self, logits: np.ndarray) -> Candidates:
         self.data["id"] = self.ids
@@ -205,8 +219,12 @@ class Candidates:
 
 
 def _plain(params: SamplingParams) -> bool:
-    return (params.grammar is None and params.repetition_penalty == 1.0
-            and params.presence_penalty == 0.0 and params.frequency_penalty == 0.0)
+    return (
+        params.grammar is None
+        and params.repetition_penalty == 1.0
+        and params.presence_penalty == 0.0
+        and params.frequency_penalty == 0.0
+    )
 
 
 def _chain(backend: LlamaBackend, params: SamplingParams) -> Any:
@@ -224,8 +242,9 @@ def _stages(backend: LlamaBackend, params: SamplingParams) -> list[Any]:
     stages = []
     penalties = (params.repetition_penalty, params.frequency_penalty, params.presence_penalty)
     if penalties != (1.0, 0.0, 0.0):
-        stages.append(lc.llama_sampler_init_penalties(backend.n_vocab, params.penalty_last_n,
-                                                      *penalties))
+        stages.append(
+            lc.llama_sampler_init_penalties(backend.n_vocab, params.penalty_last_n, *penalties)
+        )
     if params.greedy:
         return [*stages, lc.llama_sampler_init_greedy()]
     if params.top_k > 0:

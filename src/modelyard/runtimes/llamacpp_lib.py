@@ -17,6 +17,6 @@ import os
 if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
     os.environ["GOMP_SPINCOUNT"] = "2000"
 
-import llama_cpp as lc  # noqa: E402
+import llama_cpp as lc
 
 __all__ = ["lc"]

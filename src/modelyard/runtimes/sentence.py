@@ -39,8 +39,9 @@ class SentenceRuntime(Runtime, TextModel):
             self.bert = Bert(_json(folder / "config.json"), load_file(str(self.path)))
             self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         except (OSError, KeyError, ValueError, Exception) as exc:
-            raise ModelLoadError(f"model {self.config.name!r}: not a sentence-transformers "
-                                 f"BERT folder ({exc})") from exc
+            raise ModelLoadError(
+                f"model {self.config.name!r}: not a sentence-transformers BERT folder ({exc})"
+            ) from exc
         settings = _settings(folder)
         self.n_ctx = min(settings["max_seq_length"], self.bert.max_positions)
         self.tokenizer.enable_truncation(self.n_ctx)
@@ -57,8 +58,9 @@ class SentenceRuntime(Runtime, TextModel):
             self.config.reasons["input"] = self.config.reasons["output"] = "text in, a vector out"
 
     def infer(self, inputs: Arrays) -> Arrays:
-        texts = [t.decode() if isinstance(t, bytes) else str(t)
-                 for t in inputs["text_input"].reshape(-1)]
+        texts = [
+            t.decode() if isinstance(t, bytes) else str(t) for t in inputs["text_input"].reshape(-1)
+        ]
         vectors, _ = self.embed(texts)
         return {"embedding": np.array(vectors, dtype=np.float32)}
 
@@ -80,7 +82,7 @@ class SentenceRuntime(Runtime, TextModel):
         out: list[list[float]] = []
         tokens = 0
         for start in range(0, len(texts), _BATCH):
-            encodings = self.tokenizer.encode_batch(texts[start:start + _BATCH])
+            encodings = self.tokenizer.encode_batch(texts[start : start + _BATCH])
             ids, mask = _pad([e.ids for e in encodings])
             tokens += int(mask.sum())
             with self._lock:  # numpy releases the GIL in matmuls; one batch at a time
@@ -91,8 +93,13 @@ class SentenceRuntime(Runtime, TextModel):
         return out, tokens
 
     def details(self) -> dict[str, Any]:
-        return {"format": "safetensors", "family": "bert", "embedding_length": self.bert.width,
-                "context_length": self.n_ctx, "size": self.path.stat().st_size}
+        return {
+            "format": "safetensors",
+            "family": "bert",
+            "embedding_length": self.bert.width,
+            "context_length": self.n_ctx,
+            "size": self.path.stat().st_size,
+        }
 
 
 class Bert:
@@ -101,8 +108,11 @@ class Bert:
 
     def __init__(self, config: dict[str, Any], weights: dict[str, np.ndarray]) -> None:
         self.w = {k.removeprefix("bert."): v for k, v in weights.items()}
-        for key in [k for k in self.w if k.startswith("encoder.") and k.endswith(".weight")
-                    and self.w[k].ndim == 2]:
+        for key in [
+            k
+            for k in self.w
+            if k.startswith("encoder.") and k.endswith(".weight") and self.w[k].ndim == 2
+        ]:
             self.w[key] = np.ascontiguousarray(self.w[key].T)  # x @ W.T -> one BLAS call
         self.width = int(config["hidden_size"])
         self.heads = int(config["num_attention_heads"])
@@ -122,15 +132,19 @@ class Bert:
 
     def _embeddings(self, ids: np.ndarray) -> np.ndarray:
         w = self.w
-        x = (w["embeddings.word_embeddings.weight"][ids]
-             + w["embeddings.position_embeddings.weight"][: ids.shape[1]][None]
-             + w["embeddings.token_type_embeddings.weight"][0])
+        x = (
+            w["embeddings.word_embeddings.weight"][ids]
+            + w["embeddings.position_embeddings.weight"][: ids.shape[1]][None]
+            + w["embeddings.token_type_embeddings.weight"][0]
+        )
         return self._norm(x, "embeddings.LayerNorm.")
 
     def _layer(self, x: np.ndarray, bias: np.ndarray, p: str) -> np.ndarray:
         attended = self._attention(x, bias, p + "attention.")
-        x = self._norm(x + self._dense(attended, p + "attention.output.dense."),
-                       p + "attention.output.LayerNorm.")
+        x = self._norm(
+            x + self._dense(attended, p + "attention.output.dense."),
+            p + "attention.output.LayerNorm.",
+        )
         hidden = _gelu(self._dense(x, p + "intermediate.dense."))
         return self._norm(x + self._dense(hidden, p + "output.dense."), p + "output.LayerNorm.")
 
@@ -157,16 +171,18 @@ class Bert:
     def _norm(self, x: np.ndarray, p: str) -> np.ndarray:
         mean = x.mean(axis=-1, keepdims=True)
         var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
-        return np.asarray((x - mean) / np.sqrt(var + self.eps) * self.w[p + "weight"]
-                          + self.w[p + "bias"])
+        return np.asarray(
+            (x - mean) / np.sqrt(var + self.eps) * self.w[p + "weight"] + self.w[p + "bias"]
+        )
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
     """GELU with erf (as BERT uses), erf from Abramowitz & Stegun 7.1.26 (error < 1.5e-7)."""
     z = np.abs(x) / np.float32(np.sqrt(2.0))
     t = 1.0 / (1.0 + 0.3275911 * z)
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027
-                                                                          + t * 1.061405429))))
+    poly = t * (
+        0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429)))
+    )
     erf = np.sign(x) * (1.0 - poly * np.exp(-z * z))
     return np.asarray(0.5 * x * (1.0 + erf), dtype=np.float32)
 
