@@ -354,7 +354,7 @@ class ModelRepository:
         """The version to serve (the highest loaded one when none is named)."""
         entry = self.entries.get(name)
         if entry is None:
-            raise NotFound(f"unknown model {name!r}; GET /v2/repository/index lists the models")
+            raise NotFound(f"unknown model {name!r}; the repository index lists the models")
         if not entry.versions:
             raise Unavailable(f"model {name!r} is not ready ({entry.state}: {entry.reason})")
         if not version:
