@@ -76,7 +76,7 @@ def ratios(outcomes: list[Outcome], levels: list[int]) -> list[str]:
 
 def limits(ort: dict[int, float], outcomes: list[Outcome], levels: list[int]) -> list[str]:
     lines = [
-        "in-process onnxruntime, rows/s by batch (no HTTP): "
+        "in-process onnxruntime, rows/s by batch (no HTTP; best of before and after): "
         + ", ".join(f"{b} -> {r:,.0f}" for b, r in ort.items())
     ]
     by_name = {o.target.name: o for o in outcomes}
