@@ -117,6 +117,7 @@ class LlamaCppRuntime(Runtime, TextModel):
         self.backend: LlamaBackend | None = None
         self.embedder: Embedder | None = None
         self._details: dict[str, Any] = {}
+        self._bos_text = ""
 
     # ---- Runtime -----------------------------------------------------------------------------
 
@@ -135,6 +136,7 @@ class LlamaCppRuntime(Runtime, TextModel):
 
     def _setup(self, settings: LlamaSettings) -> None:
         self.vocab = lc.llama_model_get_vocab(self.model)
+        self._bos_text = self._token_text(lc.llama_vocab_bos(self.vocab))
         self.metadata = _metadata(self.model)
         arch = self.metadata.get("general.architecture", "")
         n_train = lc.llama_model_n_ctx_train(self.model)
@@ -280,15 +282,17 @@ class LlamaCppRuntime(Runtime, TextModel):
 
     def tokenize(self, text: str, special: bool = True) -> list[int]:
         data = text.encode()
+        bos = lc.llama_vocab_bos(self.vocab)
+        # a chat template that writes BOS itself: do not add a second one
+        add_bos = not (special and self._bos_text and text.startswith(self._bos_text))
         size = len(data) + 8
         while True:
             buffer = (lc.llama_token * size)()
-            n = lc.llama_tokenize(self.vocab, data, len(data), buffer, size, True, special)
+            n = lc.llama_tokenize(self.vocab, data, len(data), buffer, size, add_bos, special)
             if n >= 0:
                 tokens = list(buffer[:n])
                 break
             size = -n
-        bos = lc.llama_vocab_bos(self.vocab)
         if len(tokens) > 1 and tokens[0] == bos and tokens[1] == bos:
             del tokens[0]  # the template already wrote BOS
         return tokens
