@@ -216,3 +216,13 @@ def test_close_fails_waiting_requests(backend: FakeBackend) -> None:
     while not sink.empty():
         last = sink.get()
     assert last is not None and last.finish is not None
+
+
+def test_without_prefix_cache_cells_are_freed_at_once(backend: FakeBackend) -> None:
+    engine = Engine(backend, name="fake", prefix_cache=False)
+    try:
+        run(engine, [1, 2, 3, 4], max_tokens=2)
+        assert backend.kept[-1][1] == 0
+        assert run(engine, [1, 2, 3, 9], max_tokens=2)[-1].cached_tokens == 0
+    finally:
+        engine.close()

@@ -94,10 +94,13 @@ class Engine:
         name: str = "llm",
         max_waiting: int = 256,
         observer: Observer | None = None,
+        prefix_cache: bool = True,
     ) -> None:
         self.backend = backend
         self.name = name
         self.max_waiting = max_waiting
+        #: Keep a finished sequence's cells as its slot's prefix cache (else free them at once).
+        self.prefix_cache = prefix_cache
         self.observer: Observer = observer or NullObserver()
         self._cond = threading.Condition()
         self._waiting: collections.deque[_Seq] = collections.deque()
@@ -369,6 +372,9 @@ class Engine:
             seq.sampler.close()
             seq.sampler = None
         if seq.slot >= 0:
+            if not self.prefix_cache:
+                self.backend.keep(seq.slot, 0)
+                self._cache[seq.slot].clear()
             self._free.append(seq.slot)
             seq.slot = -1
         e2e = time.monotonic() - seq.request.arrival

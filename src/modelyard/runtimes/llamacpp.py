@@ -11,6 +11,8 @@ by the continuous-batching engine; embedding models (a pooling type in the GGUF,
     max_queue      requests that may wait for a slot before 429 (default 256)
     chat_template  a known template name (chatml, gemma, llama3) or Jinja source
     swa_full       keep the full sliding-window cache (better prefix reuse, more memory)
+    prefix_cache   keep a finished request's KV cells for the next prompt sharing its start
+                   (default true; false frees them at once)
     embedding      serve embeddings (true/false); pooling: mean, cls, last
 """
 
@@ -57,6 +59,7 @@ _KNOWN_PARAMETERS = {
     "max_queue",
     "chat_template",
     "swa_full",
+    "prefix_cache",
     "embedding",
     "pooling",
     "trust_pickle",
@@ -74,6 +77,7 @@ class LlamaSettings:
     max_queue: int = 256
     chat_template: str = ""
     swa_full: bool = False
+    prefix_cache: bool = True
     embedding: bool | None = None
     pooling: str = ""
 
@@ -92,7 +96,7 @@ class LlamaSettings:
             for key, value in parameters.items():
                 if key in {"chat_template", "pooling"}:
                     setattr(out, key, value)
-                elif key in {"swa_full", "embedding"}:
+                elif key in {"swa_full", "embedding", "prefix_cache"}:
                     setattr(out, key, value.strip().lower() in ("1", "true", "yes", "on"))
                 elif key in _KNOWN_PARAMETERS - {"trust_pickle"}:
                     setattr(out, key, int(value))
@@ -184,7 +188,12 @@ class LlamaCppRuntime(Runtime, TextModel):
             self._token_text(lc.llama_vocab_bos(self.vocab)),
             self._token_text(lc.llama_vocab_eos(self.vocab)),
         )
-        self.engine = Engine(self.backend, name=self.config.name, max_waiting=settings.max_queue)
+        self.engine = Engine(
+            self.backend,
+            name=self.config.name,
+            max_waiting=settings.max_queue,
+            prefix_cache=settings.prefix_cache,
+        )
 
     def _setup_embedding(self, settings: LlamaSettings) -> None:
         slots = max(1, min(settings.n_seq_max, 16))
