@@ -138,7 +138,8 @@ def llm_repository(folder: Path) -> Path:
     small.mkdir(exist_ok=True)
     tiny_gguf(small / "model.gguf")
     (small / "model.yaml").write_text(
-        "runtime: llamacpp\nparameters:\n  n_ctx: 512\n  n_seq_max: 2\n  max_queue: 2\n  prefix_cache: false\n"
+        "runtime: llamacpp\nparameters:\n  n_ctx: 512\n  n_seq_max: 2\n  max_queue: 2\n"
+        "  prefix_cache: false\n"
     )
     embed = folder / "tiny_embed"
     embed.mkdir(exist_ok=True)
