@@ -226,3 +226,19 @@ def test_without_prefix_cache_cells_are_freed_at_once(backend: FakeBackend) -> N
         assert run(engine, [1, 2, 3, 9], max_tokens=2)[-1].cached_tokens == 0
     finally:
         engine.close()
+
+
+def test_a_failing_sampler_ends_only_its_request(backend: FakeBackend) -> None:
+    class Broken(FakeSampler):
+        def sample(self, row: int) -> int:
+            raise RuntimeError("no token")
+
+    samplers = iter([Broken(backend)])
+    backend.new_sampler = lambda params: next(samplers, FakeSampler(backend))  # type: ignore[method-assign]
+    engine = Engine(backend, name="fake")
+    try:
+        broken = run(engine, [1], "broken", max_tokens=3)
+        assert broken[-1].finish is Finish.ERROR and isinstance(broken[-1].error, RuntimeError)
+        assert run(engine, [1], "fine", max_tokens=3)[-1].finish is Finish.LENGTH
+    finally:
+        engine.close()

@@ -286,7 +286,15 @@ class Engine:
                 seen.add(id(seq))
                 self._advance(seq, fed[id(seq)])
             if row[3] and seq.slot >= 0:
-                self._sample(seq, index)
+                self._sample_one(seq, index)
+
+    def _sample_one(self, seq: _Seq, row: int) -> None:
+        """Sample for one sequence; a failure (a sampler that cannot go on) ends only it."""
+        try:
+            self._sample(seq, row)
+        except Exception as exc:
+            log.exception("sampling for %s on %s failed", seq.request.id, self.name)
+            self._finish(seq, Finish.ERROR, error=exc)
 
     def _advance(self, seq: _Seq, n: int) -> None:
         self._cache[seq.slot].extend(seq.pending[:n])
