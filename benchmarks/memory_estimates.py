@@ -57,8 +57,13 @@ print(json.dumps({"name": source.name, "runtime": version.config.runtime,
 
 def measure(entry: Path) -> dict[str, Any]:
     """Load one repository entry in a fresh process; the estimate and the RSS growth."""
-    done = subprocess.run([sys.executable, "-c", _CHILD, str(entry)], capture_output=True,
-                          text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(entry)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"measuring {entry} failed:\n{done.stderr[-2000:]}")
     row: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -83,20 +88,27 @@ def _mlps(folder: Path) -> list[Path]:
     from onnx import helper, numpy_helper
 
     out = []
-    for name, widths in (("mlp_5mib", [256, 1024, 1024, 10]),
-                         ("mlp_160mib", [1024, 4096, 4096, 4096, 1024])):
+    for name, widths in (
+        ("mlp_5mib", [256, 1024, 1024, 10]),
+        ("mlp_160mib", [1024, 4096, 4096, 4096, 1024]),
+    ):
         rng = np.random.default_rng(0)
         nodes, inits, prev = [], [], "x"
         for i, (a, b) in enumerate(itertools.pairwise(widths)):
-            inits += [numpy_helper.from_array(rng.standard_normal((a, b)).astype(np.float32),
-                                              f"W{i}"),
-                      numpy_helper.from_array(np.zeros(b, np.float32), f"b{i}")]
+            inits += [
+                numpy_helper.from_array(rng.standard_normal((a, b)).astype(np.float32), f"W{i}"),
+                numpy_helper.from_array(np.zeros(b, np.float32), f"b{i}"),
+            ]
             nodes.append(helper.make_node("Gemm", [prev, f"W{i}", f"b{i}"], [f"h{i}"]))
             prev = f"h{i}"
         nodes.append(helper.make_node("Identity", [prev], ["y"]))
         graph = helper.make_graph(
-            nodes, name, [helper.make_tensor_value_info("x", 1, ["batch", widths[0]])],
-            [helper.make_tensor_value_info("y", 1, ["batch", widths[-1]])], inits)
+            nodes,
+            name,
+            [helper.make_tensor_value_info("x", 1, ["batch", widths[0]])],
+            [helper.make_tensor_value_info("y", 1, ["batch", widths[-1]])],
+            inits,
+        )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         model.ir_version = 8
         onnx.save(model, folder / f"{name}.onnx")
@@ -116,14 +128,24 @@ def _trees(folder: Path) -> list[Path]:
     forest = RandomForestClassifier(200, random_state=0).fit(digits.data, digits.target)
     sio.dump(forest, folder / "forest.skops")
     joblib.dump(forest, folder / "forest_pickle.joblib")
-    booster = xgboost.train({"objective": "multi:softprob", "num_class": 10, "max_depth": 10},
-                            xgboost.DMatrix(digits.data, label=digits.target), 300)
+    booster = xgboost.train(
+        {"objective": "multi:softprob", "num_class": 10, "max_depth": 10},
+        xgboost.DMatrix(digits.data, label=digits.target),
+        300,
+    )
     booster.save_model(str(folder / "xgb_digits.ubj"))
-    gbm = lightgbm.train({"objective": "multiclass", "num_class": 10, "verbose": -1},
-                         lightgbm.Dataset(digits.data, label=digits.target), 100)
+    gbm = lightgbm.train(
+        {"objective": "multiclass", "num_class": 10, "verbose": -1},
+        lightgbm.Dataset(digits.data, label=digits.target),
+        100,
+    )
     gbm.save_model(str(folder / "lgb_digits.txt"))
-    return [folder / "forest.skops", folder / "forest_pickle.joblib",
-            folder / "xgb_digits.ubj", folder / "lgb_digits.txt"]
+    return [
+        folder / "forest.skops",
+        folder / "forest_pickle.joblib",
+        folder / "xgb_digits.ubj",
+        folder / "lgb_digits.txt",
+    ]
 
 
 def _gemma() -> Path | None:
@@ -136,16 +158,20 @@ def _gemma() -> Path | None:
 
 
 def render(rows: list[dict[str, Any]]) -> str:
-    lines = ["| model | runtime | file | estimate | measured RSS growth | error |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| model | runtime | file | estimate | measured RSS growth | error |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in rows:
         mib = 2**20
         estimate = f"{row['estimate'] / mib:.1f} MiB" if row["known"] else "not estimated"
         error = f"{row['error']:+.0%}" if row["error"] is not None else "—"
         context = f" (n_ctx {row['context']} x {row['parallel']})" if row["context"] else ""
-        lines.append(f"| {row['name']}{context} | {row['runtime']} | "
-                     f"{row['size'] / mib:.2f} MiB | {estimate} | "
-                     f"{row['measured'] / mib:.1f} MiB | {error} |")
+        lines.append(
+            f"| {row['name']}{context} | {row['runtime']} | "
+            f"{row['size'] / mib:.2f} MiB | {estimate} | "
+            f"{row['measured'] / mib:.1f} MiB | {error} |"
+        )
     return "\n".join(lines)
 
 

@@ -187,7 +187,8 @@ def _header(args: argparse.Namespace) -> str:
             f"machine: {cpu}, {os.cpu_count()} cores, Linux {platform.release()}, "
             f"load average at start {os.getloadavg()[0]:.2f}",
             f"load: {args.warmup} s warm-up + {args.duration} s measured per cell; batching max "
-            f"{args.max_batch}, max wait {args.max_wait_us} us; onnxruntime {ort.__version__} here",
+            f"{args.max_batch}, max wait {args.max_wait_us} us "
+            f"(modelyard: {args.modelyard_wait_us} us); onnxruntime {ort.__version__} here",
         ]
     )
 
@@ -204,7 +205,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=5, help="warm-up seconds per cell")
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--max-batch", type=int, default=64)
-    parser.add_argument("--max-wait-us", type=int, default=2000)
+    parser.add_argument("--max-wait-us", type=int, default=2000, help="the peers' batching delay")
+    parser.add_argument(
+        "--modelyard-wait-us",
+        type=int,
+        default=0,
+        help="modelyard's max_queue_delay (0: its default, no added wait)",
+    )
     parser.add_argument("--ready-timeout", type=float, default=300.0)
     args = parser.parse_args(argv)
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
@@ -223,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     model = mlp.build(WORK / "model" / "mlp.onnx")
     seconds = max(0.5, min(3.0, args.duration / 5))
     before = mlp.limits(model, BATCHES, seconds)
-    setup = Setup(ROOT, WORK, model, args.max_batch, args.max_wait_us)
+    setup = Setup(ROOT, WORK, model, args.max_batch, args.max_wait_us, args.modelyard_wait_us)
     bench = Bench(args, setup)
     outcomes = [bench.run(target) for target in args.targets]
     after = mlp.limits(model, BATCHES, seconds)  # the machine is shared: keep the better one

@@ -43,7 +43,8 @@ def measure(repos: list[str]) -> tuple[float, float]:
             if process.poll() is not None:
                 raise RuntimeError(f"server exited with {process.returncode}")
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200:
+                url = f"http://127.0.0.1:{port}/v2/health/ready"
+                if httpx.get(url, timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
@@ -65,10 +66,14 @@ def main() -> None:
     results = [measure(args.repos) for _ in range(args.repeats)]
     ready = [r for r, _ in results]
     rss = [m for _, m in results]
-    print(f"ready after: median {statistics.median(ready):.2f} s "
-          f"(min {min(ready):.2f}, max {max(ready):.2f}) over {len(ready)} starts")
-    print(f"idle RSS:    median {statistics.median(rss):.0f} MiB "
-          f"(min {min(rss):.0f}, max {max(rss):.0f})")
+    print(
+        f"ready after: median {statistics.median(ready):.2f} s "
+        f"(min {min(ready):.2f}, max {max(ready):.2f}) over {len(ready)} starts"
+    )
+    print(
+        f"idle RSS:    median {statistics.median(rss):.0f} MiB "
+        f"(min {min(rss):.0f}, max {max(rss):.0f})"
+    )
 
 
 if __name__ == "__main__":

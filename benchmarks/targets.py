@@ -29,6 +29,9 @@ class Setup:
     model: Path
     max_batch: int
     wait_us: int
+    #: modelyard's own batching delay: 0 by default, its default config (batches form from
+    #: what queues while the model is busy; nothing waits on purpose).
+    modelyard_wait_us: int = 0
 
 
 @dataclass
@@ -138,7 +141,11 @@ def _modelyard(setup: Setup) -> Launch:
         f"max_batch_size: {setup.max_batch}\n"
         'input [ { name: "x" data_type: TYPE_FP32 dims: [ 256 ] } ]\n'
         'output [ { name: "y" data_type: TYPE_FP32 dims: [ 10 ] } ]\n'
-        f"dynamic_batching {{ max_queue_delay_microseconds: {setup.wait_us} }}\n"
+        + (
+            f"dynamic_batching {{ max_queue_delay_microseconds: {setup.modelyard_wait_us} }}\n"
+            if setup.modelyard_wait_us
+            else ""
+        )
     )
     http, grpc = free_port(), free_port()
     argv = [
