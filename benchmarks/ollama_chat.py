@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,6 +178,8 @@ def main() -> None:
         "--rounds", type=int, default=1, help="Alternate the stream counts this many times."
     )
     args = parser.parse_args()
+    # a timeout's SIGTERM must still stop the server (it runs in a session of its own)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     port = procs.free_port()
     process = start(gguf(), port, args.threads)
     url = f"http://127.0.0.1:{port}"
