@@ -19,11 +19,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from modelyard.fronts.kserve_grpc import create_server, grpc_address
 from modelyard.server import Modelyard
 from modelyard.settings import Settings
+from modelyard.threads import bound_openmp_spin
 
 log = logging.getLogger("modelyard")
 
 
 def run(settings: Settings, *, demo: bool = False, started: float | None = None) -> None:
+    bound_openmp_spin()  # before any model library loads OpenMP
     server = Modelyard(settings)
     app = _WithGRPC(server.app)
     config = uvicorn.Config(app, host=settings.host, port=settings.http_port,

@@ -12,11 +12,10 @@ eight. Set OMP_WAIT_POLICY or GOMP_SPINCOUNT yourself to override.
 
 from __future__ import annotations
 
-import os
+from modelyard.threads import bound_openmp_spin
 
-if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
-    os.environ["GOMP_SPINCOUNT"] = "2000"
+bound_openmp_spin()
 
-import llama_cpp as lc
+import llama_cpp as lc  # noqa: E402 - after the spin bound, which OpenMP reads when it loads
 
 __all__ = ["lc"]
