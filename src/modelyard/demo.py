@@ -13,6 +13,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from modelyard import __version__
 from modelyard.demo_llm import add_llm_models
 
@@ -89,7 +91,7 @@ def build_demo(folder: Path) -> None:
     (folder / "wordcount" / "model.yaml").write_text(_WORDCOUNT_YAML)
 
 
-def _iris_onnx(folder: Path, weights: object, bias: object) -> None:
+def _iris_onnx(folder: Path, weights: np.ndarray, bias: np.ndarray) -> None:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
