@@ -5,6 +5,7 @@ tokenize, embed. No web framework in here."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -44,6 +45,19 @@ class LLMPlane:
         demand; `keep_alive_s` (a request's keep-alive) is passed on to the repository. Call
         `version.enter()` before the next await to keep it loaded while in use."""
         return self._text_model(await self.repository.acquire(name, keep_alive_s=keep_alive_s))
+
+    @contextlib.asynccontextmanager
+    async def hold(
+        self, name: str, keep_alive_s: float | None = None
+    ) -> AsyncIterator[tuple[ModelVersion, TextModel]]:
+        """`acquire`, and keep the model loaded (never evicted or unloaded) inside the block:
+        for work such as tokenizing on a worker thread before a generation starts."""
+        version, model = await self.acquire(name, keep_alive_s)
+        version.enter()
+        try:
+            yield version, model
+        finally:
+            version.leave()
 
     def _text_model(self, version: ModelVersion) -> tuple[ModelVersion, TextModel]:
         name = version.name

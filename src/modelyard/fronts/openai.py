@@ -111,30 +111,31 @@ class OpenAIFront:
 
     async def chat_completions(self, request: Request) -> Response:
         body = read_chat(await self._json(request))
-        _, model = await self.plane.acquire(body.model)
-        text = self.plane.chat_prompt(
-            body.model,
-            model,
-            body.messages,
-            add_generation_prompt=body.add_generation_prompt,
-            **body.template_kwargs,
-        )
-        prompt = await self.plane.tokenize(model, text)
-        if model.template is not None and model.template.stop:
-            body.params.stop = (*body.params.stop, *model.template.stop)
-        return await self._generate(request, body, [prompt], [""], chat=True)
+        async with self.plane.hold(body.model) as (_, model):
+            text = self.plane.chat_prompt(
+                body.model,
+                model,
+                body.messages,
+                add_generation_prompt=body.add_generation_prompt,
+                **body.template_kwargs,
+            )
+            prompt = await self.plane.tokenize(model, text)
+            if model.template is not None and model.template.stop:
+                body.params.stop = (*body.params.stop, *model.template.stop)
+            return await self._generate(request, body, [prompt], [""], chat=True)
 
     async def completions(self, request: Request) -> Response:
         body = read_completion(await self._json(request))
-        _, model = await self.plane.acquire(body.model)
-        prompts = [
-            p if isinstance(p, list) else await self.plane.tokenize(model, p) for p in body.prompts
-        ]
-        echoes = [
-            (p if isinstance(p, str) else model.detokenize(p)) if body.echo else ""
-            for p in body.prompts
-        ]
-        return await self._generate(request, body, prompts, echoes, chat=False)
+        async with self.plane.hold(body.model) as (_, model):
+            prompts = [
+                p if isinstance(p, list) else await self.plane.tokenize(model, p)
+                for p in body.prompts
+            ]
+            echoes = [
+                (p if isinstance(p, str) else model.detokenize(p)) if body.echo else ""
+                for p in body.prompts
+            ]
+            return await self._generate(request, body, prompts, echoes, chat=False)
 
     async def _generate(
         self,
@@ -228,21 +229,21 @@ class OpenAIFront:
     async def tokenize(self, request: Request) -> Response:
         body = await self._json(request)
         name = _model_name(body)
-        _, model = await self.plane.acquire(name)
-        if body.get("messages") is not None:
-            from modelyard.core import chat
+        async with self.plane.hold(name) as (_, model):
+            if body.get("messages") is not None:
+                from modelyard.core import chat
 
-            text = self.plane.chat_prompt(
-                name,
-                model,
-                chat.normalize(body["messages"]),
-                add_generation_prompt=bool(body.get("add_generation_prompt", True)),
-            )
-        elif isinstance(body.get("prompt"), str):
-            text = body["prompt"]
-        else:
-            raise InvalidArgument("tokenize needs prompt (a string) or messages")
-        tokens = await self.plane.tokenize(model, text)
+                text = self.plane.chat_prompt(
+                    name,
+                    model,
+                    chat.normalize(body["messages"]),
+                    add_generation_prompt=bool(body.get("add_generation_prompt", True)),
+                )
+            elif isinstance(body.get("prompt"), str):
+                text = body["prompt"]
+            else:
+                raise InvalidArgument("tokenize needs prompt (a string) or messages")
+            tokens = await self.plane.tokenize(model, text)
         return json_response({"count": len(tokens), "max_model_len": model.n_ctx, "tokens": tokens})
 
     async def detokenize(self, request: Request) -> Response:
