@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import zlib
+from collections.abc import Awaitable
 from typing import Any
 
 import orjson
@@ -99,3 +102,25 @@ def parse_json(data: bytes | memoryview) -> Any:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise InvalidArgument(f"malformed JSON: {exc}") from exc
+
+
+async def until_disconnect(request: Request, work: Awaitable[Response]) -> Response:
+    """Run `work`, cancelling it (which aborts its generations) if the client goes away first;
+    the answer is then 499, which nobody reads."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return Response(status_code=499)
+    return task.result()
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass

@@ -9,8 +9,6 @@ until its last chunk is sent, so a streaming model is never evicted or reaped.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -23,7 +21,13 @@ from modelyard.core.generation import Delta, SamplingParams
 from modelyard.core.llm import LLMPlane
 from modelyard.core.textmodel import TextModel
 from modelyard.errors import Code, InvalidArgument, ModelyardError
-from modelyard.fronts.http_common import HTTP_STATUS, json_response, parse_json, read_body
+from modelyard.fronts.http_common import (
+    HTTP_STATUS,
+    json_response,
+    parse_json,
+    read_body,
+    until_disconnect,
+)
 from modelyard.fronts.ollama_output import Reply, Timings, loaded_reply, ndjson
 from modelyard.fronts.ollama_schema import (
     Common,
@@ -186,7 +190,7 @@ class OllamaFront:
             raise
         if body.stream:
             return StreamingResponse(_stream(reply, first, deltas), media_type=NDJSON)
-        return await _until_disconnect(request, _collect(reply, first, deltas))
+        return await until_disconnect(request, _collect(reply, first, deltas))
 
     async def _deltas(
         self,
@@ -262,27 +266,6 @@ async def _collect(reply: Reply, first: Delta, rest: Deltas) -> Response:
     finally:
         await rest.aclose()
     return json_response(reply.final(whole=True))
-
-
-async def _until_disconnect(request: Request, work: Awaitable[Response]) -> Response:
-    """Run `work`, cancelling it (which aborts its generation) if the client goes away."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(request))
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-    if not task.done():
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        return Response(status_code=499)
-    return task.result()
-
-
-async def _disconnected(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
 
 
 def _has_own_template(model: TextModel) -> bool:

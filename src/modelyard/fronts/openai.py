@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import dataclasses
 import logging
 import struct
@@ -22,7 +21,13 @@ from modelyard import __version__
 from modelyard.core.generation import Delta
 from modelyard.core.llm import LLMPlane
 from modelyard.errors import Code, InvalidArgument, ModelyardError
-from modelyard.fronts.http_common import HTTP_STATUS, json_response, parse_json, read_body
+from modelyard.fronts.http_common import (
+    HTTP_STATUS,
+    json_response,
+    parse_json,
+    read_body,
+    until_disconnect,
+)
 from modelyard.fronts.openai_output import Choices, chat_chunk, completion_chunk
 from modelyard.fronts.openai_schema import (
     ChatBody,
@@ -161,7 +166,7 @@ class OpenAIFront:
             await merged.aclose()
             raise
         if not body.stream:
-            return await _until_disconnect(request, self._collect(choices, first, merged, echoes))
+            return await until_disconnect(request, self._collect(choices, first, merged, echoes))
         return StreamingResponse(
             self._sse(choices, first, merged, body),
             media_type="text/event-stream",
@@ -299,27 +304,6 @@ async def _merge(streams: list[AsyncIterator[Delta]]) -> Deltas:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def _until_disconnect(request: Request, work: Awaitable[Response]) -> Response:
-    """Run `work`, cancelling it (and so aborting its generations) if the client leaves."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(request))
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-    if not task.done():
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        return Response(status_code=499)
-    return task.result()
-
-
-async def _disconnected(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
 
 
 def _event(payload: dict[str, Any]) -> bytes:
