@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import zlib
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -40,10 +40,27 @@ def json_response(
     )
 
 
+Handler = Callable[[Request], Awaitable[Response]]
+
+
 def error_response(exc: ModelyardError) -> Response:
     status = HTTP_STATUS[exc.code]
     headers = {"Retry-After": "1"} if status in (429, 503) else None
     return json_response({"error": exc.message}, status, headers)
+
+
+def guard(
+    handler: Handler, render: Callable[[ModelyardError], Response] = error_response
+) -> Handler:
+    """The handler, answering a ModelyardError with `render` (the front's error table)."""
+
+    async def guarded(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ModelyardError as exc:
+            return render(exc)
+
+    return guarded
 
 
 async def read_body(request: Request, limit: int) -> bytes:

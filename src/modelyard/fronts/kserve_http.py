@@ -3,16 +3,14 @@ model repository, statistics, model config). Only translates; the data plane doe
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from modelyard import __version__
 from modelyard.core.dataplane import DataPlane
-from modelyard.errors import InvalidArgument, ModelyardError
-from modelyard.fronts.http_common import error_response, json_response, parse_json, read_body
+from modelyard.errors import InvalidArgument
+from modelyard.fronts.http_common import Handler, guard, json_response, parse_json, read_body
 
 EXTENSIONS = [
     "binary_tensor_data",
@@ -22,8 +20,6 @@ EXTENSIONS = [
     "statistics",
     "model_configuration",
 ]
-
-Handler = Callable[[Request], Awaitable[Response]]
 
 
 class KServeHTTP:
@@ -54,7 +50,7 @@ class KServeHTTP:
         for kind in ("systemsharedmemory", "cudasharedmemory"):
             table.append((f"/v2/{kind}/{{rest:path}}", self.no_shared_memory, "GET"))
             table.append((f"/v2/{kind}/{{rest:path}}", self.no_shared_memory, "POST"))
-        return [Route(path, _guard(handler), methods=[method]) for path, handler, method in table]
+        return [Route(path, guard(handler), methods=[method]) for path, handler, method in table]
 
     # ---- server --------------------------------------------------------------------------
 
@@ -122,13 +118,3 @@ class KServeHTTP:
 
 def _ids(request: Request) -> tuple[str, str | None]:
     return request.path_params["model"], request.path_params.get("version")
-
-
-def _guard(handler: Handler) -> Handler:
-    async def guarded(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except ModelyardError as exc:
-            return error_response(exc)
-
-    return guarded

@@ -21,6 +21,7 @@ from modelyard.core.generation import Delta, SamplingParams
 from modelyard.core.llm import LLMPlane
 from modelyard.core.textmodel import TextModel
 from modelyard.errors import Code, InvalidArgument, ModelyardError
+from modelyard.fronts import http_common
 from modelyard.fronts.http_common import (
     HTTP_STATUS,
     json_response,
@@ -55,13 +56,7 @@ def error_response(exc: ModelyardError) -> Response:
 
 
 def guard(handler: Handler) -> Handler:
-    async def guarded(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except ModelyardError as exc:
-            return error_response(exc)
-
-    return guarded
+    return http_common.guard(handler, error_response)
 
 
 async def read_json(request: Request, limit: int) -> Any:

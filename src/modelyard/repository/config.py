@@ -289,7 +289,8 @@ def _tensor_from_yaml(data: Any, model: str) -> TensorSpec:
         raise InvalidArgument(
             f"model.yaml of {model!r}: tensor {data['name']!r} has unknown datatype {datatype}"
         )
-    dims = [int(d) for d in data.get("shape", data.get("dims", [-1]))]
+    raw_dims = data["shape"] if "shape" in data else data.get("dims", [-1])
+    dims = [int(d) for d in raw_dims]
     return TensorSpec(str(data["name"]), datatype, dims, bool(data.get("optional", False)))
 
 
