@@ -132,19 +132,6 @@ TARGETS = {
 }
 
 
-async def wait_ready(url: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient() as client:
-        while time.monotonic() < deadline:
-            try:
-                if (await client.get(f"{url}/v1/models")).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.2)
-    raise TimeoutError(f"{url} not ready after {timeout} s")
-
-
 async def one_stream(
     client: httpx.AsyncClient, url: str, prompt: str, max_tokens: int
 ) -> tuple[int, float]:
@@ -206,7 +193,7 @@ def run_all(names: list[str], model: Path, args: argparse.Namespace) -> list[Res
             processes.append(TARGETS[name](model, port, args.threads))
             urls[name] = f"http://127.0.0.1:{port}"
         for url in urls.values():
-            asyncio.run(wait_ready(url))
+            procs.wait_http(f"{url}/v1/models")
         results = []
         for clients in args.clients:
             rounds: dict[str, list[Result]] = {name: [] for name in names}

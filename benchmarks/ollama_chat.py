@@ -78,19 +78,6 @@ def start(model: Path, port: int, threads: int) -> procs.subprocess.Popen[bytes]
     )
 
 
-async def wait_ready(url: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient() as client:
-        while time.monotonic() < deadline:
-            try:
-                if (await client.get(f"{url}/api/version")).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.2)
-    raise TimeoutError(f"{url} not ready after {timeout} s")
-
-
 async def one_chat(
     client: httpx.AsyncClient, url: str, prompt: str, num_predict: int
 ) -> tuple[int, float]:
@@ -184,7 +171,7 @@ def main() -> None:
     process = start(gguf(), port, args.threads)
     url = f"http://127.0.0.1:{port}"
     try:
-        asyncio.run(wait_ready(url))
+        procs.wait_http(f"{url}/api/version")
         results = []
         for _ in range(args.rounds):
             for clients in (int(c) for c in args.clients.split(",")):

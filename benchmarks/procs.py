@@ -125,6 +125,21 @@ def start(argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> subproc
         )
 
 
+def wait_http(url: str, timeout: float = 120) -> None:
+    """Poll `url` until it answers 200 (a server that has finished starting)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} not ready after {timeout} s")
+
+
 def _signal_all(pids: set[int], sig: signal.Signals) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
