@@ -327,7 +327,9 @@ class ModelRepository:
         return None
 
     def _reread(self, name: str, current: ModelSource) -> ModelSource:
-        return read_entry(current.path) or current if current.path.exists() else current
+        if not current.path.exists():
+            return current
+        return read_entry(current.path) or current
 
     async def _load_versions(self, source: ModelSource) -> dict[int, ModelVersion]:
         if source.error:
