@@ -35,6 +35,12 @@ _COUNTERS: list[tuple[str, str, Callable[[ModelStats], int]]] = [
         "Model executions, a batch counting once (nv_inference_exec_count).",
         lambda s: s.execution_count,
     ),
+    (
+        "modelyard_inference_exec_inline_count",
+        "Executions that ran on the event loop thread: a lone request on an idle model whose "
+        "runs are short (model parameter inline_max_us).",
+        lambda s: s.inline_execution_count,
+    ),
 ]
 
 _HISTOGRAMS = [

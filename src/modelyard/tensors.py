@@ -73,11 +73,13 @@ def element_count(shape: Sequence[int]) -> int:
 
 
 def check_shape(shape: Any) -> list[int]:
-    if not isinstance(shape, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-    ):
-        raise InvalidArgument(f"shape must be a list of non-negative integers, got {shape!r}")
-    return shape
+    if type(shape) is list:
+        for dim in shape:
+            if type(dim) is not int or dim < 0:  # bool is not int here, as it must not be
+                break
+        else:
+            return shape
+    raise InvalidArgument(f"shape must be a list of non-negative integers, got {shape!r}")
 
 
 def _flatten(data: Any) -> list[Any]:

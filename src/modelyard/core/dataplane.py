@@ -11,7 +11,6 @@ from concurrent.futures import Executor
 from typing import Any
 
 from modelyard.core.types import InferRequest, InferResponse
-from modelyard.core.validate import check_inputs, check_requested, select_outputs
 from modelyard.errors import Internal, ModelyardError, Unavailable
 from modelyard.repository.manager import ModelRepository, ModelVersion
 from modelyard.runtimes import Arrays
@@ -52,22 +51,22 @@ class DataPlane:
         return InferResponse(model.name, str(model.version), outputs, request.id)
 
     async def _run(self, model: ModelVersion, request: InferRequest, start: int) -> Arrays:
-        config = model.config
-        rows = check_inputs(config, request.inputs)
-        check_requested(config, request.outputs)
+        contract = model.contract
+        rows = contract.check(request.inputs)
+        contract.check_requested(request.outputs)
         batcher = model.batcher
         if batcher is None:
             raise Unavailable(f"model {model.name!r} is not serving yet")
         results, timing = await batcher.submit(request.inputs, rows, request.parameters)
-        outputs = select_outputs(config, results, request.outputs)
+        outputs = contract.select(results, request.outputs)
         model.stats.record_success(time.perf_counter_ns() - start, *timing)
         return outputs
 
     async def infer_stream(self, request: InferRequest) -> AsyncIterator[InferResponse]:
         """Every response a (possibly decoupled) model produces for one request, as produced."""
         model = await self.repository.acquire(request.model, request.version)
-        rows = check_inputs(model.config, request.inputs)
-        check_requested(model.config, request.outputs)
+        rows = model.contract.check(request.inputs)
+        model.contract.check_requested(request.outputs)
         if model.batcher is None:
             raise Unavailable(f"model {model.name!r} is not serving yet")
         start = time.perf_counter_ns()
@@ -100,7 +99,7 @@ class DataPlane:
                 raise
             if item is None:
                 return
-            yield select_outputs(model.config, item, request.outputs)
+            yield model.contract.select(item, request.outputs)
 
     # ---- metadata --------------------------------------------------------------------------
 

@@ -80,6 +80,7 @@ class ModelStats:
     last_inference_ms: int = 0
     inference_count: int = 0
     execution_count: int = 0
+    inline_execution_count: int = 0  # executions run on the event loop thread (core/batcher.py)
     success: Duration = field(default_factory=Duration)
     fail: Duration = field(default_factory=Duration)
     queue: Duration = field(default_factory=Duration)

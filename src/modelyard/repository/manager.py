@@ -25,6 +25,7 @@ from typing import Any
 from modelyard.advisor.apply import advise_config
 from modelyard.core.batcher import Batcher, batch_policy
 from modelyard.core.stats import ModelStats
+from modelyard.core.validate import Contract
 from modelyard.errors import (
     FailedPrecondition,
     ModelLoadError,
@@ -58,6 +59,7 @@ class ModelVersion:
         self.config = config
         self.runtime = runtime
         self.stats = ModelStats()
+        self.contract = Contract(config)
         self.batcher: Batcher | None = None
         self._inflight = 0
         self._idle = asyncio.Event()

@@ -31,6 +31,10 @@ class Runtime(abc.ABC):
     pickle_based: ClassVar[bool] = False
     #: False when the artifact takes one unnamed input (sklearn, boosters): any name will do.
     named_inputs: ClassVar[bool] = True
+    #: True when `infer` is a library call whose time follows its input size (no user code
+    #: waiting on I/O or locks), so a short one may run on the event loop thread while the
+    #: model is idle (see core/batcher.py).
+    inline_safe: ClassVar[bool] = False
 
     def __init__(self, path: Path, config: ModelConfig) -> None:
         self.path = path

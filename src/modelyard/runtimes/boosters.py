@@ -15,6 +15,7 @@ from modelyard.tensors import datatype_of
 
 class _BoosterRuntime(Runtime):
     named_inputs = False
+    inline_safe = True
     booster: Any
     n_features: int
 

@@ -61,6 +61,7 @@ class OnnxRuntime(Runtime):
     name = "onnx"
     suffixes: ClassVar[tuple[str, ...]] = (".onnx",)
     default_filename = "model.onnx"
+    inline_safe = True
 
     session: ort.InferenceSession
 

@@ -39,6 +39,7 @@ class SklearnRuntime(Runtime):
     suffixes: ClassVar[tuple[str, ...]] = (".skops", ".joblib", ".pkl", ".pickle")
     default_filename = "model.skops"
     named_inputs = False
+    inline_safe = True
 
     estimator: Any
 

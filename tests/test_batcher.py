@@ -1,0 +1,107 @@
+"""The batcher in-process, with a fake runtime from the Runtime seam: where executions run
+(worker thread or, for a lone short request on an idle model, the event loop thread)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pytest
+
+from modelyard.core.batcher import Batcher, BatchPolicy, batch_policy
+from modelyard.core.stats import ModelStats
+from modelyard.errors import ModelLoadError
+from modelyard.repository.config import ModelConfig
+from modelyard.runtimes import Arrays, Runtime
+
+
+class Recording(Runtime):
+    """y = 2x; records the thread and the rows of every execution."""
+
+    name = "recording"
+    inline_safe: ClassVar[bool] = True
+
+    def __init__(self, delay: float = 0.0, inline_safe: bool = True) -> None:
+        super().__init__(Path("recording"), ModelConfig(name="recording", max_batch_size=64))
+        self.delay = delay
+        self.inline_safe = inline_safe  # type: ignore[misc]
+        self.runs: list[tuple[int, int]] = []  # (thread id, rows)
+
+    def load(self) -> None:
+        pass
+
+    def infer(self, inputs: Arrays) -> Arrays:
+        if self.delay:
+            time.sleep(self.delay)
+        self.runs.append((threading.get_ident(), len(inputs["x"])))
+        return {"y": inputs["x"] * 2}
+
+
+def _row(value: float, width: int = 4) -> Arrays:
+    return {"x": np.full((1, width), value, dtype=np.float32)}
+
+
+async def _serve(runtime: Recording, policy: BatchPolicy, requests: list[list[Arrays]]) -> int:
+    """Send each group of requests at once, one group after the other; the loop's thread id."""
+    with ThreadPoolExecutor(2) as executor:
+        batcher = Batcher(runtime, executor, ModelStats(), policy)
+        for group in requests:
+            results = await asyncio.gather(*(batcher.submit(r, 1, {}) for r in group))
+            for request, (outputs, _) in zip(group, results, strict=True):
+                np.testing.assert_array_equal(outputs["y"], request["x"] * 2)
+        batcher.close()
+    return threading.get_ident()
+
+
+def _places(runtime: Recording, loop_thread: int) -> list[str]:
+    return ["loop" if tid == loop_thread else "worker" for tid, _ in runtime.runs]
+
+
+def test_lone_short_requests_run_on_the_loop_after_one_measured_on_a_worker() -> None:
+    runtime = Recording()
+    loop_thread = asyncio.run(
+        _serve(runtime, BatchPolicy(max_batch_size=64), [[_row(k)] for k in range(4)])
+    )
+    assert _places(runtime, loop_thread) == ["worker", "loop", "loop", "loop"]
+
+
+def test_concurrent_requests_batch_on_a_worker() -> None:
+    runtime = Recording()
+    groups = [[_row(0)], [_row(k) for k in range(8)]]
+    loop_thread = asyncio.run(_serve(runtime, BatchPolicy(max_batch_size=64), groups))
+    assert _places(runtime, loop_thread) == ["worker", "worker"]
+    assert [rows for _, rows in runtime.runs] == [1, 8]
+
+
+def test_larger_inputs_than_measured_go_to_a_worker() -> None:
+    runtime = Recording()
+    groups = [[_row(0, width=4)], [_row(1, width=4)], [_row(2, width=400)], [_row(3, width=4)]]
+    loop_thread = asyncio.run(_serve(runtime, BatchPolicy(max_batch_size=64), groups))
+    assert _places(runtime, loop_thread) == ["worker", "loop", "worker", "loop"]
+
+
+@pytest.mark.parametrize(
+    ("runtime", "policy"),
+    [
+        (Recording(delay=0.002), BatchPolicy(max_batch_size=64)),  # over the 250 µs default
+        (Recording(), BatchPolicy(max_batch_size=64, inline_max_us=0)),  # turned off
+        (Recording(inline_safe=False), BatchPolicy(max_batch_size=64)),  # e.g. Python models
+    ],
+    ids=["slow", "off", "not-inline-safe"],
+)
+def test_no_inline_runs(runtime: Recording, policy: BatchPolicy) -> None:
+    loop_thread = asyncio.run(_serve(runtime, policy, [[_row(k)] for k in range(3)]))
+    assert _places(runtime, loop_thread) == ["worker"] * 3
+
+
+def test_inline_limit_comes_from_the_model_parameters() -> None:
+    config = ModelConfig(name="m", max_batch_size=8, parameters={"inline_max_us": "1000"})
+    assert batch_policy(config).inline_max_us == 1000
+    assert batch_policy(ModelConfig(name="m")).inline_max_us == 250
+    with pytest.raises(ModelLoadError, match="inline_max_us"):
+        batch_policy(ModelConfig(name="m", parameters={"inline_max_us": "fast"}))
