@@ -104,7 +104,9 @@ def _to_bytes(item: Any) -> bytes:
 def from_json(name: str, datatype: str, shape: list[int], data: Any) -> np.ndarray:
     """Decode a JSON `data` field (flat or nested, row-major) into an array of `shape`."""
     dtype = numpy_dtype(datatype)
-    flat = _flatten(data)
+    flat = (
+        data if type(data) is list and (not data or type(data[0]) is not list) else _flatten(data)
+    )
     expected = element_count(shape)
     if len(flat) != expected:
         raise InvalidArgument(

@@ -326,8 +326,10 @@ def _elements(inputs: Arrays) -> int:
 
 def _signature(inputs: Arrays, max_batch_size: int) -> tuple[Any, ...]:
     skip = 1 if max_batch_size else 0
-    items = inputs.items() if len(inputs) == 1 else sorted(inputs.items())
-    return tuple((name, a.dtype.str, a.shape[skip:]) for name, a in items)
+    if len(inputs) == 1:
+        ((name, a),) = inputs.items()
+        return ((name, a.dtype.str, a.shape[skip:]),)
+    return tuple((name, a.dtype.str, a.shape[skip:]) for name, a in sorted(inputs.items()))
 
 
 def _timeout_us(value: Any, default: int) -> int:

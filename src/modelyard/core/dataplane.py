@@ -39,7 +39,14 @@ class DataPlane:
         start = time.perf_counter_ns()
         model.enter()
         try:
-            outputs = await self._run(model, request, start)
+            contract = model.contract
+            rows = contract.check(request.inputs)
+            if request.outputs:
+                contract.check_requested(request.outputs)
+            if model.batcher is None:
+                raise Unavailable(f"model {model.name!r} is not serving yet")
+            results, timing = await model.batcher.submit(request.inputs, rows, request.parameters)
+            outputs = contract.select(results, request.outputs)
         except BaseException as exc:
             model.stats.record_failure(time.perf_counter_ns() - start)
             if not isinstance(exc, ModelyardError | asyncio.CancelledError):
@@ -48,19 +55,8 @@ class DataPlane:
             raise
         finally:
             model.leave()
-        return InferResponse(model.name, str(model.version), outputs, request.id)
-
-    async def _run(self, model: ModelVersion, request: InferRequest, start: int) -> Arrays:
-        contract = model.contract
-        rows = contract.check(request.inputs)
-        contract.check_requested(request.outputs)
-        batcher = model.batcher
-        if batcher is None:
-            raise Unavailable(f"model {model.name!r} is not serving yet")
-        results, timing = await batcher.submit(request.inputs, rows, request.parameters)
-        outputs = contract.select(results, request.outputs)
         model.stats.record_success(time.perf_counter_ns() - start, *timing)
-        return outputs
+        return InferResponse(model.name, str(model.version), outputs, request.id)
 
     async def infer_stream(self, request: InferRequest) -> AsyncIterator[InferResponse]:
         """Every response a (possibly decoupled) model produces for one request, as produced."""

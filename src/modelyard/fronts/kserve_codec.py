@@ -18,18 +18,20 @@ HEADER_LENGTH = "inference-header-content-length"
 def decode_request(
     body: bytes, header_length: str | None, model: str, version: str | None
 ) -> InferRequest:
-    json_end = _json_length(body, header_length)
-    view = memoryview(body)
-    document = parse_json(view[:json_end])
-    if not isinstance(document, dict):
+    if header_length is None:  # JSON only: the common case, no view to slice
+        json_end, document = len(body), parse_json(body)
+    else:
+        json_end = _json_length(body, header_length)
+        document = parse_json(memoryview(body)[:json_end])
+    if type(document) is not dict:
         raise InvalidArgument("the request body must be a JSON object with an 'inputs' list")
     raw_inputs = document.get("inputs")
-    if not isinstance(raw_inputs, list) or not raw_inputs:
+    if type(raw_inputs) is not list or not raw_inputs:
         raise InvalidArgument("the request needs a non-empty 'inputs' list")
     offset = json_end
     inputs: dict[str, np.ndarray] = {}
     for item in raw_inputs:
-        name, array, offset = _decode_input(item, view, offset)
+        name, array, offset = _decode_input(item, body, offset)
         if name in inputs:
             raise InvalidArgument(f"input {name!r} is given twice")
         inputs[name] = array
@@ -39,22 +41,21 @@ def decode_request(
             "them (check binary_data_size)"
         )
     parameters = document.get("parameters") or {}
-    if not isinstance(parameters, dict):
+    if type(parameters) is not dict:
         raise InvalidArgument("'parameters' must be a JSON object")
     request_id = document.get("id")
+    outputs = document.get("outputs")
     return InferRequest(
-        model=model,
-        version=version,
-        inputs=inputs,
-        id=str(request_id) if request_id is not None else None,
-        outputs=_decode_outputs(document.get("outputs")),
-        parameters=parameters,
+        model,
+        inputs,
+        version,
+        str(request_id) if request_id is not None else None,
+        None if outputs is None else _decode_outputs(outputs),
+        parameters,
     )
 
 
-def _json_length(body: bytes, header_length: str | None) -> int:
-    if header_length is None:
-        return len(body)
+def _json_length(body: bytes, header_length: str) -> int:
     if not header_length.strip().isdigit():
         raise InvalidArgument(
             f"Inference-Header-Content-Length must be a number, got {header_length!r}"
@@ -67,31 +68,29 @@ def _json_length(body: bytes, header_length: str | None) -> int:
     return length
 
 
-def _decode_input(item: Any, view: memoryview, offset: int) -> tuple[str, np.ndarray, int]:
-    if not isinstance(item, dict):
+def _decode_input(item: Any, body: bytes, offset: int) -> tuple[str, np.ndarray, int]:
+    if type(item) is not dict:
         raise InvalidArgument("each input must be a JSON object with name, shape, datatype")
     name, shape, datatype = item.get("name"), item.get("shape"), item.get("datatype")
-    if not isinstance(name, str) or not isinstance(datatype, str):
+    if type(name) is not str or type(datatype) is not str:
         raise InvalidArgument(f"input {name!r}: name and datatype must be strings")
     shape = tensors.check_shape(shape)
-    params = item.get("parameters") or {}
-    size = params.get("binary_data_size") if isinstance(params, dict) else None
+    params = item.get("parameters")
+    size = params.get("binary_data_size") if type(params) is dict else None
     if size is None:
         if "data" not in item:
             raise InvalidArgument(f"input {name!r} has neither 'data' nor binary_data_size")
         return name, tensors.from_json(name, datatype, shape, item["data"]), offset
-    if not isinstance(size, int) or size < 0 or offset + size > len(view):
+    if type(size) is not int or size < 0 or offset + size > len(body):
         raise InvalidArgument(
             f"input {name!r}: binary_data_size {size!r} runs past the end of the body "
-            f"({len(view) - offset} bytes left)"
+            f"({len(body) - offset} bytes left)"
         )
-    array = tensors.from_binary(name, datatype, shape, view[offset : offset + size])
+    array = tensors.from_binary(name, datatype, shape, memoryview(body)[offset : offset + size])
     return name, array, offset + size
 
 
-def _decode_outputs(raw: Any) -> list[RequestedOutput] | None:
-    if raw is None:
-        return None
+def _decode_outputs(raw: Any) -> list[RequestedOutput]:
     if not isinstance(raw, list):
         raise InvalidArgument("'outputs' must be a list")
     outputs = []
@@ -107,8 +106,9 @@ def _decode_outputs(raw: Any) -> list[RequestedOutput] | None:
 
 def encode_response(request: InferRequest, response: InferResponse) -> tuple[bytes, int | None]:
     """The response body and, when binary tensors follow the JSON, the JSON's length."""
-    binary_default = bool(request.parameters.get("binary_data_output", False))
-    wanted = {o.name: o.parameters for o in request.outputs or []}
+    parameters = request.parameters
+    binary_default = bool(parameters.get("binary_data_output", False)) if parameters else False
+    wanted = {o.name: o.parameters for o in request.outputs} if request.outputs else {}
     outputs, blobs = [], []
     for name, array in response.outputs.items():
         entry: dict[str, Any] = {
@@ -116,7 +116,8 @@ def encode_response(request: InferRequest, response: InferResponse) -> tuple[byt
             "datatype": tensors.datatype_of(array),
             "shape": list(array.shape),
         }
-        if wanted.get(name, {}).get("binary_data", binary_default):
+        options = wanted.get(name)
+        if options.get("binary_data", binary_default) if options else binary_default:
             blob = tensors.to_binary(array)
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)

@@ -44,7 +44,7 @@ class InferEndpoint:
     async def __call__(
         self, scope: Scope, receive: Receive, send: Send, target: tuple[str, str | None]
     ) -> None:
-        headers = dict(scope["headers"])
+        headers = _Headers(scope["headers"])
         try:
             status, extra, content = 200, *await self._infer(target, headers, receive)
         except ModelyardError as exc:
@@ -56,25 +56,19 @@ class InferEndpoint:
                 [_JSON],
                 orjson.dumps({"error": f"internal error: {exc!r}"}),
             )
-        accept = headers.get(b"accept-encoding")
-        if accept and status == 200:
-            content = _compress(content, accept, extra)
+        if headers.accept_encoding and status == 200:
+            content = _compress(content, headers.accept_encoding, extra)
         extra.append((b"content-length", str(len(content)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": extra})
         await send({"type": "http.response.body", "body": content})
 
     async def _infer(
-        self, target: tuple[str, str | None], headers: dict[bytes, bytes], receive: Receive
+        self, target: tuple[str, str | None], headers: _Headers, receive: Receive
     ) -> tuple[list[tuple[bytes, bytes]], bytes]:
         body = await receive_body(
-            receive,
-            _text(headers.get(b"content-length")),
-            _text(headers.get(b"content-encoding")),
-            self.max_request_bytes,
+            receive, headers.content_length, headers.content_encoding, self.max_request_bytes
         )
-        request = decode_request(
-            body, _text(headers.get(b"inference-header-content-length")), *target
-        )
+        request = decode_request(body, headers.header_length, *target)
         response = await self.dataplane.infer(request)
         content, header_length = encode_response(request, response)
         if header_length is None:
@@ -82,8 +76,25 @@ class InferEndpoint:
         return [_BINARY, (b"inference-header-content-length", str(header_length).encode())], content
 
 
-def _text(value: bytes | None) -> str | None:
-    return value.decode("latin-1") if value is not None else None
+class _Headers:
+    """The request headers the infer route reads, found in one pass."""
+
+    __slots__ = ("accept_encoding", "content_encoding", "content_length", "header_length")
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self.content_length: str | None = None
+        self.content_encoding: str | None = None
+        self.header_length: str | None = None
+        self.accept_encoding: bytes | None = None
+        for name, value in raw:  # ASGI servers give the names lower-cased
+            if name == b"content-length":
+                self.content_length = value.decode("latin-1")
+            elif name == b"content-encoding":
+                self.content_encoding = value.decode("latin-1")
+            elif name == b"inference-header-content-length":
+                self.header_length = value.decode("latin-1")
+            elif name == b"accept-encoding":
+                self.accept_encoding = value
 
 
 def _error(exc: ModelyardError) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
