@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -98,36 +98,95 @@ def _check(probe: Probe, rows: list[list[float]], session: ort.InferenceSession)
             raise RuntimeError(f"wrong answer: got {got[:4]}..., want {expected[:4]}...")
 
 
+@dataclass
+class _Live:
+    """A target, its server while it runs, and what its rounds measured."""
+
+    outcome: Outcome
+    launch: Launch | None = None
+    process: subprocess.Popen[bytes] | None = None
+    probe: Probe | None = None
+    samples: dict[int, list[load.Cell]] = field(default_factory=dict)
+
+    @property
+    def log(self) -> Path:
+        return WORK / "logs" / f"server-{self.outcome.target.name}.log"
+
+    def fail(self, exc: Exception) -> None:
+        self.outcome.error = f"{type(exc).__name__}: {exc} (server log: {self.log})"
+        print(f"{self.outcome.target.name}: {self.outcome.error}", file=sys.stderr, flush=True)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            procs.stop(self.process)
+            self.process = None
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, setup: Setup) -> None:
         self.args, self.setup = args, setup
         self.session = mlp.session(setup.model)
         self.rows = _rows(9)  # the first is the one the load sends
 
-    def run(self, target: Target) -> Outcome:
-        outcome = Outcome(target)
-        log = WORK / "logs" / f"server-{target.name}.log"
-        process = None
+    def run(self, targets: list[Target]) -> list[Outcome]:
+        """One target at a time (--rounds 1), or all started at once and measured in
+        alternating rounds, each cell the median round (--rounds N)."""
+        if self.args.rounds == 1:  # one server up at a time
+            return [outcome for target in targets for outcome in self._rounds([target])]
+        return self._rounds(targets)
+
+    def _rounds(self, targets: list[Target]) -> list[Outcome]:
+        lives = [_Live(Outcome(target)) for target in targets]
         try:
-            launch = target.launch(self.setup)
-            process = procs.start(launch.argv, launch.env, launch.cwd, log)
-            grpc = target.protocol == "grpc"
-            probe = _grpc_probe(launch) if grpc else _http_probe(target, launch)
-            outcome.ready_s = _wait_ready(process, probe, self.rows[0], self.args.ready_timeout)
-            if target.checked:
-                _check(probe, self.rows, self.session)
-            for c in self.args.concurrency:
-                outcome.cells[c] = self._load(target, launch, c, process.pid, outcome)
-                _progress(target.name, c, outcome.cells[c])
-            if target.checked:
-                _check(probe, self.rows[:1], self.session)
-        except Exception as exc:
-            outcome.error = f"{type(exc).__name__}: {exc} (server log: {log})"
-            print(f"{target.name}: {outcome.error}", file=sys.stderr, flush=True)
+            for live in lives:
+                self._start(live)
+            for round_ in range(self.args.rounds):
+                for c in self.args.concurrency:
+                    for live in lives if round_ % 2 == 0 else lives[::-1]:
+                        self._measure(live, c)
+            for live in lives:
+                self._finish(live)
         finally:
-            if process is not None:
-                procs.stop(process)
-        return outcome
+            for live in lives:
+                live.stop()
+        return [live.outcome for live in lives]
+
+    def _start(self, live: _Live) -> None:
+        target = live.outcome.target
+        try:
+            live.launch = launch = target.launch(self.setup)
+            live.process = procs.start(launch.argv, launch.env, launch.cwd, live.log)
+            grpc = target.protocol == "grpc"
+            live.probe = _grpc_probe(launch) if grpc else _http_probe(target, launch)
+            live.outcome.ready_s = _wait_ready(
+                live.process, live.probe, self.rows[0], self.args.ready_timeout
+            )
+            if target.checked:
+                _check(live.probe, self.rows, self.session)
+        except Exception as exc:
+            live.fail(exc)
+            live.stop()
+
+    def _measure(self, live: _Live, c: int) -> None:
+        if live.process is None or live.launch is None or live.outcome.error:
+            return
+        try:
+            cell = self._load(live.outcome.target, live.launch, c, live.process.pid, live.outcome)
+        except Exception as exc:
+            live.fail(exc)
+            return
+        live.samples.setdefault(c, []).append(cell)
+        _progress(live.outcome.target.name, c, cell)
+
+    def _finish(self, live: _Live) -> None:
+        """Each cell: the round with the median req/s; then one more checked answer."""
+        for c, cells in live.samples.items():
+            live.outcome.cells[c] = sorted(cells, key=lambda cell: cell.rps)[(len(cells) - 1) // 2]
+        if live.outcome.target.checked and live.probe is not None and not live.outcome.error:
+            try:
+                _check(live.probe, self.rows[:1], self.session)
+            except Exception as exc:
+                live.fail(exc)
 
     def _load(
         self, target: Target, launch: Launch, c: int, pid: int, outcome: Outcome
@@ -188,7 +247,12 @@ def _header(args: argparse.Namespace) -> str:
             f"load average at start {os.getloadavg()[0]:.2f}",
             f"load: {args.warmup} s warm-up + {args.duration} s measured per cell; batching max "
             f"{args.max_batch}, max wait {args.max_wait_us} us "
-            f"(modelyard: {args.modelyard_wait_us} us); onnxruntime {ort.__version__} here",
+            f"(modelyard: {args.modelyard_wait_us} us); onnxruntime {ort.__version__} here; "
+            + (
+                f"{args.rounds} alternating rounds, median round per cell"
+                if args.rounds > 1
+                else "one target at a time"
+            ),
         ]
     )
 
@@ -213,6 +277,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="modelyard's max_queue_delay (0: its default, no added wait)",
     )
     parser.add_argument("--ready-timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="1: one target at a time; N: all targets up at once, every cell measured in N "
+        "rounds that alternate the targets' order, the median round reported",
+    )
     args = parser.parse_args(argv)
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     wanted = args.targets.split(",")
@@ -232,7 +303,7 @@ def main(argv: list[str] | None = None) -> None:
     before = mlp.limits(model, BATCHES, seconds)
     setup = Setup(ROOT, WORK, model, args.max_batch, args.max_wait_us, args.modelyard_wait_us)
     bench = Bench(args, setup)
-    outcomes = [bench.run(target) for target in args.targets]
+    outcomes = bench.run(args.targets)
     after = mlp.limits(model, BATCHES, seconds)  # the machine is shared: keep the better one
     limits = {batch: max(before[batch], after[batch]) for batch in BATCHES}
     text = header + "\n\n" + render(outcomes, args.concurrency, limits)

@@ -86,9 +86,12 @@ def _check_schema(rec: Recommendation) -> None:
 
 # artifact, profile, goal, options, rules that must match, rules that must not, settings
 CASES: list[tuple[str, str, str, dict[str, Any], set[str], set[str], dict[str, Any]]] = [
-    ("onnx_classifier", "laptop", "latency", {}, {"onnx", "onnx-threads"},
+    ("onnx_classifier", "laptop", "latency", {}, {"onnx", "onnx-threads", "onnx-threads-light"},
      {"batch-latency", "onnx-fixed-batch"},
-     {"parameters.intra_op_thread_count": 4, "instance_count": 1}),
+     {"parameters.intra_op_thread_count": 3, "instance_count": 1}),
+    # INT32 inputs are not feature vectors of floats: every core goes to onnxruntime
+    ("onnx_dynamic", "laptop", "latency", {}, {"onnx-threads"}, {"onnx-threads-light"},
+     {"parameters.intra_op_thread_count": 4}),
     ("onnx_dynamic", "laptop", "latency", {"instances": 2}, {"onnx-threads-per-instance"},
      {"onnx-threads"}, {"parameters.intra_op_thread_count": 2}),
     ("onnx_classifier", "laptop", "throughput", {}, {"onnx-fixed-batch"}, {"batch-throughput"},

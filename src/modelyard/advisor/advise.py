@@ -131,6 +131,8 @@ def base_facts(info: ArtifactInfo, hw: Hardware, goal: str, latency_ms: float | 
         "trained_context": info.context_length,
         "chat_template": bool(info.details.get("chat_template", True)),
         "params_b": _round((info.parameters or 0) / 1e9),
+        "params_m": _round((info.parameters or 0) / 1e6),
+        "vector_inputs": vector_inputs(info),
         "estimate_gib": _round(estimate.total / GIB), "budget_gib": _round(budget / GIB),
         "kv_gib": _round(estimate.kv_cache / GIB),
         "fits": not estimate.known or estimate.total <= budget,
@@ -145,11 +147,21 @@ def base_facts(info: ArtifactInfo, hw: Hardware, goal: str, latency_ms: float | 
     return facts
 
 
+def vector_inputs(info: ArtifactInfo) -> bool:
+    """Every input is a batch of float feature vectors ([batch, n]): a model whose work per row
+    follows its weights (an MLP, a linear or tree model), unlike images or token sequences."""
+    return bool(info.inputs) and all(
+        len(spec.dims) == 2 and spec.datatype in ("FP16", "FP32", "FP64", "BF16")
+        for spec in info.inputs
+    )
+
+
 def hardware_facts(hw: Hardware) -> dict[str, Any]:
     features = hw.llamacpp_features
     amx = hw.isa.get("amx", False)
     return {
         "cores": hw.cores, "physical_cores": hw.physical_cores, "gpus": len(hw.gpus),
+        "loop_free_cores": max(1, hw.physical_cores - 1),
         "gpu_gib": _round(max((g.memory_bytes or 0 for g in hw.gpus), default=0) / GIB),
         "gpus_gib": _round(sum(g.memory_bytes or 0 for g in hw.gpus) / GIB),
         "ep_openvino": "OpenVINOExecutionProvider" in hw.onnx_providers,

@@ -72,6 +72,14 @@ SETTING_RULES: tuple[Rule, ...] = (
                    "parameters.inter_op_thread_count": 1, "instance_count": 1},
          reason="onnxruntime parallelises inside each operator: one instance with a thread "
                 "per physical core ({physical_cores}) serves each request fastest"),
+    Rule("onnx-threads-light",
+         ("runtime == onnx", "not instances_pinned", "vector_inputs", "params_m <= 5",
+          "physical_cores >= 2"),
+         settings={"parameters.intra_op_thread_count": "{loop_free_cores}"},
+         reason="a light model on feature vectors ({params_m}M parameters): the event loop's own "
+                "work per request (read, parse, answer) bounds its throughput, not the model, so "
+                "onnxruntime leaves the loop a core ({loop_free_cores} of {physical_cores} "
+                "threads)"),
     Rule("onnx-threads-per-instance", ("runtime == onnx", "instances_pinned"),
          settings={"parameters.intra_op_thread_count": "{threads_per_instance}",
                    "parameters.inter_op_thread_count": 1},
