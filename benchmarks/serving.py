@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import threading
@@ -129,26 +130,23 @@ class Bench:
         self.rows = _rows(9)  # the first is the one the load sends
 
     def run(self, targets: list[Target]) -> list[Outcome]:
-        """One target at a time (--rounds 1), or all started at once and measured in
-        alternating rounds, each cell the median round (--rounds N)."""
-        if self.args.rounds == 1:  # one server up at a time
-            return [outcome for target in targets for outcome in self._rounds([target])]
-        return self._rounds(targets)
-
-    def _rounds(self, targets: list[Target]) -> list[Outcome]:
+        """Every target in turn, one server up at a time; with --rounds N, N such passes in
+        alternating order (each target started afresh), each cell the median round."""
         lives = [_Live(Outcome(target)) for target in targets]
-        try:
-            for live in lives:
-                self._start(live)
-            for round_ in range(self.args.rounds):
-                for c in self.args.concurrency:
-                    for live in lives if round_ % 2 == 0 else lives[::-1]:
+        for round_ in range(self.args.rounds):
+            for live in lives if round_ % 2 == 0 else lives[::-1]:
+                if live.outcome.error:
+                    continue
+                try:
+                    self._start(live)
+                    for c in self.args.concurrency:
                         self._measure(live, c)
-            for live in lives:
-                self._finish(live)
-        finally:
-            for live in lives:
-                live.stop()
+                    self._check_again(live)
+                finally:
+                    live.stop()
+        for live in lives:
+            for c, cells in live.samples.items():
+                live.outcome.cells[c] = sorted(cells, key=lambda x: x.rps)[(len(cells) - 1) // 2]
         return [live.outcome for live in lives]
 
     def _start(self, live: _Live) -> None:
@@ -158,9 +156,8 @@ class Bench:
             live.process = procs.start(launch.argv, launch.env, launch.cwd, live.log)
             grpc = target.protocol == "grpc"
             live.probe = _grpc_probe(launch) if grpc else _http_probe(target, launch)
-            live.outcome.ready_s = _wait_ready(
-                live.process, live.probe, self.rows[0], self.args.ready_timeout
-            )
+            ready = _wait_ready(live.process, live.probe, self.rows[0], self.args.ready_timeout)
+            live.outcome.ready_s = min(ready, live.outcome.ready_s or ready)
             if target.checked:
                 _check(live.probe, self.rows, self.session)
         except Exception as exc:
@@ -178,10 +175,8 @@ class Bench:
         live.samples.setdefault(c, []).append(cell)
         _progress(live.outcome.target.name, c, cell)
 
-    def _finish(self, live: _Live) -> None:
-        """Each cell: the round with the median req/s; then one more checked answer."""
-        for c, cells in live.samples.items():
-            live.outcome.cells[c] = sorted(cells, key=lambda cell: cell.rps)[(len(cells) - 1) // 2]
+    def _check_again(self, live: _Live) -> None:
+        """One more checked answer after the load."""
         if live.outcome.target.checked and live.probe is not None and not live.outcome.error:
             try:
                 _check(live.probe, self.rows[:1], self.session)
@@ -249,9 +244,9 @@ def _header(args: argparse.Namespace) -> str:
             f"{args.max_batch}, max wait {args.max_wait_us} us "
             f"(modelyard: {args.modelyard_wait_us} us); onnxruntime {ort.__version__} here; "
             + (
-                f"{args.rounds} alternating rounds, median round per cell"
+                f"{args.rounds} alternating rounds (one server up at a time), median per cell"
                 if args.rounds > 1
-                else "one target at a time"
+                else "one server up at a time"
             ),
         ]
     )
@@ -281,8 +276,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--rounds",
         type=int,
         default=1,
-        help="1: one target at a time; N: all targets up at once, every cell measured in N "
-        "rounds that alternate the targets' order, the median round reported",
+        help="passes over the targets, in alternating order, each target started afresh; "
+        "every cell reports its median pass",
     )
     args = parser.parse_args(argv)
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
@@ -296,6 +291,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parse(argv)
+    # stopped with SIGTERM: unwind, so every started server's process tree is stopped too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     header = _header(args)
     print(header, file=sys.stderr, flush=True)
     model = mlp.build(WORK / "model" / "mlp.onnx")
