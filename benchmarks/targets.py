@@ -243,7 +243,7 @@ TARGETS: list[Target] = [
         "modelyard",
         V2,
         _modelyard,
-        note="modelyard serve, KServe v2 JSON over HTTP, config.pbtxt dynamic_batching",
+        note="modelyard serve, KServe v2 JSON over HTTP, config.pbtxt with its default batching",
     ),
     Target(
         "modelyard-grpc",
