@@ -19,8 +19,15 @@ def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """The real server over the test repository, explicit model control, every model loaded."""
     log = tmp_path_factory.mktemp("logs") / "server.log"
-    with ServerProcess(str(model_repo), "--model-control-mode", "explicit", "--load-model", "*",
-                       "--trust-pickle", log_path=log) as process:
+    with ServerProcess(
+        str(model_repo),
+        "--model-control-mode",
+        "explicit",
+        "--load-model",
+        "*",
+        "--trust-pickle",
+        log_path=log,
+    ) as process:
         yield process
 
 

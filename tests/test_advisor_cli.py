@@ -52,8 +52,9 @@ def test_the_table_reads_like_advice(repo: Path) -> None:
 
 
 def test_one_file_and_options(repo: Path) -> None:
-    out = _advise(str(repo / "chat.gguf"), "--goal", "throughput", "--memory", "1GiB",
-                  "--latency-ms", "5")
+    out = _advise(
+        str(repo / "chat.gguf"), "--goal", "throughput", "--memory", "1GiB", "--latency-ms", "5"
+    )
     assert "chat — gguf, text-generation, llama" in out
     assert "throughput within 5 ms; memory budget 1 GiB" in out
     assert "n_seq_max=2" in out and "each generated token takes about" in out

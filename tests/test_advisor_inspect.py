@@ -33,8 +33,9 @@ def test_ggml_tables_match_the_gguf_package() -> None:
         assert kind.name == name
         assert gguf.GGML_QUANT_SIZES[kind] == (block, size)
     for file_type, name in FILE_TYPES.items():
-        assert gguf.LlamaFileType(file_type).name.removeprefix("MOSTLY_").removeprefix("ALL_") \
-            == name
+        assert (
+            gguf.LlamaFileType(file_type).name.removeprefix("MOSTLY_").removeprefix("ALL_") == name
+        )
 
 
 def test_gguf_llm_header(tmp_path: Path) -> None:
@@ -102,7 +103,8 @@ def test_onnx_fixed_batch_and_tasks(tmp_path: Path) -> None:
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["y"])], "fixed",
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "fixed",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])],
     )
@@ -116,19 +118,31 @@ def test_demo_and_tabular_formats(tmp_path: Path) -> None:
 
     build_demo(tmp_path)
     onnx_info = inspect_artifact(tmp_path / "iris_onnx" / "1" / "model.onnx")
-    assert (onnx_info.task, onnx_info.parameters, onnx_info.dynamic_batch) == \
-        ("classifier", 15, True)
+    assert (onnx_info.task, onnx_info.parameters, onnx_info.dynamic_batch) == (
+        "classifier",
+        15,
+        True,
+    )
     skops = inspect_artifact(tmp_path / "iris_sklearn.skops")
-    assert (skops.format, skops.task, skops.architecture) == \
-        ("sklearn", "classifier", "LogisticRegression")
+    assert (skops.format, skops.task, skops.architecture) == (
+        "sklearn",
+        "classifier",
+        "LogisticRegression",
+    )
     models.sklearn_joblib(tmp_path / "tree.joblib")
     pickled = inspect_artifact(tmp_path / "tree.joblib")
-    assert (pickled.container, pickled.architecture, pickled.task) == \
-        ("pickle", "DecisionTreeClassifier", "classifier")
+    assert (pickled.container, pickled.architecture, pickled.task) == (
+        "pickle",
+        "DecisionTreeClassifier",
+        "classifier",
+    )
     models.xgboost_ubj(tmp_path / "xgb.ubj")
     xgb = inspect_artifact(tmp_path / "xgb.ubj")
-    assert (xgb.task, xgb.details["objective"], xgb.details["features"]) == \
-        ("classifier", "multi:softprob", 4)
+    assert (xgb.task, xgb.details["objective"], xgb.details["features"]) == (
+        "classifier",
+        "multi:softprob",
+        4,
+    )
     models.lightgbm_txt(tmp_path / "lgb.txt")
     lgb = inspect_artifact(tmp_path / "lgb.txt")
     assert (lgb.task, lgb.details["trees"], lgb.details["features"]) == ("regressor", 10, 10)
@@ -143,13 +157,26 @@ def test_hf_folder(tmp_path: Path) -> None:
     header = {"w": {"dtype": "BF16", "shape": [1000, 64], "data_offsets": [0, 128000]}}
     raw = json.dumps(header).encode()
     (tmp_path / "model.safetensors").write_bytes(struct.pack("<Q", len(raw)) + raw)
-    (tmp_path / "config.json").write_text(json.dumps({
-        "architectures": ["LlamaForCausalLM"], "num_hidden_layers": 2, "hidden_size": 64,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 1000,
-        "max_position_embeddings": 2048}))
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "architectures": ["LlamaForCausalLM"],
+                "num_hidden_layers": 2,
+                "hidden_size": 64,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 2,
+                "vocab_size": 1000,
+                "max_position_embeddings": 2048,
+            }
+        )
+    )
     info = inspect_artifact(tmp_path)
-    assert (info.format, info.task, info.parameters, info.weight_bytes) == \
-        ("hf", "text-generation", 64000, 128000)
+    assert (info.format, info.task, info.parameters, info.weight_bytes) == (
+        "hf",
+        "text-generation",
+        64000,
+        128000,
+    )
     assert info.llm is not None and info.llm.kv_bytes_per_token == 2 * 2 * (16 + 16) * 2
 
 
@@ -166,9 +193,20 @@ def test_memory_estimate_arithmetic(tmp_path: Path) -> None:
 
 
 def test_sliding_window_layers_hold_only_the_window(tmp_path: Path) -> None:
-    path = am.gguf_header(tmp_path / "g.gguf", arch="gemma3", layers=18, width=640, heads=4,
-                          kv_heads=1, ff=2048, vocab=1000, context=32768, file_type=15,
-                          tensor_type=12, sliding_window=512)
+    path = am.gguf_header(
+        tmp_path / "g.gguf",
+        arch="gemma3",
+        layers=18,
+        width=640,
+        heads=4,
+        kv_heads=1,
+        ff=2048,
+        vocab=1000,
+        context=32768,
+        file_type=15,
+        tensor_type=12,
+        sliding_window=512,
+    )
     info = inspect_artifact(path)
     assert info.llm is not None and (info.llm.swa_layers, info.llm.sliding_window) == (15, 512)
     per_layer = info.llm.kv_bytes_per_token // 18
@@ -185,10 +223,18 @@ def test_budget_refusal_carries_the_estimate(tmp_path: Path) -> None:
     check_budget("big", estimate, 64 * GiB)  # fits: no error
 
 
-@pytest.mark.parametrize(("text", "size"), [
-    ("1024", 1024), ("8GiB", 8 * GiB), ("8G", 8 * GiB), ("8GB", 8 * 10**9),
-    ("512 MiB", 512 * MIB), ("1.5GiB", int(1.5 * GiB)), ("2k", 2048),
-])
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("1024", 1024),
+        ("8GiB", 8 * GiB),
+        ("8G", 8 * GiB),
+        ("8GB", 8 * 10**9),
+        ("512 MiB", 512 * MIB),
+        ("1.5GiB", int(1.5 * GiB)),
+        ("2k", 2048),
+    ],
+)
 def test_parse_size(text: str, size: int) -> None:
     assert parse_size(text) == size
 

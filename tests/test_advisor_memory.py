@@ -41,8 +41,9 @@ def test_weights_dominated_models_within_a_quarter(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
-                    reason="llama-cpp-python is not installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed"
+)
 def test_gguf_within_a_quarter(tmp_path: Path) -> None:
     from tests.llm_models import tiny_gguf
 

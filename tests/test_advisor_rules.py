@@ -19,8 +19,13 @@ from tests import advisor_models as am
 from tests import models
 
 GiB = 2**30
-BIG_CPU = Hardware(cores=64, physical_cores=32, memory_bytes=256 * GiB, isa={"avx2": True},
-                   runtimes=dict(am.ALL_RUNTIMES))
+BIG_CPU = Hardware(
+    cores=64,
+    physical_cores=32,
+    memory_bytes=256 * GiB,
+    isa={"avx2": True},
+    runtimes=dict(am.ALL_RUNTIMES),
+)
 PROFILES = {**am.PROFILES, "big_cpu": BIG_CPU}
 
 
@@ -28,7 +33,8 @@ def _fixed_batch_onnx(path: Path) -> None:
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        [helper.make_node("Softmax", ["x"], ["probabilities"], axis=1)], "fixed",
+        [helper.make_node("Softmax", ["x"], ["probabilities"], axis=1)],
+        "fixed",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [1, 4])],
     )
@@ -52,17 +58,25 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ArtifactInf
 
 
 ARTIFACT_RUNTIMES = {
-    "onnx_classifier": "onnx", "onnx_dynamic": "onnx", "sklearn": "sklearn",
-    "xgboost": "xgboost", "llm": "llamacpp", "base_llm": "llamacpp", "embedding": "llamacpp",
-    "llm_70b": "llamacpp", "python": "python", "engine": None,
+    "onnx_classifier": "onnx",
+    "onnx_dynamic": "onnx",
+    "sklearn": "sklearn",
+    "xgboost": "xgboost",
+    "llm": "llamacpp",
+    "base_llm": "llamacpp",
+    "embedding": "llamacpp",
+    "llm_70b": "llamacpp",
+    "python": "python",
+    "engine": None,
 }
 
 
 @pytest.mark.parametrize("goal", ["latency", "throughput"])
 @pytest.mark.parametrize("profile", sorted(PROFILES))
 @pytest.mark.parametrize("artifact", sorted(ARTIFACT_RUNTIMES))
-def test_every_combination_is_explained(artifacts: dict[str, ArtifactInfo], artifact: str,
-                                        profile: str, goal: str) -> None:
+def test_every_combination_is_explained(
+    artifacts: dict[str, ArtifactInfo], artifact: str, profile: str, goal: str
+) -> None:
     rec = advise(artifacts[artifact], PROFILES[profile], goal=goal)
     assert rec.runtime == ARTIFACT_RUNTIMES[artifact]
     assert rec.reasons["runtime"]
@@ -86,53 +100,178 @@ def _check_schema(rec: Recommendation) -> None:
 
 # artifact, profile, goal, options, rules that must match, rules that must not, settings
 CASES: list[tuple[str, str, str, dict[str, Any], set[str], set[str], dict[str, Any]]] = [
-    ("onnx_classifier", "laptop", "latency", {}, {"onnx", "onnx-threads", "onnx-threads-light"},
-     {"batch-latency", "onnx-fixed-batch"},
-     {"parameters.intra_op_thread_count": 3, "instance_count": 1}),
+    (
+        "onnx_classifier",
+        "laptop",
+        "latency",
+        {},
+        {"onnx", "onnx-threads", "onnx-threads-light"},
+        {"batch-latency", "onnx-fixed-batch"},
+        {"parameters.intra_op_thread_count": 3, "instance_count": 1},
+    ),
     # INT32 inputs are not feature vectors of floats: every core goes to onnxruntime
-    ("onnx_dynamic", "laptop", "latency", {}, {"onnx-threads"}, {"onnx-threads-light"},
-     {"parameters.intra_op_thread_count": 4}),
-    ("onnx_dynamic", "laptop", "latency", {"instances": 2}, {"onnx-threads-per-instance"},
-     {"onnx-threads"}, {"parameters.intra_op_thread_count": 2}),
-    ("onnx_classifier", "laptop", "throughput", {}, {"onnx-fixed-batch"}, {"batch-throughput"},
-     {"parameters.intra_op_thread_count": 1, "instance_count": 8}),
-    ("onnx_dynamic", "laptop", "latency", {}, {"batch-latency"}, {"onnx-openvino"},
-     {"max_batch_size": 256, "dynamic_batching.max_queue_delay_us": 0}),
-    ("onnx_dynamic", "laptop", "throughput", {}, {"batch-throughput"}, set(),
-     {"dynamic_batching.max_queue_delay_us": 2000}),
-    ("onnx_dynamic", "laptop", "throughput", {"latency_ms": 4}, {"batch-throughput"}, set(),
-     {"dynamic_batching.max_queue_delay_us": 1000}),
-    ("onnx_dynamic", "openvino_edge", "latency", {}, {"onnx-openvino"}, {"onnx-cuda"},
-     {"parameters.execution_provider": "OpenVINOExecutionProvider"}),
-    ("onnx_dynamic", "gpu_box", "throughput", {}, {"onnx-cuda", "onnx-gpu-tensorrt"},
-     {"onnx-openvino"},
-     {"parameters.execution_provider": "CUDAExecutionProvider",
-      "parameters.intra_op_thread_count": 1}),
-    ("sklearn", "laptop", "latency", {}, {"sklearn", "sklearn-instances", "batch-latency"},
-     set(), {"instance_count": 1, "max_batch_size": 256}),
-    ("xgboost", "laptop", "latency", {}, {"xgboost-latency"}, {"xgboost-throughput"},
-     {"parameters.nthread": 1, "instance_count": 8}),
-    ("xgboost", "laptop", "throughput", {}, {"xgboost-throughput", "batch-throughput"}, set(),
-     {"parameters.nthread": 4, "instance_count": 1}),
-    ("llm", "laptop", "latency", {}, {"gguf", "llm-threads", "llm-context"},
-     {"llamacpp-amx-sigill", "llm-embedding", "gguf-no-chat-template", "over-budget"},
-     {"parameters.n_ctx": 4096, "parameters.n_seq_max": 4, "parameters.n_threads": 4}),
+    (
+        "onnx_dynamic",
+        "laptop",
+        "latency",
+        {},
+        {"onnx-threads"},
+        {"onnx-threads-light"},
+        {"parameters.intra_op_thread_count": 4},
+    ),
+    (
+        "onnx_dynamic",
+        "laptop",
+        "latency",
+        {"instances": 2},
+        {"onnx-threads-per-instance"},
+        {"onnx-threads"},
+        {"parameters.intra_op_thread_count": 2},
+    ),
+    (
+        "onnx_classifier",
+        "laptop",
+        "throughput",
+        {},
+        {"onnx-fixed-batch"},
+        {"batch-throughput"},
+        {"parameters.intra_op_thread_count": 1, "instance_count": 8},
+    ),
+    (
+        "onnx_dynamic",
+        "laptop",
+        "latency",
+        {},
+        {"batch-latency"},
+        {"onnx-openvino"},
+        {"max_batch_size": 256, "dynamic_batching.max_queue_delay_us": 0},
+    ),
+    (
+        "onnx_dynamic",
+        "laptop",
+        "throughput",
+        {},
+        {"batch-throughput"},
+        set(),
+        {"dynamic_batching.max_queue_delay_us": 2000},
+    ),
+    (
+        "onnx_dynamic",
+        "laptop",
+        "throughput",
+        {"latency_ms": 4},
+        {"batch-throughput"},
+        set(),
+        {"dynamic_batching.max_queue_delay_us": 1000},
+    ),
+    (
+        "onnx_dynamic",
+        "openvino_edge",
+        "latency",
+        {},
+        {"onnx-openvino"},
+        {"onnx-cuda"},
+        {"parameters.execution_provider": "OpenVINOExecutionProvider"},
+    ),
+    (
+        "onnx_dynamic",
+        "gpu_box",
+        "throughput",
+        {},
+        {"onnx-cuda", "onnx-gpu-tensorrt"},
+        {"onnx-openvino"},
+        {
+            "parameters.execution_provider": "CUDAExecutionProvider",
+            "parameters.intra_op_thread_count": 1,
+        },
+    ),
+    (
+        "sklearn",
+        "laptop",
+        "latency",
+        {},
+        {"sklearn", "sklearn-instances", "batch-latency"},
+        set(),
+        {"instance_count": 1, "max_batch_size": 256},
+    ),
+    (
+        "xgboost",
+        "laptop",
+        "latency",
+        {},
+        {"xgboost-latency"},
+        {"xgboost-throughput"},
+        {"parameters.nthread": 1, "instance_count": 8},
+    ),
+    (
+        "xgboost",
+        "laptop",
+        "throughput",
+        {},
+        {"xgboost-throughput", "batch-throughput"},
+        set(),
+        {"parameters.nthread": 4, "instance_count": 1},
+    ),
+    (
+        "llm",
+        "laptop",
+        "latency",
+        {},
+        {"gguf", "llm-threads", "llm-context"},
+        {"llamacpp-amx-sigill", "llm-embedding", "gguf-no-chat-template", "over-budget"},
+        {"parameters.n_ctx": 4096, "parameters.n_seq_max": 4, "parameters.n_threads": 4},
+    ),
     ("llm", "laptop", "throughput", {}, {"llm-context"}, set(), {"parameters.n_seq_max": 8}),
-    ("llm", "laptop", "latency", {"memory": 1 * GiB}, {"llm-context"}, {"over-budget"},
-     {"parameters.n_seq_max": 2, "parameters.n_ctx": 4096}),
+    (
+        "llm",
+        "laptop",
+        "latency",
+        {"memory": 1 * GiB},
+        {"llm-context"},
+        {"over-budget"},
+        {"parameters.n_seq_max": 2, "parameters.n_ctx": 4096},
+    ),
     ("llm", "laptop", "latency", {"latency_ms": 5}, {"slow-tokens"}, set(), {}),
     ("llm", "laptop", "latency", {"latency_ms": 500}, set(), {"slow-tokens"}, {}),
-    ("llm", "amx_server", "latency", {}, {"llamacpp-amx-sigill"}, set(),
-     {"parameters.n_threads": 2}),
+    (
+        "llm",
+        "amx_server",
+        "latency",
+        {},
+        {"llamacpp-amx-sigill"},
+        set(),
+        {"parameters.n_threads": 2},
+    ),
     ("llm", "amx_safe_build", "latency", {}, set(), {"llamacpp-amx-sigill"}, {}),
     ("llm", "small_gpu", "latency", {}, {"llm-small-on-gpu"}, {"llm-large-on-gpu"}, {}),
     ("base_llm", "laptop", "latency", {}, {"gguf-no-chat-template"}, set(), {}),
-    ("embedding", "laptop", "throughput", {}, {"llm-embedding"}, {"llm-context"},
-     {"parameters.embedding": "true", "parameters.n_ctx": 512}),
-    ("python", "laptop", "throughput", {}, {"python-instances"},
-     {"batch-throughput", "over-budget"}, {"instance_count": 1}),
-    ("llm_70b", "laptop", "latency", {}, {"llm-too-big-no-gpu", "over-budget"},
-     {"llm-large-on-cpu"}, {}),
+    (
+        "embedding",
+        "laptop",
+        "throughput",
+        {},
+        {"llm-embedding"},
+        {"llm-context"},
+        {"parameters.embedding": "true", "parameters.n_ctx": 512},
+    ),
+    (
+        "python",
+        "laptop",
+        "throughput",
+        {},
+        {"python-instances"},
+        {"batch-throughput", "over-budget"},
+        {"instance_count": 1},
+    ),
+    (
+        "llm_70b",
+        "laptop",
+        "latency",
+        {},
+        {"llm-too-big-no-gpu", "over-budget"},
+        {"llm-large-on-cpu"},
+        {},
+    ),
     ("llm_70b", "big_cpu", "latency", {}, {"llm-large-on-cpu"}, {"llm-too-big-no-gpu"}, {}),
     ("llm_70b", "four_gpus", "throughput", {}, {"llm-tensor-parallel"}, {"llm-multi-node"}, {}),
     ("llm_70b", "small_gpu", "latency", {}, {"llm-multi-node"}, {"llm-tensor-parallel"}, {}),
@@ -141,11 +280,19 @@ CASES: list[tuple[str, str, str, dict[str, Any], set[str], set[str], dict[str, A
 ]
 
 
-@pytest.mark.parametrize(("artifact", "profile", "goal", "options", "matched", "unmatched",
-                          "settings"), CASES)
-def test_rules_table_decides(artifacts: dict[str, ArtifactInfo], artifact: str, profile: str,
-                             goal: str, options: dict[str, Any], matched: set[str],
-                             unmatched: set[str], settings: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    ("artifact", "profile", "goal", "options", "matched", "unmatched", "settings"), CASES
+)
+def test_rules_table_decides(
+    artifacts: dict[str, ArtifactInfo],
+    artifact: str,
+    profile: str,
+    goal: str,
+    options: dict[str, Any],
+    matched: set[str],
+    unmatched: set[str],
+    settings: dict[str, Any],
+) -> None:
     rec = advise(artifacts[artifact], PROFILES[profile], goal=goal, **options)
     assert matched <= set(rec.rules), rec.rules
     assert not unmatched & set(rec.rules), rec.rules
@@ -177,8 +324,9 @@ def test_a_named_runtime_gets_settings_for_it(artifacts: dict[str, ArtifactInfo]
     assert "python" not in rec.rules  # the runtime table was not consulted
 
 
-def test_missing_library_and_planned_runtime(artifacts: dict[str, ArtifactInfo],
-                                             tmp_path: Path) -> None:
+def test_missing_library_and_planned_runtime(
+    artifacts: dict[str, ArtifactInfo], tmp_path: Path
+) -> None:
     bare = Hardware(cores=2, memory_bytes=8 * GiB, runtimes={})
     rec = advise(artifacts["xgboost"], bare)
     assert "pip install 'modelyard[xgboost]'" in " ".join(rec.warnings)
@@ -193,11 +341,27 @@ def test_unknown_goal() -> None:
         advise(ArtifactInfo(Path("x"), "onnx"), am.LAPTOP, goal="cheap")
 
 
-@pytest.mark.parametrize("condition", ["gpus >= 1", "not fits", "format in onnx|gguf",
-                                       "token_ms > {latency_ms}", "llm"])
+@pytest.mark.parametrize(
+    "condition", ["gpus >= 1", "not fits", "format in onnx|gguf", "token_ms > {latency_ms}", "llm"]
+)
 def test_conditions_read_as_written(condition: str) -> None:
-    facts = {"gpus": 2, "fits": False, "format": "gguf", "token_ms": 30.0, "latency_ms": 10,
-             "llm": True}
+    facts = {
+        "gpus": 2,
+        "fits": False,
+        "format": "gguf",
+        "token_ms": 30.0,
+        "latency_ms": 10,
+        "llm": True,
+    }
     assert rules.holds(condition, facts)
-    assert not rules.holds(condition, {"gpus": 0, "fits": True, "format": "sklearn",
-                                       "token_ms": None, "latency_ms": None, "llm": False})
+    assert not rules.holds(
+        condition,
+        {
+            "gpus": 0,
+            "fits": True,
+            "format": "sklearn",
+            "token_ms": None,
+            "latency_ms": None,
+            "llm": False,
+        },
+    )

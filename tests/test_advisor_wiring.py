@@ -47,13 +47,15 @@ def test_a_bare_file_gets_the_advisors_settings(tmp_path: Path) -> None:
 def test_the_config_always_wins(tmp_path: Path) -> None:
     folder = tmp_path / "pinned"
     models.addsub_onnx(folder / "model.onnx")
-    (folder / "model.yaml").write_text(textwrap.dedent("""\
+    (folder / "model.yaml").write_text(
+        textwrap.dedent("""\
         runtime: onnx
         instances: 3
         max_batch_size: 8
         parameters: {intra_op_thread_count: 1}
         dynamic_batching: {max_queue_delay_us: 500}
-        """))
+        """)
+    )
     config = _load(folder)
     assert (config.instance_count, config.max_batch_size) == (3, 8)
     assert config.parameters["intra_op_thread_count"] == "1"
@@ -71,7 +73,8 @@ def test_a_triton_config_pins_runtime_and_instances(tmp_path: Path) -> None:
     models.addsub_onnx(folder / "1" / "model.onnx")
     (folder / "config.pbtxt").write_text(
         'platform: "onnxruntime_onnx"\nmax_batch_size: 4\n'
-        'instance_group [{ count: 2 kind: KIND_CPU }]\n')
+        "instance_group [{ count: 2 kind: KIND_CPU }]\n"
+    )
     config = _load(folder)
     assert config.instance_count == 2 and config.max_batch_size == 4
     assert config.reasons["runtime"] == "platform 'onnxruntime_onnx' in config.pbtxt"
@@ -90,9 +93,9 @@ def test_declared_shapes_keep_their_batching(tmp_path: Path) -> None:
     assert config.reasons["instance_count"].startswith("advisor: 1 — a Python model")
 
 
-def test_an_artifact_the_advisor_cannot_read_changes_nothing(tmp_path: Path,
-                                                             caplog: pytest.LogCaptureFixture
-                                                             ) -> None:
+def test_an_artifact_the_advisor_cannot_read_changes_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "broken.onnx"
     path.write_bytes(b"\xff\xff\xff")
     config = ModelConfig("broken", runtime="onnx")
@@ -113,8 +116,11 @@ def test_llm_settings_for_the_llamacpp_runtime(tmp_path: Path) -> None:
     assert out.parameters["n_seq_max"] == "2"  # the config's
     assert out.parameters["n_ctx"] == "4096" and out.parameters["n_threads"] == "4"
     assert "KV cache" in out.reasons["parameters.n_ctx"]
-    embed = advise_config(ModelConfig("e", runtime="llamacpp", parameters={"embedding": "true"}),
-                          am.llm_1b(tmp_path / "e.gguf"), hardware=am.LAPTOP)
+    embed = advise_config(
+        ModelConfig("e", runtime="llamacpp", parameters={"embedding": "true"}),
+        am.llm_1b(tmp_path / "e.gguf"),
+        hardware=am.LAPTOP,
+    )
     assert "n_seq_max" in embed.parameters and "no KV cache" in embed.reasons["parameters.n_ctx"]
 
 
@@ -141,8 +147,9 @@ def test_list_shows_the_advisors_choices(tmp_path: Path) -> None:
     assert "advised: max_queue_delay_us=0, nthread=1, instance_count=" in table
 
 
-def test_metadata_and_startup_log_carry_the_reasons(tmp_path: Path,
-                                                    caplog: pytest.LogCaptureFixture) -> None:
+def test_metadata_and_startup_log_carry_the_reasons(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     from starlette.testclient import TestClient
 
     from modelyard.server import create_app

@@ -118,8 +118,12 @@ def test_triton_layout_two_versions(client: grpcclient.InferenceServerClient) ->
     np.testing.assert_allclose(latest.as_numpy("OUTPUT1"), a - b)
     response = latest.get_response()
     assert (response.model_version, response.id) == ("2", "r1")
-    first = client.infer("addsub", _addsub_inputs(a, b), model_version="1",
-                         outputs=[grpcclient.InferRequestedOutput("OUTPUT0")])
+    first = client.infer(
+        "addsub",
+        _addsub_inputs(a, b),
+        model_version="1",
+        outputs=[grpcclient.InferRequestedOutput("OUTPUT0")],
+    )
     np.testing.assert_allclose(first.as_numpy("OUTPUT0"), a + b)
     assert first.as_numpy("OUTPUT1") is None
     squeezed = client.infer("addsub", _addsub_inputs(a, b), compression_algorithm="gzip")
@@ -137,8 +141,9 @@ def test_triton_layout_two_versions(client: grpcclient.InferenceServerClient) ->
         ("identity_string", np.array([["héllo".encode(), b"", b"x" * 300]], dtype=object), "BYTES"),
     ],
 )
-def test_bare_onnx_every_datatype(client: grpcclient.InferenceServerClient, model: str,
-                                  array: np.ndarray, datatype: str) -> None:
+def test_bare_onnx_every_datatype(
+    client: grpcclient.InferenceServerClient, model: str, array: np.ndarray, datatype: str
+) -> None:
     out = client.infer(model, [_input("x", array, datatype)]).as_numpy("y")
     if datatype == "BYTES":
         assert out.reshape(-1).tolist() == array.reshape(-1).tolist()
@@ -165,8 +170,9 @@ def test_xgboost_and_lightgbm(client: grpcclient.InferenceServerClient, tmp_path
     rows = models.iris()[0][:5].astype(np.float32)
     booster = models.xgboost_ubj(tmp_path / "ref.ubj")
     result = client.infer("iris_xgb", [_input("input", rows, "FP32")])
-    np.testing.assert_allclose(result.as_numpy("predict"),
-                               booster.predict(xgboost.DMatrix(rows)), rtol=1e-6)
+    np.testing.assert_allclose(
+        result.as_numpy("predict"), booster.predict(xgboost.DMatrix(rows)), rtol=1e-6
+    )
     diabetes = load_diabetes().data[:4].astype(np.float32)
     lgbm = models.lightgbm_txt(tmp_path / "ref.txt")
     result = client.infer("diabetes_lgbm", [_input("input", diabetes, "FP32")])
@@ -177,15 +183,20 @@ def test_python_model_bytes_in_and_out(client: grpcclient.InferenceServerClient)
     turtle = "żółw".encode()
     texts = np.array([[b"abc", turtle], [b"modelyard", b""]], dtype=object)
     result = client.infer("reverse", [_input("TEXT", texts, "BYTES")])
-    assert result.as_numpy("REVERSED").tolist() == [[b"cba!", turtle[::-1] + b"!"],
-                                                     [b"drayledom!", b"!"]]
+    assert result.as_numpy("REVERSED").tolist() == [
+        [b"cba!", turtle[::-1] + b"!"],
+        [b"drayledom!", b"!"],
+    ]
     assert result.as_numpy("LENGTH").tolist() == [[3, len(turtle)], [9, 0]]
 
 
 def test_classification_extension(client: grpcclient.InferenceServerClient) -> None:
     rows = models.iris()[0][:1]
-    result = client.infer("iris_logreg", [_input("input", rows, "FP64")],
-                          outputs=[grpcclient.InferRequestedOutput("predict_proba", class_count=2)])
+    result = client.infer(
+        "iris_logreg",
+        [_input("input", rows, "FP64")],
+        outputs=[grpcclient.InferRequestedOutput("predict_proba", class_count=2)],
+    )
     top = result.as_numpy("predict_proba")
     assert top.shape == (1, 2)
     score, index = top[0][0].decode().split(":")
@@ -194,17 +205,27 @@ def test_classification_extension(client: grpcclient.InferenceServerClient) -> N
 
 def test_typed_contents_from_the_generated_stub(stub: Any) -> None:
     request = pb.ModelInferRequest(model_name="addsub", model_version="1")
-    request.inputs.add(name="INPUT0", datatype="FP32", shape=[1, 4]).contents.fp32_contents[:] = \
-        [1.0, 2.0, 3.0, 4.0]
-    request.inputs.add(name="INPUT1", datatype="INT32", shape=[1, 4]).contents.int_contents[:] = \
-        [1, 1, 1, 1]
+    request.inputs.add(name="INPUT0", datatype="FP32", shape=[1, 4]).contents.fp32_contents[:] = [
+        1.0,
+        2.0,
+        3.0,
+        4.0,
+    ]
+    request.inputs.add(name="INPUT1", datatype="INT32", shape=[1, 4]).contents.int_contents[:] = [
+        1,
+        1,
+        1,
+        1,
+    ]
     response = stub.ModelInfer(request)
     assert [o.name for o in response.outputs] == ["OUTPUT0", "OUTPUT1"]
     out = np.frombuffer(response.raw_output_contents[0], dtype=np.float32)
     assert out.tolist() == [2.0, 3.0, 4.0, 5.0]
     text = pb.ModelInferRequest(model_name="reverse")
-    text.inputs.add(name="TEXT", datatype="BYTES", shape=[1, 2]).contents.bytes_contents[:] = \
-        [b"ab", b"xyz"]
+    text.inputs.add(name="TEXT", datatype="BYTES", shape=[1, 2]).contents.bytes_contents[:] = [
+        b"ab",
+        b"xyz",
+    ]
     assert b"zyx!" in stub.ModelInfer(text).raw_output_contents[0]
     narrow = pb.ModelInferRequest(model_name="identity_int8")
     narrow.inputs.add(name="x", datatype="INT8", shape=[1, 2]).contents.int_contents[:] = [-5, 300]
@@ -220,16 +241,30 @@ def test_typed_contents_from_the_generated_stub(stub: Any) -> None:
         (lambda r: r.inputs[0].contents.fp32_contents.pop(), "needs 4 elements"),
         (lambda r: r.raw_input_contents.append(b"\0" * 16), "raw_input_contents for 2 inputs"),
         (lambda r: setattr(r.inputs[1], "datatype", "FP16"), "no typed contents"),
-        (lambda r: r.inputs[1].parameters["shared_memory_region"].MergeFrom(
-            pb.InferParameter(string_param="region")), "shared-memory"),
+        (
+            lambda r: (
+                r.inputs[1]
+                .parameters["shared_memory_region"]
+                .MergeFrom(pb.InferParameter(string_param="region"))
+            ),
+            "shared-memory",
+        ),
     ],
 )
 def test_typed_contents_errors(stub: Any, change: Any, fragment: str) -> None:
     request = pb.ModelInferRequest(model_name="addsub", model_version="1")
-    request.inputs.add(name="INPUT0", datatype="FP32", shape=[1, 4]).contents.fp32_contents[:] = \
-        [1.0, 2.0, 3.0, 4.0]
-    request.inputs.add(name="INPUT1", datatype="INT32", shape=[1, 4]).contents.int_contents[:] = \
-        [1, 1, 1, 1]
+    request.inputs.add(name="INPUT0", datatype="FP32", shape=[1, 4]).contents.fp32_contents[:] = [
+        1.0,
+        2.0,
+        3.0,
+        4.0,
+    ]
+    request.inputs.add(name="INPUT1", datatype="INT32", shape=[1, 4]).contents.int_contents[:] = [
+        1,
+        1,
+        1,
+        1,
+    ]
     change(request)
     with pytest.raises(grpc.RpcError) as err:
         stub.ModelInfer(request)
@@ -245,8 +280,12 @@ def test_async_infer_with_callbacks(client: grpcclient.InferenceServerClient) ->
     b = np.ones((1, 4), dtype=np.int32)
     done: queue.Queue[tuple[int, Any, Any]] = queue.Queue()
     for k in range(6):
-        client.async_infer("addsub", _addsub_inputs(a * k, b), model_version="1",
-                           callback=lambda result, error, k=k: done.put((k, result, error)))
+        client.async_infer(
+            "addsub",
+            _addsub_inputs(a * k, b),
+            model_version="1",
+            callback=lambda result, error, k=k: done.put((k, result, error)),
+        )
     for _ in range(6):
         k, result, error = done.get(timeout=10)
         assert error is None
@@ -264,15 +303,22 @@ def test_aio_client_concurrent_and_stream(server: ServerProcess) -> None:
 
     async def requests() -> AsyncIterator[dict[str, Any]]:
         for n in (2, 1):
-            yield {"model_name": "countdown", "inputs": [aio_input("N", np.array([n], np.int32),
-                                                                   "INT32")],
-                   "request_id": f"c{n}"}
+            yield {
+                "model_name": "countdown",
+                "inputs": [aio_input("N", np.array([n], np.int32), "INT32")],
+                "request_id": f"c{n}",
+            }
 
     async def run() -> tuple[list[np.ndarray], list[tuple[str, int]]]:
         async with aiogrpcclient.InferenceServerClient(server.grpc_addr) as aio:
-            calls = [aio.infer("addsub", [aio_input("INPUT0", a * k, "FP32"),
-                                          aio_input("INPUT1", b, "INT32")], model_version="1")
-                     for k in range(8)]
+            calls = [
+                aio.infer(
+                    "addsub",
+                    [aio_input("INPUT0", a * k, "FP32"), aio_input("INPUT1", b, "INT32")],
+                    model_version="1",
+                )
+                for k in range(8)
+            ]
             results = await asyncio.gather(*calls)
             streamed = []
             async for result, error in aio.stream_infer(requests()):
@@ -286,11 +332,13 @@ def test_aio_client_concurrent_and_stream(server: ServerProcess) -> None:
     assert sorted(streamed) == [("c1", 1), ("c2", 1), ("c2", 2)]
 
 
-def _collect(client: grpcclient.InferenceServerClient,
-             **stream_options: Any) -> queue.Queue[Callback]:
+def _collect(
+    client: grpcclient.InferenceServerClient, **stream_options: Any
+) -> queue.Queue[Callback]:
     arrivals: queue.Queue[Callback] = queue.Queue()
-    client.start_stream(lambda result, error: arrivals.put((time.monotonic(), result, error)),
-                        **stream_options)
+    client.start_stream(
+        lambda result, error: arrivals.put((time.monotonic(), result, error)), **stream_options
+    )
     return arrivals
 
 
@@ -317,12 +365,14 @@ def test_stream_errors_do_not_end_the_stream(server: ServerProcess) -> None:
     b = np.ones((1, 4), dtype=np.int32)
     with grpcclient.InferenceServerClient(server.grpc_addr) as client:
         arrivals = _collect(client)
-        client.async_stream_infer("broken", [_input("x", -np.ones(2, np.float32), "FP32")],
-                                  request_id="bad")
+        client.async_stream_infer(
+            "broken", [_input("x", -np.ones(2, np.float32), "FP32")], request_id="bad"
+        )
         client.async_stream_infer("no_such_model", _addsub_inputs(a, b), request_id="missing")
         client.async_stream_infer("addsub", [_input("INPUT0", a, "FP32")], request_id="half")
-        client.async_stream_infer("addsub", _addsub_inputs(a, b), model_version="1",
-                                  request_id="good")
+        client.async_stream_infer(
+            "addsub", _addsub_inputs(a, b), model_version="1", request_id="good"
+        )
         got = [arrivals.get(timeout=10) for _ in range(4)]
         client.stop_stream()
     errors = sorted(str(error) for _, _, error in got if error is not None)
@@ -337,8 +387,9 @@ def test_stream_errors_do_not_end_the_stream(server: ServerProcess) -> None:
 def test_stream_empty_final_response(server: ServerProcess) -> None:
     with grpcclient.InferenceServerClient(server.grpc_addr) as client:
         arrivals = _collect(client)
-        client.async_stream_infer("countdown", _count(2), request_id="two",
-                                  enable_empty_final_response=True)
+        client.async_stream_infer(
+            "countdown", _count(2), request_id="two", enable_empty_final_response=True
+        )
         got = [arrivals.get(timeout=10)[1].get_response() for _ in range(3)]
         client.stop_stream()
     finals = [r.parameters["triton_final_response"].bool_param for r in got]
@@ -384,25 +435,63 @@ def test_statistics_count_inferences(client: grpcclient.InferenceServerClient) -
 A = np.ones((1, 4), dtype=np.float32)
 B = np.ones((1, 4), dtype=np.int32)
 BAD_CASES: list[tuple[str, str, list[Any], dict[str, Any], str, str]] = [
-    ("wrong shape", "addsub", [_input("INPUT0", np.ones((1, 3), np.float32), "FP32"),
-                               _input("INPUT1", B, "INT32")], {}, "INVALID_ARGUMENT",
-     "expected [-1, 4]"),
-    ("wrong dtype", "addsub", [_input("INPUT0", A.astype(np.float64), "FP64"),
-                               _input("INPUT1", B, "INT32")], {}, "INVALID_ARGUMENT",
-     "must be FP32, got FP64"),
-    ("missing input", "addsub", [_input("INPUT0", A, "FP32")], {}, "INVALID_ARGUMENT",
-     "missing input 'INPUT1'"),
-    ("unknown output", "addsub", _addsub_inputs(A, B),
-     {"outputs": [grpcclient.InferRequestedOutput("NOPE")]}, "INVALID_ARGUMENT",
-     "has no output 'NOPE'"),
-    ("over max batch", "addsub", _addsub_inputs(np.ones((9, 4), np.float32),
-                                                np.ones((9, 4), np.int32)), {},
-     "INVALID_ARGUMENT", "max_batch_size 8"),
+    (
+        "wrong shape",
+        "addsub",
+        [_input("INPUT0", np.ones((1, 3), np.float32), "FP32"), _input("INPUT1", B, "INT32")],
+        {},
+        "INVALID_ARGUMENT",
+        "expected [-1, 4]",
+    ),
+    (
+        "wrong dtype",
+        "addsub",
+        [_input("INPUT0", A.astype(np.float64), "FP64"), _input("INPUT1", B, "INT32")],
+        {},
+        "INVALID_ARGUMENT",
+        "must be FP32, got FP64",
+    ),
+    (
+        "missing input",
+        "addsub",
+        [_input("INPUT0", A, "FP32")],
+        {},
+        "INVALID_ARGUMENT",
+        "missing input 'INPUT1'",
+    ),
+    (
+        "unknown output",
+        "addsub",
+        _addsub_inputs(A, B),
+        {"outputs": [grpcclient.InferRequestedOutput("NOPE")]},
+        "INVALID_ARGUMENT",
+        "has no output 'NOPE'",
+    ),
+    (
+        "over max batch",
+        "addsub",
+        _addsub_inputs(np.ones((9, 4), np.float32), np.ones((9, 4), np.int32)),
+        {},
+        "INVALID_ARGUMENT",
+        "max_batch_size 8",
+    ),
     ("unknown model", "nope", _addsub_inputs(A, B), {}, "NOT_FOUND", "unknown model 'nope'"),
-    ("unknown version", "addsub", _addsub_inputs(A, B), {"model_version": "9"}, "NOT_FOUND",
-     "no version 9"),
-    ("model raises", "broken", [_input("x", -np.ones(2, np.float32), "FP32")], {}, "INTERNAL",
-     "negative input breaks this model"),
+    (
+        "unknown version",
+        "addsub",
+        _addsub_inputs(A, B),
+        {"model_version": "9"},
+        "NOT_FOUND",
+        "no version 9",
+    ),
+    (
+        "model raises",
+        "broken",
+        [_input("x", -np.ones(2, np.float32), "FP32")],
+        {},
+        "INTERNAL",
+        "negative input breaks this model",
+    ),
     ("several responses", "countdown", _count(2), {}, "INTERNAL", "ModelStreamInfer"),
 ]
 
@@ -412,11 +501,20 @@ def _assert_good(client: grpcclient.InferenceServerClient) -> None:
     np.testing.assert_allclose(result.as_numpy("OUTPUT0"), A + B)
 
 
-@pytest.mark.parametrize(("case_id", "model", "inputs", "options", "status", "fragment"), BAD_CASES,
-                         ids=[case[0] for case in BAD_CASES])
-def test_bad_requests_then_good(client: grpcclient.InferenceServerClient, case_id: str, model: str,
-                                inputs: list[Any], options: dict[str, Any], status: str,
-                                fragment: str) -> None:
+@pytest.mark.parametrize(
+    ("case_id", "model", "inputs", "options", "status", "fragment"),
+    BAD_CASES,
+    ids=[case[0] for case in BAD_CASES],
+)
+def test_bad_requests_then_good(
+    client: grpcclient.InferenceServerClient,
+    case_id: str,
+    model: str,
+    inputs: list[Any],
+    options: dict[str, Any],
+    status: str,
+    fragment: str,
+) -> None:
     _assert_good(client)
     with pytest.raises(InferenceServerException) as err:
         client.infer(model, inputs, **options)
@@ -425,9 +523,15 @@ def test_bad_requests_then_good(client: grpcclient.InferenceServerClient, case_i
     _assert_good(client)
 
 
-@pytest.mark.parametrize("call", ["get_system_shared_memory_status",
-                                  "get_cuda_shared_memory_status", "get_trace_settings",
-                                  "get_log_settings"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        "get_system_shared_memory_status",
+        "get_cuda_shared_memory_status",
+        "get_trace_settings",
+        "get_log_settings",
+    ],
+)
 def test_unserved_rpcs_say_so(client: grpcclient.InferenceServerClient, call: str) -> None:
     with pytest.raises(InferenceServerException) as err:
         getattr(client, call)()
@@ -444,8 +548,11 @@ def _countdown_stats(client: grpcclient.InferenceServerClient) -> tuple[int, int
     return int(stats.get("execution_count", 0)), int(fail.get("count", 0))
 
 
-def _while_busy(server: ServerProcess, client: grpcclient.InferenceServerClient,
-                interrupt: Callable[[], None] | None = None) -> tuple[int, int]:
+def _while_busy(
+    server: ServerProcess,
+    client: grpcclient.InferenceServerClient,
+    interrupt: Callable[[], None] | None = None,
+) -> tuple[int, int]:
     """Run a 4-step countdown stream, calling `interrupt` while the stream holds the model's only
     instance; how many executions and failures countdown's statistics gained meanwhile."""
     before = _countdown_stats(client)
@@ -463,7 +570,8 @@ def _while_busy(server: ServerProcess, client: grpcclient.InferenceServerClient,
 
 
 def test_deadline_drops_a_waiting_request_and_the_server_goes_on(
-        client: grpcclient.InferenceServerClient, server: ServerProcess) -> None:
+    client: grpcclient.InferenceServerClient, server: ServerProcess
+) -> None:
     with pytest.raises(InferenceServerException) as err:
         client.infer("countdown", _count(1), client_timeout=0.05)  # deadline while running
     assert _status(err) == "StatusCode.DEADLINE_EXCEEDED"
@@ -482,20 +590,24 @@ def test_deadline_drops_a_waiting_request_and_the_server_goes_on(
     assert result.as_numpy("COUNT").tolist() == [1]
 
 
-def test_cancelled_request_is_dropped(client: grpcclient.InferenceServerClient,
-                                      server: ServerProcess) -> None:
+def test_cancelled_request_is_dropped(
+    client: grpcclient.InferenceServerClient, server: ServerProcess
+) -> None:
     executions, failures = _while_busy(server, client)
 
     def cancel() -> None:
         errors: queue.Queue[Any] = queue.Queue()
-        call = client.async_infer("countdown", _count(1),
-                                  callback=lambda result, error: errors.put(error))
+        call = client.async_infer(
+            "countdown", _count(1), callback=lambda result, error: errors.put(error)
+        )
         time.sleep(0.2)  # it reaches the server and waits for the instance
         call.cancel()
         assert errors.get(timeout=10).status() == "StatusCode.CANCELLED"
 
-    assert _while_busy(server, client, cancel) in {(executions, failures + 1),
-                                                   (executions, failures)}
+    assert _while_busy(server, client, cancel) in {
+        (executions, failures + 1),
+        (executions, failures),
+    }
 
 
 def test_stream_deadline(server: ServerProcess) -> None:
@@ -516,18 +628,29 @@ def test_stream_deadline(server: ServerProcess) -> None:
 
 
 REVERSE_CONFIG = {  # a load request's config replaces the one on disk, as in Triton
-    "backend": "python", "max_batch_size": 8,
+    "backend": "python",
+    "max_batch_size": 8,
     "input": [{"name": "TEXT", "data_type": "TYPE_STRING", "dims": [-1]}],
-    "output": [{"name": "REVERSED", "data_type": "TYPE_STRING", "dims": [-1]},
-               {"name": "LENGTH", "data_type": "TYPE_INT32", "dims": [-1]}],
+    "output": [
+        {"name": "REVERSED", "data_type": "TYPE_STRING", "dims": [-1]},
+        {"name": "LENGTH", "data_type": "TYPE_INT32", "dims": [-1]},
+    ],
     "parameters": {"suffix": {"string_value": "?"}},
 }
 
 
 def test_repository_index_unload_and_load(model_repo: Path, tmp_path: Path) -> None:
-    with ServerProcess(str(model_repo), "--model-control-mode", "explicit",
-                       "--load-model", "identity_fp32", log_path=tmp_path / "log") as own, \
-            grpcclient.InferenceServerClient(own.grpc_addr) as client:
+    with (
+        ServerProcess(
+            str(model_repo),
+            "--model-control-mode",
+            "explicit",
+            "--load-model",
+            "identity_fp32",
+            log_path=tmp_path / "log",
+        ) as own,
+        grpcclient.InferenceServerClient(own.grpc_addr) as client,
+    ):
         index = {m.name: m for m in client.get_model_repository_index().models}
         assert index["identity_fp32"].state == "READY"
         assert index["addsub"].state == "UNAVAILABLE"
@@ -558,15 +681,28 @@ def test_repository_index_unload_and_load(model_repo: Path, tmp_path: Path) -> N
 
 
 def test_api_keys(model_repo: Path, tmp_path: Path) -> None:
-    with ServerProcess(str(model_repo), "--model-control-mode", "explicit", "--load-model",
-                       "identity_fp32", "--api-key", "k1,k2", api_key="k1",
-                       log_path=tmp_path / "log") as own, \
-            grpcclient.InferenceServerClient(own.grpc_addr) as client:
+    with (
+        ServerProcess(
+            str(model_repo),
+            "--model-control-mode",
+            "explicit",
+            "--load-model",
+            "identity_fp32",
+            "--api-key",
+            "k1,k2",
+            api_key="k1",
+            log_path=tmp_path / "log",
+        ) as own,
+        grpcclient.InferenceServerClient(own.grpc_addr) as client,
+    ):
         assert client.is_server_live()
         x = [_input("x", np.ones((1, 2), np.float32), "FP32")]
         wrong = {"authorization": "Bearer no"}
-        for call in (lambda: client.is_server_ready(), lambda: client.infer("identity_fp32", x),
-                     lambda: client.infer("identity_fp32", x, headers=wrong)):
+        for call in (
+            lambda: client.is_server_ready(),
+            lambda: client.infer("identity_fp32", x),
+            lambda: client.infer("identity_fp32", x, headers=wrong),
+        ):
             with pytest.raises(InferenceServerException) as err:
                 call()
             assert _status(err) == "StatusCode.UNAUTHENTICATED"
@@ -589,13 +725,23 @@ def test_api_keys(model_repo: Path, tmp_path: Path) -> None:
 
 
 def test_message_size_limit(model_repo: Path, tmp_path: Path) -> None:
-    with ServerProcess(str(model_repo), "--model-control-mode", "explicit", "--load-model",
-                       "identity_fp32", "--grpc-max-message-bytes", "4096",
-                       log_path=tmp_path / "log") as own, \
-            grpcclient.InferenceServerClient(own.grpc_addr) as client:
+    with (
+        ServerProcess(
+            str(model_repo),
+            "--model-control-mode",
+            "explicit",
+            "--load-model",
+            "identity_fp32",
+            "--grpc-max-message-bytes",
+            "4096",
+            log_path=tmp_path / "log",
+        ) as own,
+        grpcclient.InferenceServerClient(own.grpc_addr) as client,
+    ):
         small = np.ones((1, 100), np.float32)
         np.testing.assert_array_equal(
-            client.infer("identity_fp32", [_input("x", small, "FP32")]).as_numpy("y"), small)
+            client.infer("identity_fp32", [_input("x", small, "FP32")]).as_numpy("y"), small
+        )
         with pytest.raises(InferenceServerException) as err:
             client.infer("identity_fp32", [_input("x", np.ones((1, 2000), np.float32), "FP32")])
         assert _status(err) == "StatusCode.RESOURCE_EXHAUSTED"
@@ -604,8 +750,9 @@ def test_message_size_limit(model_repo: Path, tmp_path: Path) -> None:
 
 
 def test_grpc_port_in_use_is_a_clear_error(model_repo: Path, tmp_path: Path) -> None:
-    own = ServerProcess(str(model_repo), "--model-control-mode", "explicit",
-                        log_path=tmp_path / "log")
+    own = ServerProcess(
+        str(model_repo), "--model-control-mode", "explicit", log_path=tmp_path / "log"
+    )
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", own.grpc_port))
         taken.listen()
@@ -616,8 +763,14 @@ def test_grpc_port_in_use_is_a_clear_error(model_repo: Path, tmp_path: Path) -> 
 
 
 def test_stops_cleanly_with_an_open_stream(model_repo: Path, tmp_path: Path) -> None:
-    own = ServerProcess(str(model_repo), "--model-control-mode", "explicit", "--load-model",
-                        "countdown", log_path=tmp_path / "log").start()
+    own = ServerProcess(
+        str(model_repo),
+        "--model-control-mode",
+        "explicit",
+        "--load-model",
+        "countdown",
+        log_path=tmp_path / "log",
+    ).start()
     try:
         with grpcclient.InferenceServerClient(own.grpc_addr) as client:
             arrivals = _collect(client)

@@ -56,8 +56,10 @@ def test_stream_wrapping_and_final_flag() -> None:
 def _typed_request() -> pb.ModelInferRequest:
     request = pb.ModelInferRequest(model_name="m", id="t")
     request.inputs.add(name="u16", datatype="UINT16", shape=[2]).contents.uint_contents[:] = [1, 2]
-    request.inputs.add(name="b", datatype="BOOL", shape=[1, 2]).contents.bool_contents[:] = \
-        [True, False]
+    request.inputs.add(name="b", datatype="BOOL", shape=[1, 2]).contents.bool_contents[:] = [
+        True,
+        False,
+    ]
     request.inputs.add(name="f64", datatype="FP64", shape=[1]).contents.fp64_contents[:] = [0.5]
     request.inputs.add(name="s", datatype="BYTES", shape=[1]).contents.bytes_contents[:] = [b"hi"]
     request.outputs.add(name="out").parameters["classification"].int64_param = 2

@@ -36,46 +36,119 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("repositories", nargs=-1, type=click.Path(path_type=Path),
-                envvar="MODELYARD_REPOSITORY")
-@click.option("--host", default="127.0.0.1", show_default=True, envvar="MODELYARD_HOST",
-              help="Address to bind (127.0.0.1 keeps the server private).")
+@click.argument(
+    "repositories", nargs=-1, type=click.Path(path_type=Path), envvar="MODELYARD_REPOSITORY"
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="MODELYARD_HOST",
+    help="Address to bind (127.0.0.1 keeps the server private).",
+)
 @click.option("--http-port", default=8000, show_default=True, envvar="MODELYARD_HTTP_PORT")
-@click.option("--grpc-port", default=8001, show_default=True, envvar="MODELYARD_GRPC_PORT",
-              help="KServe v2 gRPC port.")
-@click.option("--ollama-port", default=0, envvar="MODELYARD_OLLAMA_PORT",
-              help="Also serve every HTTP route on this port, e.g. 11434 (Ollama's), so clients "
-                   "with default settings connect (0: no second port).")
-@click.option("--model-control-mode", type=click.Choice(CONTROL_MODES), default="none",
-              show_default=True, envvar="MODELYARD_MODEL_CONTROL_MODE",
-              help="none: load all; explicit: load --load-model ones, API may load/unload; "
-                   "poll: load all and follow changes on disk.")
-@click.option("--load-model", "load_models", multiple=True, envvar="MODELYARD_LOAD_MODEL",
-              help="Model to load at start in explicit mode ('*' for all). Repeatable.")
-@click.option("--poll-interval", default=5.0, show_default=True, envvar="MODELYARD_POLL_INTERVAL",
-              help="Seconds between repository scans in poll mode.")
-@click.option("--trust-pickle", is_flag=True, envvar="MODELYARD_TRUST_PICKLE",
-              help="Allow pickle-based model files (.joblib, .pkl): they run code when loaded.")
-@click.option("--api-key", "api_keys", multiple=True, envvar="MODELYARD_API_KEY",
-              help="Require 'Authorization: Bearer KEY'. Repeatable; comma-separated in the env.")
-@click.option("--api-key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              envvar="MODELYARD_API_KEY_FILE", help="File with one API key per line.")
-@click.option("--max-request-bytes", default=64 * 1024 * 1024, show_default=True,
-              envvar="MODELYARD_MAX_REQUEST_BYTES", help="Largest request body accepted.")
-@click.option("--grpc-max-message-bytes", default=64 * 1024 * 1024, show_default=True,
-              envvar="MODELYARD_GRPC_MAX_MESSAGE_BYTES",
-              help="Largest gRPC message received or sent.")
-@click.option("--keep-alive", default=None, envvar="MODELYARD_KEEP_ALIVE",
-              help="How long idle models stay loaded (5m, 1h, 0, -1 forever). "
-                   "Default: forever; 5m in ondemand mode.")
-@click.option("--max-loaded-models", default=0, envvar="MODELYARD_MAX_LOADED_MODELS",
-              help="Most models loaded at once; least recently used idle ones unload (0: no limit).")
-@click.option("--memory-budget", default=None, envvar="MODELYARD_MEMORY_BUDGET",
-              help="Memory the loaded models may take by their estimates, e.g. 8GiB.")
-@click.option("--workers", default=0, envvar="MODELYARD_WORKERS",
-              help="Threads that run models (0: a few per core).")
-@click.option("--log-level", default="info", show_default=True, envvar="MODELYARD_LOG_LEVEL",
-              type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--grpc-port",
+    default=8001,
+    show_default=True,
+    envvar="MODELYARD_GRPC_PORT",
+    help="KServe v2 gRPC port.",
+)
+@click.option(
+    "--ollama-port",
+    default=0,
+    envvar="MODELYARD_OLLAMA_PORT",
+    help="Also serve every HTTP route on this port, e.g. 11434 (Ollama's), so clients "
+    "with default settings connect (0: no second port).",
+)
+@click.option(
+    "--model-control-mode",
+    type=click.Choice(CONTROL_MODES),
+    default="none",
+    show_default=True,
+    envvar="MODELYARD_MODEL_CONTROL_MODE",
+    help="none: load all; explicit: load --load-model ones, API may load/unload; "
+    "poll: load all and follow changes on disk.",
+)
+@click.option(
+    "--load-model",
+    "load_models",
+    multiple=True,
+    envvar="MODELYARD_LOAD_MODEL",
+    help="Model to load at start in explicit mode ('*' for all). Repeatable.",
+)
+@click.option(
+    "--poll-interval",
+    default=5.0,
+    show_default=True,
+    envvar="MODELYARD_POLL_INTERVAL",
+    help="Seconds between repository scans in poll mode.",
+)
+@click.option(
+    "--trust-pickle",
+    is_flag=True,
+    envvar="MODELYARD_TRUST_PICKLE",
+    help="Allow pickle-based model files (.joblib, .pkl): they run code when loaded.",
+)
+@click.option(
+    "--api-key",
+    "api_keys",
+    multiple=True,
+    envvar="MODELYARD_API_KEY",
+    help="Require 'Authorization: Bearer KEY'. Repeatable; comma-separated in the env.",
+)
+@click.option(
+    "--api-key-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="MODELYARD_API_KEY_FILE",
+    help="File with one API key per line.",
+)
+@click.option(
+    "--max-request-bytes",
+    default=64 * 1024 * 1024,
+    show_default=True,
+    envvar="MODELYARD_MAX_REQUEST_BYTES",
+    help="Largest request body accepted.",
+)
+@click.option(
+    "--grpc-max-message-bytes",
+    default=64 * 1024 * 1024,
+    show_default=True,
+    envvar="MODELYARD_GRPC_MAX_MESSAGE_BYTES",
+    help="Largest gRPC message received or sent.",
+)
+@click.option(
+    "--keep-alive",
+    default=None,
+    envvar="MODELYARD_KEEP_ALIVE",
+    help="How long idle models stay loaded (5m, 1h, 0, -1 forever). "
+    "Default: forever; 5m in ondemand mode.",
+)
+@click.option(
+    "--max-loaded-models",
+    default=0,
+    envvar="MODELYARD_MAX_LOADED_MODELS",
+    help="Most models loaded at once; least recently used idle ones unload (0: no limit).",
+)
+@click.option(
+    "--memory-budget",
+    default=None,
+    envvar="MODELYARD_MEMORY_BUDGET",
+    help="Memory the loaded models may take by their estimates, e.g. 8GiB.",
+)
+@click.option(
+    "--workers",
+    default=0,
+    envvar="MODELYARD_WORKERS",
+    help="Threads that run models (0: a few per core).",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    envvar="MODELYARD_LOG_LEVEL",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
 def serve(repositories: tuple[Path, ...], **options: Any) -> None:
     """Serve the models in REPOSITORIES (the built-in demo models when none is given)."""
     _setup_logging(options["log_level"])
@@ -145,16 +218,31 @@ def list_models(repositories: tuple[Path, ...], trust_pickle: bool, as_json: boo
 
 @main.command()
 @click.argument("path", required=False, type=click.Path(path_type=Path))
-@click.option("--goal", type=click.Choice(["latency", "throughput"]), default="latency",
-              show_default=True, envvar="MODELYARD_GOAL", help="What to optimise for.")
-@click.option("--latency-ms", type=float, envvar="MODELYARD_LATENCY_MS",
-              help="Latency target: bounds batching waits; for LLMs, per generated token.")
-@click.option("--memory", envvar="MODELYARD_MEMORY",
-              help="Memory budget, e.g. 8GiB or 512MB (default: the memory free now).")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print JSON (schema: modelyard/advisor/schema.json).")
-def advise(path: Path | None, goal: str, latency_ms: float | None, memory: str | None,
-           as_json: bool) -> None:
+@click.option(
+    "--goal",
+    type=click.Choice(["latency", "throughput"]),
+    default="latency",
+    show_default=True,
+    envvar="MODELYARD_GOAL",
+    help="What to optimise for.",
+)
+@click.option(
+    "--latency-ms",
+    type=float,
+    envvar="MODELYARD_LATENCY_MS",
+    help="Latency target: bounds batching waits; for LLMs, per generated token.",
+)
+@click.option(
+    "--memory",
+    envvar="MODELYARD_MEMORY",
+    help="Memory budget, e.g. 8GiB or 512MB (default: the memory free now).",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON (schema: modelyard/advisor/schema.json)."
+)
+def advise(
+    path: Path | None, goal: str, latency_ms: float | None, memory: str | None, as_json: bool
+) -> None:
     """Which runtime and settings would serve PATH best here, and why (a model file or
     folder, or a repository; the demo models when none is given)."""
     from modelyard.advisor.hardware import probe
@@ -165,8 +253,9 @@ def advise(path: Path | None, goal: str, latency_ms: float | None, memory: str |
     hardware = probe()
     try:
         budget = parse_size(memory) if memory else None
-        advice = advise_path(path or _demo_repository(), hardware, goal=goal,
-                             latency_ms=latency_ms, memory=budget)
+        advice = advise_path(
+            path or _demo_repository(), hardware, goal=goal, latency_ms=latency_ms, memory=budget
+        )
     except ModelyardError as exc:
         raise CLIError(exc.message) from exc
     if as_json:
@@ -196,9 +285,12 @@ def _check_repositories(settings: Settings) -> None:
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
 
 
 def run_cli() -> None:  # pragma: no cover - entry point

@@ -46,8 +46,11 @@ class Modelyard:
             control_mode=settings.model_control_mode,
             startup_models=settings.load_models,
             trust_pickle=settings.trust_pickle,
-            residency=ResidencyPolicy(settings.default_keep_alive_s, settings.max_loaded_models,
-                                      settings.memory_budget_bytes),
+            residency=ResidencyPolicy(
+                settings.default_keep_alive_s,
+                settings.max_loaded_models,
+                settings.memory_budget_bytes,
+            ),
         )
         self.dataplane = DataPlane(self.repository, self.executor)
         self.registry = CollectorRegistry()
@@ -59,13 +62,20 @@ class Modelyard:
         kserve = KServeHTTP(self.dataplane, self.settings.max_request_bytes)
         openai = OpenAIFront(self.llm, self.settings.max_request_bytes)
         ollama = OllamaFront(self.llm, self.settings.max_request_bytes)
-        ollama_models = OllamaModels(self.repository, ModelStore(self.repository),
-                                     self.settings.max_request_bytes)
+        ollama_models = OllamaModels(
+            self.repository, ModelStore(self.repository), self.settings.max_request_bytes
+        )
         # "/" answers as Ollama's does ("Ollama is running"): clients probe it.
-        routes = [*ollama.routes(), *ollama_models.routes(), *kserve.routes(), *openai.routes(),
-                  Route("/metrics", self._metrics, methods=["GET"])]
-        app: ASGIApp = Starlette(routes=routes, lifespan=self._lifespan,
-                                 exception_handlers={Exception: _unexpected})
+        routes = [
+            *ollama.routes(),
+            *ollama_models.routes(),
+            *kserve.routes(),
+            *openai.routes(),
+            Route("/metrics", self._metrics, methods=["GET"]),
+        ]
+        app: ASGIApp = Starlette(
+            routes=routes, lifespan=self._lifespan, exception_handlers={Exception: _unexpected}
+        )
         app = _HotPath(app, InferEndpoint(self.dataplane, self.settings.max_request_bytes))
         if self.settings.api_keys:
             app = APIKeyMiddleware(app, keys=self.settings.api_keys)
@@ -102,7 +112,6 @@ class Modelyard:
                 await self.repository.poll()
             except Exception:
                 log.exception("polling the repository failed")
-
 
     async def _metrics(self, request: Request) -> Response:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
@@ -141,5 +150,11 @@ def _log_models(repository: ModelRepository) -> None:
         for version in entry.versions.values():
             config = version.config
             reason = config.reasons.get("runtime", "named in its config")
-            log.info("model %s version %d READY on runtime %s (%s); max_batch_size %d",
-                     name, version.version, config.runtime, reason, config.max_batch_size)
+            log.info(
+                "model %s version %d READY on runtime %s (%s); max_batch_size %d",
+                name,
+                version.version,
+                config.runtime,
+                reason,
+                config.max_batch_size,
+            )

@@ -28,17 +28,27 @@ def run(settings: Settings, *, demo: bool = False, started: float | None = None)
     bound_openmp_spin()  # before any model library loads OpenMP
     server = Modelyard(settings)
     app = _WithGRPC(server.app)
-    config = uvicorn.Config(app, host=settings.host, port=settings.http_port,
-                            log_level=settings.log_level, access_log=False,
-                            timeout_graceful_shutdown=5, log_config=None)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.http_port,
+        log_level=settings.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+        log_config=None,
+    )
     http = uvicorn.Server(config)
     begin = started if started is not None else time.perf_counter()
 
     async def main() -> None:
         try:  # bind the gRPC port first, so a port in use fails before any model loads
-            app.grpc = create_server(server.dataplane, settings.host, settings.grpc_port,
-                                     api_keys=settings.api_keys,
-                                     max_message_bytes=settings.grpc_max_message_bytes)
+            app.grpc = create_server(
+                server.dataplane,
+                settings.host,
+                settings.grpc_port,
+                api_keys=settings.api_keys,
+                max_message_bytes=settings.grpc_max_message_bytes,
+            )
         except OSError as exc:
             raise SystemExit(f"error: {exc}; choose another --grpc-port") from None
         second = _second_port(server, settings)
@@ -74,13 +84,20 @@ def _second_port(server: Modelyard, settings: Settings) -> tuple[_Follower, sock
     except OSError as exc:
         sock.close()
         raise SystemExit(f"error: {exc}; choose another --ollama-port") from None
-    config = uvicorn.Config(server.app, lifespan="off", log_level=settings.log_level,
-                            access_log=False, timeout_graceful_shutdown=5, log_config=None)
+    config = uvicorn.Config(
+        server.app,
+        lifespan="off",
+        log_level=settings.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+        log_config=None,
+    )
     return _Follower(config), sock
 
 
-async def _follow(first: uvicorn.Server, second: tuple[_Follower, socket.socket],
-                  first_task: asyncio.Task[None]) -> None:
+async def _follow(
+    first: uvicorn.Server, second: tuple[_Follower, socket.socket], first_task: asyncio.Task[None]
+) -> None:
     follower, sock = second
     task = asyncio.create_task(follower.serve(sockets=[sock]))
     log.info("also serving HTTP on %s:%d", *sock.getsockname()[:2])
@@ -139,8 +156,13 @@ GRPC_GRACE_S = 5.0
 
 def _banner(settings: Settings, demo: bool, seconds: float) -> None:
     url = f"http://{settings.host}:{settings.http_port}"
-    log.info("ready in %.2f s (pid %d): KServe v2 HTTP on %s, KServe v2 gRPC on %s", seconds,
-             os.getpid(), url, grpc_address(settings.host, settings.grpc_port))
+    log.info(
+        "ready in %.2f s (pid %d): KServe v2 HTTP on %s, KServe v2 gRPC on %s",
+        seconds,
+        os.getpid(),
+        url,
+        grpc_address(settings.host, settings.grpc_port),
+    )
     if demo:
         print(_TRY.format(url=url, host=f"{settings.host}:{settings.http_port}"), flush=True)
 

@@ -42,8 +42,12 @@ class Alternative:
     rule: str
 
     def to_json(self) -> dict[str, Any]:
-        return {"system": self.system, "reason": self.reason, "better": self.better,
-                "rule": self.rule}
+        return {
+            "system": self.system,
+            "reason": self.reason,
+            "better": self.better,
+            "rule": self.rule,
+        }
 
 
 @dataclass
@@ -67,18 +71,30 @@ class Recommendation:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "artifact": self.artifact.to_json(), "goal": self.goal,
-            "latency_ms": self.latency_ms, "memory_budget_bytes": self.budget_bytes,
-            "runtime": self.runtime, "settings": dict(self.settings),
-            "reasons": dict(self.reasons), "rules": list(self.rules),
+            "artifact": self.artifact.to_json(),
+            "goal": self.goal,
+            "latency_ms": self.latency_ms,
+            "memory_budget_bytes": self.budget_bytes,
+            "runtime": self.runtime,
+            "settings": dict(self.settings),
+            "reasons": dict(self.reasons),
+            "rules": list(self.rules),
             "alternatives": [a.to_json() for a in self.alternatives],
-            "warnings": list(self.warnings), "memory": self.memory.to_json(),
+            "warnings": list(self.warnings),
+            "memory": self.memory.to_json(),
         }
 
 
-def advise(info: ArtifactInfo, hardware: Hardware | None = None, *, goal: str = "latency",
-           latency_ms: float | None = None, memory: int | None = None,
-           runtime: str | None = None, instances: int | None = None) -> Recommendation:
+def advise(
+    info: ArtifactInfo,
+    hardware: Hardware | None = None,
+    *,
+    goal: str = "latency",
+    latency_ms: float | None = None,
+    memory: int | None = None,
+    runtime: str | None = None,
+    instances: int | None = None,
+) -> Recommendation:
     """The recommendation for serving `info` on `hardware` (this machine when None).
     `memory` is the budget in bytes (default: the memory available now); `runtime` and
     `instances`, when given, are what the model's config names: settings are chosen for them."""
@@ -89,10 +105,14 @@ def advise(info: ArtifactInfo, hardware: Hardware | None = None, *, goal: str = 
     budget = memory or hw.memory_available_bytes
     context, parallel, estimate = size_for_budget(info, goal, budget)
     facts = base_facts(info, hw, goal, latency_ms, budget, estimate)
-    facts.update(llm_context=context, llm_parallel=parallel,
-                 sequences=_plural(parallel, "sequence"), instances_pinned=instances is not None,
-                 instances=instances or 1,
-                 threads_per_instance=max(1, hw.physical_cores // (instances or 1)))
+    facts.update(
+        llm_context=context,
+        llm_parallel=parallel,
+        sequences=_plural(parallel, "sequence"),
+        instances_pinned=instances is not None,
+        instances=instances or 1,
+        threads_per_instance=max(1, hw.physical_cores // (instances or 1)),
+    )
     rec = Recommendation(info, hw, goal, latency_ms, budget, estimate)
     _pick_runtime(rec, facts, runtime)
     _apply_settings(rec, facts)
@@ -100,8 +120,9 @@ def advise(info: ArtifactInfo, hardware: Hardware | None = None, *, goal: str = 
     return rec
 
 
-def size_for_budget(info: ArtifactInfo, goal: str,
-                    budget: int) -> tuple[int | None, int | None, MemoryEstimate]:
+def size_for_budget(
+    info: ArtifactInfo, goal: str, budget: int
+) -> tuple[int | None, int | None, MemoryEstimate]:
     """Context and parallel sequences for an LLM: the goal's defaults, halved (sequences
     first, then context down to 512 tokens) until the estimate fits the budget."""
     if info.llm is None:
@@ -121,28 +142,46 @@ def size_for_budget(info: ArtifactInfo, goal: str,
     return context, parallel, estimate
 
 
-def base_facts(info: ArtifactInfo, hw: Hardware, goal: str, latency_ms: float | None,
-               budget: int, estimate: MemoryEstimate) -> dict[str, Any]:
+def base_facts(
+    info: ArtifactInfo,
+    hw: Hardware,
+    goal: str,
+    latency_ms: float | None,
+    budget: int,
+    estimate: MemoryEstimate,
+) -> dict[str, Any]:
     """Every fact the rules may read (docs/advisor.md lists them)."""
     facts: dict[str, Any] = {
-        "format": info.format, "container": info.container, "task": info.task, "goal": goal,
-        "llm": info.generates_text, "embedding": info.task in ("embedding", "rerank"),
-        "dynamic_batch": info.dynamic_batch, "architecture": info.architecture or "",
+        "format": info.format,
+        "container": info.container,
+        "task": info.task,
+        "goal": goal,
+        "llm": info.generates_text,
+        "embedding": info.task in ("embedding", "rerank"),
+        "dynamic_batch": info.dynamic_batch,
+        "architecture": info.architecture or "",
         "trained_context": info.context_length,
         "chat_template": bool(info.details.get("chat_template", True)),
         "params_b": _round((info.parameters or 0) / 1e9),
         "params_m": _round((info.parameters or 0) / 1e6),
         "vector_inputs": vector_inputs(info),
-        "estimate_gib": _round(estimate.total / GIB), "budget_gib": _round(budget / GIB),
+        "estimate_gib": _round(estimate.total / GIB),
+        "budget_gib": _round(budget / GIB),
         "kv_gib": _round(estimate.kv_cache / GIB),
         "fits": not estimate.known or estimate.total <= budget,
         "latency_ms": latency_ms,
-        "max_batch": MAX_BATCH, "batch_delay_us": batch_delay_us(goal, latency_ms),
+        "max_batch": MAX_BATCH,
+        "batch_delay_us": batch_delay_us(goal, latency_ms),
     }
     facts.update(hardware_facts(hw))
     facts.update(gpu_fit_facts(hw, estimate))
-    facts.update({f"{k.removesuffix('_gib')}_size": human_bytes(v * GIB) for k, v in facts.items()
-                  if k.endswith("_gib")})
+    facts.update(
+        {
+            f"{k.removesuffix('_gib')}_size": human_bytes(v * GIB)
+            for k, v in facts.items()
+            if k.endswith("_gib")
+        }
+    )
     facts["token_ms"] = token_ms(info, hw, bool(facts["fits_gpu"]))
     return facts
 
@@ -160,7 +199,9 @@ def hardware_facts(hw: Hardware) -> dict[str, Any]:
     features = hw.llamacpp_features
     amx = hw.isa.get("amx", False)
     return {
-        "cores": hw.cores, "physical_cores": hw.physical_cores, "gpus": len(hw.gpus),
+        "cores": hw.cores,
+        "physical_cores": hw.physical_cores,
+        "gpus": len(hw.gpus),
         "loop_free_cores": max(1, hw.physical_cores - 1),
         "gpu_gib": _round(max((g.memory_bytes or 0 for g in hw.gpus), default=0) / GIB),
         "gpus_gib": _round(sum(g.memory_bytes or 0 for g in hw.gpus) / GIB),
@@ -176,8 +217,10 @@ def gpu_fit_facts(hw: Hardware, estimate: MemoryEstimate) -> dict[str, bool]:
     need = estimate.weights + estimate.kv_cache
     largest = max((g.memory_bytes or 0 for g in hw.gpus), default=0)
     together = sum(g.memory_bytes or 0 for g in hw.gpus)
-    return {"fits_gpu": bool(hw.gpus) and need <= largest * GPU_USABLE,
-            "fits_gpus": bool(hw.gpus) and need <= together * GPU_USABLE}
+    return {
+        "fits_gpu": bool(hw.gpus) and need <= largest * GPU_USABLE,
+        "fits_gpus": bool(hw.gpus) and need <= together * GPU_USABLE,
+    }
 
 
 def batch_delay_us(goal: str, latency_ms: float | None) -> int:
@@ -194,8 +237,11 @@ def token_ms(info: ArtifactInfo, hw: Hardware, on_gpu: bool) -> float | None:
     """Rough time per generated token: every weight is read once per token."""
     if not info.generates_text or not info.weight_bytes:
         return None
-    bandwidth = GPU_BANDWIDTH if on_gpu else min(
-        CPU_BANDWIDTH_PER_CORE * hw.physical_cores, CPU_BANDWIDTH_MAX)
+    bandwidth = (
+        GPU_BANDWIDTH
+        if on_gpu
+        else min(CPU_BANDWIDTH_PER_CORE * hw.physical_cores, CPU_BANDWIDTH_MAX)
+    )
     return _round(info.weight_bytes / bandwidth * 1000)
 
 
@@ -242,7 +288,8 @@ def _collect(rec: Recommendation, facts: dict[str, Any]) -> None:
         if rules.matches(rule, facts):
             rec.rules.append(rule.id)
             rec.alternatives.append(
-                Alternative(rule.system, rules.explain(rule.reason, facts), rule.better, rule.id))
+                Alternative(rule.system, rules.explain(rule.reason, facts), rule.better, rule.id)
+            )
     for rule in rules.WARNING_RULES:
         if rules.matches(rule, facts):
             rec.rules.append(rule.id)

@@ -30,8 +30,9 @@ _PINNED_BY = {
 PREFIX = "advisor: "
 
 
-def advise_config(config: ModelConfig, artifact: Path, *, goal: str = "latency",
-                  hardware: Hardware | None = None) -> ModelConfig:
+def advise_config(
+    config: ModelConfig, artifact: Path, *, goal: str = "latency", hardware: Hardware | None = None
+) -> ModelConfig:
     """`config` with the advisor's runtime and settings filled in where it is silent."""
     try:
         info = inspect_artifact(artifact)
@@ -47,8 +48,11 @@ def advise_config(config: ModelConfig, artifact: Path, *, goal: str = "latency",
     for key in chosen:
         _set(out, key, rec.settings[key], rec.reasons[key])
     if chosen:
-        log.info("model %s: the advisor chose %s", config.name,
-                 ", ".join(f"{k}={rec.settings[k]}" for k in chosen if k in out.reasons))
+        log.info(
+            "model %s: the advisor chose %s",
+            config.name,
+            ", ".join(f"{k}={rec.settings[k]}" for k in chosen if k in out.reasons),
+        )
     return out
 
 
@@ -63,8 +67,9 @@ def with_config(info: ArtifactInfo, config: ModelConfig | None) -> ArtifactInfo:
     return info
 
 
-def _recommend(config: ModelConfig, info: ArtifactInfo, goal: str,
-               hardware: Hardware | None) -> tuple[Recommendation, bool]:
+def _recommend(
+    config: ModelConfig, info: ArtifactInfo, goal: str, hardware: Hardware | None
+) -> tuple[Recommendation, bool]:
     """The recommendation, and whether the advisor picked the runtime."""
     named = config.runtime if runtime_pinned(config) else None
     instances = config.instance_count if pinned(config, "instance_count") else None

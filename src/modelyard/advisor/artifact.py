@@ -9,8 +9,17 @@ from typing import Any
 from modelyard.repository.config import TensorSpec
 
 #: Tasks the advisor tells apart.
-TASKS = ("classifier", "regressor", "ranking", "text-generation", "embedding", "rerank",
-         "vision", "transform", "unknown")
+TASKS = (
+    "classifier",
+    "regressor",
+    "ranking",
+    "text-generation",
+    "embedding",
+    "rerank",
+    "vision",
+    "transform",
+    "unknown",
+)
 
 
 @dataclass
@@ -80,10 +89,16 @@ class ArtifactInfo:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "path": str(self.path), "format": self.format, "container": self.container,
-            "task": self.task, "size_bytes": self.size_bytes, "weight_bytes": self.weight_bytes,
-            "parameters": self.parameters, "quantization": self.quantization,
-            "architecture": self.architecture, "context_length": self.context_length,
+            "path": str(self.path),
+            "format": self.format,
+            "container": self.container,
+            "task": self.task,
+            "size_bytes": self.size_bytes,
+            "weight_bytes": self.weight_bytes,
+            "parameters": self.parameters,
+            "quantization": self.quantization,
+            "architecture": self.architecture,
+            "context_length": self.context_length,
             "dynamic_batch": self.dynamic_batch,
             "inputs": [t.to_json() for t in self.inputs],
             "outputs": [t.to_json() for t in self.outputs],

@@ -13,10 +13,24 @@ from modelyard.repository.config import TensorSpec
 
 # ---- ONNX ----------------------------------------------------------------------------------
 
-_QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul",
-              "MatMulInteger", "ConvInteger", "DynamicQuantizeLinear", "MatMulNBits"}
-_CLASSIFIER_OPS = {"ZipMap", "LinearClassifier", "TreeEnsembleClassifier", "SVMClassifier",
-                   "Softmax", "ArgMax"}
+_QUANT_OPS = {
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "QLinearConv",
+    "QLinearMatMul",
+    "MatMulInteger",
+    "ConvInteger",
+    "DynamicQuantizeLinear",
+    "MatMulNBits",
+}
+_CLASSIFIER_OPS = {
+    "ZipMap",
+    "LinearClassifier",
+    "TreeEnsembleClassifier",
+    "SVMClassifier",
+    "Softmax",
+    "ArgMax",
+}
 _REGRESSOR_OPS = {"LinearRegressor", "TreeEnsembleRegressor", "SVMRegressor"}
 _EMBEDDING_OUTPUTS = ("embedding", "last_hidden_state", "pooler_output", "sentence_embedding")
 
@@ -24,10 +38,15 @@ _EMBEDDING_OUTPUTS = ("embedding", "last_hidden_state", "pooler_output", "senten
 def inspect_onnx(path: Path) -> ArtifactInfo:
     summary = skim(path)
     info = ArtifactInfo(
-        path, "onnx", container="protobuf", size_bytes=path.stat().st_size,
-        weight_bytes=int(summary.weight_bytes), parameters=summary.parameters,
+        path,
+        "onnx",
+        container="protobuf",
+        size_bytes=path.stat().st_size,
+        weight_bytes=int(summary.weight_bytes),
+        parameters=summary.parameters,
         quantization=_onnx_quantization(summary),
-        inputs=[_spec(t) for t in summary.inputs], outputs=[_spec(t) for t in summary.outputs],
+        inputs=[_spec(t) for t in summary.inputs],
+        outputs=[_spec(t) for t in summary.outputs],
         dynamic_batch=_dynamic_batch(summary.inputs + summary.outputs),
         details={"opset": summary.opset, "producer": summary.producer},
     )
@@ -36,8 +55,11 @@ def inspect_onnx(path: Path) -> ArtifactInfo:
 
 
 def _spec(tensor: OnnxTensor) -> TensorSpec:
-    return TensorSpec(tensor.name, tensor.datatype,
-                      [d if isinstance(d, int) and d > 0 else -1 for d in tensor.shape])
+    return TensorSpec(
+        tensor.name,
+        tensor.datatype,
+        [d if isinstance(d, int) and d > 0 else -1 for d in tensor.shape],
+    )
 
 
 def _dynamic_batch(tensors: list[OnnxTensor]) -> bool:
@@ -62,8 +84,13 @@ def _onnx_task(summary: OnnxSummary) -> str:
     if "input_ids" in names:
         if any("logits" in o for o in outputs) and any("past" in n for n in names):
             return "text-generation"
-        return "embedding" if any(e in o for o in outputs for e in _EMBEDDING_OUTPUTS) else \
-            "classifier" if any("logits" in o for o in outputs) else "unknown"
+        return (
+            "embedding"
+            if any(e in o for o in outputs for e in _EMBEDDING_OUTPUTS)
+            else "classifier"
+            if any("logits" in o for o in outputs)
+            else "unknown"
+        )
     if any(len(t.shape) == 4 and t.shape[1] in (1, 3) for t in summary.inputs):
         return "vision"
     return _tabular_task(summary, outputs)
@@ -83,8 +110,18 @@ def _tabular_task(summary: OnnxSummary, outputs: list[str]) -> str:
 # ---- GGUF ----------------------------------------------------------------------------------
 
 #: Architectures that are encoders: they embed (or rerank), they do not generate.
-ENCODER_ARCHITECTURES = {"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "jina-bert-v3",
-                         "modern-bert", "neo-bert", "t5encoder", "roberta", "xlm-roberta"}
+ENCODER_ARCHITECTURES = {
+    "bert",
+    "nomic-bert",
+    "nomic-bert-moe",
+    "jina-bert-v2",
+    "jina-bert-v3",
+    "modern-bert",
+    "neo-bert",
+    "t5encoder",
+    "roberta",
+    "xlm-roberta",
+}
 _POOLING_RANK = 4  # llama.cpp's LLAMA_POOLING_TYPE_RANK: a reranker
 
 
@@ -92,10 +129,16 @@ def inspect_gguf(path: Path) -> ArtifactInfo:
     header = read_header(path)
     llm = _llm_shape(header)
     info = ArtifactInfo(
-        path, "gguf", container="gguf", task=_gguf_task(header),
-        size_bytes=path.stat().st_size, weight_bytes=header.weight_bytes,
-        parameters=header.parameters, quantization=header.quantization,
-        architecture=header.architecture or None, context_length=llm.trained_context or None,
+        path,
+        "gguf",
+        container="gguf",
+        task=_gguf_task(header),
+        size_bytes=path.stat().st_size,
+        weight_bytes=header.weight_bytes,
+        parameters=header.parameters,
+        quantization=header.quantization,
+        architecture=header.architecture or None,
+        context_length=llm.trained_context or None,
         llm=llm,
         details={
             "name": str(header.metadata.get("general.name", "")),
@@ -175,5 +218,10 @@ def _int(value: Any) -> int:
 
 
 def inspect_python(path: Path) -> ArtifactInfo:
-    return ArtifactInfo(path, "python", container="source", size_bytes=path.stat().st_size,
-                        details={"note": "a Python model's behaviour is its code's"})
+    return ArtifactInfo(
+        path,
+        "python",
+        container="source",
+        size_bytes=path.stat().st_size,
+        details={"note": "a Python model's behaviour is its code's"},
+    )

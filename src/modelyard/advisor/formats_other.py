@@ -12,12 +12,29 @@ from typing import Any
 
 from modelyard.advisor.artifact import ArtifactInfo, LLMShape
 
-_SAFETENSORS_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2,
-                      "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+_SAFETENSORS_BYTES = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+}
 # architectures[0] ending -> task
-_HF_TASKS = (("ForCausalLM", "text-generation"), ("ForConditionalGeneration", "text-generation"),
-             ("ForSequenceClassification", "classifier"), ("ForImageClassification", "vision"),
-             ("ForTokenClassification", "classifier"), ("Model", "embedding"))
+_HF_TASKS = (
+    ("ForCausalLM", "text-generation"),
+    ("ForConditionalGeneration", "text-generation"),
+    ("ForSequenceClassification", "classifier"),
+    ("ForImageClassification", "vision"),
+    ("ForTokenClassification", "classifier"),
+    ("Model", "embedding"),
+)
 
 
 def safetensors_header(path: Path) -> dict[str, Any]:
@@ -46,9 +63,15 @@ def _safetensors_totals(files: list[Path]) -> tuple[int, int, str]:
 
 def inspect_safetensors(path: Path) -> ArtifactInfo:
     params, nbytes, dtype = _safetensors_totals([path])
-    return ArtifactInfo(path, "safetensors", container="safetensors",
-                        size_bytes=path.stat().st_size, weight_bytes=nbytes, parameters=params,
-                        quantization=dtype)
+    return ArtifactInfo(
+        path,
+        "safetensors",
+        container="safetensors",
+        size_bytes=path.stat().st_size,
+        weight_bytes=nbytes,
+        parameters=params,
+        quantization=dtype,
+    )
 
 
 def inspect_hf_folder(path: Path) -> ArtifactInfo:
@@ -61,12 +84,21 @@ def inspect_hf_folder(path: Path) -> ArtifactInfo:
         task = "embedding"  # a sentence-transformers folder
     llm = _hf_llm(config) if task == "text-generation" else None
     return ArtifactInfo(
-        path, "hf", container="safetensors" if files else "other", task=task,
+        path,
+        "hf",
+        container="safetensors" if files else "other",
+        task=task,
         size_bytes=sum(p.stat().st_size for p in path.rglob("*") if p.is_file()),
-        weight_bytes=nbytes or None, parameters=params or None, quantization=dtype,
-        architecture=arch or None, context_length=llm.trained_context if llm else None, llm=llm,
-        details={"chat_template": (path / "tokenizer_config.json").exists()
-                 and "chat_template" in (path / "tokenizer_config.json").read_text()},
+        weight_bytes=nbytes or None,
+        parameters=params or None,
+        quantization=dtype,
+        architecture=arch or None,
+        context_length=llm.trained_context if llm else None,
+        llm=llm,
+        details={
+            "chat_template": (path / "tokenizer_config.json").exists()
+            and "chat_template" in (path / "tokenizer_config.json").read_text()
+        },
     )
 
 
@@ -75,9 +107,15 @@ def _hf_llm(config: dict[str, Any]) -> LLMShape:
     heads = int(config.get("num_attention_heads", 1))
     width = int(config.get("hidden_size", 0))
     head_dim = int(config.get("head_dim") or width // max(1, heads))
-    return LLMShape(layers, [int(config.get("num_key_value_heads", heads))] * layers,
-                    head_dim, head_dim, int(config.get("vocab_size", 0)),
-                    int(config.get("max_position_embeddings", 0)), width)
+    return LLMShape(
+        layers,
+        [int(config.get("num_key_value_heads", heads))] * layers,
+        head_dim,
+        head_dim,
+        int(config.get("vocab_size", 0)),
+        int(config.get("max_position_embeddings", 0)),
+        width,
+    )
 
 
 def inspect_torch_archive(path: Path) -> ArtifactInfo:
@@ -85,21 +123,37 @@ def inspect_torch_archive(path: Path) -> ArtifactInfo:
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
         data = sum(i.file_size for i in archive.infolist() if "/data/" in i.filename)
-    kind = "torch-export" if path.suffix == ".pt2" or any("/models/" in n for n in names) \
+    kind = (
+        "torch-export"
+        if path.suffix == ".pt2" or any("/models/" in n for n in names)
         else "torchscript"
-    return ArtifactInfo(path, kind, container="zip", size_bytes=path.stat().st_size,
-                        weight_bytes=data or path.stat().st_size)
+    )
+    return ArtifactInfo(
+        path,
+        kind,
+        container="zip",
+        size_bytes=path.stat().st_size,
+        weight_bytes=data or path.stat().st_size,
+    )
 
 
 def inspect_openvino(path: Path) -> ArtifactInfo:
     weights = path.with_suffix(".bin")
     size = weights.stat().st_size if weights.exists() else 0
-    return ArtifactInfo(path, "openvino", container="ir", size_bytes=path.stat().st_size + size,
-                        weight_bytes=size)
+    return ArtifactInfo(
+        path, "openvino", container="ir", size_bytes=path.stat().st_size + size, weight_bytes=size
+    )
 
 
 def inspect_tensorrt(path: Path) -> ArtifactInfo:
-    return ArtifactInfo(path, "tensorrt", container="engine", size_bytes=path.stat().st_size,
-                        weight_bytes=path.stat().st_size,
-                        details={"note": "a TensorRT engine runs only on the GPU model and "
-                                         "TensorRT version it was built for"})
+    return ArtifactInfo(
+        path,
+        "tensorrt",
+        container="engine",
+        size_bytes=path.stat().st_size,
+        weight_bytes=path.stat().st_size,
+        details={
+            "note": "a TensorRT engine runs only on the GPU model and "
+            "TensorRT version it was built for"
+        },
+    )

@@ -14,10 +14,18 @@ from modelyard.advisor.artifact import ArtifactInfo
 
 # estimator class name endings -> task
 _SKLEARN_TASKS = (
-    ("Classifier", "classifier"), ("LogisticRegression", "classifier"), ("SVC", "classifier"),
-    ("NB", "classifier"), ("Regressor", "regressor"), ("Regression", "regressor"),
-    ("SVR", "regressor"), ("Lasso", "regressor"), ("Ridge", "regressor"),
-    ("ElasticNet", "regressor"), ("Scaler", "transform"), ("PCA", "transform"),
+    ("Classifier", "classifier"),
+    ("LogisticRegression", "classifier"),
+    ("SVC", "classifier"),
+    ("NB", "classifier"),
+    ("Regressor", "regressor"),
+    ("Regression", "regressor"),
+    ("SVR", "regressor"),
+    ("Lasso", "regressor"),
+    ("Ridge", "regressor"),
+    ("ElasticNet", "regressor"),
+    ("Scaler", "transform"),
+    ("PCA", "transform"),
     ("Encoder", "transform"),
 )
 
@@ -37,15 +45,22 @@ def inspect_skops(path: Path) -> ArtifactInfo:
     if estimator == "Pipeline":
         estimator = _last_step(schema) or estimator
     return ArtifactInfo(
-        path, "sklearn", container="skops", task=sklearn_task(estimator),
-        size_bytes=path.stat().st_size, weight_bytes=array_bytes, architecture=estimator,
-        dynamic_batch=True, details={"module": str(schema.get("__module__", ""))},
+        path,
+        "sklearn",
+        container="skops",
+        task=sklearn_task(estimator),
+        size_bytes=path.stat().st_size,
+        weight_bytes=array_bytes,
+        architecture=estimator,
+        dynamic_batch=True,
+        details={"module": str(schema.get("__module__", ""))},
     )
 
 
 def _last_step(schema: dict[str, object]) -> str | None:
-    found = re.findall(r'"__class__": "(\w+)", "__module__": "sklearn\.(?!pipeline)',
-                       json.dumps(schema))
+    found = re.findall(
+        r'"__class__": "(\w+)", "__module__": "sklearn\.(?!pipeline)', json.dumps(schema)
+    )
     return found[-1] if found else None
 
 
@@ -53,9 +68,15 @@ def inspect_pickle(path: Path) -> ArtifactInfo:
     """The first class a pickle names is its top object: read without unpickling."""
     estimator, module = _first_global(path)
     return ArtifactInfo(
-        path, "sklearn", container="pickle", task=sklearn_task(estimator),
-        size_bytes=path.stat().st_size, weight_bytes=path.stat().st_size,
-        architecture=estimator or None, dynamic_batch=True, details={"module": module},
+        path,
+        "sklearn",
+        container="pickle",
+        task=sklearn_task(estimator),
+        size_bytes=path.stat().st_size,
+        weight_bytes=path.stat().st_size,
+        architecture=estimator or None,
+        dynamic_batch=True,
+        details={"module": module},
     )
 
 
@@ -79,8 +100,12 @@ def _first_global(path: Path) -> tuple[str, str]:
 # ---- gradient-boosted trees ----------------------------------------------------------------
 
 _OBJECTIVE_TASKS = {
-    "multi": "classifier", "binary": "classifier", "reg": "regressor", "count": "regressor",
-    "survival": "regressor", "rank": "ranking",
+    "multi": "classifier",
+    "binary": "classifier",
+    "reg": "regressor",
+    "count": "regressor",
+    "survival": "regressor",
+    "rank": "ranking",
 }
 _XGB_OBJECTIVE = re.compile(rb"(reg|binary|multi|rank|count|survival):[a-z_]+")
 
@@ -90,12 +115,19 @@ def inspect_xgboost(path: Path) -> ArtifactInfo:
     objective = _XGB_OBJECTIVE.search(data)
     name = objective.group(0).decode() if objective else ""
     return ArtifactInfo(
-        path, "xgboost", container=path.suffix.lstrip(".").lower(),
+        path,
+        "xgboost",
+        container=path.suffix.lstrip(".").lower(),
         task=_OBJECTIVE_TASKS.get(name.partition(":")[0], "unknown"),
-        size_bytes=len(data), weight_bytes=len(data), architecture="gbtree",
+        size_bytes=len(data),
+        weight_bytes=len(data),
+        architecture="gbtree",
         dynamic_batch=True,
-        details={"objective": name, "trees": _xgb_number(data, b"num_trees"),
-                 "features": _xgb_number(data, b"num_feature")},
+        details={
+            "objective": name,
+            "trees": _xgb_number(data, b"num_trees"),
+            "features": _xgb_number(data, b"num_feature"),
+        },
     )
 
 
@@ -104,21 +136,36 @@ def _xgb_number(data: bytes, key: bytes) -> int:
     return int(match.group(1)) if match else 0
 
 
-_LGB_TASKS = (("multiclass", "classifier"), ("binary", "classifier"),
-              ("cross_entropy", "classifier"), ("lambdarank", "ranking"),
-              ("rank_xendcg", "ranking"))
+_LGB_TASKS = (
+    ("multiclass", "classifier"),
+    ("binary", "classifier"),
+    ("cross_entropy", "classifier"),
+    ("lambdarank", "ranking"),
+    ("rank_xendcg", "ranking"),
+)
 
 
 def inspect_lightgbm(path: Path) -> ArtifactInfo:
     header = _lightgbm_header(path)
     objective = header.get("objective", "").split(" ")[0]
-    task = next((t for prefix, t in _LGB_TASKS if objective.startswith(prefix)),
-                "regressor" if objective else "unknown")
+    task = next(
+        (t for prefix, t in _LGB_TASKS if objective.startswith(prefix)),
+        "regressor" if objective else "unknown",
+    )
     return ArtifactInfo(
-        path, "lightgbm", container="text", task=task, size_bytes=path.stat().st_size,
-        weight_bytes=path.stat().st_size, architecture="gbdt", dynamic_batch=True,
-        details={"objective": objective, "trees": len(header.get("tree_sizes", "").split()),
-                 "features": int(header.get("max_feature_idx", "-1")) + 1},
+        path,
+        "lightgbm",
+        container="text",
+        task=task,
+        size_bytes=path.stat().st_size,
+        weight_bytes=path.stat().st_size,
+        architecture="gbdt",
+        dynamic_batch=True,
+        details={
+            "objective": objective,
+            "trees": len(header.get("tree_sizes", "").split()),
+            "features": int(header.get("max_feature_idx", "-1")) + 1,
+        },
     )
 
 

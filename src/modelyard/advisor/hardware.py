@@ -23,9 +23,16 @@ from typing import Any
 
 # modelyard runtime (or peer system) -> the Python module that shows it is installed
 LIBRARIES: dict[str, str] = {
-    "onnx": "onnxruntime", "sklearn": "sklearn", "xgboost": "xgboost", "lightgbm": "lightgbm",
-    "llamacpp": "llama_cpp", "openvino": "openvino", "torch": "torch",
-    "transformers": "transformers", "vllm": "vllm", "tensorrt": "tensorrt",
+    "onnx": "onnxruntime",
+    "sklearn": "sklearn",
+    "xgboost": "xgboost",
+    "lightgbm": "lightgbm",
+    "llamacpp": "llama_cpp",
+    "openvino": "openvino",
+    "torch": "torch",
+    "transformers": "transformers",
+    "vllm": "vllm",
+    "tensorrt": "tensorrt",
 }
 _GPU_VENDORS = {"0x10de": "nvidia", "0x1002": "amd"}
 
@@ -74,16 +81,20 @@ class Hardware:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "cores": self.cores, "physical_cores": self.physical_cores,
+            "cores": self.cores,
+            "physical_cores": self.physical_cores,
             "memory_bytes": self.memory_bytes,
             "memory_available_bytes": self.memory_available_bytes,
             "isa": dict(sorted(self.isa.items())),
-            "gpus": [{"name": g.name, "vendor": g.vendor, "memory_bytes": g.memory_bytes}
-                     for g in self.gpus],
+            "gpus": [
+                {"name": g.name, "vendor": g.vendor, "memory_bytes": g.memory_bytes}
+                for g in self.gpus
+            ],
             "runtimes": dict(sorted(self.runtimes.items())),
             "onnx_providers": list(self.onnx_providers),
             "llamacpp_features": sorted(self.llamacpp_features)
-            if self.llamacpp_features is not None else None,
+            if self.llamacpp_features is not None
+            else None,
             "machine": self.machine,
         }
 
@@ -103,12 +114,19 @@ def probe_at(root: Path, run: Runner | None = None, import_libraries: bool = Tru
     cpuinfo = _read(root / "proc/cpuinfo")
     flags = _flags(cpuinfo)
     total, available = _memory(root)
-    runtimes = {name: importlib.util.find_spec(module) is not None
-                for name, module in LIBRARIES.items()}
+    runtimes = {
+        name: importlib.util.find_spec(module) is not None for name, module in LIBRARIES.items()
+    }
     return Hardware(
-        cores=_cores(root), physical_cores=_physical_cores(cpuinfo), memory_bytes=total,
-        memory_available_bytes=available, cpu_flags=flags, isa=_isa(flags, root == Path("/")),
-        gpus=_gpus(root, run or _run), runtimes=runtimes, machine=platform.machine(),
+        cores=_cores(root),
+        physical_cores=_physical_cores(cpuinfo),
+        memory_bytes=total,
+        memory_available_bytes=available,
+        cpu_flags=flags,
+        isa=_isa(flags, root == Path("/")),
+        gpus=_gpus(root, run or _run),
+        runtimes=runtimes,
+        machine=platform.machine(),
         lazy_libraries=import_libraries,
     )
 
@@ -222,8 +240,14 @@ def _nvidia_smi(run: Runner) -> list[GPU]:
 def _proc_nvidia(root: Path) -> list[GPU]:
     gpus = []
     for info in sorted((root / "proc/driver/nvidia/gpus").glob("*/information")):
-        model = next((line.partition(":")[2].strip() for line in _read(info).splitlines()
-                      if line.startswith("Model")), "NVIDIA GPU")
+        model = next(
+            (
+                line.partition(":")[2].strip()
+                for line in _read(info).splitlines()
+                if line.startswith("Model")
+            ),
+            "NVIDIA GPU",
+        )
         gpus.append(GPU(model, "nvidia"))
     return gpus
 
@@ -235,8 +259,13 @@ def _sysfs_gpus(root: Path) -> list[GPU]:
         if vendor is None:
             continue  # integrated graphics do not serve models here
         vram = _read(device / "mem_info_vram_total").strip()
-        gpus.append(GPU(f"{vendor.upper()} GPU {_read(device / 'device').strip()}", vendor,
-                        int(vram) if vram.isdigit() else None))
+        gpus.append(
+            GPU(
+                f"{vendor.upper()} GPU {_read(device / 'device').strip()}",
+                vendor,
+                int(vram) if vram.isdigit() else None,
+            )
+        )
     return gpus
 
 
@@ -256,6 +285,9 @@ def _llamacpp_features() -> frozenset[str] | None:
     with contextlib.suppress(Exception):
         llama = importlib.import_module("llama_cpp")
         text = llama.llama_print_system_info().decode(errors="replace")
-        return frozenset(part.split("=")[0].rpartition(":")[2].strip()
-                         for part in text.split("|") if part.strip().endswith("= 1"))
+        return frozenset(
+            part.split("=")[0].rpartition(":")[2].strip()
+            for part in text.split("|")
+            if part.strip().endswith("= 1")
+        )
     return None

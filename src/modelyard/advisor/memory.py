@@ -82,29 +82,42 @@ class MemoryEstimate:
         parts = [f"weights {human_bytes(self.weights)}"]
         if self.kv_cache:
             plural = "" if self.parallel == 1 else "s"
-            parts.append(f"KV cache {human_bytes(self.kv_cache)} "
-                         f"({self.context} tokens x {self.parallel} sequence{plural})")
+            parts.append(
+                f"KV cache {human_bytes(self.kv_cache)} "
+                f"({self.context} tokens x {self.parallel} sequence{plural})"
+            )
         parts.append(f"runtime {human_bytes(self.library + self.overhead)}")
         return f"about {human_bytes(self.total)}: " + " + ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
-        return {"known": self.known, "total_bytes": self.total, "library_bytes": self.library,
-                "overhead_bytes": self.overhead, "weight_bytes": self.weights,
-                "kv_cache_bytes": self.kv_cache, "context": self.context,
-                "parallel": self.parallel, "measured_basis": self.measured}
+        return {
+            "known": self.known,
+            "total_bytes": self.total,
+            "library_bytes": self.library,
+            "overhead_bytes": self.overhead,
+            "weight_bytes": self.weights,
+            "kv_cache_bytes": self.kv_cache,
+            "context": self.context,
+            "parallel": self.parallel,
+            "measured_basis": self.measured,
+        }
 
 
-def estimate_memory(info: ArtifactInfo, context: int | None = None,
-                    parallel: int = 1) -> MemoryEstimate:
+def estimate_memory(
+    info: ArtifactInfo, context: int | None = None, parallel: int = 1
+) -> MemoryEstimate:
     """Memory to serve `info`; LLMs at `context` tokens for each of `parallel` sequences."""
     if info.format in _KNOWN_NOTHING:
         return MemoryEstimate(known=False)
-    cost = COSTS.get(f"{info.format}/{info.container}") or COSTS.get(info.format) \
-        or COSTS["unknown"]
+    cost = (
+        COSTS.get(f"{info.format}/{info.container}") or COSTS.get(info.format) or COSTS["unknown"]
+    )
     weights = info.weight_bytes if info.weight_bytes is not None else info.size_bytes
     estimate = MemoryEstimate(
-        library=int(cost.library_mib * MIB), overhead=int(cost.overhead_mib * MIB),
-        weights=int(weights * cost.weight_factor), measured=cost.measured,
+        library=int(cost.library_mib * MIB),
+        overhead=int(cost.overhead_mib * MIB),
+        weights=int(weights * cost.weight_factor),
+        measured=cost.measured,
     )
     if info.llm is not None:
         estimate.overhead += info.llm.vocab * LLAMA_VOCAB_BYTES

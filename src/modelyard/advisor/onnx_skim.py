@@ -17,11 +17,29 @@ from modelyard.errors import InvalidArgument
 
 # TensorProto.DataType -> (v2 datatype, bytes per element)
 ONNX_DTYPES: dict[int, tuple[str, float]] = {
-    1: ("FP32", 4), 2: ("UINT8", 1), 3: ("INT8", 1), 4: ("UINT16", 2), 5: ("INT16", 2),
-    6: ("INT32", 4), 7: ("INT64", 8), 8: ("BYTES", 8), 9: ("BOOL", 1), 10: ("FP16", 2),
-    11: ("FP64", 8), 12: ("UINT32", 4), 13: ("UINT64", 8), 14: ("COMPLEX64", 8),
-    15: ("COMPLEX128", 16), 16: ("BF16", 2), 17: ("FP8", 1), 18: ("FP8", 1), 19: ("FP8", 1),
-    20: ("FP8", 1), 21: ("UINT4", 0.5), 22: ("INT4", 0.5), 23: ("FP4", 0.5),
+    1: ("FP32", 4),
+    2: ("UINT8", 1),
+    3: ("INT8", 1),
+    4: ("UINT16", 2),
+    5: ("INT16", 2),
+    6: ("INT32", 4),
+    7: ("INT64", 8),
+    8: ("BYTES", 8),
+    9: ("BOOL", 1),
+    10: ("FP16", 2),
+    11: ("FP64", 8),
+    12: ("UINT32", 4),
+    13: ("UINT64", 8),
+    14: ("COMPLEX64", 8),
+    15: ("COMPLEX128", 16),
+    16: ("BF16", 2),
+    17: ("FP8", 1),
+    18: ("FP8", 1),
+    19: ("FP8", 1),
+    20: ("FP8", 1),
+    21: ("UINT4", 0.5),
+    22: ("INT4", 0.5),
+    23: ("FP4", 0.5),
 }
 
 _VARINT, _FIXED64, _BYTES, _FIXED32 = 0, 1, 2, 5
@@ -145,8 +163,11 @@ def _tensor_type(buf: mmap.mmap, type_span: Span, tensor: OnnxTensor) -> None:
             if inner == 1 and isinstance(item, int):
                 tensor.datatype = ONNX_DTYPES.get(item, ("FP32", 4))[0]
             elif inner == 2 and isinstance(item, tuple):
-                tensor.shape = [_dimension(buf, d) for n, d in _fields(buf, item)
-                                if n == 1 and isinstance(d, tuple)]
+                tensor.shape = [
+                    _dimension(buf, d)
+                    for n, d in _fields(buf, item)
+                    if n == 1 and isinstance(d, tuple)
+                ]
 
 
 def _dimension(buf: mmap.mmap, span: Span) -> int | str:
@@ -177,7 +198,7 @@ def _fields(buf: mmap.mmap, span: Span) -> Iterator[tuple[int, int | Span]]:
             pos += length
         elif wire in (_FIXED64, _FIXED32):
             width = 8 if wire == _FIXED64 else 4
-            yield key >> 3, int.from_bytes(buf[pos:pos + width], "little")
+            yield key >> 3, int.from_bytes(buf[pos : pos + width], "little")
             pos += width
         else:
             raise InvalidArgument(f"unsupported protobuf wire type {wire}")
@@ -206,4 +227,4 @@ def _ints(buf: mmap.mmap, value: int | Span) -> list[int]:
 
 
 def _text(buf: mmap.mmap, span: Span) -> str:
-    return bytes(buf[span[0]:span[1]]).decode("utf-8")
+    return bytes(buf[span[0] : span[1]]).decode("utf-8")

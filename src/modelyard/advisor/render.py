@@ -26,8 +26,11 @@ class Advice:
     config_overrides: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, **self.recommendation.to_json(),
-                "config_overrides": dict(self.config_overrides)}
+        return {
+            "name": self.name,
+            **self.recommendation.to_json(),
+            "config_overrides": dict(self.config_overrides),
+        }
 
 
 def schema() -> dict[str, Any]:
@@ -37,8 +40,11 @@ def schema() -> dict[str, Any]:
 
 
 def to_json(hardware: Hardware, advice: list[Advice]) -> dict[str, Any]:
-    return {"schema": SCHEMA_ID, "hardware": hardware.to_json(),
-            "models": [a.to_json() for a in advice]}
+    return {
+        "schema": SCHEMA_ID,
+        "hardware": hardware.to_json(),
+        "models": [a.to_json() for a in advice],
+    }
 
 
 def render(hardware: Hardware, advice: list[Advice]) -> str:
@@ -47,15 +53,25 @@ def render(hardware: Hardware, advice: list[Advice]) -> str:
 
 
 def describe_hardware(hw: Hardware) -> str:
-    gpus = ", ".join(f"{g.name} ({human_bytes(g.memory_bytes) if g.memory_bytes else '?'})"
-                     for g in hw.gpus) or "no GPU"
-    isa = " ".join(name.upper().replace("AVX512", "AVX-512")
-                   for name, ok in sorted(hw.isa.items()) if ok) or "baseline x86/ARM"
+    gpus = (
+        ", ".join(
+            f"{g.name} ({human_bytes(g.memory_bytes) if g.memory_bytes else '?'})" for g in hw.gpus
+        )
+        or "no GPU"
+    )
+    isa = (
+        " ".join(
+            name.upper().replace("AVX512", "AVX-512") for name, ok in sorted(hw.isa.items()) if ok
+        )
+        or "baseline x86/ARM"
+    )
     runtimes = ", ".join(sorted(name for name, ok in hw.runtimes.items() if ok)) or "none"
-    return (f"this machine: {hw.cores} cores ({hw.physical_cores} physical), "
-            f"{human_bytes(hw.memory_available_bytes)} memory free of "
-            f"{human_bytes(hw.memory_bytes)}, {gpus}\n"
-            f"instructions: {isa}; installed: {runtimes}")
+    return (
+        f"this machine: {hw.cores} cores ({hw.physical_cores} physical), "
+        f"{human_bytes(hw.memory_available_bytes)} memory free of "
+        f"{human_bytes(hw.memory_bytes)}, {gpus}\n"
+        f"instructions: {isa}; installed: {runtimes}"
+    )
 
 
 def render_one(advice: Advice) -> str:

@@ -38,187 +38,368 @@ class Rule:
 
 
 RUNTIME_RULES: tuple[Rule, ...] = (
-    Rule("tensorrt-engine", ("format == tensorrt",), runtime=None,
-         reason="a TensorRT engine runs only inside TensorRT, on the GPU and version it was "
-                "built for; modelyard does not embed TensorRT"),
-    Rule("gguf", ("format == gguf",), runtime="llamacpp",
-         reason="GGUF is llama.cpp's format: quantized weights mapped from disk, fast CPU "
-                "kernels, optional GPU offload"),
-    Rule("onnx", ("format == onnx",), runtime="onnx",
-         reason="an ONNX graph runs on onnxruntime (the OpenVINO execution provider where "
-                "installed)"),
-    Rule("sklearn", ("format == sklearn",), runtime="sklearn",
-         reason="a scikit-learn estimator runs natively; no conversion needed"),
-    Rule("xgboost", ("format == xgboost",), runtime="xgboost",
-         reason="an XGBoost model runs on XGBoost's own predictor (in-place, no DMatrix)"),
-    Rule("lightgbm", ("format == lightgbm",), runtime="lightgbm",
-         reason="a LightGBM model runs on LightGBM's own predictor"),
-    Rule("python", ("format == python",), runtime="python",
-         reason="a model.py subclass of modelyard.Model runs as its author wrote it"),
-    Rule("hf-folder", ("format == hf",), runtime="transformers",
-         reason="a Hugging Face folder (config.json + safetensors) is read by transformers"),
-    Rule("torch", ("format in torchscript|torch-export",), runtime="torch",
-         reason="TorchScript and torch.export programs run on PyTorch"),
-    Rule("openvino-ir", ("format == openvino",), runtime="openvino",
-         reason="OpenVINO IR (.xml + .bin) runs on OpenVINO"),
-    Rule("unknown", (), runtime=None,
-         reason="no runtime reads this file; see docs/repository.md for the formats served"),
+    Rule(
+        "tensorrt-engine",
+        ("format == tensorrt",),
+        runtime=None,
+        reason="a TensorRT engine runs only inside TensorRT, on the GPU and version it was "
+        "built for; modelyard does not embed TensorRT",
+    ),
+    Rule(
+        "gguf",
+        ("format == gguf",),
+        runtime="llamacpp",
+        reason="GGUF is llama.cpp's format: quantized weights mapped from disk, fast CPU "
+        "kernels, optional GPU offload",
+    ),
+    Rule(
+        "onnx",
+        ("format == onnx",),
+        runtime="onnx",
+        reason="an ONNX graph runs on onnxruntime (the OpenVINO execution provider where "
+        "installed)",
+    ),
+    Rule(
+        "sklearn",
+        ("format == sklearn",),
+        runtime="sklearn",
+        reason="a scikit-learn estimator runs natively; no conversion needed",
+    ),
+    Rule(
+        "xgboost",
+        ("format == xgboost",),
+        runtime="xgboost",
+        reason="an XGBoost model runs on XGBoost's own predictor (in-place, no DMatrix)",
+    ),
+    Rule(
+        "lightgbm",
+        ("format == lightgbm",),
+        runtime="lightgbm",
+        reason="a LightGBM model runs on LightGBM's own predictor",
+    ),
+    Rule(
+        "python",
+        ("format == python",),
+        runtime="python",
+        reason="a model.py subclass of modelyard.Model runs as its author wrote it",
+    ),
+    Rule(
+        "hf-folder",
+        ("format == hf",),
+        runtime="transformers",
+        reason="a Hugging Face folder (config.json + safetensors) is read by transformers",
+    ),
+    Rule(
+        "torch",
+        ("format in torchscript|torch-export",),
+        runtime="torch",
+        reason="TorchScript and torch.export programs run on PyTorch",
+    ),
+    Rule(
+        "openvino-ir",
+        ("format == openvino",),
+        runtime="openvino",
+        reason="OpenVINO IR (.xml + .bin) runs on OpenVINO",
+    ),
+    Rule(
+        "unknown",
+        (),
+        runtime=None,
+        reason="no runtime reads this file; see docs/repository.md for the formats served",
+    ),
 )
 
 SETTING_RULES: tuple[Rule, ...] = (
     # -- ONNX -----------------------------------------------------------------------------
-    Rule("onnx-threads", ("runtime == onnx", "not instances_pinned"),
-         settings={"parameters.intra_op_thread_count": "{physical_cores}",
-                   "parameters.inter_op_thread_count": 1, "instance_count": 1},
-         reason="onnxruntime parallelises inside each operator: one instance with a thread "
-                "per physical core ({physical_cores}) serves each request fastest"),
-    Rule("onnx-threads-light",
-         ("runtime == onnx", "not instances_pinned", "vector_inputs", "params_m <= 5",
-          "physical_cores >= 2"),
-         settings={"parameters.intra_op_thread_count": "{loop_free_cores}"},
-         reason="a light model on feature vectors ({params_m}M parameters): the event loop's own "
-                "work per request (read, parse, answer) bounds its throughput, not the model, so "
-                "onnxruntime leaves the loop a core ({loop_free_cores} of {physical_cores} "
-                "threads)"),
-    Rule("onnx-threads-per-instance", ("runtime == onnx", "instances_pinned"),
-         settings={"parameters.intra_op_thread_count": "{threads_per_instance}",
-                   "parameters.inter_op_thread_count": 1},
-         reason="the config runs {instances} instances: {threads_per_instance} threads each keep "
-                "the {physical_cores} physical cores from being oversubscribed"),
-    Rule("onnx-fixed-batch", ("runtime == onnx", "not dynamic_batch", "goal == throughput"),
-         settings={"instance_count": "{cores}", "parameters.intra_op_thread_count": 1},
-         reason="the graph's batch dimension is fixed, so requests cannot be merged: {cores} "
-                "single-threaded instances run requests side by side"),
-    Rule("onnx-openvino", ("runtime == onnx", "ep_openvino", "gpus == 0"),
-         settings={"parameters.execution_provider": "OpenVINOExecutionProvider"},
-         reason="onnxruntime's OpenVINO execution provider is installed and there is no GPU"),
-    Rule("onnx-cuda", ("runtime == onnx", "ep_cuda", "gpus >= 1"),
-         settings={"parameters.execution_provider": "CUDAExecutionProvider",
-                   "parameters.intra_op_thread_count": 1},
-         reason="a GPU and onnxruntime's CUDA execution provider: the graph runs on the GPU"),
+    Rule(
+        "onnx-threads",
+        ("runtime == onnx", "not instances_pinned"),
+        settings={
+            "parameters.intra_op_thread_count": "{physical_cores}",
+            "parameters.inter_op_thread_count": 1,
+            "instance_count": 1,
+        },
+        reason="onnxruntime parallelises inside each operator: one instance with a thread "
+        "per physical core ({physical_cores}) serves each request fastest",
+    ),
+    Rule(
+        "onnx-threads-light",
+        (
+            "runtime == onnx",
+            "not instances_pinned",
+            "vector_inputs",
+            "params_m <= 5",
+            "physical_cores >= 2",
+        ),
+        settings={"parameters.intra_op_thread_count": "{loop_free_cores}"},
+        reason="a light model on feature vectors ({params_m}M parameters): the event loop's own "
+        "work per request (read, parse, answer) bounds its throughput, not the model, so "
+        "onnxruntime leaves the loop a core ({loop_free_cores} of {physical_cores} "
+        "threads)",
+    ),
+    Rule(
+        "onnx-threads-per-instance",
+        ("runtime == onnx", "instances_pinned"),
+        settings={
+            "parameters.intra_op_thread_count": "{threads_per_instance}",
+            "parameters.inter_op_thread_count": 1,
+        },
+        reason="the config runs {instances} instances: {threads_per_instance} threads each keep "
+        "the {physical_cores} physical cores from being oversubscribed",
+    ),
+    Rule(
+        "onnx-fixed-batch",
+        ("runtime == onnx", "not dynamic_batch", "goal == throughput"),
+        settings={"instance_count": "{cores}", "parameters.intra_op_thread_count": 1},
+        reason="the graph's batch dimension is fixed, so requests cannot be merged: {cores} "
+        "single-threaded instances run requests side by side",
+    ),
+    Rule(
+        "onnx-openvino",
+        ("runtime == onnx", "ep_openvino", "gpus == 0"),
+        settings={"parameters.execution_provider": "OpenVINOExecutionProvider"},
+        reason="onnxruntime's OpenVINO execution provider is installed and there is no GPU",
+    ),
+    Rule(
+        "onnx-cuda",
+        ("runtime == onnx", "ep_cuda", "gpus >= 1"),
+        settings={
+            "parameters.execution_provider": "CUDAExecutionProvider",
+            "parameters.intra_op_thread_count": 1,
+        },
+        reason="a GPU and onnxruntime's CUDA execution provider: the graph runs on the GPU",
+    ),
     # -- batching (models whose artifact takes a batch dimension) ----------------------------
-    Rule("batch-latency", (f"runtime in {_TABULAR}", "dynamic_batch", "goal == latency"),
-         settings={"max_batch_size": "{max_batch}", "dynamic_batching.max_queue_delay_us": 0},
-         reason="every input and output has a dynamic first dimension; latency goal: requests "
-                "that arrive together run as one batch (up to {max_batch}), none waits for more"),
-    Rule("batch-throughput", (f"runtime in {_TABULAR}", "dynamic_batch", "goal == throughput"),
-         settings={"max_batch_size": "{max_batch}",
-                   "dynamic_batching.max_queue_delay_us": "{batch_delay_us}"},
-         reason="every input and output has a dynamic first dimension; throughput goal: wait up "
-                "to {batch_delay_us} µs to fill batches of up to {max_batch}, so each batch pays "
-                "the per-request cost once"),
+    Rule(
+        "batch-latency",
+        (f"runtime in {_TABULAR}", "dynamic_batch", "goal == latency"),
+        settings={"max_batch_size": "{max_batch}", "dynamic_batching.max_queue_delay_us": 0},
+        reason="every input and output has a dynamic first dimension; latency goal: requests "
+        "that arrive together run as one batch (up to {max_batch}), none waits for more",
+    ),
+    Rule(
+        "batch-throughput",
+        (f"runtime in {_TABULAR}", "dynamic_batch", "goal == throughput"),
+        settings={
+            "max_batch_size": "{max_batch}",
+            "dynamic_batching.max_queue_delay_us": "{batch_delay_us}",
+        },
+        reason="every input and output has a dynamic first dimension; throughput goal: wait up "
+        "to {batch_delay_us} µs to fill batches of up to {max_batch}, so each batch pays "
+        "the per-request cost once",
+    ),
     # -- scikit-learn, boosters, Python ------------------------------------------------------
-    Rule("sklearn-instances", ("runtime == sklearn",), settings={"instance_count": 1},
-         reason="scikit-learn predicts small inputs under the GIL: one instance, and batches "
-                "make the numpy work count"),
-    Rule("xgboost-latency", ("runtime == xgboost", "goal == latency"),
-         settings={"parameters.nthread": 1, "instance_count": "{cores}"},
-         reason="requests are a few rows: one thread each, {cores} predictions side by side "
-                "(XGBoost releases the GIL while predicting)"),
-    Rule("xgboost-throughput", ("runtime == xgboost", "goal == throughput"),
-         settings={"parameters.nthread": "{physical_cores}", "instance_count": 1},
-         reason="throughput goal: large batches split across {physical_cores} threads"),
-    Rule("lightgbm-latency", ("runtime == lightgbm", "goal == latency"),
-         settings={"parameters.num_threads": 1, "instance_count": "{cores}"},
-         reason="requests are a few rows: one thread each, {cores} predictions side by side "
-                "(LightGBM releases the GIL while predicting)"),
-    Rule("lightgbm-throughput", ("runtime == lightgbm", "goal == throughput"),
-         settings={"parameters.num_threads": "{physical_cores}", "instance_count": 1},
-         reason="throughput goal: large batches split across {physical_cores} threads"),
-    Rule("python-instances", ("runtime == python",), settings={"instance_count": 1},
-         reason="a Python model's code may not be thread-safe: one instance unless its config "
-                "asks for more"),
+    Rule(
+        "sklearn-instances",
+        ("runtime == sklearn",),
+        settings={"instance_count": 1},
+        reason="scikit-learn predicts small inputs under the GIL: one instance, and batches "
+        "make the numpy work count",
+    ),
+    Rule(
+        "xgboost-latency",
+        ("runtime == xgboost", "goal == latency"),
+        settings={"parameters.nthread": 1, "instance_count": "{cores}"},
+        reason="requests are a few rows: one thread each, {cores} predictions side by side "
+        "(XGBoost releases the GIL while predicting)",
+    ),
+    Rule(
+        "xgboost-throughput",
+        ("runtime == xgboost", "goal == throughput"),
+        settings={"parameters.nthread": "{physical_cores}", "instance_count": 1},
+        reason="throughput goal: large batches split across {physical_cores} threads",
+    ),
+    Rule(
+        "lightgbm-latency",
+        ("runtime == lightgbm", "goal == latency"),
+        settings={"parameters.num_threads": 1, "instance_count": "{cores}"},
+        reason="requests are a few rows: one thread each, {cores} predictions side by side "
+        "(LightGBM releases the GIL while predicting)",
+    ),
+    Rule(
+        "lightgbm-throughput",
+        ("runtime == lightgbm", "goal == throughput"),
+        settings={"parameters.num_threads": "{physical_cores}", "instance_count": 1},
+        reason="throughput goal: large batches split across {physical_cores} threads",
+    ),
+    Rule(
+        "python-instances",
+        ("runtime == python",),
+        settings={"instance_count": 1},
+        reason="a Python model's code may not be thread-safe: one instance unless its config "
+        "asks for more",
+    ),
     # -- llama.cpp ---------------------------------------------------------------------------
-    Rule("llm-threads", ("runtime == llamacpp",),
-         settings={"parameters.n_threads": "{physical_cores}"},
-         reason="generation is memory-bound: one thread per physical core ({physical_cores}); "
-                "extra hyper-threads only contend"),
-    Rule("llm-context", ("runtime == llamacpp", "llm"),
-         settings={"parameters.n_ctx": "{llm_context}", "parameters.n_seq_max": "{llm_parallel}"},
-         reason="{goal} goal: {sequences} of {llm_context} tokens (trained for "
-                "{trained_context}) keep the KV cache at {kv_size} within the {budget_size} "
-                "budget"),
-    Rule("llm-embedding", ("runtime == llamacpp", "embedding"),
-         settings={"parameters.embedding": "true", "parameters.n_ctx": "{llm_context}",
-                   "parameters.n_seq_max": "{llm_parallel}"},
-         reason="an embedding model: inputs of up to {llm_context} tokens, {llm_parallel} "
-                "embedded per batch, no KV cache kept between requests"),
+    Rule(
+        "llm-threads",
+        ("runtime == llamacpp",),
+        settings={"parameters.n_threads": "{physical_cores}"},
+        reason="generation is memory-bound: one thread per physical core ({physical_cores}); "
+        "extra hyper-threads only contend",
+    ),
+    Rule(
+        "llm-context",
+        ("runtime == llamacpp", "llm"),
+        settings={"parameters.n_ctx": "{llm_context}", "parameters.n_seq_max": "{llm_parallel}"},
+        reason="{goal} goal: {sequences} of {llm_context} tokens (trained for "
+        "{trained_context}) keep the KV cache at {kv_size} within the {budget_size} "
+        "budget",
+    ),
+    Rule(
+        "llm-embedding",
+        ("runtime == llamacpp", "embedding"),
+        settings={
+            "parameters.embedding": "true",
+            "parameters.n_ctx": "{llm_context}",
+            "parameters.n_seq_max": "{llm_parallel}",
+        },
+        reason="an embedding model: inputs of up to {llm_context} tokens, {llm_parallel} "
+        "embedded per batch, no KV cache kept between requests",
+    ),
 )
 
 ELSEWHERE_RULES: tuple[Rule, ...] = (
-    Rule("llm-too-big-no-gpu", ("llm", "not fits", "gpus == 0"),
-         system="vLLM, SGLang or LMDeploy on GPU machines", better=True,
-         reason="{params_b} B parameters need about {estimate_size} to serve; this machine "
-                "has a {budget_size} budget and no GPU"),
-    Rule("llm-large-on-cpu", ("llm", "fits", "gpus == 0", "params_b >= 30"),
-         system="vLLM, SGLang or LMDeploy on GPU machines", better=True,
-         reason="it fits in memory, but a {params_b} B model decodes at a few tokens per second "
-                "at best on CPU (about {token_ms} ms per token here)"),
-    Rule("llm-tensor-parallel", ("llm", "gpus >= 2", "not fits_gpu", "fits_gpus"),
-         system="vLLM or TensorRT-LLM with tensor parallelism", better=True,
-         reason="{estimate_size} does not fit one GPU ({gpu_size}) but fits the {gpus} GPUs "
-                "together ({gpus_size}); tensor parallelism splits each layer across them, "
-                "and modelyard runs a model on one device"),
-    Rule("llm-multi-node", ("llm", "gpus >= 1", "not fits_gpus", "not fits"),
-         system="vLLM or SGLang across nodes (pipeline parallel on Ray), deployed with Ray Serve",
-         better=True,
-         reason="{estimate_size} is more than this machine's GPUs ({gpus_size}) or memory "
-                "({budget_size}) hold: it needs several machines"),
-    Rule("llm-large-on-gpu", ("llm", "gpus >= 1", "fits_gpu", "params_b >= 7"),
-         system="vLLM, SGLang or LMDeploy on this GPU", better=True,
-         reason="a {params_b} B model fits the {gpu_size} GPU, where a GPU-native server "
-                "decodes it many times faster than llama.cpp on {physical_cores} CPU cores"),
-    Rule("llm-small-on-gpu", ("llm", "gpus >= 1", "fits_gpu", "params_b < 7"),
-         system="vLLM or SGLang on this GPU", better=False,
-         reason="on a GPU, paged attention and continuous batching over many sequences reach "
-                "more aggregate tokens/s than llama.cpp; for a small model llama.cpp may do"),
-    Rule("hf-llm-gpu", ("format == hf", "llm", "gpus >= 1"),
-         system="vLLM, SGLang or TGI", better=True,
-         reason="they serve Hugging Face folders on GPUs with paged attention; modelyard's "
-                "transformers runtime is CPU-first"),
-    Rule("hf-llm-cpu", ("format == hf", "llm", "gpus == 0"),
-         system="modelyard's llamacpp runtime after converting to GGUF (llama.cpp's "
-                "convert_hf_to_gguf.py), or Ollama", better=False,
-         reason="on CPU, a quantized GGUF decodes several times faster than transformers in fp32"),
-    Rule("tensorrt-triton", ("format == tensorrt",),
-         system="Triton Inference Server with its TensorRT backend", better=True,
-         reason="Triton loads TensorRT engines natively"),
-    Rule("openvino-ovms", ("format == openvino",),
-         system="OpenVINO Model Server (OVMS)", better=True,
-         reason="OVMS serves OpenVINO IR natively; or export to ONNX and serve it here with the "
-                "OpenVINO execution provider"),
-    Rule("torch-elsewhere", ("format in torchscript|torch-export",),
-         system="Triton's PyTorch backend, or export to ONNX and serve it here", better=True,
-         reason="modelyard's torch runtime is not built yet"),
-    Rule("onnx-gpu-tensorrt", ("format == onnx", "gpus >= 1", "goal == throughput"),
-         system="Triton Inference Server with its TensorRT backend", better=False,
-         reason="with a GPU, compiling the graph with TensorRT can cut latency further than "
-                "onnxruntime's CUDA provider"),
+    Rule(
+        "llm-too-big-no-gpu",
+        ("llm", "not fits", "gpus == 0"),
+        system="vLLM, SGLang or LMDeploy on GPU machines",
+        better=True,
+        reason="{params_b} B parameters need about {estimate_size} to serve; this machine "
+        "has a {budget_size} budget and no GPU",
+    ),
+    Rule(
+        "llm-large-on-cpu",
+        ("llm", "fits", "gpus == 0", "params_b >= 30"),
+        system="vLLM, SGLang or LMDeploy on GPU machines",
+        better=True,
+        reason="it fits in memory, but a {params_b} B model decodes at a few tokens per second "
+        "at best on CPU (about {token_ms} ms per token here)",
+    ),
+    Rule(
+        "llm-tensor-parallel",
+        ("llm", "gpus >= 2", "not fits_gpu", "fits_gpus"),
+        system="vLLM or TensorRT-LLM with tensor parallelism",
+        better=True,
+        reason="{estimate_size} does not fit one GPU ({gpu_size}) but fits the {gpus} GPUs "
+        "together ({gpus_size}); tensor parallelism splits each layer across them, "
+        "and modelyard runs a model on one device",
+    ),
+    Rule(
+        "llm-multi-node",
+        ("llm", "gpus >= 1", "not fits_gpus", "not fits"),
+        system="vLLM or SGLang across nodes (pipeline parallel on Ray), deployed with Ray Serve",
+        better=True,
+        reason="{estimate_size} is more than this machine's GPUs ({gpus_size}) or memory "
+        "({budget_size}) hold: it needs several machines",
+    ),
+    Rule(
+        "llm-large-on-gpu",
+        ("llm", "gpus >= 1", "fits_gpu", "params_b >= 7"),
+        system="vLLM, SGLang or LMDeploy on this GPU",
+        better=True,
+        reason="a {params_b} B model fits the {gpu_size} GPU, where a GPU-native server "
+        "decodes it many times faster than llama.cpp on {physical_cores} CPU cores",
+    ),
+    Rule(
+        "llm-small-on-gpu",
+        ("llm", "gpus >= 1", "fits_gpu", "params_b < 7"),
+        system="vLLM or SGLang on this GPU",
+        better=False,
+        reason="on a GPU, paged attention and continuous batching over many sequences reach "
+        "more aggregate tokens/s than llama.cpp; for a small model llama.cpp may do",
+    ),
+    Rule(
+        "hf-llm-gpu",
+        ("format == hf", "llm", "gpus >= 1"),
+        system="vLLM, SGLang or TGI",
+        better=True,
+        reason="they serve Hugging Face folders on GPUs with paged attention; modelyard's "
+        "transformers runtime is CPU-first",
+    ),
+    Rule(
+        "hf-llm-cpu",
+        ("format == hf", "llm", "gpus == 0"),
+        system="modelyard's llamacpp runtime after converting to GGUF (llama.cpp's "
+        "convert_hf_to_gguf.py), or Ollama",
+        better=False,
+        reason="on CPU, a quantized GGUF decodes several times faster than transformers in fp32",
+    ),
+    Rule(
+        "tensorrt-triton",
+        ("format == tensorrt",),
+        system="Triton Inference Server with its TensorRT backend",
+        better=True,
+        reason="Triton loads TensorRT engines natively",
+    ),
+    Rule(
+        "openvino-ovms",
+        ("format == openvino",),
+        system="OpenVINO Model Server (OVMS)",
+        better=True,
+        reason="OVMS serves OpenVINO IR natively; or export to ONNX and serve it here with the "
+        "OpenVINO execution provider",
+    ),
+    Rule(
+        "torch-elsewhere",
+        ("format in torchscript|torch-export",),
+        system="Triton's PyTorch backend, or export to ONNX and serve it here",
+        better=True,
+        reason="modelyard's torch runtime is not built yet",
+    ),
+    Rule(
+        "onnx-gpu-tensorrt",
+        ("format == onnx", "gpus >= 1", "goal == throughput"),
+        system="Triton Inference Server with its TensorRT backend",
+        better=False,
+        reason="with a GPU, compiling the graph with TensorRT can cut latency further than "
+        "onnxruntime's CUDA provider",
+    ),
 )
 
 WARNING_RULES: tuple[Rule, ...] = (
-    Rule("llamacpp-amx-sigill", ("runtime == llamacpp", "llamacpp_amx"),
-         reason="known-bad here: this CPU has AMX and llama.cpp is (or, built by default with "
-                "-march=native, will be) compiled with it; ggml's AMX matmul path dies with "
-                "SIGILL at the first decode. Build llama-cpp-python with "
-                "CMAKE_ARGS=\"-DGGML_NATIVE=OFF\" and pip --no-cache-dir"),
-    Rule("gguf-no-chat-template", ("format == gguf", "llm", "not chat_template"),
-         reason="the GGUF has no chat template (a base model?): completion works, chat falls "
-                "back to a generic template; name one in the model config"),
-    Rule("over-budget", ("not fits",),
-         reason="the estimate ({estimate_size}) is over the memory budget ({budget_size}): "
-                "modelyard will refuse to load it under that budget"),
-    Rule("slow-tokens", ("llm", "latency_ms > 0", "token_ms > {latency_ms}"),
-         reason="each generated token takes about {token_ms} ms on this hardware (every weight "
-                "is read once per token), over the {latency_ms} ms asked for"),
-    Rule("pickle", ("container == pickle",),
-         reason="a pickle runs code when loaded: serve it only with --trust-pickle and only if "
-                "you trust the file, or re-save it with skops"),
-    Rule("runtime-missing", ("runtime_planned",),
-         reason="modelyard has no {runtime} runtime in this build yet"),
-    Rule("library-missing", ("not runtime_planned", "not runtime_installed", "runtime"),
-         reason="the {runtime} runtime's library is not installed: pip install "
-                "'modelyard[{runtime_extra}]'"),
+    Rule(
+        "llamacpp-amx-sigill",
+        ("runtime == llamacpp", "llamacpp_amx"),
+        reason="known-bad here: this CPU has AMX and llama.cpp is (or, built by default with "
+        "-march=native, will be) compiled with it; ggml's AMX matmul path dies with "
+        "SIGILL at the first decode. Build llama-cpp-python with "
+        'CMAKE_ARGS="-DGGML_NATIVE=OFF" and pip --no-cache-dir',
+    ),
+    Rule(
+        "gguf-no-chat-template",
+        ("format == gguf", "llm", "not chat_template"),
+        reason="the GGUF has no chat template (a base model?): completion works, chat falls "
+        "back to a generic template; name one in the model config",
+    ),
+    Rule(
+        "over-budget",
+        ("not fits",),
+        reason="the estimate ({estimate_size}) is over the memory budget ({budget_size}): "
+        "modelyard will refuse to load it under that budget",
+    ),
+    Rule(
+        "slow-tokens",
+        ("llm", "latency_ms > 0", "token_ms > {latency_ms}"),
+        reason="each generated token takes about {token_ms} ms on this hardware (every weight "
+        "is read once per token), over the {latency_ms} ms asked for",
+    ),
+    Rule(
+        "pickle",
+        ("container == pickle",),
+        reason="a pickle runs code when loaded: serve it only with --trust-pickle and only if "
+        "you trust the file, or re-save it with skops",
+    ),
+    Rule(
+        "runtime-missing",
+        ("runtime_planned",),
+        reason="modelyard has no {runtime} runtime in this build yet",
+    ),
+    Rule(
+        "library-missing",
+        ("not runtime_planned", "not runtime_installed", "runtime"),
+        reason="the {runtime} runtime's library is not installed: pip install "
+        "'modelyard[{runtime_extra}]'",
+    ),
 )
 
 
@@ -279,8 +460,12 @@ class _Shown(dict[str, Any]):
         return "{" + key + "}"  # left visible, so a missing fact shows (and tests catch it)
 
 
-ALL_RULES = {"runtime": RUNTIME_RULES, "settings": SETTING_RULES,
-             "elsewhere": ELSEWHERE_RULES, "warnings": WARNING_RULES}
+ALL_RULES = {
+    "runtime": RUNTIME_RULES,
+    "settings": SETTING_RULES,
+    "elsewhere": ELSEWHERE_RULES,
+    "warnings": WARNING_RULES,
+}
 
 
 def markdown() -> str:
@@ -288,8 +473,11 @@ def markdown() -> str:
     out = []
     for section, table in ALL_RULES.items():
         out += [f"#### {section}", "", "| rule | when | then | why |", "|---|---|---|---|"]
-        out += [f"| `{r.id}` | {_cell(' and '.join(r.when) or 'always')} | {_cell(_then(r))} "
-                f"| {_cell(r.reason)} |" for r in table]
+        out += [
+            f"| `{r.id}` | {_cell(' and '.join(r.when) or 'always')} | {_cell(_then(r))} "
+            f"| {_cell(r.reason)} |"
+            for r in table
+        ]
         out.append("")
     return "\n".join(out)
 

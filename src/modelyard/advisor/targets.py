@@ -52,12 +52,18 @@ def advise_target(target: Target, hardware: Hardware, **options: Any) -> Advice:
     named = config.runtime if config is not None and runtime_pinned(config) else None
     instances = config.instance_count if config and pinned(config, "instance_count") else None
     rec = advise(info, hardware, runtime=named, instances=instances, **options)
-    overrides = {k: _config_value(config, k) for k in rec.settings
-                 if config is not None and pinned(config, k)}
+    overrides = {
+        k: _config_value(config, k)
+        for k in rec.settings
+        if config is not None and pinned(config, k)
+    }
     if config is not None and info.llm is not None:
         # the memory it will take is at the context and sequences it will load with
-        parameters = {k.removeprefix("parameters."): str(v) for k, v in rec.settings.items()
-                      if k.startswith("parameters.")}
+        parameters = {
+            k.removeprefix("parameters."): str(v)
+            for k, v in rec.settings.items()
+            if k.startswith("parameters.")
+        }
         rec.memory = estimate_for_parameters(info, {**parameters, **config.parameters})
     return Advice(target.name, rec, overrides)
 

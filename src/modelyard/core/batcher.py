@@ -15,8 +15,9 @@ A lone request on an idle model may run on the event loop thread instead ("inlin
 an execution to a worker thread and its result back costs two thread wake-ups, about 80 µs on
 a 2-core VM, which is most of a small model's latency. Only runtimes that declare themselves
 `inline_safe` (library calls whose time follows the input size, not user code that may wait on
-I/O) do so, only while nothing else is queued or running, and only for inputs no larger than ones measured to run within `inline_max_us`; so the
-loop is never held longer than that bound, and never under concurrent load, where batches form.
+I/O) do so, only while nothing else is queued or running, and only for inputs no larger than
+ones measured to run within `inline_max_us`; so the loop is never held much longer than that
+bound, and never under concurrent load, where batches form.
 """
 
 from __future__ import annotations

@@ -57,11 +57,18 @@ GRPC_STATUS = {
     Code.INTERNAL: grpc.StatusCode.INTERNAL,
 }
 
-EXTENSIONS = ["classification", "model_repository", "model_repository(unload_dependents)",
-              "statistics", "model_configuration"]
+EXTENSIONS = [
+    "classification",
+    "model_repository",
+    "model_repository(unload_dependents)",
+    "statistics",
+    "model_configuration",
+]
 
-NO_SHARED_MEMORY = ("shared-memory tensors are not supported by modelyard; send tensors in the "
-                    "request (raw_input_contents)")
+NO_SHARED_MEMORY = (
+    "shared-memory tensors are not supported by modelyard; send tensors in the "
+    "request (raw_input_contents)"
+)
 
 _Done = object()  # ends a ModelStreamInfer response queue
 T = TypeVar("T")
@@ -94,13 +101,19 @@ async def _within_deadline(work: Awaitable[T], context: Any) -> T:
     try:
         return await asyncio.wait_for(work, max(remaining, 0.0))
     except asyncio.TimeoutError:
-        raise DeadlineExceeded(f"the request ran past the client's deadline of "
-                               f"{remaining:.3f} s") from None
+        raise DeadlineExceeded(
+            f"the request ran past the client's deadline of {remaining:.3f} s"
+        ) from None
 
 
 class KServeGRPC(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
-    def __init__(self, dataplane: DataPlane, *, api_keys: frozenset[str] = frozenset(),
-                 max_message_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        *,
+        api_keys: frozenset[str] = frozenset(),
+        max_message_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
         self.dataplane = dataplane
         self.repository = dataplane.repository
         self.api_keys = api_keys
@@ -109,11 +122,14 @@ class KServeGRPC(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
     def authorize(self, context: Any) -> None:
         if not self.api_keys:
             return
-        header = next((value for key, value in context.invocation_metadata() or ()
-                       if key == "authorization"), None)
+        header = next(
+            (value for key, value in context.invocation_metadata() or () if key == "authorization"),
+            None,
+        )
         if not key_matches(header, self.api_keys):
-            raise Unauthenticated("missing or wrong API key; send metadata "
-                                  "'authorization: Bearer KEY'")
+            raise Unauthenticated(
+                "missing or wrong API key; send metadata 'authorization: Bearer KEY'"
+            )
 
     # ---- server --------------------------------------------------------------------------
 
@@ -126,8 +142,9 @@ class KServeGRPC(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
 
     @_guarded
     async def ServerMetadata(self, request: Any, context: Any) -> Any:
-        return pb.ServerMetadataResponse(name="modelyard", version=__version__,
-                                         extensions=EXTENSIONS)
+        return pb.ServerMetadataResponse(
+            name="modelyard", version=__version__, extensions=EXTENSIONS
+        )
 
     # ---- models --------------------------------------------------------------------------
 
@@ -156,8 +173,9 @@ class KServeGRPC(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
         response = await self.dataplane.infer(decode_request(request))
         return self._bounded(encode_response(response))
 
-    async def ModelStreamInfer(self, requests: AsyncIterator[Any],
-                               context: Any) -> AsyncIterator[Any]:
+    async def ModelStreamInfer(
+        self, requests: AsyncIterator[Any], context: Any
+    ) -> AsyncIterator[Any]:
         """Requests run concurrently; each response is sent as its model produces it. A
         request's error goes in that response's error_message and the stream goes on."""
         try:
@@ -219,8 +237,9 @@ class KServeGRPC(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
 
     @_guarded
     async def RepositoryIndex(self, request: Any, context: Any) -> Any:
-        return _parse({"models": self.repository.index(request.ready)},
-                      pb.RepositoryIndexResponse())
+        return _parse(
+            {"models": self.repository.index(request.ready)}, pb.RepositoryIndexResponse()
+        )
 
     @_guarded
     async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
@@ -242,12 +261,18 @@ class KServeGRPC(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
     CudaSharedMemoryRegister = CudaSharedMemoryUnregister = _unimplemented
 
     async def TraceSetting(self, request: Any, context: Any) -> Any:
-        await self._unimplemented(request, context, "trace settings are not supported by "
-                                  "modelyard; use /metrics and the server log")
+        await self._unimplemented(
+            request,
+            context,
+            "trace settings are not supported by modelyard; use /metrics and the server log",
+        )
 
     async def LogSettings(self, request: Any, context: Any) -> Any:
-        await self._unimplemented(request, context, "log settings cannot be changed at run time; "
-                                  "start the server with --log-level")
+        await self._unimplemented(
+            request,
+            context,
+            "log settings cannot be changed at run time; start the server with --log-level",
+        )
 
 
 def _parse(document: dict[str, Any], message: Any) -> Any:
@@ -261,8 +286,10 @@ def _parse(document: dict[str, Any], message: Any) -> Any:
 def _load_config(parameters: Any) -> dict[str, Any] | None:
     for key in parameters:
         if key.startswith("file:"):
-            raise InvalidArgument(f"load parameter {key!r}: file overrides are not supported; "
-                                  "put the files in the model repository")
+            raise InvalidArgument(
+                f"load parameter {key!r}: file overrides are not supported; "
+                "put the files in the model repository"
+            )
     if "config" not in parameters:
         return None
     text = parameter_value(parameters["config"])
@@ -309,25 +336,30 @@ def _serialize(message: Any) -> bytes:
     return data
 
 
-def create_server(dataplane: DataPlane, host: str, port: int, *, api_keys: frozenset[str],
-                  max_message_bytes: int) -> Any:
+def create_server(
+    dataplane: DataPlane, host: str, port: int, *, api_keys: frozenset[str], max_message_bytes: int
+) -> Any:
     """A `grpc.aio` server with the KServe v2 service, bound to host:port but not started.
     Raises `OSError` when the port cannot be bound."""
-    server = grpc.aio.server(options=[
-        ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.so_reuseport", 0),  # a port in use is an error, not a silently shared socket
-    ])
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.so_reuseport", 0),  # a port in use is an error, not a silently shared socket
+        ]
+    )
     servicer = KServeGRPC(dataplane, api_keys=api_keys, max_message_bytes=max_message_bytes)
     service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
     handlers = method_handlers(servicer, service)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name,
-                                                                          handlers),))
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+    )
     server.add_registered_method_handlers(service.full_name, handlers)
     address = grpc_address(host, port)
     try:
         server.add_insecure_port(address)
     except RuntimeError as exc:
-        raise OSError(f"cannot serve gRPC on {address}: the address is in use or cannot be "
-                      "bound") from exc
+        raise OSError(
+            f"cannot serve gRPC on {address}: the address is in use or cannot be bound"
+        ) from exc
     return server

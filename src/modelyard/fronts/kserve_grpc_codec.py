@@ -102,8 +102,10 @@ def decode_request(message: Any) -> InferRequest:
 def _decode_input(tensor: Any, raw: bytes | None) -> np.ndarray:
     name, datatype = tensor.name, tensor.datatype
     if any(key in tensor.parameters for key in SHARED_MEMORY_KEYS):
-        raise InvalidArgument(f"input {name!r} names a shared-memory region; modelyard does not "
-                              "serve shared memory, send the tensor in the request")
+        raise InvalidArgument(
+            f"input {name!r} names a shared-memory region; modelyard does not "
+            "serve shared memory, send the tensor in the request"
+        )
     shape = tensors.check_shape(list(tensor.shape))
     if raw is not None:
         if tensor.HasField("contents"):
@@ -116,8 +118,9 @@ def _from_contents(name: str, datatype: str, shape: list[int], contents: Any) ->
     field = CONTENTS_FIELD.get(datatype)
     if field is None:
         tensors.numpy_dtype(datatype)  # refuses unknown datatypes with the list of known ones
-        raise InvalidArgument(f"input {name!r}: {datatype} has no typed contents field; "
-                              "send it in raw_input_contents")
+        raise InvalidArgument(
+            f"input {name!r}: {datatype} has no typed contents field; send it in raw_input_contents"
+        )
     values = list(getattr(contents, field))
     if len(values) != tensors.element_count(shape):
         raise InvalidArgument(
@@ -147,8 +150,10 @@ def _decode_outputs(requested: Sequence[Any]) -> list[RequestedOutput] | None:
     outputs = []
     for output in requested:
         if any(key in output.parameters for key in SHARED_MEMORY_KEYS):
-            raise InvalidArgument(f"output {output.name!r} names a shared-memory region; "
-                                  "modelyard returns tensors in the response")
+            raise InvalidArgument(
+                f"output {output.name!r} names a shared-memory region; "
+                "modelyard returns tensors in the response"
+            )
         outputs.append(RequestedOutput(output.name, parameters_dict(output.parameters)))
     return outputs
 
@@ -171,7 +176,8 @@ def _varint(value: int) -> bytes:
 
 _RAW_OUTPUT = _tag(pb.ModelInferResponse.DESCRIPTOR.fields_by_name["raw_output_contents"].number)
 _INFER_RESPONSE = _tag(
-    pb.ModelStreamInferResponse.DESCRIPTOR.fields_by_name["infer_response"].number)
+    pb.ModelStreamInferResponse.DESCRIPTOR.fields_by_name["infer_response"].number
+)
 
 
 class RawInferResponse:
@@ -210,8 +216,9 @@ class RawStreamResponse:
 
 def encode_response(response: InferResponse) -> RawInferResponse:
     """A core `InferResponse` as a `ModelInferResponse` with raw output contents."""
-    message = pb.ModelInferResponse(model_name=response.model, model_version=response.version,
-                                    id=response.id or "")
+    message = pb.ModelInferResponse(
+        model_name=response.model, model_version=response.version, id=response.id or ""
+    )
     raw = []
     for name, array in response.outputs.items():
         message.outputs.add(name=name, datatype=tensors.datatype_of(array), shape=array.shape)
@@ -240,8 +247,9 @@ def stream_error(request: InferRequest | Any, message: str) -> Any:
 
 def final_response(request: InferRequest, version: str) -> RawStreamResponse:
     """The empty last response a client asked for with triton_enable_empty_final_response."""
-    message = pb.ModelInferResponse(model_name=request.model, model_version=version,
-                                    id=request.id or "")
+    message = pb.ModelInferResponse(
+        model_name=request.model, model_version=version, id=request.id or ""
+    )
     return stream_response(RawInferResponse(message, []), final=True)
 
 

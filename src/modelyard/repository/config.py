@@ -133,7 +133,6 @@ def _batching_to_triton(batching: DynamicBatching) -> dict[str, Any]:
 def parse_pbtxt(text: str, name: str) -> ModelConfig:
     """Read a Triton `config.pbtxt` through protobuf's text format."""
     from google.protobuf import json_format, text_format
-
     from tritonclient.grpc import model_config_pb2
 
     message = model_config_pb2.ModelConfig()
@@ -159,7 +158,9 @@ def from_triton_json(data: dict[str, Any], name: str) -> ModelConfig:
         version_policy=_policy_from_triton(data.get("version_policy", {})),
         instance_count=sum(int(g.get("count", 1)) for g in data.get("instance_group", [])) or 1,
         default_model_filename=data.get("default_model_filename", ""),
-        parameters={k: str(v.get("string_value", "")) for k, v in data.get("parameters", {}).items()},
+        parameters={
+            k: str(v.get("string_value", "")) for k, v in data.get("parameters", {}).items()
+        },
         extra={k: v for k, v in data.items() if k not in _KNOWN_TRITON_KEYS},
     )
     if "dynamic_batching" in data:
@@ -173,8 +174,17 @@ def from_triton_json(data: dict[str, Any], name: str) -> ModelConfig:
 
 
 _KNOWN_TRITON_KEYS = {
-    "name", "platform", "backend", "max_batch_size", "input", "output", "version_policy",
-    "instance_group", "default_model_filename", "parameters", "dynamic_batching",
+    "name",
+    "platform",
+    "backend",
+    "max_batch_size",
+    "input",
+    "output",
+    "version_policy",
+    "instance_group",
+    "default_model_filename",
+    "parameters",
+    "dynamic_batching",
 }
 
 # Triton platform/backend names -> modelyard runtimes.
@@ -238,8 +248,17 @@ def _bool_param(value: str | None) -> bool | None:
 # ---- modelyard model.yaml ------------------------------------------------------------------
 
 _YAML_KEYS = {
-    "runtime", "file", "max_batch_size", "inputs", "outputs", "versions", "instances",
-    "parameters", "dynamic_batching", "trust_pickle", "platform",
+    "runtime",
+    "file",
+    "max_batch_size",
+    "inputs",
+    "outputs",
+    "versions",
+    "instances",
+    "parameters",
+    "dynamic_batching",
+    "trust_pickle",
+    "platform",
 }
 
 
@@ -303,4 +322,6 @@ def _policy_from_yaml(value: Any) -> VersionPolicy:
         return VersionPolicy("latest", int(value["latest"]))
     if isinstance(value, list):
         return VersionPolicy("specific", versions=[int(v) for v in value])
-    raise InvalidArgument(f"versions must be 'latest', 'all', {{latest: N}} or a list, got {value!r}")
+    raise InvalidArgument(
+        f"versions must be 'latest', 'all', {{latest: N}} or a list, got {value!r}"
+    )

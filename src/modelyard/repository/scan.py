@@ -56,8 +56,9 @@ def scan(roots: list[Path]) -> dict[str, ModelSource]:
             if source is None:
                 continue
             if source.name in found:
-                log.warning("model %r in %s is shadowed by %s", source.name, entry,
-                            found[source.name].path)
+                log.warning(
+                    "model %r in %s is shadowed by %s", source.name, entry, found[source.name].path
+                )
                 continue
             found[source.name] = source
     return found
@@ -130,14 +131,19 @@ def _artifact(version_dir: Path, config: ModelConfig) -> Path:
     if config.runtime in _DEFAULT_FILES and (version_dir / _DEFAULT_FILES[config.runtime]).exists():
         return version_dir / _DEFAULT_FILES[config.runtime]
     candidates = sorted(
-        p for p in version_dir.iterdir()
-        if p.is_file() and p.suffix.lower() in SUFFIXES and p.name != "model.yaml"
+        p
+        for p in version_dir.iterdir()
+        if p.is_file()
+        and p.suffix.lower() in SUFFIXES
+        and p.name != "model.yaml"
         and (config.runtime is None or SUFFIXES[p.suffix.lower()] == config.runtime)
     )
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
-        raise ModelyardError(f"no model file in {version_dir} (known suffixes: {', '.join(SUFFIXES)})")
+        raise ModelyardError(
+            f"no model file in {version_dir} (known suffixes: {', '.join(SUFFIXES)})"
+        )
     names = ", ".join(p.name for p in candidates)
     raise ModelyardError(
         f"several model files in {version_dir} ({names}); name one with "
