@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelyard.advisor import rules
-from modelyard.advisor.artifact import ArtifactInfo, human_bytes
+from modelyard.advisor.artifact import ArtifactInfo, human_bytes, human_count
 from modelyard.advisor.hardware import Hardware, probe
 from modelyard.advisor.memory import MemoryEstimate, default_context, estimate_memory
 from modelyard.errors import InvalidArgument
@@ -164,6 +164,7 @@ def base_facts(
         "chat_template": bool(info.details.get("chat_template", True)),
         "params_b": _round((info.parameters or 0) / 1e9),
         "params_m": _round((info.parameters or 0) / 1e6),
+        "params": human_count(info.parameters or 0),
         "vector_inputs": vector_inputs(info),
         "estimate_gib": _round(estimate.total / GIB),
         "budget_gib": _round(budget / GIB),

@@ -132,7 +132,7 @@ SETTING_RULES: tuple[Rule, ...] = (
             "physical_cores >= 2",
         ),
         settings={"parameters.intra_op_thread_count": "{loop_free_cores}"},
-        reason="a light model on feature vectors ({params_m}M parameters): the event loop's own "
+        reason="a light model on feature vectors ({params} parameters): the event loop's own "
         "work per request (read, parse, answer) bounds its throughput, not the model, so "
         "onnxruntime leaves the loop a core ({loop_free_cores} of {physical_cores} "
         "threads)",
