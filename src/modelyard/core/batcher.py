@@ -46,6 +46,8 @@ from modelyard.runtimes import Arrays, Runtime
 
 #: (queue, compute_input, compute_infer, compute_output) nanoseconds of one request.
 Timing = tuple[int, int, int, int]
+#: One execution: each request's outputs, then input, infer and output nanoseconds.
+_Outcome = tuple[list[Arrays], int, int, int]
 
 #: Queue size used when a model's config sets none (Triton's 0 means unbounded; an unbounded
 #: queue turns overload into ever-growing latency instead of a 429).
@@ -215,11 +217,10 @@ class Batcher:
             if self._inline(batch):
                 self.stats.inline_execution_count += 1
                 try:
-                    outcome = _execute(self.runtime, parts)
+                    result: _Outcome | BaseException = _execute(self.runtime, parts)
                 except Exception as exc:  # fans out to the batch, as from a worker
-                    self._finish(batch, started, None, exc)
-                else:
-                    self._finish(batch, started, outcome, None)
+                    result = exc
+                self._finish(batch, started, result)
                 continue
             future = loop.run_in_executor(self.executor, _execute, self.runtime, parts)
             future.add_done_callback(functools.partial(self._settle, batch, started))
@@ -281,32 +282,29 @@ class Batcher:
     def _settle(self, batch: list[_Request], started: int, future: asyncio.Future[Any]) -> None:
         """A worker thread's execution ended (called on the event loop)."""
         error = future.exception()
-        self._finish(batch, started, None if error else future.result(), error)
+        self._finish(batch, started, future.result() if error is None else error)
 
     def _finish(
-        self,
-        batch: list[_Request],
-        started: int,
-        outcome: tuple[list[Arrays], int, int, int] | None,
-        error: BaseException | None,
+        self, batch: list[_Request], started: int, result: _Outcome | BaseException
     ) -> None:
+        """An execution ended: its outputs go to each request, or its error to all of them."""
         self._running -= 1
         self.slots.release()
         if self._heap:
             self._wakeup.set()
-        if error is not None or outcome is None:
+        if isinstance(result, BaseException):
             for request in batch:
                 if not request.future.done():
-                    request.future.set_exception(error or Internal("no outcome"))
+                    request.future.set_exception(result)
             return
-        outputs, input_ns, infer_ns, output_ns = outcome
+        outputs, input_ns, infer_ns, output_ns = result
         if len(batch) == 1 and self._inline_limit_ns:
             self._measured_lone(batch[0].inputs, input_ns + infer_ns + output_ns)
         self.stats.record_execution(sum(r.rows for r in batch), input_ns, infer_ns, output_ns)
-        for request, result in zip(batch, outputs, strict=True):
+        for request, arrays in zip(batch, outputs, strict=True):
             if not request.future.done():
                 timing = (started - request.arrival_ns, input_ns, infer_ns, output_ns)
-                request.future.set_result((result, timing))
+                request.future.set_result((arrays, timing))
 
     def _measured_lone(self, inputs: Arrays, ns: int) -> None:
         """Widen (or narrow) the inputs a lone request may run inline with, from one lone
@@ -319,10 +317,7 @@ class Batcher:
 
 
 def _elements(inputs: Arrays) -> int:
-    total = 0
-    for array in inputs.values():
-        total += array.size
-    return total
+    return sum(array.size for array in inputs.values())
 
 
 def _signature(inputs: Arrays, max_batch_size: int) -> tuple[Any, ...]:
@@ -343,7 +338,7 @@ def _timeout_us(value: Any, default: int) -> int:
     return value
 
 
-def _execute(runtime: Runtime, parts: list[Arrays]) -> tuple[list[Arrays], int, int, int]:
+def _execute(runtime: Runtime, parts: list[Arrays]) -> _Outcome:
     """On a worker thread: concatenate, run once, split back. Returns outputs and timings."""
     t0 = time.perf_counter_ns()
     if len(parts) == 1:
