@@ -16,8 +16,8 @@ import pytest
 from modelyard.core.batcher import Batcher, BatchPolicy, batch_policy
 from modelyard.core.stats import ModelStats
 from modelyard.errors import ModelLoadError
-from modelyard.repository.config import ModelConfig
 from modelyard.runtimes import Arrays, Runtime
+from modelyard.spec.config import ModelConfig
 
 
 class Recording(Runtime):

@@ -11,14 +11,14 @@ from collections.abc import Sequence
 import pytest
 
 from modelyard.core.engine import Engine
-from modelyard.core.generation import (
+from modelyard.errors import InvalidArgument, ResourceExhausted
+from modelyard.spec.generation import (
     Delta,
     Finish,
     GenerationRequest,
     SamplingParams,
     TokenLogprob,
 )
-from modelyard.errors import InvalidArgument, ResourceExhausted
 
 END = 0
 

@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from modelyard.errors import ModelLoadError, ResourceExhausted
-from modelyard.repository.config import ModelConfig
 from modelyard.repository.residency import ResidencyPolicy, estimate_bytes, expired, victims
 from modelyard.settings import parse_duration
+from modelyard.spec.config import ModelConfig
 from tests import models
 from tests.server_process import ServerProcess
 

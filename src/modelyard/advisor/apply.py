@@ -15,8 +15,8 @@ from modelyard.advisor.hardware import Hardware
 from modelyard.advisor.inspect import inspect_artifact
 from modelyard.advisor.memory import MemoryEstimate, check_budget, estimate_for_parameters
 from modelyard.errors import ModelyardError
-from modelyard.repository.config import DynamicBatching, ModelConfig
 from modelyard.runtimes import RUNTIMES
+from modelyard.spec.config import DynamicBatching, ModelConfig
 
 log = logging.getLogger("modelyard.advisor")
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelyard.repository.config import TensorSpec
+from modelyard.spec.config import TensorSpec
 
 #: Tasks the advisor tells apart.
 TASKS = (

@@ -9,7 +9,7 @@ from typing import Any
 from modelyard.advisor.artifact import ArtifactInfo, LLMShape
 from modelyard.advisor.gguf_header import ArrayLength, GGUFHeader, read_header
 from modelyard.advisor.onnx_skim import OnnxSummary, OnnxTensor, skim
-from modelyard.repository.config import TensorSpec
+from modelyard.spec.config import TensorSpec
 
 # ---- ONNX ----------------------------------------------------------------------------------
 

@@ -14,8 +14,8 @@ from modelyard.advisor.inspect import inspect_artifact
 from modelyard.advisor.memory import estimate_for_parameters
 from modelyard.advisor.render import Advice
 from modelyard.errors import InvalidArgument
-from modelyard.repository.config import ModelConfig
 from modelyard.repository.scan import ModelSource, read_entry, scan
+from modelyard.spec.config import ModelConfig
 
 
 @dataclass

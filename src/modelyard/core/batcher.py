@@ -41,8 +41,8 @@ from modelyard.errors import (
     ModelLoadError,
     ResourceExhausted,
 )
-from modelyard.repository.config import ModelConfig
 from modelyard.runtimes import Arrays, Runtime
+from modelyard.spec.config import ModelConfig
 
 #: (queue, compute_input, compute_infer, compute_output) nanoseconds of one request.
 Timing = tuple[int, int, int, int]

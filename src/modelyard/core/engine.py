@@ -24,9 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from modelyard.core.generation import Backend, Delta, Finish, GenerationRequest, Sampler
 from modelyard.core.textstream import TextStream
 from modelyard.errors import InvalidArgument, ResourceExhausted, Unavailable
+from modelyard.spec.generation import Backend, Delta, Finish, GenerationRequest, Sampler
 
 log = logging.getLogger("modelyard.engine")
 

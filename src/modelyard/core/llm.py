@@ -13,10 +13,10 @@ from concurrent.futures import Executor
 from typing import Any
 
 from modelyard.core.engine import Engine, NullObserver
-from modelyard.core.generation import Delta, GenerationRequest, SamplingParams
 from modelyard.core.textmodel import TextModel
 from modelyard.errors import Internal, InvalidArgument, ModelyardError
 from modelyard.repository.manager import ModelRepository, ModelVersion
+from modelyard.spec.generation import Delta, GenerationRequest, SamplingParams
 
 log = logging.getLogger("modelyard.llm")
 

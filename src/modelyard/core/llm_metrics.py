@@ -14,7 +14,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from modelyard.core.engine import Engine
-from modelyard.core.generation import Finish
+from modelyard.spec.generation import Finish
 
 _LATENCY = (
     0.001,

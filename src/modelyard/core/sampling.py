@@ -8,8 +8,8 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from modelyard.core.generation import SamplingParams
 from modelyard.errors import InvalidArgument
+from modelyard.spec.generation import SamplingParams
 
 
 def _number(name: str, low: float, high: float) -> Callable[[Any], float]:

@@ -14,7 +14,7 @@ import numpy as np
 from modelyard.core.classification import top_k
 from modelyard.core.types import RequestedOutput
 from modelyard.errors import Internal, InvalidArgument
-from modelyard.repository.config import ModelConfig, TensorSpec
+from modelyard.spec.config import ModelConfig, TensorSpec
 from modelyard.tensors import as_bytes_array, datatype_of, numpy_dtype
 
 

@@ -17,7 +17,6 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from modelyard.core.generation import Delta, SamplingParams
 from modelyard.core.llm import LLMPlane
 from modelyard.core.textmodel import TextModel
 from modelyard.errors import Code, InvalidArgument, ModelyardError
@@ -38,6 +37,7 @@ from modelyard.fronts.ollama_schema import (
     read_generate,
 )
 from modelyard.repository.manager import ModelVersion
+from modelyard.spec.generation import Delta, SamplingParams
 
 log = logging.getLogger("modelyard.ollama")
 

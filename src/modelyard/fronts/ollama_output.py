@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from modelyard.core.generation import Delta, Finish, TokenLogprob
+from modelyard.spec.generation import Delta, Finish, TokenLogprob
 
 _DONE_REASON = {
     Finish.STOP: "stop",

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelyard.core import chat
-from modelyard.core.generation import SamplingParams
 from modelyard.core.sampling import sampling_params
 from modelyard.errors import InvalidArgument
 from modelyard.settings import parse_duration
+from modelyard.spec.generation import SamplingParams
 
 log = logging.getLogger("modelyard.ollama")
 

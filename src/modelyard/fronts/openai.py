@@ -18,7 +18,6 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from modelyard import __version__
-from modelyard.core.generation import Delta
 from modelyard.core.llm import LLMPlane
 from modelyard.errors import Code, InvalidArgument, ModelyardError
 from modelyard.fronts.http_common import (
@@ -36,6 +35,7 @@ from modelyard.fronts.openai_schema import (
     read_chat,
     read_completion,
 )
+from modelyard.spec.generation import Delta
 
 log = logging.getLogger("modelyard.openai")
 

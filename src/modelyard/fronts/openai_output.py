@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelyard.core.generation import Delta, Finish, TokenLogprob
+from modelyard.spec.generation import Delta, Finish, TokenLogprob
 
 _FINISH = {
     Finish.STOP: "stop",

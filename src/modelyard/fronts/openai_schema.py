@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelyard.core import chat
-from modelyard.core.generation import SamplingParams
 from modelyard.core.sampling import sampling_params
 from modelyard.errors import InvalidArgument
+from modelyard.spec.generation import SamplingParams
 
 #: Structured-output fields of other servers; refused loudly (use response_format).
 _REFUSED = (

@@ -4,7 +4,7 @@ auto-complete does, and say where each setting came from."""
 from __future__ import annotations
 
 from modelyard.errors import ModelLoadError
-from modelyard.repository.config import ModelConfig, TensorSpec
+from modelyard.spec.config import ModelConfig, TensorSpec
 
 #: max_batch_size given to a model whose every input and output has a dynamic first dimension.
 DEFAULT_MAX_BATCH_SIZE = 256

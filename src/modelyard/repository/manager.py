@@ -34,7 +34,7 @@ from modelyard.errors import (
     Unavailable,
 )
 from modelyard.repository.autocomplete import complete
-from modelyard.repository.config import ModelConfig, from_triton_json
+from modelyard.repository.config import from_triton_json
 from modelyard.repository.residency import (
     ResidencyPolicy,
     Resident,
@@ -44,6 +44,7 @@ from modelyard.repository.residency import (
 )
 from modelyard.repository.scan import PICKLE_SUFFIXES, ModelSource, read_entry, scan
 from modelyard.runtimes import Runtime, runtime_class
+from modelyard.spec.config import ModelConfig
 
 log = logging.getLogger("modelyard.repository")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Protocol
 
 from modelyard.errors import ModelLoadError, ModelyardError, ResourceExhausted
-from modelyard.repository.config import ModelConfig
+from modelyard.spec.config import ModelConfig
 
 log = logging.getLogger("modelyard.repository")
 

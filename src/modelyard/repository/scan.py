@@ -16,8 +16,9 @@ from pathlib import Path
 import yaml
 
 from modelyard.errors import ModelyardError
-from modelyard.repository.config import ModelConfig, from_yaml, parse_pbtxt
+from modelyard.repository.config import from_yaml, parse_pbtxt
 from modelyard.runtimes import RUNTIMES, SUFFIXES, runtime_for_file
+from modelyard.spec.config import ModelConfig
 
 log = logging.getLogger("modelyard.repository")
 

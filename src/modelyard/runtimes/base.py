@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from modelyard.repository.config import ModelConfig, TensorSpec
+from modelyard.spec.config import ModelConfig, TensorSpec
 
 Arrays = dict[str, np.ndarray]
 

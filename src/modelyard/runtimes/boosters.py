@@ -8,8 +8,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from modelyard.errors import InvalidArgument, ModelLoadError
-from modelyard.repository.config import TensorSpec
 from modelyard.runtimes.base import Arrays, Runtime
+from modelyard.spec.config import TensorSpec
 from modelyard.tensors import datatype_of
 
 

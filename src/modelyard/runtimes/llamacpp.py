@@ -31,15 +31,15 @@ import numpy as np
 
 from modelyard.core import chat
 from modelyard.core.engine import Engine
-from modelyard.core.generation import Delta, GenerationRequest
 from modelyard.core.sampling import sampling_params
 from modelyard.core.textmodel import TextModel
 from modelyard.errors import InvalidArgument, ModelLoadError
-from modelyard.repository.config import ModelConfig, TensorSpec
 from modelyard.runtimes.base import Arrays, Runtime
 from modelyard.runtimes.llamacpp_backend import LlamaBackend
 from modelyard.runtimes.llamacpp_embed import Embedder
 from modelyard.runtimes.llamacpp_lib import lc
+from modelyard.spec.config import ModelConfig, TensorSpec
+from modelyard.spec.generation import Delta, GenerationRequest
 
 log = logging.getLogger("modelyard.llamacpp")
 

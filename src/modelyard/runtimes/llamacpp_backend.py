@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from modelyard.core.generation import SamplingParams, TokenLogprob
 from modelyard.errors import Internal, InvalidArgument
 from modelyard.runtimes.llamacpp_lib import lc
+from modelyard.spec.generation import SamplingParams, TokenLogprob
 
 
 class LlamaBackend:

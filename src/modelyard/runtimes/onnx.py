@@ -15,8 +15,8 @@ import numpy as np
 import onnxruntime as ort
 
 from modelyard.errors import InvalidArgument, ModelLoadError
-from modelyard.repository.config import TensorSpec
 from modelyard.runtimes.base import Arrays, Runtime
+from modelyard.spec.config import TensorSpec
 
 _ONNX_TYPES = {
     "tensor(bool)": "BOOL",

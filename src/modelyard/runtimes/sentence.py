@@ -19,8 +19,8 @@ import numpy as np
 
 from modelyard.core.textmodel import TextModel
 from modelyard.errors import InvalidArgument, ModelLoadError
-from modelyard.repository.config import TensorSpec
 from modelyard.runtimes.base import Arrays, Runtime
+from modelyard.spec.config import TensorSpec
 
 _BATCH = 32
 

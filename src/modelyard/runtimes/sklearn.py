@@ -11,8 +11,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from modelyard.errors import InvalidArgument, ModelLoadError
-from modelyard.repository.config import TensorSpec
 from modelyard.runtimes.base import Arrays, Runtime
+from modelyard.spec.config import TensorSpec
 from modelyard.tensors import as_bytes_array, datatype_of
 
 
