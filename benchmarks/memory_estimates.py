@@ -37,7 +37,7 @@ def rss():
 
 import numpy  # noqa: F401 - part of every server process
 from modelyard.advisor.apply import estimate_for
-from modelyard.repository.manager import load_version
+from modelyard.repository.loader import load_version
 from modelyard.repository.scan import read_entry
 
 source = read_entry(Path(sys.argv[1]))

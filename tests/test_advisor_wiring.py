@@ -13,8 +13,8 @@ import pytest
 from modelyard.advisor.apply import advise_config, refuse_over_budget
 from modelyard.advisor.hardware import probe
 from modelyard.errors import ModelLoadError, ResourceExhausted
-from modelyard.inspect import describe_repository, render_table
-from modelyard.repository.manager import load_version
+from modelyard.listing import describe_repository, render_table
+from modelyard.repository.loader import load_version
 from modelyard.repository.scan import read_entry
 from modelyard.settings import Settings
 from modelyard.spec.config import ModelConfig

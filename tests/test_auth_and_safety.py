@@ -62,13 +62,25 @@ def test_pickles_need_trust(model_repo: Path, tmp_path: Path) -> None:
         response = httpx.post(f"{own.url}/v2/repository/models/iris_tree/load")
         assert response.status_code == 400
         assert "--trust-pickle" in response.json()["error"]
-        # a per-model config can opt in
+        # nothing sent over the network may widen what the operator allowed
         config = '{"parameters": {"trust_pickle": {"string_value": "true"}}}'
         response = httpx.post(
             f"{own.url}/v2/repository/models/iris_tree/load",
             json={"parameters": {"config": config}},
         )
-        assert response.status_code == 200, response.text
+        assert response.status_code == 400, response.text
+        assert "cannot set trust_pickle" in response.json()["error"]
+        assert httpx.get(f"{own.url}/v2/models/iris_tree/ready").status_code == 400
+
+
+def test_a_models_own_config_can_trust_its_pickle(model_repo: Path, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "iris_tree").mkdir(parents=True)
+    (repo / "iris_tree" / "model.joblib").write_bytes(
+        (model_repo / "iris_tree.joblib").read_bytes()
+    )
+    (repo / "iris_tree" / "model.yaml").write_text("trust_pickle: true\n")
+    with ServerProcess(str(repo), log_path=tmp_path / "log") as own:
         assert httpx.get(f"{own.url}/v2/models/iris_tree/ready").status_code == 200
 
 

@@ -1,5 +1,6 @@
-"""The model store in process, on a Triton-layout ONNX model: copy shares the files and renames
-the config's model, pull stages and installs, delete unloads first; read-only in mode none."""
+"""The model service's pull, copy and delete in process, on a Triton-layout ONNX model: copy
+shares the files and renames the config's model, pull stages and installs, delete unloads
+first; read-only in mode none."""
 
 from __future__ import annotations
 
@@ -9,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from modelyard.core.models import ModelService
 from modelyard.errors import FailedPrecondition, InvalidArgument
-from modelyard.repository.manager import ModelRepository
-from modelyard.repository.store import ModelStore
 from tests import models
 
 
@@ -26,9 +26,9 @@ def _triton_model(root: Path, name: str) -> Path:
 
 async def _scenario(root: Path, outside: Path) -> None:
     with ThreadPoolExecutor(2) as executor:
-        repository = ModelRepository([root], executor, control_mode="ondemand")
+        repository = ModelService([root], executor, control_mode="ondemand")
         await repository.start()
-        store = ModelStore(repository)
+        store = repository
         await repository.acquire("ident")
         await store.copy("ident", "twin")
         config = (root / "twin" / "config.pbtxt").read_text()
@@ -65,8 +65,8 @@ def test_copy_pull_delete(tmp_path: Path) -> None:
 def test_read_only_in_mode_none(tmp_path: Path) -> None:
     async def scenario() -> None:
         with ThreadPoolExecutor(1) as executor:
-            repository = ModelRepository([tmp_path], executor, control_mode="none")
+            repository = ModelService([tmp_path], executor, control_mode="none")
             with pytest.raises(FailedPrecondition, match="ondemand"):
-                await ModelStore(repository).copy("a", "b")
+                await repository.copy("a", "b")
 
     asyncio.run(scenario())

@@ -19,6 +19,7 @@ from modelyard.fronts.ollama_schema import (
 )
 from modelyard.repository.sources import resolve
 from modelyard.repository.store import check_name
+from modelyard.spec.generation import StructuredOutput
 
 
 def test_options_take_ollamas_names_and_defaults() -> None:
@@ -107,10 +108,10 @@ def test_model_names_and_format() -> None:
             "context": [1, 2],
         }
     )
-    assert body.structured == ("json", None) and not body.stream and body.keep_alive_s == 60
+    assert body.structured == StructuredOutput() and not body.stream and body.keep_alive_s == 60
     assert body.raw and body.context == [1, 2] and body.prompt == "p"
     schema = {"type": "object"}
-    assert read_chat({"model": "m", "format": schema}).structured == ("json_schema", schema)
+    assert read_chat({"model": "m", "format": schema}).structured == StructuredOutput(schema)
     assert read_chat({"model": "m"}).messages == []
     assert read_generate({"model": "m", "logprobs": True, "top_logprobs": 3}).params.logprobs == 3
 

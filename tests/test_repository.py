@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from modelyard.errors import InvalidArgument, ModelLoadError
-from modelyard.inspect import describe_repository
+from modelyard.listing import describe_repository
 from modelyard.repository.config import parse_pbtxt
 from modelyard.repository.scan import scan
 from modelyard.settings import Settings

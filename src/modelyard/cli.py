@@ -200,7 +200,7 @@ def list_models(repositories: tuple[Path, ...], trust_pickle: bool, as_json: boo
     """What REPOSITORIES would serve: names, versions, runtime, inputs and outputs. With no
     folder: the models of the server at MODELYARD_HOST if one answers, else the demo ones."""
     from modelyard.cli_client import server_list
-    from modelyard.inspect import describe_repository, render_table
+    from modelyard.listing import describe_repository, render_table
 
     if not repositories and server_list(as_json):
         return

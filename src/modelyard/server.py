@@ -1,4 +1,5 @@
-"""Composition root: repository + data plane + fronts -> one ASGI app (and the servers)."""
+"""Composition root: the core's model service, data plane and LLM sessions + the fronts ->
+one ASGI app (the gRPC server is built from the same core in serving.py)."""
 
 from __future__ import annotations
 
@@ -16,31 +17,31 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelyard.core.dataplane import DataPlane
-from modelyard.core.llm import LLMPlane
+from modelyard.core.llm import LLMService
 from modelyard.core.llm_metrics import LLMMetrics
+from modelyard.core.metrics import ModelCollector
+from modelyard.core.models import ModelService
 from modelyard.fronts.auth import APIKeyMiddleware
-from modelyard.fronts.http_common import json_response
+from modelyard.fronts.http_common import error_response, unexpected
 from modelyard.fronts.kserve_http import KServeHTTP
 from modelyard.fronts.kserve_infer import InferEndpoint, infer_target
 from modelyard.fronts.ollama import OllamaFront
 from modelyard.fronts.ollama_models import OllamaModels
 from modelyard.fronts.openai import OpenAIFront
-from modelyard.metrics import ModelCollector
-from modelyard.repository.manager import ModelRepository
 from modelyard.repository.residency import ResidencyPolicy
-from modelyard.repository.store import ModelStore
 from modelyard.settings import Settings
 
 log = logging.getLogger("modelyard.server")
 
 
 class Modelyard:
-    """One server instance: its repository, data plane and ASGI app."""
+    """One server instance: its model service, data plane, LLM sessions and ASGI app."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.executor = ThreadPoolExecutor(settings.worker_threads, "modelyard-model")
-        self.repository = ModelRepository(
+        self.registry = CollectorRegistry()
+        self.models = ModelService(
             settings.repositories,
             self.executor,
             control_mode=settings.model_control_mode,
@@ -51,20 +52,19 @@ class Modelyard:
                 settings.max_loaded_models,
                 settings.memory_budget_bytes,
             ),
+            watch=LLMMetrics(self.registry),
         )
-        self.dataplane = DataPlane(self.repository, self.executor)
-        self.registry = CollectorRegistry()
-        self.registry.register(ModelCollector(self.repository))
-        self.llm = LLMPlane(self.repository, self.executor, LLMMetrics(self.registry))
+        self.registry.register(ModelCollector(self.models))
+        self.llm = LLMService(self.models, self.executor)
+        self.dataplane = DataPlane(self.models, self.llm, self.executor)
         self.app = self._build_app()
 
     def _build_app(self) -> ASGIApp:
-        kserve = KServeHTTP(self.dataplane, self.settings.max_request_bytes)
-        openai = OpenAIFront(self.llm, self.settings.max_request_bytes)
-        ollama = OllamaFront(self.llm, self.settings.max_request_bytes)
-        ollama_models = OllamaModels(
-            self.repository, ModelStore(self.repository), self.settings.max_request_bytes
-        )
+        limit = self.settings.max_request_bytes
+        kserve = KServeHTTP(self.dataplane, self.models, limit)
+        openai = OpenAIFront(self.llm, limit)
+        ollama = OllamaFront(self.llm, self.models, limit)
+        ollama_models = OllamaModels(self.models, limit)
         # "/" answers as Ollama's does ("Ollama is running"): clients probe it.
         routes = [
             *ollama.routes(),
@@ -76,24 +76,24 @@ class Modelyard:
         app: ASGIApp = Starlette(
             routes=routes, lifespan=self._lifespan, exception_handlers={Exception: _unexpected}
         )
-        app = _HotPath(app, InferEndpoint(self.dataplane, self.settings.max_request_bytes))
+        app = _HotPath(app, InferEndpoint(self.dataplane, limit))
         if self.settings.api_keys:
             app = APIKeyMiddleware(app, keys=self.settings.api_keys)
         return app
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        await self.repository.start()
+        await self.models.start()
         tasks = [asyncio.create_task(self._reap())]
         if self.settings.model_control_mode == "poll":
             tasks.append(asyncio.create_task(self._poll()))
-        _log_models(self.repository)
+        _log_models(self.models)
         try:
             yield
         finally:
             for task in tasks:
                 task.cancel()
-            await self.repository.close()
+            await self.models.close()
             self.executor.shutdown(wait=False, cancel_futures=True)
 
     async def _reap(self) -> None:
@@ -101,7 +101,7 @@ class Modelyard:
         while True:
             await asyncio.sleep(0.25)
             try:
-                await self.repository.reap()
+                await self.models.reap()
             except Exception:
                 log.exception("unloading idle models failed")
 
@@ -109,7 +109,7 @@ class Modelyard:
         while True:
             await asyncio.sleep(self.settings.poll_interval_s)
             try:
-                await self.repository.poll()
+                await self.models.poll()
             except Exception:
                 log.exception("polling the repository failed")
 
@@ -138,12 +138,12 @@ def create_app(settings: Settings) -> ASGIApp:
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
-    log.error("unexpected error on %s %s: %r", request.method, request.url.path, exc)
-    return json_response({"error": f"internal error: {exc!r}"}, 500)
+    """The last resort, for errors outside every front's guard."""
+    return error_response(unexpected(exc, f"{request.method} {request.url.path}"))
 
 
-def _log_models(repository: ModelRepository) -> None:
-    for name, entry in sorted(repository.entries.items()):
+def _log_models(models: ModelService) -> None:
+    for name, entry in sorted(models.entries.items()):
         if not entry.versions:
             log.warning("model %s is %s: %s", name, entry.state, entry.reason)
             continue

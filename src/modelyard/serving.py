@@ -44,6 +44,7 @@ def run(settings: Settings, *, demo: bool = False, started: float | None = None)
         try:  # bind the gRPC port first, so a port in use fails before any model loads
             app.grpc = create_server(
                 server.dataplane,
+                server.models,
                 settings.host,
                 settings.grpc_port,
                 api_keys=settings.api_keys,

@@ -103,7 +103,7 @@ def advise(
     hw = hardware or probe()
     hw.libraries_for(LIBRARY_RUNTIMES.get(info.format, ""))
     budget = memory or hw.memory_available_bytes
-    context, parallel, estimate = size_for_budget(info, goal, budget)
+    context, parallel, estimate = size_for_budget(info, goal, budget, instances)
     facts = base_facts(info, hw, goal, latency_ms, budget, estimate)
     facts.update(
         llm_context=context,
@@ -121,20 +121,25 @@ def advise(
 
 
 def size_for_budget(
-    info: ArtifactInfo, goal: str, budget: int
+    info: ArtifactInfo, goal: str, budget: int, instances: int | None = None
 ) -> tuple[int | None, int | None, MemoryEstimate]:
     """Context and parallel sequences for an LLM: the goal's defaults, halved (sequences
-    first, then context down to 512 tokens) until the estimate fits the budget."""
+    first, then context down to 512 tokens) until the estimate fits the budget. `instances`
+    named by a config fix the parallel sequences (a generation's instance is a sequence
+    slot); then only the context shrinks."""
     if info.llm is None:
         return None, None, estimate_memory(info)
-    parallel = LLM_PARALLEL[goal]
+    parallel = instances or LLM_PARALLEL[goal]
     if not info.generates_text:
         context = min(info.context_length or LLM_MIN_CONTEXT, EMBEDDING_MAX_CONTEXT)
         return context, parallel, estimate_memory(info)
     context = default_context(info)
     estimate = estimate_memory(info, context, parallel)
-    while estimate.total > budget and (parallel > 1 or context > LLM_MIN_CONTEXT):
-        if parallel > 1:
+    shrink_parallel = instances is None
+    while estimate.total > budget and (
+        (shrink_parallel and parallel > 1) or context > LLM_MIN_CONTEXT
+    ):
+        if shrink_parallel and parallel > 1:
             parallel //= 2
         else:
             context = max(LLM_MIN_CONTEXT, context // 2)
@@ -269,7 +274,7 @@ def _pick_runtime(rec: Recommendation, facts: dict[str, Any], named: str | None)
         runtime=rec.runtime or "",
         runtime_planned=bool(rec.runtime) and not known,
         runtime_installed=rec.hardware.installed(rec.runtime or ""),
-        runtime_extra=RUNTIMES[rec.runtime][2] if rec.runtime and known else "",
+        runtime_extra=RUNTIMES[rec.runtime].extra if rec.runtime and known else "",
     )
 
 

@@ -40,6 +40,7 @@ from modelyard.errors import (
     InvalidArgument,
     ModelLoadError,
     ResourceExhausted,
+    Unavailable,
 )
 from modelyard.runtimes import Arrays, Runtime
 from modelyard.spec.config import ModelConfig
@@ -182,7 +183,9 @@ class Batcher:
         while self._heap:
             _, _, request = heapq.heappop(self._heap)
             if not request.future.done():
-                request.future.set_exception(ResourceExhausted("the model is being unloaded"))
+                request.future.set_exception(
+                    Unavailable(f"model {self.runtime.config.name!r} was unloaded")
+                )
 
     def _priority(self, value: Any) -> int:
         levels = self.policy.priority_levels

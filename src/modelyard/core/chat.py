@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelyard.errors import InvalidArgument, ModelLoadError
+from modelyard.runtimes import TemplateSource
 
 log = logging.getLogger("modelyard.chat")
 
@@ -64,6 +65,8 @@ class ChatTemplate:
     #: Where it came from ("the model file", "known template gemma (...)", ...).
     origin: str = "the model file"
     stop: tuple[str, ...] = ()
+    #: True when the model brought no template and this is its architecture's known one.
+    guessed: bool = False
 
     def __post_init__(self) -> None:
         try:
@@ -116,7 +119,20 @@ def choose(
         architecture,
     )
     source, stop = KNOWN[known]
-    return ChatTemplate(source, bos, eos, f"known template {known} (none in the model file)", stop)
+    origin = f"known template {known} (none in the model file)"
+    return ChatTemplate(source, bos, eos, origin, stop, guessed=True)
+
+
+def for_model(
+    source: TemplateSource | None, override: str | None, name: str
+) -> ChatTemplate | None:
+    """The template a text model chats with (None when it cannot chat): `override` from its
+    config, else what its runtime found in the model file."""
+    if source is None:
+        return None
+    return choose(
+        source.text, override, source.architecture, name, source.bos_token, source.eos_token
+    )
 
 
 def normalize(messages: Any) -> list[dict[str, Any]]:

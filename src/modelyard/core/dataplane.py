@@ -4,15 +4,17 @@ worker thread, record statistics. No web framework and no gRPC in here."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from concurrent.futures import Executor
 from typing import Any
 
+from modelyard.core.llm import LLMService
+from modelyard.core.models import ModelService, ServedModel
 from modelyard.core.types import InferRequest, InferResponse
 from modelyard.errors import Internal, ModelyardError, Unavailable
-from modelyard.repository.manager import ModelRepository, ModelVersion
 from modelyard.runtimes import Arrays
 
 log = logging.getLogger("modelyard.dataplane")
@@ -24,64 +26,84 @@ PLATFORMS = {
     "sklearn": "sklearn",
     "xgboost": "xgboost",
     "lightgbm": "lightgbm",
+    "llamacpp": "llamacpp",
+    "sentence": "sentence",
 }
 
 
 class DataPlane:
-    def __init__(self, repository: ModelRepository, executor: Executor) -> None:
-        self.repository = repository
+    def __init__(self, models: ModelService, llm: LLMService, executor: Executor) -> None:
+        self.models = models
+        self.llm = llm
         self.executor = executor
 
     # ---- inference -------------------------------------------------------------------------
 
     async def infer(self, request: InferRequest) -> InferResponse:
-        model = await self.repository.acquire(request.model, request.version)
-        start = time.perf_counter_ns()
-        model.enter()
-        try:
-            contract = model.contract
-            rows = contract.check(request.inputs)
-            if request.outputs:
-                contract.check_requested(request.outputs)
-            if model.batcher is None:
-                raise Unavailable(f"model {model.name!r} is not serving yet")
-            results, timing = await model.batcher.submit(request.inputs, rows, request.parameters)
-            outputs = contract.select(results, request.outputs)
-        except BaseException as exc:
-            model.stats.record_failure(time.perf_counter_ns() - start)
-            if not isinstance(exc, ModelyardError | asyncio.CancelledError):
-                log.exception("model %s failed", model.name)
-                raise Internal(f"model {model.name!r} failed: {exc!r}") from exc
-            raise
-        finally:
-            model.leave()
-        model.stats.record_success(time.perf_counter_ns() - start, *timing)
-        return InferResponse(model.name, str(model.version), outputs, request.id)
+        async with self.models.lease(request.model, request.version) as model:
+            start = time.perf_counter_ns()
+            try:
+                contract = model.contract
+                rows = contract.check(request.inputs)
+                if request.outputs:
+                    contract.check_requested(request.outputs)
+                if model.engine is not None:  # a text generator: its engine, never a worker
+                    results = await self.llm.infer(model, request.inputs)
+                    timing = (0, 0, time.perf_counter_ns() - start, 0)
+                    model.stats.record_execution(rows, *timing[1:])
+                elif model.batcher is None:
+                    raise Unavailable(f"model {model.name!r} is not serving yet")
+                else:
+                    results, timing = await model.batcher.submit(
+                        request.inputs, rows, request.parameters
+                    )
+                outputs = contract.select(results, request.outputs)
+            except BaseException as exc:
+                model.stats.record_failure(time.perf_counter_ns() - start)
+                if not isinstance(exc, ModelyardError | asyncio.CancelledError):
+                    log.exception("model %s failed", model.name)
+                    raise Internal(f"model {model.name!r} failed: {exc!r}") from exc
+                raise
+            model.stats.record_success(time.perf_counter_ns() - start, *timing)
+            return InferResponse(model.name, str(model.version), outputs, request.id)
 
-    async def infer_stream(self, request: InferRequest) -> AsyncIterator[InferResponse]:
+    async def infer_stream(self, request: InferRequest) -> AsyncGenerator[InferResponse, None]:
         """Every response a (possibly decoupled) model produces for one request, as produced."""
-        model = await self.repository.acquire(request.model, request.version)
-        rows = model.contract.check(request.inputs)
-        model.contract.check_requested(request.outputs)
+        async with self.models.lease(request.model, request.version) as model:
+            rows = model.contract.check(request.inputs)
+            model.contract.check_requested(request.outputs)
+            start = time.perf_counter_ns()
+            try:
+                async with self._stream(model, request) as stream:
+                    queued = time.perf_counter_ns()
+                    async for outputs in stream:
+                        selected = model.contract.select(outputs, request.outputs)
+                        yield InferResponse(model.name, str(model.version), selected, request.id)
+                done = time.perf_counter_ns()
+                model.stats.record_execution(rows, 0, done - queued, 0)
+                model.stats.record_success(done - start, queued - start, 0, done - queued, 0)
+            except BaseException:
+                model.stats.record_failure(time.perf_counter_ns() - start)
+                raise
+
+    @contextlib.asynccontextmanager
+    async def _stream(
+        self, model: ServedModel, request: InferRequest
+    ) -> AsyncIterator[AsyncGenerator[Arrays, None]]:
+        """The model's responses: a text generator's deltas from its engine, or the runtime's
+        iterator pulled on a worker thread inside one of the model's instance slots."""
+        if model.engine is not None:
+            async with contextlib.aclosing(self.llm.infer_stream(model, request.inputs)) as out:
+                yield out
+            return
         if model.batcher is None:
             raise Unavailable(f"model {model.name!r} is not serving yet")
-        start = time.perf_counter_ns()
-        model.enter()
-        try:
-            async with model.batcher.slots:
-                queued = time.perf_counter_ns()
-                async for outputs in self._stream(model, request):
-                    yield InferResponse(model.name, str(model.version), outputs, request.id)
-            done = time.perf_counter_ns()
-            model.stats.record_execution(rows, 0, done - queued, 0)
-            model.stats.record_success(done - start, queued - start, 0, done - queued, 0)
-        except BaseException:
-            model.stats.record_failure(time.perf_counter_ns() - start)
-            raise
-        finally:
-            model.leave()
+        async with model.batcher.slots, contextlib.aclosing(self._pull(model, request)) as out:
+            yield out
 
-    async def _stream(self, model: ModelVersion, request: InferRequest) -> AsyncIterator[Arrays]:
+    async def _pull(
+        self, model: ServedModel, request: InferRequest
+    ) -> AsyncGenerator[Arrays, None]:
         """Pull the runtime's iterator on a worker thread, one item at a time; the slot is held
         until the worker's current step ends, even if the consumer goes away."""
         loop = asyncio.get_running_loop()
@@ -95,15 +117,15 @@ class DataPlane:
                 raise
             if item is None:
                 return
-            yield model.contract.select(item, request.outputs)
+            yield item
 
     # ---- metadata --------------------------------------------------------------------------
 
     def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
-        model = self.repository.get(name, version)
+        model = self.models.get(name, version)
         config = model.config
         batch = [-1] if config.max_batch_size > 0 else []
-        entry = self.repository.entry(name)
+        entry = self.models.entry(name)
         return {
             "name": name,
             "versions": [str(v) for v in sorted(entry.versions)],
@@ -124,23 +146,16 @@ class DataPlane:
         }
 
     def model_config(self, name: str, version: str | None = None) -> dict[str, Any]:
-        return self.repository.get(name, version).config.to_triton_json()
-
-    def model_ready(self, name: str, version: str | None = None) -> bool:
-        try:
-            self.repository.get(name, version)
-        except ModelyardError:
-            return False
-        return True
+        return self.models.get(name, version).config.to_triton_json()
 
     def statistics(
         self, name: str | None = None, version: str | None = None
     ) -> list[dict[str, Any]]:
         if name is None:
-            models = self.repository.loaded()
+            models = self.models.loaded()
         elif version:
-            models = [self.repository.get(name, version)]
+            models = [self.models.get(name, version)]
         else:
-            entry = self.repository.entry(name)
+            entry = self.models.entry(name)
             models = list(entry.versions.values())
         return [m.stats.to_json(m.name, str(m.version)) for m in models]

@@ -1,22 +1,46 @@
-"""The protocol-neutral LLM plane every text front (OpenAI, Ollama, KServe generate) calls:
-find a language model, build its prompt, stream a generation from its engine into asyncio,
-tokenize, embed. No web framework in here."""
+"""The one LLM session API every text front calls (OpenAI, Ollama, and KServe v2 infer on a
+text generator): hold a model, build its prompt (chat template, template stop strings),
+tokenize, constrain the output, generate on the model's engine, embed. No web framework here.
+
+    async with llm.session(name, keep_alive_s) as session:
+        prompt = await session.chat(messages, params)
+        generation = session.generate([prompt], [params])
+        index, first = await anext(generation)   # errors before the first token raise here
+
+A session holds one version of the model from start to end (`ModelService.lease`): its
+tokenizer, template and engine always belong together, and it is never unloaded under a
+request. A `Generation` carries the deltas of all of a request's sequences through one queue;
+closing it aborts whatever still runs and frees the engine's slots.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from concurrent.futures import Executor
 from typing import Any
 
-from modelyard.core.engine import Engine, NullObserver
-from modelyard.core.textmodel import TextModel
+import numpy as np
+import orjson
+
+from modelyard.core.engine import Engine
+from modelyard.core.models import ModelService, ServedModel
+from modelyard.core.sampling import sampling_params
 from modelyard.errors import Internal, InvalidArgument, ModelyardError
-from modelyard.repository.manager import ModelRepository, ModelVersion
-from modelyard.spec.generation import Delta, GenerationRequest, SamplingParams
+from modelyard.runtimes import Arrays, TextModel
+from modelyard.spec.generation import (
+    SAMPLING_PARAMETERS,
+    TEXT_INPUT,
+    TEXT_OUTPUT,
+    Delta,
+    GenerationRequest,
+    SamplingParams,
+    StructuredOutput,
+)
 
 log = logging.getLogger("modelyard.llm")
 
@@ -24,137 +48,214 @@ log = logging.getLogger("modelyard.llm")
 _INLINE_TOKENIZE_CHARS = 8192
 
 
-class LLMPlane:
-    def __init__(
-        self, repository: ModelRepository, executor: Executor, metrics: Any = None
-    ) -> None:
-        self.repository = repository
+class LLMService:
+    def __init__(self, models: ModelService, executor: Executor) -> None:
+        self.models = models
         self.executor = executor
-        self.metrics = metrics
-
-    # ---- models ----------------------------------------------------------------------------
-
-    def get(self, name: str) -> tuple[ModelVersion, TextModel]:
-        """The loaded language model called `name` (NotFound / InvalidArgument otherwise)."""
-        return self._text_model(self.repository.get(name))
-
-    async def acquire(
-        self, name: str, keep_alive_s: float | None = None
-    ) -> tuple[ModelVersion, TextModel]:
-        """The language model called `name`, loaded first when the repository loads models on
-        demand; `keep_alive_s` (a request's keep-alive) is passed on to the repository. Call
-        `version.enter()` before the next await to keep it loaded while in use."""
-        return self._text_model(await self.repository.acquire(name, keep_alive_s=keep_alive_s))
 
     @contextlib.asynccontextmanager
-    async def hold(
-        self, name: str, keep_alive_s: float | None = None
-    ) -> AsyncIterator[tuple[ModelVersion, TextModel]]:
-        """`acquire`, and keep the model loaded (never evicted or unloaded) inside the block:
-        for work such as tokenizing on a worker thread before a generation starts."""
-        version, model = await self.acquire(name, keep_alive_s)
-        version.enter()
-        try:
-            yield version, model
-        finally:
-            version.leave()
+    async def session(self, name: str, keep_alive_s: float | None = None) -> AsyncIterator[Session]:
+        """The text model `name`, loaded first in `ondemand` mode and held until the block
+        ends (or until what the block hands its exit stack to ends)."""
+        async with self.models.lease(name, keep_alive_s=keep_alive_s) as model:
+            yield Session(model, self.executor)
 
-    def _text_model(self, version: ModelVersion) -> tuple[ModelVersion, TextModel]:
-        name = version.name
-        runtime = version.runtime
-        if not isinstance(runtime, TextModel):
+    def get(self, name: str) -> Session:
+        """A loaded text model, for what needs no hold (listings, metadata)."""
+        return Session(self.models.get(name), self.executor)
+
+    def loaded(self) -> list[Session]:
+        """Every loaded text model (its highest version)."""
+        return [Session(m, self.executor) for m in self.models.latest() if m.text is not None]
+
+    # ---- KServe v2 on a text generator -----------------------------------------------------
+
+    async def infer(self, model: ServedModel, inputs: Arrays) -> Arrays:
+        """The whole text for a KServe request (its model already leased)."""
+        parts = []
+        async with contextlib.aclosing(_kserve_generation(model, self.executor, inputs)) as gen:
+            async for _, delta in gen:
+                parts.append(delta.text)
+        return _text_output("".join(parts))
+
+    async def infer_stream(
+        self, model: ServedModel, inputs: Arrays
+    ) -> AsyncGenerator[Arrays, None]:
+        """One response per delta, for decoupled streaming (ModelStreamInfer)."""
+        async with contextlib.aclosing(_kserve_generation(model, self.executor, inputs)) as gen:
+            async for _, delta in gen:
+                if delta.text or delta.finish is not None:
+                    yield _text_output(delta.text)
+
+
+class Session:
+    """What one request asks of one held text model."""
+
+    def __init__(self, model: ServedModel, executor: Executor) -> None:
+        if model.text is None:
             raise InvalidArgument(
-                f"model {name!r} is not a language model (runtime {version.config.runtime}); "
-                "use the KServe v2 API (/v2/models/.../infer) for it"
+                f"model {model.name!r} is not a language model (runtime "
+                f"{model.config.runtime}); use the KServe v2 API (/v2/models/.../infer) for it"
             )
-        return version, runtime
+        self.model = model
+        self.text: TextModel = model.text
+        self.name = model.name
+        self.executor = executor
 
-    def models(self) -> list[tuple[ModelVersion, TextModel]]:
-        """Every loaded language model (highest version of each)."""
-        out = []
-        for name in sorted(self.repository.entries):
-            try:
-                out.append(self.get(name))
-            except ModelyardError:
-                continue
-        return out
+    @property
+    def n_ctx(self) -> int:
+        return self.text.n_ctx
 
-    def engine(self, name: str) -> tuple[ModelVersion, TextModel, Engine]:
-        version, model = self.get(name)
-        if model.engine is None:
-            raise InvalidArgument(f"model {name!r} is an embedding model; it does not generate")
-        if self.metrics is not None and isinstance(model.engine.observer, NullObserver):
-            model.engine.observer = self.metrics.observer(name)
-            self.metrics.watch(name, model.engine)
-        return version, model, model.engine
+    @property
+    def template(self) -> Any:
+        return self.model.template
 
     # ---- prompts ---------------------------------------------------------------------------
 
-    async def tokenize(self, model: TextModel, text: str, special: bool = True) -> list[int]:
-        if len(text) <= _INLINE_TOKENIZE_CHARS:
-            return model.tokenize(text, special)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, model.tokenize, text, special)
-
-    def chat_prompt(
-        self, name: str, model: TextModel, messages: list[dict[str, Any]], **extra: Any
+    def chat_text(
+        self, messages: list[dict[str, Any]], add_generation_prompt: bool = True, **extra: Any
     ) -> str:
-        if model.template is None:
-            raise InvalidArgument(f"model {name!r} has no chat template; use completions")
-        return model.template.render(messages, **extra)
+        """The prompt text the model's chat template makes of `messages`."""
+        template = self.model.template
+        if template is None:
+            raise InvalidArgument(f"model {self.name!r} has no chat template; use completions")
+        return template.render(messages, add_generation_prompt, **extra)
+
+    async def chat(
+        self, messages: list[dict[str, Any]], params: SamplingParams, **extra: Any
+    ) -> list[int]:
+        """The tokens of a chat prompt; the template's stop strings join `params.stop`."""
+        tokens = await self.tokenize(self.chat_text(messages, **extra))
+        template = self.model.template
+        if template is not None and template.stop:
+            params.stop = (*params.stop, *template.stop)
+        return tokens
+
+    async def tokenize(self, text: str, special: bool = True) -> list[int]:
+        if len(text) <= _INLINE_TOKENIZE_CHARS:
+            return self.text.tokenize(text, special)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, self.text.tokenize, text, special)
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return self.text.detokenize(tokens)
+
+    def constrain(self, params: SamplingParams, structured: StructuredOutput | None) -> None:
+        """Make the output follow `structured` (checked now: a 400 before any token)."""
+        if structured is not None:
+            self.text.check_structured(structured)
+            params.structured = structured
 
     # ---- generation ------------------------------------------------------------------------
 
-    async def generate(
-        self, name: str, prompt: list[int], params: SamplingParams, request_id: str | None = None
-    ) -> AsyncIterator[Delta]:
-        """The deltas of one generation as the engine produces them; closing the iterator
-        early (a client that went away) aborts the request and frees its slot."""
-        version, _, engine = self.engine(name)
-        request = GenerationRequest(request_id or os.urandom(12).hex(), prompt, params)
-        loop = asyncio.get_running_loop()
-        deltas: asyncio.Queue[Delta] = asyncio.Queue()
-
-        def sink(delta: Delta) -> None:
-            loop.call_soon_threadsafe(deltas.put_nowait, delta)
-
-        version.enter()
-        try:
-            engine.submit(request, sink)
-            while True:
-                delta = await deltas.get()
-                if delta.error is not None:
-                    raise _translate(delta.error, name)
-                yield delta
-                if delta.finish is not None:
-                    return
-        finally:
-            engine.abort(request.id)
-            version.leave()
+    def generate(self, prompts: list[list[int]], params: Iterable[SamplingParams]) -> Generation:
+        """Generate a sequence for each (prompt, params) pair side by side."""
+        engine = self.model.engine
+        if engine is None:
+            raise InvalidArgument(
+                f"model {self.name!r} is an embedding model; it does not generate"
+            )
+        requests = [
+            GenerationRequest(os.urandom(12).hex(), prompt, p)
+            for prompt, p in zip(prompts, params, strict=True)
+        ]
+        return Generation(engine, self.name, requests)
 
     # ---- embeddings ------------------------------------------------------------------------
 
-    async def embed(
-        self, name: str, texts: list[str], keep_alive_s: float | None = None
-    ) -> tuple[list[list[float]], int]:
-        version, model = await self.acquire(name, keep_alive_s)
-        if not model.embedding:
-            raise InvalidArgument(f"model {name!r} does not serve embeddings")
+    async def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+        if not self.text.embedding:
+            raise InvalidArgument(f"model {self.name!r} does not serve embeddings")
         loop = asyncio.get_running_loop()
-        version.enter()
         try:
-            return await loop.run_in_executor(self.executor, model.embed, texts)
+            return await loop.run_in_executor(self.executor, self.text.embed, texts)
         except ModelyardError:
             raise
         except Exception as exc:
-            log.exception("embedding with %s failed", name)
-            raise Internal(f"model {name!r} failed: {exc!r}") from exc
-        finally:
-            version.leave()
+            log.exception("embedding with %s failed", self.name)
+            raise Internal(f"model {self.name!r} failed: {exc!r}") from exc
+
+
+class Generation:
+    """The deltas of a request's sequences as the engine produces them, each tagged with its
+    sequence's index; an engine error raises from `__anext__`. `aclose` aborts the rest."""
+
+    def __init__(self, engine: Engine, name: str, requests: list[GenerationRequest]) -> None:
+        self.engine = engine
+        self.name = name
+        self.requests = requests
+        self._queue: asyncio.Queue[tuple[int, Delta]] = asyncio.Queue()
+        self._running = set(range(len(requests)))
+        loop = asyncio.get_running_loop()
+        try:
+            for index, request in enumerate(requests):
+                sink = functools.partial(_deliver, loop, self._queue.put_nowait, index)
+                engine.submit(request, sink)
+        except BaseException:
+            self._abort()
+            raise
+
+    def __aiter__(self) -> Generation:
+        return self
+
+    async def __anext__(self) -> tuple[int, Delta]:
+        if not self._running:
+            raise StopAsyncIteration
+        index, delta = await self._queue.get()
+        if delta.error is not None:
+            self._running.discard(index)
+            raise _translate(delta.error, self.name)
+        if delta.finish is not None:
+            self._running.discard(index)
+        return index, delta
+
+    async def aclose(self) -> None:
+        self._abort()
+
+    def _abort(self) -> None:
+        for index in self._running:
+            self.engine.abort(self.requests[index].id)
+        self._running = set()
+
+
+def _deliver(loop: asyncio.AbstractEventLoop, put: Any, index: int, delta: Delta) -> None:
+    """The engine thread's sink: hand the delta over to the event loop."""
+    loop.call_soon_threadsafe(put, (index, delta))
+
+
+async def _kserve_generation(
+    model: ServedModel, executor: Executor, inputs: Arrays
+) -> AsyncGenerator[tuple[int, Delta], None]:
+    """A KServe request's generation: `text_input`, and `sampling_parameters` as JSON."""
+    session = Session(model, executor)
+    options: Any = {}
+    if SAMPLING_PARAMETERS in inputs:
+        raw = _text(inputs[SAMPLING_PARAMETERS].reshape(-1)[0])
+        try:
+            options = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidArgument(f"sampling_parameters is not JSON: {exc}") from exc
+        if not isinstance(options, dict):
+            raise InvalidArgument("sampling_parameters must be a JSON object")
+    prompt = await session.tokenize(_text(inputs[TEXT_INPUT].reshape(-1)[0]))
+    generation = session.generate([prompt], [sampling_params(options)])
+    try:
+        async for item in generation:
+            yield item
+    finally:
+        await generation.aclose()
+
+
+def _text_output(text: str) -> Arrays:
+    return {TEXT_OUTPUT: np.array([text.encode()], dtype=object)}
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 def _translate(error: Exception, name: str) -> ModelyardError:
     if isinstance(error, ModelyardError):
         return error
-    log.error("generation with %s failed: %r", name, error)
+    log.error("generation with %s failed: %r", name, error, exc_info=error)
     return Internal(f"model {name!r} failed: {error!r}")

@@ -1,10 +1,14 @@
 """Prometheus metrics of the LLM engines, under the names vLLM users already chart
 (`vllm:time_to_first_token_seconds`, ...), labelled by `model_name`.
 
-Running and waiting gauges are read from the engines when scraped, so they are exact."""
+The core attaches an engine when it builds one (at load, whatever front the requests will come
+through) and detaches it when the model unloads: a model's series exist exactly while one of
+its versions is loaded. Running and waiting gauges are read from the engines when scraped, so
+they are exact."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -126,11 +130,31 @@ class LLMMetrics:
         self._engines = _EngineGauges()
         registry.register(self._engines)
 
-    def observer(self, model: str) -> EngineMetrics:
+    def attach(self, model: str, engine: Engine) -> EngineMetrics:
+        """Count `engine`'s work under `model` (its observer) and show its queue gauges."""
+        self._engines.add(model, engine)
         return EngineMetrics(self, model)
 
-    def watch(self, model: str, engine: Engine) -> None:
-        self._engines.add(model, engine)
+    def detach(self, model: str, engine: Engine) -> None:
+        """The engine is gone; the model's series go too when no engine of it is left."""
+        if self._engines.remove(model, engine):
+            return
+        for metric in (
+            self.ttft,
+            self.itl,
+            self.queue,
+            self.e2e,
+            self.step_tokens,
+            self.prompt_tokens,
+            self.generation_tokens,
+            self.cache_queries,
+            self.cache_hits,
+        ):
+            with contextlib.suppress(KeyError):
+                metric.remove(model)
+        for finish in Finish:
+            with contextlib.suppress(KeyError):
+                self.success.remove(model, finish.value)
 
 
 class EngineMetrics:
@@ -170,11 +194,17 @@ class EngineMetrics:
 class _EngineGauges(Collector):
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._engines: dict[str, Engine] = {}
+        self._engines: list[tuple[str, Engine]] = []
 
     def add(self, model: str, engine: Engine) -> None:
         with self._lock:
-            self._engines[model] = engine
+            self._engines.append((model, engine))
+
+    def remove(self, model: str, engine: Engine) -> bool:
+        """Drop one engine; whether another engine of `model` is left."""
+        with self._lock:
+            self._engines = [(m, e) for m, e in self._engines if e is not engine]
+            return any(m == model for m, _ in self._engines)
 
     def collect(self) -> Iterator[Any]:
         running = GaugeMetricFamily(
@@ -184,9 +214,14 @@ class _EngineGauges(Collector):
             "vllm:num_requests_waiting", "Requests waiting for a sequence slot.", labels=_LABEL
         )
         with self._lock:
-            engines = list(self._engines.items())
+            engines = list(self._engines)
+        totals: dict[str, list[int]] = {}
         for model, engine in engines:
-            running.add_metric([model], engine.running)
-            waiting.add_metric([model], engine.waiting)
+            counts = totals.setdefault(model, [0, 0])
+            counts[0] += engine.running
+            counts[1] += engine.waiting
+        for model, (n_running, n_waiting) in totals.items():
+            running.add_metric([model], n_running)
+            waiting.add_metric([model], n_waiting)
         yield running
         yield waiting

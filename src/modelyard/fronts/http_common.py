@@ -1,19 +1,24 @@
-"""What every HTTP front shares: reading a bounded body, JSON responses, the error table."""
+"""What every HTTP front shares: reading a bounded body, JSON responses, the error table, the
+guard that answers every error in its front's shape, and streamed answers that hold their
+model until their last byte."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response
-from starlette.types import Receive
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
-from modelyard.errors import Code, InvalidArgument, ModelyardError, PayloadTooLarge
+from modelyard.errors import Code, Internal, InvalidArgument, ModelyardError, PayloadTooLarge
+
+log = logging.getLogger("modelyard.http")
 
 #: The one table from protocol-neutral codes to HTTP statuses.
 HTTP_STATUS = {
@@ -43,24 +48,67 @@ def json_response(
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def error_response(exc: ModelyardError) -> Response:
-    status = HTTP_STATUS[exc.code]
+def error_body(exc: ModelyardError) -> Any:
+    """KServe's and Ollama's error shape."""
+    return {"error": exc.message}
+
+
+def error_response(
+    exc: ModelyardError,
+    body: Callable[[ModelyardError], Any] = error_body,
+    statuses: Mapping[Code, int] = HTTP_STATUS,
+) -> Response:
+    """The error in a front's shape and status; 429 and 503 say when to retry."""
+    status = statuses[exc.code]
     headers = {"Retry-After": "1"} if status in (429, 503) else None
-    return json_response({"error": exc.message}, status, headers)
+    return json_response(body(exc), status, headers)
+
+
+def unexpected(exc: BaseException, where: str) -> Internal:
+    """An error no layer translated: logged once with its traceback, answered as INTERNAL."""
+    log.error("unexpected error in %s", where, exc_info=exc)
+    return Internal(f"internal error ({type(exc).__name__}); the server log has the details")
 
 
 def guard(
-    handler: Handler, render: Callable[[ModelyardError], Response] = error_response
+    handler: Handler,
+    body: Callable[[ModelyardError], Any] = error_body,
+    statuses: Mapping[Code, int] = HTTP_STATUS,
 ) -> Handler:
-    """The handler, answering a ModelyardError with `render` (the front's error table)."""
+    """The handler, answering every error with the front's error `body` and `statuses`."""
 
     async def guarded(request: Request) -> Response:
         try:
             return await handler(request)
         except ModelyardError as exc:
-            return render(exc)
+            return error_response(exc, body, statuses)
+        except Exception as exc:
+            where = f"{request.method} {request.url.path}"
+            return error_response(unexpected(exc, where), body, statuses)
 
     return guarded
+
+
+class HeldStream(StreamingResponse):
+    """A streamed answer that holds what it streams from (a model's lease, a generation)
+    until its last byte is sent or its client leaves, even when the stream never starts:
+    `hold` is closed after the response, whatever happened."""
+
+    def __init__(
+        self,
+        content: AsyncIterator[bytes],
+        hold: contextlib.AsyncExitStack,
+        media_type: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(content, media_type=media_type, headers=headers)
+        self.hold = hold
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.hold.aclose()
 
 
 async def read_body(request: Request, limit: int) -> bytes:

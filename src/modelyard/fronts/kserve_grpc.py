@@ -8,6 +8,7 @@ Shared memory, tracing and log settings answer UNIMPLEMENTED.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,24 +21,24 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from modelyard import __version__
 from modelyard.core.dataplane import DataPlane
+from modelyard.core.models import LoadOptions, ModelService
 from modelyard.errors import (
     Code,
     DeadlineExceeded,
     Internal,
-    InvalidArgument,
     ModelyardError,
     PayloadTooLarge,
     Unauthenticated,
 )
 from modelyard.fronts.auth import key_matches
-from modelyard.fronts.http_common import parse_json
+from modelyard.fronts.http_common import unexpected
 from modelyard.fronts.kserve_grpc_codec import (
     ENABLE_EMPTY_FINAL,
     RawInferResponse,
     decode_request,
     encode_response,
     final_response,
-    parameter_value,
+    parameters_dict,
     stream_error,
     stream_response,
 )
@@ -88,8 +89,8 @@ def _guarded(method: Method) -> Method:
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
-            log.exception("unexpected error in %s", method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc!r}")
+            error = unexpected(exc, method.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, error.message)
 
     return guarded
 
@@ -110,12 +111,13 @@ class KServeGRPC(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
     def __init__(
         self,
         dataplane: DataPlane,
+        models: ModelService,
         *,
         api_keys: frozenset[str] = frozenset(),
         max_message_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.dataplane = dataplane
-        self.repository = dataplane.repository
+        self.models = models
         self.api_keys = api_keys
         self.max_message_bytes = max_message_bytes
 
@@ -138,7 +140,7 @@ class KServeGRPC(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
 
     @_guarded
     async def ServerReady(self, request: Any, context: Any) -> Any:
-        return pb.ServerReadyResponse(ready=True)
+        return pb.ServerReadyResponse(ready=self.models.ready)
 
     @_guarded
     async def ServerMetadata(self, request: Any, context: Any) -> Any:
@@ -150,7 +152,7 @@ class KServeGRPC(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
 
     @_guarded
     async def ModelReady(self, request: Any, context: Any) -> Any:
-        ready = self.dataplane.model_ready(request.name, request.version or None)
+        ready = self.models.ready_version(request.name, request.version or None)
         return pb.ModelReadyResponse(ready=ready)
 
     @_guarded
@@ -211,17 +213,19 @@ class KServeGRPC(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
             request = decode_request(message)
             empty_final = bool(request.parameters.pop(ENABLE_EMPTY_FINAL, False))
             version = request.version or ""
-            async for response in self.dataplane.infer_stream(request):
-                version = response.version
-                encoded = self._bounded(encode_response(response))
-                queue.put_nowait(stream_response(encoded, False if empty_final else None))
+            responses = self.dataplane.infer_stream(request)
+            async with contextlib.aclosing(responses):
+                async for response in responses:
+                    version = response.version
+                    encoded = self._bounded(encode_response(response))
+                    queue.put_nowait(stream_response(encoded, False if empty_final else None))
             if empty_final:
                 queue.put_nowait(final_response(request, version))
         except ModelyardError as exc:
             queue.put_nowait(stream_error(request or message, exc.message))
         except Exception as exc:
-            log.exception("unexpected error in ModelStreamInfer")
-            queue.put_nowait(stream_error(request or message, f"internal error: {exc!r}"))
+            error = unexpected(exc, "ModelStreamInfer")
+            queue.put_nowait(stream_error(request or message, error.message))
 
     def _bounded(self, response: RawInferResponse) -> RawInferResponse:
         size = response.raw_size
@@ -237,18 +241,23 @@ class KServeGRPC(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
 
     @_guarded
     async def RepositoryIndex(self, request: Any, context: Any) -> Any:
-        return _parse(
-            {"models": self.repository.index(request.ready)}, pb.RepositoryIndexResponse()
-        )
+        rows = [
+            pb.RepositoryIndexResponse.ModelIndex(
+                name=row.name, version=row.version, state=row.state, reason=row.reason
+            )
+            for row in self.models.index(request.ready)
+        ]
+        return pb.RepositoryIndexResponse(models=rows)
 
     @_guarded
     async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
-        await self.repository.load(request.model_name, _load_config(request.parameters))
+        options = LoadOptions.parse(parameters_dict(request.parameters))
+        await self.models.load(request.model_name, options)
         return pb.RepositoryModelLoadResponse()
 
     @_guarded
     async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
-        await self.repository.unload(request.model_name)
+        await self.models.unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
 
     # ---- not served ----------------------------------------------------------------------
@@ -281,24 +290,6 @@ def _parse(document: dict[str, Any], message: Any) -> Any:
         return json_format.ParseDict(document, message, ignore_unknown_fields=True)
     except json_format.ParseError as exc:
         raise Internal(f"cannot express {type(message).__name__} in protobuf: {exc}") from exc
-
-
-def _load_config(parameters: Any) -> dict[str, Any] | None:
-    for key in parameters:
-        if key.startswith("file:"):
-            raise InvalidArgument(
-                f"load parameter {key!r}: file overrides are not supported; "
-                "put the files in the model repository"
-            )
-    if "config" not in parameters:
-        return None
-    text = parameter_value(parameters["config"])
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    config = parse_json(text.encode()) if isinstance(text, str) else None
-    if not isinstance(config, dict):
-        raise InvalidArgument("load parameter 'config' must be a model config as a JSON string")
-    return config
 
 
 # ---- the server ------------------------------------------------------------------------------
@@ -337,7 +328,13 @@ def _serialize(message: Any) -> bytes:
 
 
 def create_server(
-    dataplane: DataPlane, host: str, port: int, *, api_keys: frozenset[str], max_message_bytes: int
+    dataplane: DataPlane,
+    models: ModelService,
+    host: str,
+    port: int,
+    *,
+    api_keys: frozenset[str],
+    max_message_bytes: int,
 ) -> Any:
     """A `grpc.aio` server with the KServe v2 service, bound to host:port but not started.
     Raises `OSError` when the port cannot be bound."""
@@ -348,7 +345,7 @@ def create_server(
             ("grpc.so_reuseport", 0),  # a port in use is an error, not a silently shared socket
         ]
     )
-    servicer = KServeGRPC(dataplane, api_keys=api_keys, max_message_bytes=max_message_bytes)
+    servicer = KServeGRPC(dataplane, models, api_keys=api_keys, max_message_bytes=max_message_bytes)
     service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
     handlers = method_handlers(servicer, service)
     server.add_generic_rpc_handlers(

@@ -3,12 +3,15 @@ model repository, statistics, model config). Only translates; the data plane doe
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from modelyard import __version__
 from modelyard.core.dataplane import DataPlane
+from modelyard.core.models import LoadOptions, ModelService, ModelStatus
 from modelyard.errors import InvalidArgument
 from modelyard.fronts.http_common import Handler, guard, json_response, parse_json, read_body
 
@@ -23,9 +26,9 @@ EXTENSIONS = [
 
 
 class KServeHTTP:
-    def __init__(self, dataplane: DataPlane, max_request_bytes: int) -> None:
+    def __init__(self, dataplane: DataPlane, models: ModelService, max_request_bytes: int) -> None:
         self.dataplane = dataplane
-        self.repository = dataplane.repository
+        self.models = models
         self.max_request_bytes = max_request_bytes
 
     def routes(self) -> list[BaseRoute]:
@@ -60,10 +63,12 @@ class KServeHTTP:
         )
 
     async def live(self, request: Request) -> Response:
-        return Response(status_code=200)
+        return json_response({"live": True})
 
     async def ready(self, request: Request) -> Response:
-        return Response(status_code=200)
+        """Ready once the start-up models are loaded, and no longer while draining."""
+        ready = self.models.ready
+        return json_response({"ready": ready}, 200 if ready else 503)
 
     # ---- models --------------------------------------------------------------------------
 
@@ -73,7 +78,8 @@ class KServeHTTP:
 
     async def model_ready(self, request: Request) -> Response:
         name, version = _ids(request)
-        return Response(status_code=200 if self.dataplane.model_ready(name, version) else 400)
+        ready = self.models.ready_version(name, version)
+        return json_response({"name": name, "ready": ready}, 200 if ready else 400)
 
     async def model_config(self, request: Request) -> Response:
         name, version = _ids(request)
@@ -90,23 +96,19 @@ class KServeHTTP:
         body = await read_body(request, self.max_request_bytes)
         options = parse_json(body) if body.strip() else {}
         ready_only = bool(options.get("ready", False)) if isinstance(options, dict) else False
-        return json_response(self.repository.index(ready_only))
+        return json_response([_status(row) for row in self.models.index(ready_only)])
 
     async def load(self, request: Request) -> Response:
         body = await read_body(request, self.max_request_bytes)
         options = parse_json(body) if body.strip() else {}
-        config = (
-            (options.get("parameters") or {}).get("config") if isinstance(options, dict) else None
-        )
-        if isinstance(config, str):
-            config = parse_json(config.encode())
-        if config is not None and not isinstance(config, dict):
-            raise InvalidArgument("parameters.config must be a model config as a JSON string")
-        await self.repository.load(request.path_params["model"], config)
+        parameters = options.get("parameters") if isinstance(options, dict) else None
+        if parameters is not None and not isinstance(parameters, dict):
+            raise InvalidArgument("parameters must be an object")
+        await self.models.load(request.path_params["model"], LoadOptions.parse(parameters or {}))
         return json_response({})
 
     async def unload(self, request: Request) -> Response:
-        await self.repository.unload(request.path_params["model"])
+        await self.models.unload(request.path_params["model"])
         return json_response({})
 
     async def no_shared_memory(self, request: Request) -> Response:
@@ -114,6 +116,10 @@ class KServeHTTP:
             "shared-memory tensors are not supported; send tensors in the "
             "request body (binary data extension)"
         )
+
+
+def _status(row: ModelStatus) -> dict[str, Any]:
+    return {"name": row.name, "version": row.version, "state": row.state, "reason": row.reason}
 
 
 def _ids(request: Request) -> tuple[str, str | None]:

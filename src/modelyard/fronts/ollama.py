@@ -1,31 +1,35 @@
 """Ollama's API: generate, chat and embeddings here; the model listing and management routes
 (tags, show, ps, copy, delete, pull) in ollama_models.py. NDJSON streams by default, one
 object with `stream: false`; errors are `{"error": "..."}` with Ollama's statuses (a full
-queue is 503 as in Ollama, not 429). Only translates; the LLM plane and its engines work.
+queue is 503 as in Ollama, not 429). Only translates; the core's LLM sessions and engines
+work.
 
-A request holds its model (`ModelVersion.enter` .. `leave`) from the moment it is acquired
-until its last chunk is sent, so a streaming model is never evicted or reaped.
+A request holds its model (an LLM session's lease) from the moment it is found until its last
+chunk is sent, so a streaming model is never evicted or reaped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from modelyard.core.llm import LLMPlane
-from modelyard.core.textmodel import TextModel
+from modelyard.core.llm import Generation, LLMService, Session
+from modelyard.core.models import ModelService
 from modelyard.errors import Code, InvalidArgument, ModelyardError
 from modelyard.fronts import http_common
 from modelyard.fronts.http_common import (
     HTTP_STATUS,
+    HeldStream,
     json_response,
     parse_json,
     read_body,
+    unexpected,
     until_disconnect,
 )
 from modelyard.fronts.ollama_output import Reply, Timings, loaded_reply, ndjson
@@ -36,13 +40,11 @@ from modelyard.fronts.ollama_schema import (
     read_embed,
     read_generate,
 )
-from modelyard.repository.manager import ModelVersion
 from modelyard.spec.generation import Delta, SamplingParams
 
 log = logging.getLogger("modelyard.ollama")
 
 Handler = Callable[[Request], Awaitable[Response]]
-Deltas = AsyncGenerator[Delta, None]
 
 #: The Ollama API level these routes implement (what `GET /api/version` reports).
 OLLAMA_API_VERSION = "0.12.0"
@@ -51,12 +53,8 @@ STATUS = {**HTTP_STATUS, Code.RESOURCE_EXHAUSTED: 503}
 NDJSON = "application/x-ndjson"
 
 
-def error_response(exc: ModelyardError) -> Response:
-    return json_response({"error": exc.message}, STATUS[exc.code])
-
-
 def guard(handler: Handler) -> Handler:
-    return http_common.guard(handler, error_response)
+    return http_common.guard(handler, http_common.error_body, STATUS)
 
 
 async def read_json(request: Request, limit: int) -> Any:
@@ -64,8 +62,9 @@ async def read_json(request: Request, limit: int) -> Any:
 
 
 class OllamaFront:
-    def __init__(self, plane: LLMPlane, max_request_bytes: int) -> None:
-        self.plane = plane
+    def __init__(self, llm: LLMService, models: ModelService, max_request_bytes: int) -> None:
+        self.llm = llm
+        self.models = models
         self.max_request_bytes = max_request_bytes
 
     def routes(self) -> list[BaseRoute]:
@@ -94,70 +93,60 @@ class OllamaFront:
         body = read_generate(await read_json(request, self.max_request_bytes))
         if not body.prompt and not body.context:
             return await self._load_only(body, chat=False)
-        version, model = await self._hold(body, timings)
-        try:
-            prompt = await self._generate_prompt(body, model)
-            params = self._params(body, model, prompt)
-        except BaseException:
-            version.leave()
-            raise
-        reply = Reply(body.asked, False, prompt, timings, body.params.logprobs is not None)
-        return await self._respond(request, body, version, params, reply)
+        async with contextlib.AsyncExitStack() as stack:
+            session = await stack.enter_async_context(
+                self.llm.session(body.model, body.keep_alive_s)
+            )
+            timings.loaded()
+            prompt = await self._generate_prompt(body, session)
+            params = self._params(body, session, prompt)
+            reply = Reply(body.asked, False, prompt, timings, body.params.logprobs is not None)
+            return await self._respond(request, stack, session, body, params, reply)
 
     async def chat(self, request: Request) -> Response:
         timings = Timings()
         body = read_chat(await read_json(request, self.max_request_bytes))
         if not body.messages:
             return await self._load_only(body, chat=True)
-        version, model = await self._hold(body, timings)
-        try:
-            text = self.plane.chat_prompt(body.model, model, body.messages)
-            prompt = await self.plane.tokenize(model, text)
-            params = self._params(body, model, prompt)
-            if model.template is not None:
-                params.stop = (*params.stop, *model.template.stop)
-        except BaseException:
-            version.leave()
-            raise
-        reply = Reply(body.asked, True, prompt, timings, body.params.logprobs is not None)
-        return await self._respond(request, body, version, params, reply)
-
-    async def _hold(self, body: Common, timings: Timings) -> tuple[ModelVersion, TextModel]:
-        """The model, loaded if need be and marked in use (the caller must `leave` it)."""
-        version, model = await self.plane.acquire(body.model, body.keep_alive_s)
-        version.enter()
-        timings.loaded()
-        return version, model
+        async with contextlib.AsyncExitStack() as stack:
+            session = await stack.enter_async_context(
+                self.llm.session(body.model, body.keep_alive_s)
+            )
+            timings.loaded()
+            prompt = await session.chat(body.messages, body.params)
+            params = self._params(body, session, prompt)
+            reply = Reply(body.asked, True, prompt, timings, body.params.logprobs is not None)
+            return await self._respond(request, stack, session, body, params, reply)
 
     async def _load_only(self, body: Common, chat: bool) -> Response:
         """An empty prompt loads the model; with keep_alive 0 it unloads it."""
         if body.keep_alive_s == 0:
-            await self.plane.repository.unload(body.model)
+            await self.models.unload(body.model)
             return json_response(loaded_reply(body.asked, chat, "unload"))
-        await self.plane.repository.acquire(body.model, keep_alive_s=body.keep_alive_s)
+        await self.models.acquire(body.model, keep_alive_s=body.keep_alive_s)
         return json_response(loaded_reply(body.asked, chat, "load"))
 
-    async def _generate_prompt(self, body: GenerateBody, model: TextModel) -> list[int]:
+    async def _generate_prompt(self, body: GenerateBody, session: Session) -> list[int]:
         """The prompt's tokens: the model's chat template around the prompt (unless `raw`, or
         the model has no template of its own), after a previous reply's `context`."""
         text = body.prompt
-        if not body.raw and _has_own_template(model):
+        template = session.template
+        if not body.raw and template is not None and not template.guessed:
             messages = [{"role": "system", "content": body.system}] if body.system else []
             messages.append({"role": "user", "content": body.prompt})
-            text = self.plane.chat_prompt(body.model, model, messages)
-        tokens = await self.plane.tokenize(model, text)
+            text = session.chat_text(messages)
+        tokens = await session.tokenize(text)
         if body.context:
-            start = model.tokenize("")  # BOS, when the model adds one: not mid-sequence
+            start = await session.tokenize("")  # BOS, when the model adds one: not mid-sequence
             if start and tokens[: len(start)] == start:
                 tokens = tokens[len(start) :]
             tokens = body.context + tokens
         return tokens
 
-    def _params(self, body: Common, model: TextModel, prompt: list[int]) -> SamplingParams:
+    def _params(self, body: Common, session: Session, prompt: list[int]) -> SamplingParams:
         params = body.params
-        if body.structured is not None:
-            params.grammar = model.grammar(*body.structured)
-        if body.num_ctx is not None and body.num_ctx < model.n_ctx:
+        session.constrain(params, body.structured)
+        if body.num_ctx is not None and body.num_ctx < session.n_ctx:
             room = body.num_ctx - len(prompt)
             if room < 1:
                 raise InvalidArgument(
@@ -172,46 +161,30 @@ class OllamaFront:
     async def _respond(
         self,
         request: Request,
+        stack: contextlib.AsyncExitStack,
+        session: Session,
         body: Common,
-        version: ModelVersion,
         params: SamplingParams,
         reply: Reply,
     ) -> Response:
-        deltas = self._deltas(body.model, version, reply.prompt, params, reply.timings)
-        try:
-            first = await anext(deltas)  # errors before the first token are HTTP statuses
-        except BaseException:
-            await deltas.aclose()
-            raise
+        """Start the generation; errors before the first token are HTTP statuses. A stream
+        takes over `stack` (the session's lease, the generation) until its last line."""
+        generation = session.generate([reply.prompt], [params])
+        stack.push_async_callback(generation.aclose)
+        _, first = await anext(generation)
+        reply.timings.token()  # when the engine's token arrives, not when it is sent
         if body.stream:
-            return StreamingResponse(_stream(reply, first, deltas), media_type=NDJSON)
-        return await until_disconnect(request, _collect(reply, first, deltas))
-
-    async def _deltas(
-        self,
-        name: str,
-        version: ModelVersion,
-        prompt: list[int],
-        params: SamplingParams,
-        timings: Timings,
-    ) -> Deltas:
-        generation = self.plane.generate(name, prompt, params)
-        try:
-            async for delta in generation:
-                timings.token()  # when the engine's token arrives, not when it is sent
-                yield delta
-        finally:
-            await generation.aclose()  # type: ignore[attr-defined]
-            version.leave()
+            return HeldStream(_stream(reply, first, generation), stack.pop_all(), NDJSON)
+        return await until_disconnect(request, _collect(reply, first, generation))
 
     # ---- embeddings ----------------------------------------------------------------------------
 
     async def embed(self, request: Request) -> Response:
         timings = Timings()
         body = read_embed(await read_json(request, self.max_request_bytes))
-        await self.plane.acquire(body.model, body.keep_alive_s)
-        timings.loaded()
-        vectors, tokens = await self.plane.embed(body.model, body.texts) if body.texts else ([], 0)
+        async with self.llm.session(body.model, body.keep_alive_s) as session:
+            timings.loaded()
+            vectors, tokens = await session.embed(body.texts) if body.texts else ([], 0)
         if body.dimensions is not None:
             vectors = [_shorten(v, body.dimensions) for v in vectors]
         fields = timings.fields(tokens, 0)
@@ -227,48 +200,39 @@ class OllamaFront:
 
     async def embeddings(self, request: Request) -> Response:
         body = read_embed(await read_json(request, self.max_request_bytes), old=True)
-        if not body.texts:
-            await self.plane.acquire(body.model, body.keep_alive_s)
-            return json_response({"embedding": []})
-        vectors, _ = await self.plane.embed(body.model, body.texts, body.keep_alive_s)
+        async with self.llm.session(body.model, body.keep_alive_s) as session:
+            if not body.texts:
+                return json_response({"embedding": []})
+            vectors, _ = await session.embed(body.texts)
         return json_response({"embedding": vectors[0]})
 
 
 # ---- helpers ----------------------------------------------------------------------------------
 
 
-async def _stream(reply: Reply, first: Delta, rest: Deltas) -> AsyncIterator[bytes]:
+async def _stream(reply: Reply, first: Delta, rest: Generation) -> AsyncIterator[bytes]:
     try:
         chunk = reply.add(first)
         if chunk is not None:
             yield ndjson(chunk)
-        async for delta in rest:
+        async for _, delta in rest:
+            reply.timings.token()
             chunk = reply.add(delta)
             if chunk is not None:
                 yield ndjson(chunk)
         yield ndjson(reply.final())
     except ModelyardError as exc:
         yield ndjson({"error": exc.message})
-    finally:
-        await rest.aclose()
+    except Exception as exc:
+        yield ndjson({"error": unexpected(exc, "an Ollama stream").message})
 
 
-async def _collect(reply: Reply, first: Delta, rest: Deltas) -> Response:
-    try:
-        reply.add(first)
-        async for delta in rest:
-            reply.add(delta)
-    finally:
-        await rest.aclose()
+async def _collect(reply: Reply, first: Delta, rest: Generation) -> Response:
+    reply.add(first)
+    async for _, delta in rest:
+        reply.timings.token()
+        reply.add(delta)
     return json_response(reply.final(whole=True))
-
-
-def _has_own_template(model: TextModel) -> bool:
-    """Whether the model's chat template is its own (from its file or config) rather than a
-    guess for a base model; a model without one reads the prompt as it is (Ollama's
-    `{{ .Prompt }}`)."""
-    template = model.template
-    return template is not None and "none in the model file" not in template.origin
 
 
 def _shorten(vector: list[float], dims: int) -> list[float]:

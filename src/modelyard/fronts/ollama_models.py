@@ -8,7 +8,6 @@ A model without a tag is shown as `NAME:latest`, and `NAME:latest` names the mod
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
@@ -16,28 +15,20 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from modelyard.advisor.artifact import human_count
-from modelyard.core.textmodel import TextModel
-from modelyard.errors import InvalidArgument, ModelyardError, NotFound
+from modelyard.core.models import ModelCard, ModelService, Progress, Residence
+from modelyard.errors import InvalidArgument, ModelyardError
 from modelyard.fronts.http_common import json_response
 from modelyard.fronts.ollama import NDJSON, Handler, guard, read_json
 from modelyard.fronts.ollama_output import ndjson, timestamp
 from modelyard.fronts.ollama_schema import model_name
-from modelyard.repository.catalog import ModelCard, describe, expires_at, is_text_model
-from modelyard.repository.manager import ModelEntry, ModelRepository
-from modelyard.repository.scan import ModelSource
-from modelyard.repository.store import ModelStore, Progress
 
 #: What /api/ps shows for a model that never unloads by itself.
 FOREVER = "9999-12-31T23:59:59Z"
 
 
 class OllamaModels:
-    def __init__(
-        self, repository: ModelRepository, store: ModelStore, max_request_bytes: int
-    ) -> None:
-        self.repository = repository
-        self.store = store
+    def __init__(self, models: ModelService, max_request_bytes: int) -> None:
+        self.models = models
         self.max_request_bytes = max_request_bytes
 
     def routes(self) -> list[BaseRoute]:
@@ -65,42 +56,21 @@ class OllamaModels:
     # ---- listings ------------------------------------------------------------------------------
 
     async def tags(self, request: Request) -> Response:
-        sources = [e.source for e in list(self.repository.entries.values())]
-        cards = await asyncio.to_thread(_text_cards, sources)
+        cards = await self.models.cards()
         return json_response({"models": [_tag(card) for card in cards]})
 
     async def show(self, request: Request) -> Response:
         body = await self._body(request)
         name, _ = model_name(body.get("model") or body.get("name"))
-        entry = self._entry(name)
-        card = await asyncio.to_thread(describe, entry.source)
-        return json_response(_show(card, _loaded_template(entry)))
+        card, template = await self.models.describe(name)
+        return json_response(_show(card, template))
 
     async def ps(self, request: Request) -> Response:
-        entries = [e for e in list(self.repository.entries.values()) if e.versions]
-        rows = [self._residence(entry) for entry in entries]
-        cards = await asyncio.to_thread(lambda: [describe(e.source) for e in entries])
-        for row, card in zip(rows, cards, strict=True):
-            row.update(digest=card.digest, details=_details(card))
-            row["size"] = row["size"] or card.size
+        rows = []
+        for resident in self.models.residents():
+            card = await self.models.card(resident.source)
+            rows.append(_residence(resident, card))
         return json_response({"models": rows})
-
-    def _residence(self, entry: ModelEntry) -> dict[str, Any]:
-        keep = entry.keep_alive_s
-        if keep is None:
-            keep = self.repository.residency.keep_alive_s
-        until = expires_at(entry.last_used, entry.busy, keep)
-        runtime = entry.versions[max(entry.versions)].runtime
-        row: dict[str, Any] = {
-            "name": display(entry.name),
-            "model": display(entry.name),
-            "size": entry.estimate,
-            "size_vram": 0,
-            "expires_at": FOREVER if until is None else timestamp(until),
-        }
-        if isinstance(runtime, TextModel):
-            row["context_length"] = runtime.n_ctx
-        return row
 
     # ---- changes -------------------------------------------------------------------------------
 
@@ -108,13 +78,13 @@ class OllamaModels:
         body = await self._body(request)
         source, _ = model_name(body.get("source"))
         destination, _ = model_name(body.get("destination"))
-        await self.store.copy(source, destination)
+        await self.models.copy(source, destination)
         return Response(status_code=200)
 
     async def delete(self, request: Request) -> Response:
         body = await self._body(request)
         name, _ = model_name(body.get("model") or body.get("name"))
-        await self.store.delete(name)
+        await self.models.delete(name)
         return Response(status_code=200)
 
     async def pull(self, request: Request) -> Response:
@@ -126,7 +96,7 @@ class OllamaModels:
             )
         destination = body.get("destination")
         name = model_name(destination)[0] if destination else None
-        steps = self.store.pull(spec.strip(), name)
+        steps = self.models.pull(spec.strip(), name)
         try:
             first = await anext(steps)  # errors before the transfer are HTTP statuses
         except BaseException:
@@ -147,22 +117,25 @@ class OllamaModels:
             raise InvalidArgument("the request body must be a JSON object")
         return body
 
-    def _entry(self, name: str) -> ModelEntry:
-        entry = self.repository.entries.get(name)
-        if entry is None:
-            try:
-                entry = self.repository.register(name)  # on disk, not listed yet
-            except NotFound:
-                raise NotFound(f"model {name!r} not found") from None
-        return entry
-
 
 def display(name: str) -> str:
     return name if ":" in name else f"{name}:latest"
 
 
-def _text_cards(sources: list[ModelSource]) -> list[ModelCard]:
-    return [describe(s) for s in sorted(sources, key=lambda s: s.name) if is_text_model(s)]
+def _residence(resident: Residence, card: ModelCard) -> dict[str, Any]:
+    until = resident.expires_at
+    row: dict[str, Any] = {
+        "name": display(resident.name),
+        "model": display(resident.name),
+        "size": resident.estimate or card.size,
+        "size_vram": 0,
+        "digest": card.digest,
+        "details": _details(card),
+        "expires_at": FOREVER if until is None else timestamp(until),
+    }
+    if resident.context_length is not None:
+        row["context_length"] = resident.context_length
+    return row
 
 
 def _details(card: ModelCard) -> dict[str, Any]:
@@ -171,7 +144,7 @@ def _details(card: ModelCard) -> dict[str, Any]:
         "format": card.format,
         "family": card.family,
         "families": [card.family] if card.family else None,
-        "parameter_size": human_count(card.parameters) if card.parameters else "",
+        "parameter_size": card.parameter_size,
         "quantization_level": card.quantization,
     }
 
@@ -220,16 +193,6 @@ def _modelfile(card: ModelCard, template: str) -> str:
         if k != "chat_template"
     ]
     return "\n".join(lines) + "\n"
-
-
-def _loaded_template(entry: ModelEntry) -> str | None:
-    """The chat template a loaded model really uses (perhaps its architecture's known one)."""
-    if not entry.versions:
-        return None
-    runtime = entry.versions[max(entry.versions)].runtime
-    if isinstance(runtime, TextModel) and runtime.template is not None:
-        return runtime.template.source
-    return None
 
 
 def _progress(step: Progress) -> dict[str, Any]:

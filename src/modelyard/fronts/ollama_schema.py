@@ -17,7 +17,7 @@ from modelyard.core import chat
 from modelyard.core.sampling import sampling_params
 from modelyard.errors import InvalidArgument
 from modelyard.settings import parse_duration
-from modelyard.spec.generation import SamplingParams
+from modelyard.spec.generation import SamplingParams, StructuredOutput
 
 log = logging.getLogger("modelyard.ollama")
 
@@ -74,7 +74,7 @@ class Common:
     stream: bool = True
     keep_alive_s: float | None = None  # None: as before; <0 forever; 0 unload when idle
     #: ("json", None) or ("json_schema", schema), from `format`.
-    structured: tuple[str, Any] | None = None
+    structured: StructuredOutput | None = None
     num_ctx: int | None = None
 
 
@@ -232,13 +232,13 @@ def _common(body: dict[str, Any]) -> Common:
     )
 
 
-def structured(value: Any) -> tuple[str, Any] | None:
+def structured(value: Any) -> StructuredOutput | None:
     if value is None or value == "":
         return None
     if value == "json":
-        return ("json", None)
+        return StructuredOutput()
     if isinstance(value, dict):
-        return ("json_schema", value)
+        return StructuredOutput(value)
     raise InvalidArgument('format must be "json" or a JSON schema object')
 
 

@@ -1,30 +1,34 @@
 """The OpenAI API (as vLLM serves it): models, chat completions, completions, embeddings,
-tokenize / detokenize; non-streamed JSON or SSE streams. Only translates; the LLM plane and
-its engines do the work. Errors are `{"error": {"message", "type", "param", "code"}}`."""
+tokenize / detokenize; non-streamed JSON or SSE streams. Only translates; the core's LLM
+sessions and engines do the work. Every error, unexpected ones included, is OpenAI's
+`{"error": {"message", "type", "param", "code"}}`."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
+import contextlib
 import dataclasses
 import logging
 import struct
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from modelyard import __version__
-from modelyard.core.llm import LLMPlane
+from modelyard.core import chat
+from modelyard.core.llm import Generation, LLMService, Session
 from modelyard.errors import Code, InvalidArgument, ModelyardError
 from modelyard.fronts.http_common import (
-    HTTP_STATUS,
+    HeldStream,
+    guard,
     json_response,
     parse_json,
     read_body,
+    unexpected,
     until_disconnect,
 )
 from modelyard.fronts.openai_output import Choices, chat_chunk, completion_chunk
@@ -40,7 +44,6 @@ from modelyard.spec.generation import Delta
 log = logging.getLogger("modelyard.openai")
 
 Handler = Callable[[Request], Awaitable[Response]]
-Deltas = AsyncGenerator[tuple[int, Delta], None]
 
 _ERROR_TYPES = {
     Code.INVALID_ARGUMENT: "invalid_request_error",
@@ -68,8 +71,8 @@ def error_body(exc: ModelyardError) -> dict[str, Any]:
 
 
 class OpenAIFront:
-    def __init__(self, plane: LLMPlane, max_request_bytes: int) -> None:
-        self.plane = plane
+    def __init__(self, llm: LLMService, max_request_bytes: int) -> None:
+        self.llm = llm
         self.max_request_bytes = max_request_bytes
 
     def routes(self) -> list[BaseRoute]:
@@ -84,17 +87,20 @@ class OpenAIFront:
             ("/health", self.health, "GET"),
             ("/version", self.version, "GET"),
         ]
-        return [Route(path, _guard(handler), methods=[method]) for path, handler, method in table]
+        return [
+            Route(path, guard(handler, error_body), methods=[method])
+            for path, handler, method in table
+        ]
 
     # ---- models ------------------------------------------------------------------------------
 
     async def list_models(self, request: Request) -> Response:
-        data = [self._model_card(v.name, m.n_ctx) for v, m in self.plane.models()]
+        data = [self._model_card(s.name, s.n_ctx) for s in self.llm.loaded()]
         return json_response({"object": "list", "data": data})
 
     async def get_model(self, request: Request) -> Response:
-        version, model = self.plane.get(request.path_params["model"])
-        return json_response(self._model_card(version.name, model.n_ctx))
+        session = self.llm.get(request.path_params["model"])
+        return json_response(self._model_card(session.name, session.n_ctx))
 
     def _model_card(self, name: str, n_ctx: int) -> dict[str, Any]:
         return {
@@ -116,91 +122,58 @@ class OpenAIFront:
 
     async def chat_completions(self, request: Request) -> Response:
         body = read_chat(await self._json(request))
-        async with self.plane.hold(body.model) as (_, model):
-            text = self.plane.chat_prompt(
-                body.model,
-                model,
+        async with contextlib.AsyncExitStack() as stack:
+            session = await stack.enter_async_context(self.llm.session(body.model))
+            prompt = await session.chat(
                 body.messages,
+                body.params,
                 add_generation_prompt=body.add_generation_prompt,
                 **body.template_kwargs,
             )
-            prompt = await self.plane.tokenize(model, text)
-            if model.template is not None and model.template.stop:
-                body.params.stop = (*body.params.stop, *model.template.stop)
-            return await self._generate(request, body, [prompt], [""], chat=True)
+            return await self._generate(request, stack, session, body, [prompt], [""])
 
     async def completions(self, request: Request) -> Response:
         body = read_completion(await self._json(request))
-        async with self.plane.hold(body.model) as (_, model):
+        async with contextlib.AsyncExitStack() as stack:
+            session = await stack.enter_async_context(self.llm.session(body.model))
             prompts = [
-                p if isinstance(p, list) else await self.plane.tokenize(model, p)
-                for p in body.prompts
+                p if isinstance(p, list) else await session.tokenize(p) for p in body.prompts
             ]
             echoes = [
-                (p if isinstance(p, str) else model.detokenize(p)) if body.echo else ""
+                (p if isinstance(p, str) else session.detokenize(p)) if body.echo else ""
                 for p in body.prompts
             ]
-            return await self._generate(request, body, prompts, echoes, chat=False)
+            return await self._generate(request, stack, session, body, prompts, echoes)
 
     async def _generate(
         self,
         request: Request,
+        stack: contextlib.AsyncExitStack,
+        session: Session,
         body: ChatBody | CompletionBody,
         prompts: list[list[int]],
         echoes: list[str],
-        chat: bool,
     ) -> Response:
-        _, model = self.plane.get(body.model)
-        if body.structured is not None:
-            body.params.grammar = model.grammar(*body.structured)
-        choices = Choices(body.model, chat, prompts, body.n, model.detokenize)
-        streams = [
-            self.plane.generate(body.model, prompt, _with_seed(body, i))
-            for prompt in prompts
-            for i in range(body.n)
-        ]
-        merged = _merge(streams)
-        try:
-            first = await anext(merged)
-        except BaseException:
-            await merged.aclose()
-            raise
-        if not body.stream:
-            return await until_disconnect(request, self._collect(choices, first, merged, echoes))
-        return StreamingResponse(
-            self._sse(choices, first, merged, body),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        """Generate `n` choices per prompt; the first delta is awaited here, so an error
+        before any token is an HTTP status. A stream takes over `stack` (the model's lease
+        and the generation) and closes it after its last byte."""
+        session.constrain(body.params, body.structured)
+        chat = isinstance(body, ChatBody)
+        choices = Choices(body.model, chat, prompts, body.n, session.detokenize)
+        generation = session.generate(
+            [p for p in prompts for _ in range(body.n)],
+            [_with_seed(body, i) for _ in prompts for i in range(body.n)],
         )
-
-    async def _collect(
-        self, choices: Choices, first: tuple[int, Delta], rest: Deltas, echoes: list[str]
-    ) -> Response:
-        try:
-            choices.add(*first)
-            async for index, delta in rest:
-                choices.add(index, delta)
-        finally:
-            await rest.aclose()
-        return json_response(choices.response(echoes))
-
-    async def _sse(
-        self, choices: Choices, first: tuple[int, Delta], rest: Deltas, body: Common
-    ) -> AsyncIterator[bytes]:
-        make = chat_chunk if choices.chat else completion_chunk
-        try:
-            for index in range(len(choices.prompts) * body.n if choices.chat else 0):
-                yield _event(make(choices, index, None, role=True, usage=body.include_usage))
-            yield _event(make(choices, first[0], first[1], usage=body.include_usage))
-            async for index, delta in rest:
-                yield _event(make(choices, index, delta, usage=body.include_usage))
-            if body.include_usage:
-                yield _event(choices.usage_chunk())
-        except ModelyardError as exc:
-            yield _event(error_body(exc))
-        finally:
-            await rest.aclose()
-        yield b"data: [DONE]\n\n"
+        stack.push_async_callback(generation.aclose)
+        first = await anext(generation)
+        if not body.stream:
+            return await until_disconnect(request, _collect(choices, first, generation, echoes))
+        return HeldStream(
+            _sse(choices, first, generation, body),
+            stack.pop_all(),
+            "text/event-stream",
+            {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     # ---- embeddings and tokens ---------------------------------------------------------------
 
@@ -210,7 +183,8 @@ class OpenAIFront:
         encoding = body.get("encoding_format") or "float"
         if encoding not in ("float", "base64"):
             raise InvalidArgument("encoding_format must be float or base64")
-        vectors, tokens = await self.plane.embed(name, texts)
+        async with self.llm.session(name) as session:
+            vectors, tokens = await session.embed(texts)
         dims = body.get("dimensions")
         if dims is not None:
             vectors = [_shorten(v, dims) for v in vectors]
@@ -233,14 +207,9 @@ class OpenAIFront:
 
     async def tokenize(self, request: Request) -> Response:
         body = await self._json(request)
-        name = _model_name(body)
-        async with self.plane.hold(name) as (_, model):
+        async with self.llm.session(_model_name(body)) as session:
             if body.get("messages") is not None:
-                from modelyard.core import chat
-
-                text = self.plane.chat_prompt(
-                    name,
-                    model,
+                text = session.chat_text(
                     chat.normalize(body["messages"]),
                     add_generation_prompt=bool(body.get("add_generation_prompt", True)),
                 )
@@ -248,16 +217,18 @@ class OpenAIFront:
                 text = body["prompt"]
             else:
                 raise InvalidArgument("tokenize needs prompt (a string) or messages")
-            tokens = await self.plane.tokenize(model, text)
-        return json_response({"count": len(tokens), "max_model_len": model.n_ctx, "tokens": tokens})
+            tokens = await session.tokenize(text)
+        return json_response(
+            {"count": len(tokens), "max_model_len": session.n_ctx, "tokens": tokens}
+        )
 
     async def detokenize(self, request: Request) -> Response:
         body = await self._json(request)
-        _, model = await self.plane.acquire(_model_name(body))
         tokens = body.get("tokens")
         if not isinstance(tokens, list) or not all(isinstance(t, int) for t in tokens):
             raise InvalidArgument("tokens must be a list of token ids")
-        return json_response({"prompt": model.detokenize(tokens)})
+        async with self.llm.session(_model_name(body)) as session:
+            return json_response({"prompt": session.detokenize(tokens)})
 
     async def _json(self, request: Request) -> Any:
         body = parse_json(await read_body(request, self.max_request_bytes))
@@ -275,35 +246,32 @@ def _with_seed(body: Common, i: int) -> Any:
     return dataclasses.replace(body.params, seed=(body.params.seed + i) & 0xFFFFFFFF)
 
 
-async def _merge(streams: list[AsyncIterator[Delta]]) -> Deltas:
-    """Deltas of several generations as they come, tagged with the stream's index; closing
-    this closes (aborts) every stream."""
-    queue: asyncio.Queue[tuple[int, Delta | BaseException | None]] = asyncio.Queue()
+async def _collect(
+    choices: Choices, first: tuple[int, Delta], rest: Generation, echoes: list[str]
+) -> Response:
+    choices.add(*first)
+    async for index, delta in rest:
+        choices.add(index, delta)
+    return json_response(choices.response(echoes))
 
-    async def pump(index: int, stream: AsyncIterator[Delta]) -> None:
-        try:
-            async for delta in stream:
-                await queue.put((index, delta))
-        except Exception as exc:
-            await queue.put((index, exc))
-        finally:
-            await queue.put((index, None))
 
-    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
+async def _sse(
+    choices: Choices, first: tuple[int, Delta], rest: Generation, body: Common
+) -> AsyncIterator[bytes]:
+    make = chat_chunk if choices.chat else completion_chunk
     try:
-        left = len(tasks)
-        while left:
-            index, item = await queue.get()
-            if item is None:
-                left -= 1
-            elif isinstance(item, BaseException):
-                raise item
-            else:
-                yield index, item
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        for index in range(len(choices.prompts) * body.n if choices.chat else 0):
+            yield _event(make(choices, index, None, role=True, usage=body.include_usage))
+        yield _event(make(choices, first[0], first[1], usage=body.include_usage))
+        async for index, delta in rest:
+            yield _event(make(choices, index, delta, usage=body.include_usage))
+        if body.include_usage:
+            yield _event(choices.usage_chunk())
+    except ModelyardError as exc:
+        yield _event(error_body(exc))
+    except Exception as exc:
+        yield _event(error_body(unexpected(exc, "an OpenAI stream")))
+    yield b"data: [DONE]\n\n"
 
 
 def _event(payload: dict[str, Any]) -> bytes:
@@ -337,13 +305,3 @@ def _shorten(vector: list[float], dims: Any) -> list[float]:
 def _base64(vector: list[float]) -> str:
     """OpenAI's base64 encoding: little-endian float32 values."""
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-
-
-def _guard(handler: Handler) -> Handler:
-    async def guarded(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except ModelyardError as exc:
-            return json_response(error_body(exc), HTTP_STATUS[exc.code])
-
-    return guarded

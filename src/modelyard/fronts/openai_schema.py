@@ -9,7 +9,7 @@ from typing import Any
 from modelyard.core import chat
 from modelyard.core.sampling import sampling_params
 from modelyard.errors import InvalidArgument
-from modelyard.spec.generation import SamplingParams
+from modelyard.spec.generation import SamplingParams, StructuredOutput
 
 #: Structured-output fields of other servers; refused loudly (use response_format).
 _REFUSED = (
@@ -30,8 +30,8 @@ class Common:
     n: int = 1
     stream: bool = False
     include_usage: bool = False
-    #: ("json", None) or ("json_schema", schema): structured output to enforce.
-    structured: tuple[str, Any] | None = None
+    #: Structured output to enforce.
+    structured: StructuredOutput | None = None
 
 
 @dataclass
@@ -109,14 +109,14 @@ def _common(body: dict[str, Any]) -> Common:
     )
 
 
-def _response_format(value: Any) -> tuple[str, Any] | None:
+def _response_format(value: Any) -> StructuredOutput | None:
     if value is None:
         return None
     kind = value.get("type") if isinstance(value, dict) else None
     if kind == "text":
         return None
     if kind == "json_object":
-        return ("json", None)
+        return StructuredOutput()
     if kind == "json_schema":
         spec = value.get("json_schema")
         schema = spec.get("schema") if isinstance(spec, dict) else None
@@ -124,7 +124,7 @@ def _response_format(value: Any) -> tuple[str, Any] | None:
             raise InvalidArgument(
                 "response_format json_schema needs json_schema.schema, a JSON Schema object"
             )
-        return ("json_schema", schema)
+        return StructuredOutput(schema)
     raise InvalidArgument(
         f"response_format type {kind!r} is not supported; use text, json_object or json_schema"
     )

@@ -3,6 +3,8 @@ auto-complete does, and say where each setting came from."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from modelyard.errors import ModelLoadError
 from modelyard.spec.config import ModelConfig, TensorSpec
 
@@ -37,10 +39,10 @@ def complete(
         )
     strip = 1 if out.max_batch_size > 0 else 0
     if not config.inputs:
-        out.inputs = [TensorSpec(t.name, t.datatype, t.dims[strip:]) for t in sig_inputs]
+        out.inputs = [dataclasses.replace(t, dims=t.dims[strip:]) for t in sig_inputs]
         out.reasons["input"] = f"read from {artifact}"
     if not config.outputs:
-        out.outputs = [TensorSpec(t.name, t.datatype, t.dims[strip:]) for t in sig_outputs]
+        out.outputs = [dataclasses.replace(t, dims=t.dims[strip:]) for t in sig_outputs]
         out.reasons["output"] = f"read from {artifact}"
     return out
 

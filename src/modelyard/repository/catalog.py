@@ -49,6 +49,13 @@ class ModelCard:
         return CAPABILITIES.get(self.task, ["predict"])
 
     @property
+    def parameter_size(self) -> str:
+        """The parameter count as people write it (270.4M), "" when unknown."""
+        from modelyard.advisor.artifact import human_count
+
+        return human_count(self.parameters) if self.parameters else ""
+
+    @property
     def chat_template(self) -> str:
         """The Jinja chat template the model will use ("" when none is written down)."""
         named = self.config_parameters.get("chat_template", "")
@@ -80,8 +87,7 @@ def describe(source: ModelSource) -> ModelCard:
 
 def is_text_model(source: ModelSource) -> bool:
     """Whether the model's runtime reads and writes text (a language or embedding model)."""
-    from modelyard.core.textmodel import TextModel
-    from modelyard.runtimes import runtime_class
+    from modelyard.runtimes import TextModel, runtime_class
 
     if source.config.runtime is None:
         return False

@@ -17,21 +17,10 @@ import yaml
 
 from modelyard.errors import ModelyardError
 from modelyard.repository.config import from_yaml, parse_pbtxt
-from modelyard.runtimes import RUNTIMES, SUFFIXES, runtime_for_file
+from modelyard.runtimes import RUNTIMES, runtime_for_file, runtime_suffixes
 from modelyard.spec.config import ModelConfig
 
 log = logging.getLogger("modelyard.repository")
-
-PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
-_DEFAULT_FILES = {
-    "onnx": "model.onnx",
-    "sklearn": "model.skops",
-    "xgboost": "model.ubj",
-    "lightgbm": "model.txt",
-    "python": "model.py",
-    "llamacpp": "model.gguf",
-    "sentence": "model.safetensors",
-}
 
 
 @dataclass
@@ -129,21 +118,20 @@ def _artifact(version_dir: Path, config: ModelConfig) -> Path:
     or the single file with a known suffix."""
     if config.default_model_filename:
         return version_dir / config.default_model_filename
-    if config.runtime in _DEFAULT_FILES and (version_dir / _DEFAULT_FILES[config.runtime]).exists():
-        return version_dir / _DEFAULT_FILES[config.runtime]
+    info = RUNTIMES.get(config.runtime or "")
+    if info is not None and (version_dir / info.default_filename).exists():
+        return version_dir / info.default_filename
+    suffixes = runtime_suffixes(config.runtime)
     candidates = sorted(
         p
         for p in version_dir.iterdir()
-        if p.is_file()
-        and p.suffix.lower() in SUFFIXES
-        and p.name != "model.yaml"
-        and (config.runtime is None or SUFFIXES[p.suffix.lower()] == config.runtime)
+        if p.is_file() and p.suffix.lower() in suffixes and p.name != "model.yaml"
     )
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
         raise ModelyardError(
-            f"no model file in {version_dir} (known suffixes: {', '.join(SUFFIXES)})"
+            f"no model file in {version_dir} (known suffixes: {', '.join(suffixes)})"
         )
     names = ", ".join(p.name for p in candidates)
     raise ModelyardError(

@@ -1,10 +1,9 @@
-"""Change what a repository holds: pull a model in, copy one under a new name, delete one.
+"""Change the files a repository holds: pull a model in, copy one under a new name, remove
+one. Only files: the core's model service unloads and lists models around these steps.
 
 New entries go into the first repository folder. An entry is written beside the repository
 (a hidden `.pull-*` folder the scanner skips) and renamed into place whole, so a half-written
-model is never served. A copy shares the model's files by hard links; a delete unloads the
-model (waiting for the requests it serves) before removing its files. Not in model control
-mode `none`, where nothing loads a model after start.
+model is never served. A copy shares the model's files by hard links.
 """
 
 from __future__ import annotations
@@ -14,19 +13,12 @@ import logging
 import re
 import shutil
 import tempfile
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelyard.errors import (
-    FailedPrecondition,
-    Internal,
-    InvalidArgument,
-    ModelyardError,
-    NotFound,
-)
+from modelyard.errors import Internal, InvalidArgument, ModelyardError, NotFound
 from modelyard.repository.catalog import file_digest
-from modelyard.repository.manager import ModelRepository
 from modelyard.repository.sources import PullSource, link_or_copy, resolve
 
 log = logging.getLogger("modelyard.repository")
@@ -46,45 +38,37 @@ class Progress:
     completed: int = 0
 
 
+#: Puts a staged entry into place as model NAME (the model service's part of a pull).
+Install = Callable[[Path, str], Awaitable[None]]
+
+
 class ModelStore:
-    def __init__(self, repository: ModelRepository) -> None:
-        self.repository = repository
+    """The files of the first repository folder; one change at a time."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
         self._writing = asyncio.Lock()
 
-    @property
-    def root(self) -> Path:
-        return self.repository.roots[0]
-
-    # ---- copy and delete ---------------------------------------------------------------------
-
-    async def copy(self, source: str, destination: str) -> None:
-        self._check_writable("copy")
+    async def copy(self, origin: Path, source: str, destination: str) -> None:
+        """Copy the entry at `origin` (model `source`) as model `destination`."""
         check_name(destination)
-        entry = self.repository.entry(source)
         async with self._writing:
-            self._check_free(destination)
-            origin = entry.source.path
+            self.check_free(destination)
             target = self.root / (
                 f"{destination}{origin.suffix}" if origin.is_file() else destination
             )
             await asyncio.to_thread(_copy_entry, origin, target, source, destination)
-            self.repository.register(destination)
         log.info("copied model %s to %s (%s)", source, destination, target)
 
-    async def delete(self, name: str) -> None:
-        self._check_writable("delete")
-        path = self.repository.entry(name).source.path
+    async def remove(self, path: Path) -> None:
         async with self._writing:
-            await self.repository.forget(name)
             await asyncio.to_thread(_remove, path)
-        log.info("deleted model %s (%s)", name, path)
 
-    # ---- pull ----------------------------------------------------------------------------------
-
-    async def pull(self, spec: str, name: str | None = None) -> AsyncGenerator[Progress, None]:
+    async def pull(
+        self, spec: str, name: str | None, install: Install
+    ) -> AsyncGenerator[Progress, None]:
         """Progress of pulling the model `spec` names into the repository as `name` (the
-        source's own name by default)."""
-        self._check_writable("pull")
+        source's own name by default); `install` puts the staged entry into place."""
         source = await asyncio.to_thread(resolve, spec)
         name = name or source.name
         check_name(name)
@@ -103,34 +87,19 @@ class ModelStore:
                         f"the pulled file's sha256 {digest} is not the expected {source.digest}"
                     )
                 yield Progress("writing manifest")
-                await self._install(target, name)
+                await install(target, name)
             finally:
                 await asyncio.to_thread(shutil.rmtree, staging, True)
         log.info("pulled %s into the repository as %s", spec, name)
         yield Progress("success")
 
-    async def _install(self, staged: Path, name: str) -> None:
-        if name in self.repository.entries:  # a new pull replaces the model
-            old = self.repository.entry(name).source.path
-            await self.repository.forget(name)
-            await asyncio.to_thread(_remove, old)
-        self._check_free(name)
+    def place(self, staged: Path, name: str) -> None:
+        """Rename a staged entry into the repository (its name must be free)."""
+        self.check_free(name)
         staged.rename(self.root / staged.name)
-        self.repository.register(name)
 
-    # ---- checks --------------------------------------------------------------------------------
-
-    def _check_writable(self, action: str) -> None:
-        if self.repository.control_mode == "none":
-            raise FailedPrecondition(
-                f"cannot {action} models in model control mode 'none' (models load only at "
-                "start); start the server with --model-control-mode ondemand"
-            )
-
-    def _check_free(self, name: str) -> None:
-        if name in self.repository.entries or any(
-            p.name == name or (p.is_file() and p.stem == name) for p in self.root.iterdir()
-        ):
+    def check_free(self, name: str) -> None:
+        if any(p.name == name or (p.is_file() and p.stem == name) for p in self.root.iterdir()):
             raise InvalidArgument(f"a model named {name!r} already exists; delete it first")
 
 

@@ -1,60 +1,119 @@
 """Runtimes, found by name or by artifact suffix and imported only when used, so that a
-missing extra is a clear message rather than an import error at start-up."""
+missing extra is a clear message rather than an import error at start-up.
+
+`RUNTIMES` is the one table of what each runtime reads: the repository finds artifacts with
+it, the pickle gate reads it, the advisor names the extra to install from it. Nothing else
+keeps a list of suffixes.
+"""
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from pathlib import Path
 
 from modelyard.errors import ModelLoadError
-from modelyard.runtimes.base import Arrays, Runtime
+from modelyard.runtimes.base import Arrays, Runtime, TemplateSource, TextModel
 
-__all__ = ["RUNTIMES", "Arrays", "Runtime", "runtime_class", "runtime_for_file"]
+__all__ = [
+    "PICKLE_SUFFIXES",
+    "RUNTIMES",
+    "Arrays",
+    "Runtime",
+    "RuntimeInfo",
+    "TemplateSource",
+    "TextModel",
+    "runtime_class",
+    "runtime_for_file",
+    "runtime_suffixes",
+]
 
-# name -> (module, class, the extra that installs its library)
-RUNTIMES: dict[str, tuple[str, str, str]] = {
-    "onnx": ("modelyard.runtimes.onnx", "OnnxRuntime", "onnx"),
-    "sklearn": ("modelyard.runtimes.sklearn", "SklearnRuntime", "sklearn"),
-    "xgboost": ("modelyard.runtimes.boosters", "XGBoostRuntime", "xgboost"),
-    "lightgbm": ("modelyard.runtimes.boosters", "LightGBMRuntime", "lightgbm"),
-    "python": ("modelyard.runtimes.python", "PythonRuntime", ""),
-    "llamacpp": ("modelyard.runtimes.llamacpp", "LlamaCppRuntime", "llm"),
-    "sentence": ("modelyard.runtimes.sentence", "SentenceRuntime", "embeddings"),
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    module: str
+    cls: str
+    #: The extra that installs its library (`pip install 'modelyard[EXTRA]'`).
+    extra: str
+    #: Artifact suffixes it reads, to find the model file in a version folder.
+    suffixes: tuple[str, ...]
+    #: The file name Triton would look for in a version folder.
+    default_filename: str
+    #: Whether a file with one of `suffixes` is this runtime's by its suffix alone (a bare
+    #: `NAME.onnx` is an ONNX model; a bare `.safetensors` file could be anything).
+    claims_suffixes: bool = True
+    #: Suffixes whose files are pickles: loading them runs code (--trust-pickle).
+    pickles: tuple[str, ...] = ()
+
+
+RUNTIMES: dict[str, RuntimeInfo] = {
+    "onnx": RuntimeInfo("modelyard.runtimes.onnx", "OnnxRuntime", "onnx", (".onnx",), "model.onnx"),
+    "sklearn": RuntimeInfo(
+        "modelyard.runtimes.sklearn",
+        "SklearnRuntime",
+        "sklearn",
+        (".skops", ".joblib", ".pkl", ".pickle"),
+        "model.skops",
+        pickles=(".joblib", ".pkl", ".pickle"),
+    ),
+    "xgboost": RuntimeInfo(
+        "modelyard.runtimes.boosters",
+        "XGBoostRuntime",
+        "xgboost",
+        (".ubj", ".xgb", ".json"),
+        "model.ubj",
+    ),
+    "lightgbm": RuntimeInfo(
+        "modelyard.runtimes.boosters", "LightGBMRuntime", "lightgbm", (".txt", ".lgb"), "model.txt"
+    ),
+    "python": RuntimeInfo("modelyard.runtimes.python", "PythonRuntime", "", (".py",), "model.py"),
+    "llamacpp": RuntimeInfo(
+        "modelyard.runtimes.llamacpp", "LlamaCppRuntime", "llm", (".gguf",), "model.gguf"
+    ),
+    "sentence": RuntimeInfo(
+        "modelyard.runtimes.sentence",
+        "SentenceRuntime",
+        "embeddings",
+        (".safetensors",),
+        "model.safetensors",
+        claims_suffixes=False,
+    ),
 }
 
-# artifact suffix -> runtime name; order matters only for folders holding several files.
-SUFFIXES: dict[str, str] = {
-    ".onnx": "onnx",
-    ".skops": "sklearn",
-    ".joblib": "sklearn",
-    ".pkl": "sklearn",
-    ".pickle": "sklearn",
-    ".ubj": "xgboost",
-    ".xgb": "xgboost",
-    ".json": "xgboost",
-    ".txt": "lightgbm",
-    ".lgb": "lightgbm",
-    ".py": "python",
-    ".gguf": "llamacpp",
+#: Suffix -> the runtime a file with it belongs to, by its suffix alone.
+_CLAIMED = {
+    suffix: name
+    for name, info in RUNTIMES.items()
+    if info.claims_suffixes
+    for suffix in info.suffixes
 }
+PICKLE_SUFFIXES = frozenset(suffix for info in RUNTIMES.values() for suffix in info.pickles)
 
 
 def runtime_class(name: str) -> type[Runtime]:
     try:
-        module_name, class_name, extra = RUNTIMES[name]
+        info = RUNTIMES[name]
     except KeyError:
         raise ModelLoadError(
             f"unknown runtime {name!r}; known runtimes: {', '.join(RUNTIMES)}"
         ) from None
     try:
-        module = importlib.import_module(module_name)
+        module = importlib.import_module(info.module)
     except ImportError as exc:
-        hint = f"pip install 'modelyard[{extra}]'" if extra else "reinstall modelyard"
+        hint = f"pip install 'modelyard[{info.extra}]'" if info.extra else "reinstall modelyard"
         raise ModelLoadError(f"runtime {name!r} is not installed ({exc.name}): {hint}") from exc
-    cls: type[Runtime] = getattr(module, class_name)
+    cls: type[Runtime] = getattr(module, info.cls)
     return cls
 
 
 def runtime_for_file(path: Path) -> str | None:
-    """The runtime that reads this file, judged by its suffix (None if no runtime does)."""
-    return SUFFIXES.get(path.suffix.lower())
+    """The runtime that reads this file, judged by its suffix (None if no runtime claims it)."""
+    return _CLAIMED.get(path.suffix.lower())
+
+
+def runtime_suffixes(runtime: str | None) -> tuple[str, ...]:
+    """The suffixes of the files `runtime` reads (every claimed suffix when None)."""
+    if runtime is None:
+        return tuple(_CLAIMED)
+    info = RUNTIMES.get(runtime)
+    return info.suffixes if info is not None else ()

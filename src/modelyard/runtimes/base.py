@@ -1,34 +1,36 @@
-"""The one seam every runtime plugs into.
+"""The seams every runtime plugs into.
 
-A runtime is built for one model version (its artifact path and config), loads it, reports
-the signature it can read from the artifact, and runs `infer` on a worker thread. It knows
-nothing about HTTP or gRPC; library errors are translated into `modelyard.errors` here.
+A `Runtime` is built for one model version (its artifact path and config), loads it, reports
+the signature it reads from the artifact, and runs `infer` on a worker thread. A runtime whose
+model reads and writes text is also a `TextModel`: it offers a tokenizer, its chat template as
+written in the model file, embeddings, and for generation a `Backend` (modelyard.spec) that the
+core's engine drives. A runtime says what it *is*; the core builds what serves it (batcher,
+engine, chat template, metrics). It knows nothing about HTTP or gRPC and never writes into its
+config; library errors are translated into `modelyard.errors` here.
 """
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
+from modelyard.errors import InvalidArgument
 from modelyard.spec.config import ModelConfig, TensorSpec
+from modelyard.spec.generation import Backend, StructuredOutput
 
 Arrays = dict[str, np.ndarray]
+Signature = tuple[list[TensorSpec], list[TensorSpec]]
 
 
 class Runtime(abc.ABC):
     """Load one model artifact and run inferences on it (called from worker threads)."""
 
     name: ClassVar[str]
-    #: Artifact file suffixes this runtime reads, used to find the file in a version folder.
-    suffixes: ClassVar[tuple[str, ...]] = ()
-    #: The file name Triton would look for in a version folder.
-    default_filename: ClassVar[str] = ""
-    #: Whether the artifact is pickle-based (needs --trust-pickle).
-    pickle_based: ClassVar[bool] = False
     #: False when the artifact takes one unnamed input (sklearn, boosters): any name will do.
     named_inputs: ClassVar[bool] = True
     #: True when `infer` is a library call whose time follows its input size (no user code
@@ -44,7 +46,7 @@ class Runtime(abc.ABC):
     def load(self) -> None:
         """Read the artifact; raise `ModelLoadError` saying what is wrong."""
 
-    def signature(self) -> tuple[list[TensorSpec], list[TensorSpec]] | None:
+    def signature(self) -> Signature | None:
         """Inputs and outputs with full shapes (batch included) as the artifact declares them,
         or None when the artifact does not say (then the config must)."""
         return None
@@ -59,3 +61,58 @@ class Runtime(abc.ABC):
 
     def unload(self) -> None:  # noqa: B027 - optional hook
         """Free what `load` took."""
+
+
+@dataclass(frozen=True)
+class TemplateSource:
+    """What a model file says about chatting with it; the core picks the template from it."""
+
+    #: The Jinja chat template written in the model file (None: none, a base model).
+    text: str | None
+    #: The model's architecture (a base model gets its architecture's known template).
+    architecture: str = ""
+    bos_token: str = ""
+    eos_token: str = ""
+
+
+class TextModel(abc.ABC):
+    """Mixed into a `Runtime` whose model reads and writes text."""
+
+    #: Tokens one sequence may hold.
+    n_ctx: int = 0
+
+    @property
+    def embedding(self) -> bool:
+        """Whether the model serves embeddings."""
+        return False
+
+    @property
+    def backend(self) -> Backend | None:
+        """What the core's generation engine drives (None for embedding-only models)."""
+        return None
+
+    def template_source(self) -> TemplateSource | None:
+        """The model file's chat template facts (None when the model cannot chat)."""
+        return None
+
+    @abc.abstractmethod
+    def tokenize(self, text: str, special: bool = True) -> list[int]:
+        """Token ids for `text` (with BOS where the model wants it); `special` also parses
+        special-token text such as <|im_start|>."""
+
+    @abc.abstractmethod
+    def detokenize(self, tokens: list[int]) -> str: ...
+
+    def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+        """L2-normalised embeddings of `texts` and the tokens read (blocking: call it on a
+        worker thread)."""
+        raise InvalidArgument("this model does not serve embeddings")
+
+    def check_structured(self, structured: StructuredOutput) -> None:
+        """Raise InvalidArgument when the backend cannot enforce `structured` (called before
+        a generation starts, so the client gets a 400 rather than a failed stream)."""
+        raise InvalidArgument("this model's runtime does not support structured output")
+
+    def details(self) -> dict[str, Any]:
+        """Facts about the model for listings: family, parameter count, quantization..."""
+        return {}

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
@@ -39,8 +39,6 @@ class _BoosterRuntime(Runtime):
 
 class XGBoostRuntime(_BoosterRuntime):
     name = "xgboost"
-    suffixes: ClassVar[tuple[str, ...]] = (".ubj", ".json", ".xgb")
-    default_filename = "model.ubj"
 
     def load(self) -> None:
         import xgboost
@@ -58,8 +56,6 @@ class XGBoostRuntime(_BoosterRuntime):
 
 class LightGBMRuntime(_BoosterRuntime):
     name = "lightgbm"
-    suffixes: ClassVar[tuple[str, ...]] = (".txt", ".lgb")
-    default_filename = "model.txt"
 
     def load(self) -> None:
         import lightgbm

@@ -1,18 +1,16 @@
 """GGUF language models through llama.cpp (llama-cpp-python's low-level API; extra `[llm]`).
 
-A bare `NAME.gguf` or a folder with `model.yaml` (`runtime: llamacpp`) becomes an LLM served
-by the continuous-batching engine; embedding models (a pooling type in the GGUF, or
-`embedding: true`) serve embeddings. `parameters` in model.yaml (all optional):
+A bare `NAME.gguf` or a folder with `model.yaml` (`runtime: llamacpp`) becomes a text
+generator: this runtime offers the core's continuous-batching engine a `Backend` over one
+llama.cpp context, a tokenizer and the file's chat template. Embedding models (a pooling type
+in the GGUF, or `embedding: true`) serve embeddings. `parameters` it reads (all optional; the
+engine's own, `max_queue`, `prefix_cache` and `chat_template`, are read by the core):
 
     n_ctx          tokens one sequence may hold (default: min(4096, the model's context))
     n_seq_max      sequences decoded together (default 8)
     n_batch        tokens per decode step (default 512); n_ubatch (default n_batch)
     n_threads      CPU threads (default: all cores); n_threads_batch (default n_threads)
-    max_queue      requests that may wait for a slot before 429 (default 256)
-    chat_template  a known template name (chatml, gemma, llama3) or Jinja source
     swa_full       keep the full sliding-window cache (better prefix reuse, more memory)
-    prefix_cache   keep a finished request's KV cells for the next prompt sharing its start
-                   (default true; false frees them at once)
     embedding      serve embeddings (true/false); pooling: mean, cls, last
 """
 
@@ -21,25 +19,25 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-import queue
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from modelyard.core import chat
-from modelyard.core.engine import Engine
-from modelyard.core.sampling import sampling_params
-from modelyard.core.textmodel import TextModel
-from modelyard.errors import InvalidArgument, ModelLoadError
-from modelyard.runtimes.base import Arrays, Runtime
-from modelyard.runtimes.llamacpp_backend import LlamaBackend
+from modelyard.errors import Internal, InvalidArgument, ModelLoadError
+from modelyard.runtimes.base import Arrays, Runtime, Signature, TemplateSource, TextModel
+from modelyard.runtimes.llamacpp_backend import LlamaBackend, gbnf
 from modelyard.runtimes.llamacpp_embed import Embedder
 from modelyard.runtimes.llamacpp_lib import lc
-from modelyard.spec.config import ModelConfig, TensorSpec
-from modelyard.spec.generation import Delta, GenerationRequest
+from modelyard.spec.config import ModelConfig
+from modelyard.spec.generation import (
+    ENGINE_PARAMETERS,
+    Backend,
+    StructuredOutput,
+    embedding_signature,
+    generation_signature,
+)
 
 log = logging.getLogger("modelyard.llamacpp")
 
@@ -49,21 +47,18 @@ _POOLING = {
     "cls": lc.LLAMA_POOLING_TYPE_CLS,
     "last": lc.LLAMA_POOLING_TYPE_LAST,
 }
-_KNOWN_PARAMETERS = {
+_OWN_PARAMETERS = {
     "n_ctx",
     "n_seq_max",
     "n_batch",
     "n_ubatch",
     "n_threads",
     "n_threads_batch",
-    "max_queue",
-    "chat_template",
     "swa_full",
-    "prefix_cache",
     "embedding",
     "pooling",
-    "trust_pickle",
 }
+_KNOWN_PARAMETERS = _OWN_PARAMETERS | set(ENGINE_PARAMETERS) | {"trust_pickle", "inline_max_us"}
 
 
 @dataclass
@@ -74,10 +69,7 @@ class LlamaSettings:
     n_ubatch: int = 0
     n_threads: int = 0
     n_threads_batch: int = 0
-    max_queue: int = 256
-    chat_template: str = ""
     swa_full: bool = False
-    prefix_cache: bool = True
     embedding: bool | None = None
     pooling: str = ""
 
@@ -94,11 +86,11 @@ class LlamaSettings:
         out = cls()
         try:
             for key, value in parameters.items():
-                if key in {"chat_template", "pooling"}:
-                    setattr(out, key, value)
-                elif key in {"swa_full", "embedding", "prefix_cache"}:
+                if key == "pooling":
+                    out.pooling = value
+                elif key in {"swa_full", "embedding"}:
                     setattr(out, key, value.strip().lower() in ("1", "true", "yes", "on"))
-                elif key in _KNOWN_PARAMETERS - {"trust_pickle"}:
+                elif key in _OWN_PARAMETERS:
                     setattr(out, key, int(value))
         except ValueError as exc:
             raise ModelLoadError(f"model {model!r}: bad llamacpp parameter: {exc}") from exc
@@ -109,8 +101,6 @@ class LlamaSettings:
 
 class LlamaCppRuntime(Runtime, TextModel):
     name: ClassVar[str] = "llamacpp"
-    suffixes: ClassVar[tuple[str, ...]] = (".gguf",)
-    default_filename: ClassVar[str] = "model.gguf"
 
     def __init__(self, path: Path, config: ModelConfig) -> None:
         super().__init__(path, config)
@@ -118,9 +108,8 @@ class LlamaCppRuntime(Runtime, TextModel):
         self.ctx: Any = None
         self.vocab: Any = None
         self.metadata: dict[str, str] = {}
-        self.backend: LlamaBackend | None = None
+        self.generator: LlamaBackend | None = None
         self.embedder: Embedder | None = None
-        self._details: dict[str, Any] = {}
         self._bos_text = ""
 
     # ---- Runtime -----------------------------------------------------------------------------
@@ -151,11 +140,9 @@ class LlamaCppRuntime(Runtime, TextModel):
         if is_embedding:
             self._setup_embedding(settings)
         else:
-            self._setup_generation(settings, arch)
-        self._details = self._read_details(arch)
-        self._declare_tensors(is_embedding)
+            self._setup_generation(settings)
 
-    def _setup_generation(self, settings: LlamaSettings, arch: str) -> None:
+    def _setup_generation(self, settings: LlamaSettings) -> None:
         slots = max(1, settings.n_seq_max)
         n_batch = max(settings.n_batch, slots)
         self.ctx = _context(
@@ -170,7 +157,7 @@ class LlamaCppRuntime(Runtime, TextModel):
         n_vocab = lc.llama_vocab_n_tokens(self.vocab)
         ends = [t for t in range(n_vocab) if lc.llama_vocab_is_eog(self.vocab, t)]
         n_swa = 0 if settings.swa_full else lc.llama_model_n_swa(self.model)
-        self.backend = LlamaBackend(
+        self.generator = LlamaBackend(
             self.ctx,
             self.vocab,
             n_slots=slots,
@@ -179,20 +166,6 @@ class LlamaCppRuntime(Runtime, TextModel):
             n_vocab=n_vocab,
             end_tokens=ends,
             n_swa=n_swa,
-        )
-        self.template = chat.choose(
-            self.metadata.get("tokenizer.chat_template"),
-            settings.chat_template or None,
-            arch,
-            self.config.name,
-            self._token_text(lc.llama_vocab_bos(self.vocab)),
-            self._token_text(lc.llama_vocab_eos(self.vocab)),
-        )
-        self.engine = Engine(
-            self.backend,
-            name=self.config.name,
-            max_waiting=settings.max_queue,
-            prefix_cache=settings.prefix_cache,
         )
 
     def _setup_embedding(self, settings: LlamaSettings) -> None:
@@ -207,75 +180,24 @@ class LlamaCppRuntime(Runtime, TextModel):
         )
         self.embedder = Embedder(self.ctx, lc.llama_model_n_embd(self.model), slots, n_batch)
 
-    def _declare_tensors(self, is_embedding: bool) -> None:
-        """KServe's view: text in, text (or an embedding) out, as Triton's vLLM backend does."""
-        config = self.config
-        if config.inputs or config.outputs:
-            return
-        if is_embedding:
-            config.inputs = [TensorSpec("text_input", "BYTES", [-1])]
-            config.outputs = [TensorSpec("embedding", "FP32", [-1, -1])]
-        else:
-            config.inputs = [
-                TensorSpec("text_input", "BYTES", [1]),
-                TensorSpec("sampling_parameters", "BYTES", [1], optional=True),
-            ]
-            config.outputs = [TensorSpec("text_output", "BYTES", [1])]
-            if "instances" not in config.reasons and self.backend is not None:
-                config.instance_count = self.backend.n_slots
-                config.reasons["instance_count"] = "one per sequence slot (n_seq_max)"
-        config.reasons["input"] = config.reasons["output"] = "an LLM: text in, text out"
+    def signature(self) -> Signature:
+        """KServe's view: text in, text (or an embedding) out, as Triton's vLLM backend has."""
+        if self.embedder is not None:
+            return embedding_signature(lc.llama_model_n_embd(self.model))
+        return generation_signature()
 
     def infer(self, inputs: Arrays) -> Arrays:
-        if self.embedder is not None:
-            texts = [_text(t) for t in inputs["text_input"].reshape(-1)]
-            vectors, _ = self.embed(texts)
-            return {"embedding": np.array(vectors, dtype=np.float32)}
-        text = "".join(delta.text for delta in self._generate(inputs))
-        return {"text_output": np.array([text.encode()], dtype=object)}
-
-    def infer_stream(self, inputs: Arrays) -> Iterator[Arrays]:
-        if self.embedder is not None:
-            yield self.infer(inputs)
-            return
-        for delta in self._generate(inputs):
-            if delta.text or delta.finish is not None:
-                yield {"text_output": np.array([delta.text.encode()], dtype=object)}
-
-    def _generate(self, inputs: Arrays) -> Iterator[Delta]:
-        """Generate on the engine from a worker thread (KServe), blocking on a queue."""
-        assert self.engine is not None
-        options = {}
-        if "sampling_parameters" in inputs:
-            import orjson
-
-            try:
-                options = orjson.loads(_text(inputs["sampling_parameters"].reshape(-1)[0]))
-            except orjson.JSONDecodeError as exc:
-                raise InvalidArgument(f"sampling_parameters is not JSON: {exc}") from exc
-        prompt = self.tokenize(_text(inputs["text_input"].reshape(-1)[0]))
-        request = GenerationRequest(os.urandom(8).hex(), prompt, sampling_params(options))
-        deltas: queue.SimpleQueue[Delta] = queue.SimpleQueue()
-        self.engine.submit(request, deltas.put)
-        try:
-            while True:
-                delta = deltas.get()
-                if delta.error is not None:
-                    raise delta.error
-                yield delta
-                if delta.finish is not None:
-                    return
-        finally:
-            self.engine.abort(request.id)
+        if self.embedder is None:
+            raise Internal(f"model {self.config.name!r} generates on the core's engine")
+        texts = [_text(t) for t in inputs["text_input"].reshape(-1)]
+        vectors, _ = self.embed(texts)
+        return {"embedding": np.array(vectors, dtype=np.float32)}
 
     def unload(self) -> None:
-        if self.engine is not None:
-            self.engine.close()
-            self.engine = None
-        for part in (self.backend, self.embedder):
+        for part in (self.generator, self.embedder):
             if part is not None:
                 part.close()
-        self.backend = self.embedder = None
+        self.generator = self.embedder = None
         if self.ctx:
             lc.llama_free(self.ctx)
             self.ctx = None
@@ -288,6 +210,20 @@ class LlamaCppRuntime(Runtime, TextModel):
     @property
     def embedding(self) -> bool:
         return self.embedder is not None
+
+    @property
+    def backend(self) -> Backend | None:
+        return self.generator
+
+    def template_source(self) -> TemplateSource | None:
+        if self.generator is None:
+            return None
+        return TemplateSource(
+            self.metadata.get("tokenizer.chat_template"),
+            self.metadata.get("general.architecture", ""),
+            self._token_text(lc.llama_vocab_bos(self.vocab)),
+            self._token_text(lc.llama_vocab_eos(self.vocab)),
+        )
 
     def tokenize(self, text: str, special: bool = True) -> list[int]:
         data = text.encode()
@@ -324,34 +260,23 @@ class LlamaCppRuntime(Runtime, TextModel):
                 )
         return self.embedder.embed(tokenized), sum(len(t) for t in tokenized)
 
-    def grammar(self, kind: str, schema: Any = None) -> str:
-        from llama_cpp import llama_grammar
-
-        if kind == "json":
-            return str(llama_grammar.JSON_GBNF)
-        import orjson
-
-        try:
-            return str(llama_grammar.json_schema_to_gbnf(orjson.dumps(schema).decode()))
-        except Exception as exc:  # the converter raises plain errors on schemas it cannot do
-            raise InvalidArgument(f"cannot enforce this JSON schema: {exc}") from exc
+    def check_structured(self, structured: StructuredOutput) -> None:
+        if self.generator is None:
+            raise InvalidArgument(f"model {self.config.name!r} does not generate text")
+        gbnf(structured)
 
     def details(self) -> dict[str, Any]:
-        return dict(self._details)
-
-    def _read_details(self, arch: str) -> dict[str, Any]:
         buffer = ctypes.create_string_buffer(256)
         lc.llama_model_desc(self.model, buffer, 256)
         return {
             "format": "gguf",
-            "family": arch,
+            "family": self.metadata.get("general.architecture", ""),
             "description": buffer.value.decode("utf-8", "replace"),
             "parameters": int(lc.llama_model_n_params(self.model)),
             "quantization": _quantization(self.metadata),
             "context_length": int(lc.llama_model_n_ctx_train(self.model)),
             "embedding_length": int(lc.llama_model_n_embd(self.model)),
             "size": self.path.stat().st_size,
-            "chat_template": self.template.origin if self.template else None,
         }
 
     def _token_text(self, token: int) -> str:

@@ -9,7 +9,7 @@ Config parameters (config.pbtxt `parameters` or model.yaml `parameters`):
 from __future__ import annotations
 
 import os
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -59,8 +59,6 @@ def choose_providers(requested: str | None) -> list[str]:
 
 class OnnxRuntime(Runtime):
     name = "onnx"
-    suffixes: ClassVar[tuple[str, ...]] = (".onnx",)
-    default_filename = "model.onnx"
     inline_safe = True
 
     session: ort.InferenceSession

@@ -7,7 +7,6 @@ import inspect
 import sys
 import types
 from collections.abc import Iterator
-from typing import ClassVar
 
 import numpy as np
 
@@ -18,8 +17,6 @@ from modelyard.runtimes.base import Arrays, Runtime
 
 class PythonRuntime(Runtime):
     name = "python"
-    suffixes: ClassVar[tuple[str, ...]] = (".py",)
-    default_filename = "model.py"
 
     model: Model
 

@@ -17,18 +17,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from modelyard.core.textmodel import TextModel
 from modelyard.errors import InvalidArgument, ModelLoadError
-from modelyard.runtimes.base import Arrays, Runtime
-from modelyard.spec.config import TensorSpec
+from modelyard.runtimes.base import Arrays, Runtime, Signature, TextModel
+from modelyard.spec.generation import TEXT_INPUT, embedding_signature
 
 _BATCH = 32
 
 
 class SentenceRuntime(Runtime, TextModel):
     name: ClassVar[str] = "sentence"
-    suffixes: ClassVar[tuple[str, ...]] = (".safetensors",)
-    default_filename: ClassVar[str] = "model.safetensors"
 
     def load(self) -> None:
         folder = self.path.parent
@@ -49,17 +46,13 @@ class SentenceRuntime(Runtime, TextModel):
         self.pooling = settings["pooling"]
         self.normalize = settings["normalize"]
         self._lock = threading.Lock()
-        self._declare()
 
-    def _declare(self) -> None:
-        if not self.config.inputs and not self.config.outputs:
-            self.config.inputs = [TensorSpec("text_input", "BYTES", [-1])]
-            self.config.outputs = [TensorSpec("embedding", "FP32", [-1, self.bert.width])]
-            self.config.reasons["input"] = self.config.reasons["output"] = "text in, a vector out"
+    def signature(self) -> Signature:
+        return embedding_signature(self.bert.width)
 
     def infer(self, inputs: Arrays) -> Arrays:
         texts = [
-            t.decode() if isinstance(t, bytes) else str(t) for t in inputs["text_input"].reshape(-1)
+            t.decode() if isinstance(t, bytes) else str(t) for t in inputs[TEXT_INPUT].reshape(-1)
         ]
         vectors, _ = self.embed(texts)
         return {"embedding": np.array(vectors, dtype=np.float32)}

@@ -6,7 +6,7 @@ Input `input` (FP64, [batch, n_features]); outputs `predict` and, for classifier
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
@@ -36,8 +36,6 @@ def load_pickle(path: Any) -> Any:
 
 class SklearnRuntime(Runtime):
     name = "sklearn"
-    suffixes: ClassVar[tuple[str, ...]] = (".skops", ".joblib", ".pkl", ".pickle")
-    default_filename = "model.skops"
     named_inputs = False
     inline_safe = True
 

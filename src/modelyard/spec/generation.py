@@ -11,7 +11,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
+
+from modelyard.spec.config import TensorSpec
 
 
 class Finish(str, enum.Enum):
@@ -19,6 +21,14 @@ class Finish(str, enum.Enum):
     LENGTH = "length"  # max_tokens, or the context is full
     ABORT = "abort"  # the client went away
     ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class StructuredOutput:
+    """Output constrained to JSON: any JSON object when `schema` is None, else JSON matching
+    the JSON Schema `schema`. Each backend compiles it its own way (llama.cpp: a GBNF grammar)."""
+
+    schema: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -37,8 +47,8 @@ class SamplingParams:
     stop_token_ids: frozenset[int] = frozenset()
     ignore_eos: bool = False
     min_tokens: int = 0
-    #: A GBNF grammar the output must match (structured output), or None.
-    grammar: str | None = None
+    #: The structure the output must have (structured output), or None.
+    structured: StructuredOutput | None = None
     #: Token id -> additive bias.
     logit_bias: dict[int, float] = field(default_factory=dict)
     #: Return the sampled token's log-probability and this many alternatives (None: none).
@@ -106,7 +116,9 @@ class Backend(Protocol):
         """Run the model on rows of (slot, position, token, want_logits) in one call; raise
         on failure. `Sampler.sample(i)` and `logprobs(i, ...)` then read row i's logits."""
 
-    def new_sampler(self, params: SamplingParams) -> Sampler: ...
+    def new_sampler(self, params: SamplingParams) -> Sampler:
+        """The sampler for one request; InvalidArgument for what the backend cannot do
+        (a structured output it cannot compile)."""
 
     def logprobs(self, row: int, token: int, top: int) -> TokenLogprob: ...
 
@@ -121,3 +133,30 @@ class Backend(Protocol):
         really kept (fewer when the cache cannot be cut there, e.g. sliding-window layers)."""
 
     def close(self) -> None: ...
+
+
+# ---- text generators as KServe v2 sees them --------------------------------------------------
+
+#: Model parameters the core's engine reads for every text generator (not the runtime's).
+ENGINE_PARAMETERS = ("max_queue", "prefix_cache", "chat_template")
+
+TEXT_INPUT = "text_input"
+SAMPLING_PARAMETERS = "sampling_parameters"
+TEXT_OUTPUT = "text_output"
+
+
+def generation_signature() -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Text in (with optional sampling parameters as JSON), text out: the tensors of Triton's
+    vLLM backend, so KServe v2 clients can generate from any text model."""
+    return (
+        [
+            TensorSpec(TEXT_INPUT, "BYTES", [1]),
+            TensorSpec(SAMPLING_PARAMETERS, "BYTES", [1], optional=True),
+        ],
+        [TensorSpec(TEXT_OUTPUT, "BYTES", [1])],
+    )
+
+
+def embedding_signature(width: int) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Texts in (any number), one vector of `width` per text out."""
+    return [TensorSpec(TEXT_INPUT, "BYTES", [-1])], [TensorSpec("embedding", "FP32", [-1, width])]

@@ -9,8 +9,9 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from modelyard.core.models import ModelService
+from modelyard.core.served import ServedModel
 from modelyard.core.stats import Histogram, ModelStats
-from modelyard.repository.manager import ModelRepository, ModelVersion
 
 _LABELS = ["model", "version"]
 
@@ -65,21 +66,21 @@ _HISTOGRAMS = [
 
 
 class ModelCollector(Collector):
-    def __init__(self, repository: ModelRepository) -> None:
-        self.repository = repository
+    def __init__(self, models: ModelService) -> None:
+        self.models = models
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
-        versions = self.repository.loaded()
+        versions = self.models.loaded()
         yield from _counters(versions)
         yield from _histograms(versions)
         yield from _gauges(versions)
 
 
-def _labels(version: ModelVersion) -> list[str]:
+def _labels(version: ServedModel) -> list[str]:
     return [version.name, str(version.version)]
 
 
-def _counters(versions: list[ModelVersion]) -> Iterator[CounterMetricFamily]:
+def _counters(versions: list[ServedModel]) -> Iterator[CounterMetricFamily]:
     for name, doc, read in _COUNTERS:
         family = CounterMetricFamily(name, doc, labels=_LABELS)
         for version in versions:
@@ -87,7 +88,7 @@ def _counters(versions: list[ModelVersion]) -> Iterator[CounterMetricFamily]:
         yield family
 
 
-def _histograms(versions: list[ModelVersion]) -> Iterator[HistogramMetricFamily]:
+def _histograms(versions: list[ServedModel]) -> Iterator[HistogramMetricFamily]:
     for name, doc, attribute in _HISTOGRAMS:
         family = HistogramMetricFamily(name, doc, labels=_LABELS)
         for version in versions:
@@ -96,7 +97,7 @@ def _histograms(versions: list[ModelVersion]) -> Iterator[HistogramMetricFamily]
         yield family
 
 
-def _gauges(versions: list[ModelVersion]) -> Iterator[GaugeMetricFamily]:
+def _gauges(versions: list[ServedModel]) -> Iterator[GaugeMetricFamily]:
     depth = GaugeMetricFamily(
         "modelyard_inference_queue_depth",
         "Requests waiting in the model's queue now.",
@@ -109,7 +110,7 @@ def _gauges(versions: list[ModelVersion]) -> Iterator[GaugeMetricFamily]:
     )
     for version in versions:
         depth.add_metric(_labels(version), version.queue_depth)
-        inflight.add_metric(_labels(version), version.inflight)
+        inflight.add_metric(_labels(version), version.leases)
     yield depth
     yield inflight
 

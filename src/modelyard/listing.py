@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelyard.errors import ModelyardError
-from modelyard.repository.manager import load_version
+from modelyard.repository.loader import load_version
 from modelyard.repository.scan import scan
 from modelyard.settings import Settings
 
