@@ -248,7 +248,7 @@ def advise(
     from modelyard.advisor.hardware import probe
     from modelyard.advisor.memory import parse_size
     from modelyard.advisor.render import render, to_json
-    from modelyard.advisor.targets import advise_path
+    from modelyard.repository.advice import advise_path
 
     hardware = probe()
     try:
