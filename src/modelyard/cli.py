@@ -13,6 +13,7 @@ import click
 
 from modelyard import __version__
 from modelyard.cli_client import register as register_client_commands
+from modelyard.cli_error import CLIError, Commands
 from modelyard.errors import ModelyardError
 from modelyard.settings import (
     CONTROL_MODES,
@@ -25,11 +26,10 @@ from modelyard.settings import (
 _START = time.perf_counter()
 
 
-class CLIError(click.ClickException):
-    """A user-facing failure: shown once, no traceback, exit code 1."""
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=Commands,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="modelyard")
 def main() -> None:
     """modelyard: one inference server for every kind of model."""
@@ -251,13 +251,10 @@ def advise(
     from modelyard.repository.advice import advise_path
 
     hardware = probe()
-    try:
-        budget = parse_size(memory) if memory else None
-        advice = advise_path(
-            path or _demo_repository(), hardware, goal=goal, latency_ms=latency_ms, memory=budget
-        )
-    except ModelyardError as exc:
-        raise CLIError(exc.message) from exc
+    budget = parse_size(memory) if memory else None
+    advice = advise_path(
+        path or _demo_repository(), hardware, goal=goal, latency_ms=latency_ms, memory=budget
+    )
     if as_json:
         import orjson
 
@@ -291,10 +288,3 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-
-
-def run_cli() -> None:  # pragma: no cover - entry point
-    try:
-        main()
-    except ModelyardError as exc:
-        raise SystemExit(f"error: {exc.message}") from None

@@ -29,8 +29,6 @@ def _client(timeout: float | None = None) -> Iterator[Client]:
     client = Client(timeout=timeout)
     try:
         yield client
-    except ClientError as exc:
-        raise click.ClickException(exc.message) from None
     finally:
         client.close()
 

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -22,12 +23,12 @@ from modelyard.core.llm_metrics import LLMMetrics
 from modelyard.core.metrics import ModelCollector
 from modelyard.core.models import ModelService
 from modelyard.fronts.auth import APIKeyMiddleware
-from modelyard.fronts.http_common import error_response, unexpected
+from modelyard.fronts.http_common import error_response, json_response, unexpected
 from modelyard.fronts.kserve_http import KServeHTTP
 from modelyard.fronts.kserve_infer import InferEndpoint, infer_target
 from modelyard.fronts.ollama import OllamaFront
 from modelyard.fronts.ollama_models import OllamaModels
-from modelyard.fronts.openai import OpenAIFront
+from modelyard.fronts.openai import OpenAIFront, openai_error
 from modelyard.repository.residency import ResidencyPolicy
 from modelyard.settings import Settings
 
@@ -73,8 +74,9 @@ class Modelyard:
             *openai.routes(),
             Route("/metrics", self._metrics, methods=["GET"]),
         ]
+        handlers = {HTTPException: _http_error, Exception: _unexpected}
         app: ASGIApp = Starlette(
-            routes=routes, lifespan=self._lifespan, exception_handlers={Exception: _unexpected}
+            routes=routes, lifespan=self._lifespan, exception_handlers=handlers
         )
         app = _HotPath(app, InferEndpoint(self.dataplane, limit))
         if self.settings.api_keys:
@@ -135,6 +137,16 @@ class _HotPath:
 def create_app(settings: Settings) -> ASGIApp:
     """The ASGI app for `settings`, to run under any ASGI server or mount in another app."""
     return Modelyard(settings).app
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own errors (no such route, wrong method) in the shape of the API asked."""
+    assert isinstance(exc, HTTPException)
+    headers = dict(exc.headers or {})
+    if request.url.path.startswith("/v1/"):
+        body = openai_error(exc.status_code, exc.detail)
+        return json_response(body, exc.status_code, headers)
+    return json_response({"error": exc.detail}, exc.status_code, headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -10,12 +10,13 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from modelyard.errors import FailedPrecondition
 from modelyard.fronts.kserve_grpc import create_server, grpc_address
 from modelyard.server import Modelyard
 from modelyard.settings import Settings
@@ -37,7 +38,7 @@ def run(settings: Settings, *, demo: bool = False, started: float | None = None)
         timeout_graceful_shutdown=5,
         log_config=None,
     )
-    http = uvicorn.Server(config)
+    http = _Server(config, server.models.drain)
     begin = started if started is not None else time.perf_counter()
 
     async def main() -> None:
@@ -51,7 +52,7 @@ def run(settings: Settings, *, demo: bool = False, started: float | None = None)
                 max_message_bytes=settings.grpc_max_message_bytes,
             )
         except OSError as exc:
-            raise SystemExit(f"error: {exc}; choose another --grpc-port") from None
+            raise FailedPrecondition(f"{exc}; choose another --grpc-port") from None
         second = _second_port(server, settings)
         task = asyncio.create_task(http.serve())
         while not http.started and not task.done():
@@ -63,6 +64,19 @@ def run(settings: Settings, *, demo: bool = False, started: float | None = None)
         await task
 
     _run_loop(main())
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling the core when it starts to drain: readiness (HTTP and gRPC)
+    turns false before the last requests finish."""
+
+    def __init__(self, config: uvicorn.Config, on_drain: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.on_drain = on_drain
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.on_drain()
+        await super().shutdown(sockets)
 
 
 class _Follower(uvicorn.Server):
@@ -84,7 +98,7 @@ def _second_port(server: Modelyard, settings: Settings) -> tuple[_Follower, sock
         sock.bind((settings.host, settings.ollama_port))
     except OSError as exc:
         sock.close()
-        raise SystemExit(f"error: {exc}; choose another --ollama-port") from None
+        raise FailedPrecondition(f"{exc}; choose another --ollama-port") from None
     config = uvicorn.Config(
         server.app,
         lifespan="off",

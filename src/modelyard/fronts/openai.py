@@ -58,6 +58,12 @@ _ERROR_TYPES = {
 }
 
 
+def openai_error(status: int, message: str) -> dict[str, Any]:
+    """An error outside the handlers (no such route, wrong method) in OpenAI's shape."""
+    kind = "not_found_error" if status == 404 else "invalid_request_error"
+    return {"error": {"message": message, "type": kind, "param": None, "code": status}}
+
+
 def error_body(exc: ModelyardError) -> dict[str, Any]:
     code = "model_not_found" if exc.code is Code.NOT_FOUND else exc.code.value.lower()
     return {
