@@ -11,7 +11,6 @@ import statistics
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -143,8 +142,10 @@ def test_instance_group_count_one_is_one_sequence_slot(server: ServerProcess) ->
     for thread in threads:
         thread.start()
     _wait_for(
-        lambda: _value(server.url, "vllm:num_requests_waiting", "tiny_one") == 1
-        and _value(server.url, "vllm:num_requests_running", "tiny_one") == 1
+        lambda: (
+            _value(server.url, "vllm:num_requests_waiting", "tiny_one") == 1
+            and _value(server.url, "vllm:num_requests_running", "tiny_one") == 1
+        )
     )
     for thread in threads:
         thread.join(120)
