@@ -16,7 +16,7 @@ from modelyard.cli import main
 from tests import advisor_models as am
 from tests import models
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "advisor.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "advisor.md"
 
 
 @pytest.fixture(scope="module")

