@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -56,13 +57,16 @@ print(json.dumps({"name": source.name, "runtime": version.config.runtime,
 
 
 def measure(entry: Path) -> dict[str, Any]:
-    """Load one repository entry in a fresh process; the estimate and the RSS growth."""
+    """Load one repository entry in a fresh process; the estimate and the RSS growth. The
+    process runs without a coverage tracer, whose own data would count as the model's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
     done = subprocess.run(
         [sys.executable, "-c", _CHILD, str(entry)],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
+        env=env,
     )
     if done.returncode != 0:
         raise RuntimeError(f"measuring {entry} failed:\n{done.stderr[-2000:]}")
