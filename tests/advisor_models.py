@@ -55,7 +55,10 @@ def gguf_header(
     if chat_template is not None:
         writer.add_chat_template(chat_template)
     kv_width = width // heads * kv_heads
-    shapes = [("token_embd.weight", (vocab, width)), ("output.weight", (vocab, width))]
+    shapes: list[tuple[str, tuple[int, ...]]] = [
+        ("token_embd.weight", (vocab, width)),
+        ("output.weight", (vocab, width)),
+    ]
     for i in range(layers):
         shapes += [
             (f"blk.{i}.attn_q.weight", (width, width)),

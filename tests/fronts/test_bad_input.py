@@ -6,7 +6,9 @@ from __future__ import annotations
 import gzip
 import json
 import struct
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import httpx
 import numpy as np
@@ -23,7 +25,7 @@ GOOD = {
 
 
 def _with(**changes: object) -> dict[str, object]:
-    body = json.loads(json.dumps(GOOD))
+    body = cast(dict[str, Any], json.loads(json.dumps(GOOD)))
     body["inputs"][0].update(changes)
     return body
 
@@ -207,7 +209,7 @@ def test_oversized_body_is_refused(model_repo: Path, tmp_path: Path) -> None:
         response = _post(client, "addsub/infer", big)
         assert response.status_code == 413 and "--max-request-bytes" in response.text
 
-        def chunks() -> object:
+        def chunks() -> Iterator[bytes]:
             for _ in range(10):
                 yield b"x" * 1000
 

@@ -12,7 +12,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import numpy as np
@@ -45,7 +45,7 @@ def _count(n: int) -> list[grpcclient.InferInput]:
 
 
 def _status(err: pytest.ExceptionInfo[InferenceServerException]) -> str | None:
-    return err.value.status()
+    return cast(str | None, err.value.status())
 
 
 @pytest.fixture(scope="module")
@@ -403,7 +403,8 @@ def test_stream_empty_final_response(server: ServerProcess) -> None:
 
 def test_statistics_count_inferences(client: grpcclient.InferenceServerClient) -> None:
     def stats() -> dict[str, Any]:
-        return client.get_inference_statistics("identity_uint64", as_json=True)["model_stats"][0]
+        statistics = client.get_inference_statistics("identity_uint64", as_json=True)
+        return cast(dict[str, Any], statistics["model_stats"][0])
 
     before = stats()
     array = np.zeros((3, 2), dtype=np.uint64)
@@ -698,11 +699,12 @@ def test_api_keys(model_repo: Path, tmp_path: Path) -> None:
         assert client.is_server_live()
         x = [_input("x", np.ones((1, 2), np.float32), "FP32")]
         wrong = {"authorization": "Bearer no"}
-        for call in (
+        calls: list[Callable[[], object]] = [
             lambda: client.is_server_ready(),
             lambda: client.infer("identity_fp32", x),
             lambda: client.infer("identity_fp32", x, headers=wrong),
-        ):
+        ]
+        for call in calls:
             with pytest.raises(InferenceServerException) as err:
                 call()
             assert _status(err) == "StatusCode.UNAUTHENTICATED"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any, cast
 
 import httpx
 import openai
@@ -19,15 +20,29 @@ def client(llm_server: ServerProcess) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{llm_server.url}/v1", api_key="unused", max_retries=0)
 
 
-def _chat(client: openai.OpenAI, **kwargs: object) -> openai.types.chat.ChatCompletion:
-    options: dict[str, object] = {
+def _create(client: openai.OpenAI, kwargs: dict[str, Any]) -> object:
+    options: dict[str, Any] = {
         "model": "tiny",
         "temperature": 0,
         "max_tokens": 16,
         "messages": [{"role": "user", "content": "hello there"}],
     }
     options.update(kwargs)
-    return client.chat.completions.create(**options)  # type: ignore[call-overload, no-any-return]
+    return client.chat.completions.create(**options)
+
+
+def _chat(client: openai.OpenAI, **kwargs: Any) -> openai.types.chat.ChatCompletion:
+    return cast(openai.types.chat.ChatCompletion, _create(client, kwargs))
+
+
+def _chat_stream(
+    client: openai.OpenAI, **kwargs: Any
+) -> openai.Stream[openai.types.chat.ChatCompletionChunk]:
+    """Like _chat, with stream=True."""
+    return cast(
+        openai.Stream[openai.types.chat.ChatCompletionChunk],
+        _create(client, {"stream": True, **kwargs}),
+    )
 
 
 def test_models_lists_the_language_models(client: openai.OpenAI) -> None:
@@ -50,9 +65,8 @@ def test_chat_completion(client: openai.OpenAI) -> None:
 
 
 def test_chat_stream_with_usage(client: openai.OpenAI) -> None:
-    stream = _chat(
+    stream = _chat_stream(
         client,
-        stream=True,
         max_tokens=10,
         stream_options={"include_usage": True},
         extra_body={"ignore_eos": True},

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -57,7 +58,9 @@ def human(n: int) -> str:
     return f"{n / 2**20:.0f} MiB" if n < 2**30 else f"{n / 2**30:.1f} GiB"
 
 
-def victims(policy: ResidencyPolicy, loaded: list[Resident], name: str, needed: int) -> list[str]:
+def victims(
+    policy: ResidencyPolicy, loaded: Sequence[Resident], name: str, needed: int
+) -> list[str]:
     """Models to unload, least recently used first, so `name` (needing `needed` bytes) fits.
     Raises ResourceExhausted when it can never fit or every model in the way is busy."""
     budget = policy.memory_budget
