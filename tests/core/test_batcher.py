@@ -15,7 +15,7 @@ import pytest
 
 from modelyard.core.batcher import Batcher, BatchPolicy, batch_policy
 from modelyard.core.stats import ModelStats
-from modelyard.errors import ModelLoadError
+from modelyard.errors import ModelLoadError, Unavailable
 from modelyard.runtimes import Arrays, Runtime
 from modelyard.spec.config import ModelConfig
 
@@ -105,3 +105,20 @@ def test_inline_limit_comes_from_the_model_parameters() -> None:
     assert batch_policy(ModelConfig(name="m")).inline_max_us == 250
     with pytest.raises(ModelLoadError, match="inline_max_us"):
         batch_policy(ModelConfig(name="m", parameters={"inline_max_us": "fast"}))
+
+
+def test_requests_still_queued_when_the_model_unloads_get_unavailable() -> None:
+    async def scenario() -> None:
+        with ThreadPoolExecutor(1) as executor:
+            runtime = Recording(delay=0.2)
+            policy = BatchPolicy(max_batch_size=0, inline_max_us=0)
+            batcher = Batcher(runtime, executor, ModelStats(), policy)
+            running = asyncio.ensure_future(batcher.submit(_row(1), 1, {}))
+            queued = asyncio.ensure_future(batcher.submit(_row(2), 1, {}))
+            await asyncio.sleep(0.05)  # the first runs, the second waits for the instance
+            batcher.close()
+            with pytest.raises(Unavailable, match="was unloaded"):
+                await queued
+            running.cancel()
+
+    asyncio.run(scenario())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
@@ -26,9 +27,18 @@ def client(server: ServerProcess) -> httpclient.InferenceServerClient:
     return httpclient.InferenceServerClient(server.http_addr, concurrency=4)
 
 
-def test_server_health_and_metadata(client: httpclient.InferenceServerClient) -> None:
+def test_server_health_and_metadata(
+    client: httpclient.InferenceServerClient, server: ServerProcess
+) -> None:
     assert client.is_server_live()
     assert client.is_server_ready()
+    # the Open Inference Protocol's bodies, which the KServe SDK reads
+    assert httpx.get(f"{server.url}/v2/health/live").json() == {"live": True}
+    assert httpx.get(f"{server.url}/v2/health/ready").json() == {"ready": True}
+    ready = httpx.get(f"{server.url}/v2/models/addsub/ready")
+    assert ready.status_code == 200 and ready.json() == {"name": "addsub", "ready": True}
+    missing = httpx.get(f"{server.url}/v2/models/nope/ready")
+    assert missing.status_code == 400 and missing.json() == {"name": "nope", "ready": False}
     meta = client.get_server_metadata()
     assert meta["name"] == "modelyard"
     assert "binary_tensor_data" in meta["extensions"]

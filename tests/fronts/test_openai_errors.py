@@ -92,6 +92,7 @@ async def _burst(url: str, count: int) -> list[str]:
             )
         except openai.RateLimitError as exc:
             assert exc.status_code == 429
+            assert exc.response.headers["retry-after"] == "1"
             return "429"
         return "ok"
 
@@ -99,3 +100,16 @@ async def _burst(url: str, count: int) -> list[str]:
     await client.close()
     assert "ok" in results
     return list(results)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("GET", "/v1/nothing", 404), ("GET", "/v1/chat/completions", 405)],
+)
+def test_routing_errors_are_openai_shaped(
+    llm_server: ServerProcess, method: str, path: str, status: int
+) -> None:
+    reply = httpx.request(method, f"{llm_server.url}{path}")
+    assert reply.status_code == status
+    error = reply.json()["error"]
+    assert error["message"] and error["type"] in ("not_found_error", "invalid_request_error")
