@@ -162,6 +162,21 @@ def _modelyard(setup: Setup) -> Launch:
     return Launch(argv, dict(os.environ), setup.root, http, grpc)
 
 
+def _modelyard_baseline(setup: Setup) -> Launch:
+    """modelyard from another checkout's sources (MODELYARD_BASELINE=/path/to/checkout/src, e.g.
+    a `git worktree` of an earlier commit), in this repository's venv: before and after a
+    change, measured side by side in one run."""
+    source = os.environ.get("MODELYARD_BASELINE")
+    if not source or not (Path(source) / "modelyard" / "__init__.py").is_file():
+        raise SystemExit(
+            "target modelyard-baseline needs MODELYARD_BASELINE=<a checkout>/src, e.g. "
+            "git worktree add /tmp/base COMMIT && MODELYARD_BASELINE=/tmp/base/src"
+        )
+    launch = _modelyard(setup)
+    launch.env["PYTHONPATH"] = source
+    return launch
+
+
 def _triton(setup: Setup) -> Launch:
     venv = _venv(setup, "triton")
     http = free_port()
@@ -244,6 +259,13 @@ TARGETS: list[Target] = [
         V2,
         _modelyard,
         note="modelyard serve, KServe v2 JSON over HTTP, config.pbtxt with its default batching",
+    ),
+    Target(
+        "modelyard-baseline",
+        "reference",
+        V2,
+        _modelyard_baseline,
+        note="modelyard serve from MODELYARD_BASELINE's sources (an earlier commit), same config",
     ),
     Target(
         "modelyard-grpc",
