@@ -121,4 +121,6 @@ def test_four_chat_streams_share_engine_steps(server: ServerProcess) -> None:
     assert len(counts) == 4
     assert running == 4  # all four in the engine at once, seen in /metrics
     decode_steps = _metric(url, "vllm:iteration_tokens_total_count", "m1") - steps
-    assert decode_steps < 1.5 * tokens, decode_steps  # not 4 x tokens: the streams shared steps
+    # one after the other they would take 4 x tokens steps; together about tokens, plus the
+    # steps a stream runs alone before the others arrive (more when the suite runs traced)
+    assert decode_steps < 2 * tokens, decode_steps
