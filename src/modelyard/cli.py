@@ -64,18 +64,19 @@ def main() -> None:
 @click.option(
     "--model-control-mode",
     type=click.Choice(CONTROL_MODES),
-    default="none",
-    show_default=True,
+    default=None,
     envvar="MODELYARD_MODEL_CONTROL_MODE",
-    help="none: load all; explicit: load --load-model ones, API may load/unload; "
-    "poll: load all and follow changes on disk.",
+    help="Default: load every model at start and on demand; the API may load, unload, pull, "
+    "copy and delete. none: load all, the repository is locked (production); explicit: load "
+    "--load-model ones, the API loads and unloads; poll: load all and follow the disk; "
+    "ondemand: load at first request.",
 )
 @click.option(
     "--load-model",
     "load_models",
     multiple=True,
     envvar="MODELYARD_LOAD_MODEL",
-    help="Model to load at start in explicit mode ('*' for all). Repeatable.",
+    help="Model to load at start in explicit or ondemand mode ('*' for all). Repeatable.",
 )
 @click.option(
     "--poll-interval",
@@ -96,6 +97,15 @@ def main() -> None:
     multiple=True,
     envvar="MODELYARD_API_KEY",
     help="Require 'Authorization: Bearer KEY'. Repeatable; comma-separated in the env.",
+)
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    envvar="MODELYARD_ORIGINS",
+    help="Also allow browser pages from this origin (Ollama's OLLAMA_ORIGINS; '*' is a "
+    "wildcard). localhost, 127.0.0.1 and app://, file://, tauri://, vscode-webview:// pages "
+    "are allowed by default. Repeatable; comma-separated in the env.",
 )
 @click.option(
     "--api-key-file",
@@ -173,9 +183,14 @@ def _settings(repositories: tuple[Path, ...], options: dict[str, Any]) -> Settin
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--host") from None
     keys = read_api_keys(options.pop("api_keys"), options.pop("api_key_file"))
+    if options["model_control_mode"] is None:  # a server started by hand: open, all loaded
+        options["model_control_mode"] = "ondemand"
+        options["load_models"] = options["load_models"] or ("*",)
+    origins = tuple(o.strip() for v in options.pop("cors_origins") for o in v.split(","))
     return Settings(
         repositories=tuple(repositories),
         api_keys=keys,
+        cors_origins=tuple(o for o in origins if o),
         keep_alive_s=keep_alive,
         memory_budget_bytes=_size(budget) if budget else 0,
         poll_interval_s=options.pop("poll_interval"),

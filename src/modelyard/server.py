@@ -23,6 +23,7 @@ from modelyard.core.llm_metrics import LLMMetrics
 from modelyard.core.metrics import ModelCollector
 from modelyard.core.models import ModelService
 from modelyard.fronts.auth import APIKeyMiddleware
+from modelyard.fronts.cors import CORS, origin_pattern
 from modelyard.fronts.http_common import error_response, json_response, unexpected
 from modelyard.fronts.kserve_http import KServeHTTP
 from modelyard.fronts.kserve_infer import InferEndpoint, infer_target
@@ -54,6 +55,7 @@ class Modelyard:
                 settings.memory_budget_bytes,
             ),
             watch=LLMMetrics(self.registry),
+            keep_startup=settings.keep_alive_s is None,
         )
         self.registry.register(ModelCollector(self.models))
         self.llm = LLMService(self.models, self.executor)
@@ -81,7 +83,7 @@ class Modelyard:
         app = _HotPath(app, InferEndpoint(self.dataplane, limit))
         if self.settings.api_keys:
             app = APIKeyMiddleware(app, keys=self.settings.api_keys)
-        return app
+        return CORS(app, origin_pattern(self.settings.cors_origins))  # preflights need no key
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:

@@ -168,6 +168,17 @@ class _WithGRPC:
 
 GRPC_GRACE_S = 5.0
 
+_CONTROL = {
+    "none": "every model loaded at start; the repository is locked (no load, unload, pull, "
+    "copy or delete over the API)",
+    "explicit": "the models named at start loaded; the API loads, unloads, pulls, copies and "
+    "deletes",
+    "poll": "every model loaded at start and reloaded when its files change; the API may not "
+    "change the repository",
+    "ondemand": "models load at start (those named) and at their first request; the API "
+    "loads, unloads, pulls, copies and deletes; --model-control-mode none locks it",
+}
+
 
 def _banner(settings: Settings, demo: bool, seconds: float) -> None:
     url = f"http://{settings.host}:{settings.http_port}"
@@ -177,6 +188,11 @@ def _banner(settings: Settings, demo: bool, seconds: float) -> None:
         os.getpid(),
         url,
         grpc_address(settings.host, settings.grpc_port),
+    )
+    log.info(
+        "model control mode %s: %s",
+        settings.model_control_mode,
+        _CONTROL[settings.model_control_mode],
     )
     if demo:
         print(_TRY.format(url=url, host=f"{settings.host}:{settings.http_port}"), flush=True)

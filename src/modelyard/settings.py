@@ -22,11 +22,15 @@ class Settings:
     http_port: int = 8000
     grpc_port: int = 8001
     ollama_port: int = 0  # also serve every HTTP route here (Ollama's 11434); 0: not at all
-    model_control_mode: str = "none"
-    load_models: tuple[str, ...] = ()
+    #: ondemand with every model loaded at start: what a server started by hand should do
+    #: (the API may load, unload, pull, copy and delete); "none" locks the repository.
+    model_control_mode: str = "ondemand"
+    load_models: tuple[str, ...] = ("*",)
     poll_interval_s: float = 5.0
     trust_pickle: bool = False
     api_keys: frozenset[str] = field(default_factory=frozenset)
+    #: Browser origins allowed beside the defaults (fronts/cors.py).
+    cors_origins: tuple[str, ...] = ()
     max_request_bytes: int = 64 * 1024 * 1024
     grpc_max_message_bytes: int = 64 * 1024 * 1024
     workers: int = 0  # model worker threads; 0: a few per core

@@ -3,6 +3,8 @@ alternatives and warnings are the ones the rules table says, with a reason for e
 
 from __future__ import annotations
 
+import re
+
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -105,7 +107,7 @@ CASES: list[tuple[str, str, str, dict[str, Any], set[str], set[str], dict[str, A
         "laptop",
         "latency",
         {},
-        {"onnx", "onnx-threads", "onnx-threads-light"},
+        {"onnx", "onnx-instance", "onnx-threads", "onnx-threads-light"},
         {"batch-latency", "onnx-fixed-batch"},
         {"parameters.intra_op_thread_count": 3, "instance_count": 1},
     ),
@@ -125,7 +127,7 @@ CASES: list[tuple[str, str, str, dict[str, Any], set[str], set[str], dict[str, A
         "latency",
         {"instances": 2},
         {"onnx-threads-per-instance"},
-        {"onnx-threads"},
+        {"onnx-threads", "onnx-instance"},
         {"parameters.intra_op_thread_count": 2},
     ),
     (
@@ -365,3 +367,20 @@ def test_conditions_read_as_written(condition: str) -> None:
             "llm": False,
         },
     )
+
+
+@pytest.mark.parametrize(("artifact", "profile", "goal", "options"), [c[:4] for c in CASES])
+def test_reasons_match_the_settings_they_explain(
+    artifacts: dict[str, ArtifactInfo],
+    artifact: str,
+    profile: str,
+    goal: str,
+    options: dict[str, Any],
+) -> None:
+    rec = advise(artifacts[artifact], PROFILES[profile], goal=goal, **options)
+    threads = rec.settings.get("parameters.intra_op_thread_count")
+    for key, reason in rec.reasons.items():  # no reason claims a thread count not chosen
+        claimed = re.search(r"thread per physical core \((\d+)\)", reason)
+        if claimed:
+            chosen = rec.settings.get(key) if "thread" in key else threads
+            assert int(claimed.group(1)) == chosen, (key, reason, chosen)

@@ -85,7 +85,8 @@ def test_a_models_own_config_can_trust_its_pickle(model_repo: Path, tmp_path: Pa
 
 
 def test_control_mode_none_refuses_repository_changes(model_repo: Path, tmp_path: Path) -> None:
-    with ServerProcess(str(model_repo), "--trust-pickle", log_path=tmp_path / "log") as own:
+    args = ("--trust-pickle", "--model-control-mode", "none")
+    with ServerProcess(str(model_repo), *args, log_path=tmp_path / "log") as own:
         response = httpx.post(f"{own.url}/v2/repository/models/addsub/unload")
         assert response.status_code == 400
         assert "--model-control-mode explicit" in response.json()["error"]

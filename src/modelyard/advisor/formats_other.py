@@ -62,8 +62,10 @@ def _safetensors_totals(files: list[Path]) -> tuple[int, int, str]:
 
 
 def inspect_safetensors(path: Path) -> ArtifactInfo:
+    """A safetensors file; a Hugging Face folder around it (config.json) adds the model type,
+    and a sentence-transformers one (modules.json) makes it an embedding model."""
     params, nbytes, dtype = _safetensors_totals([path])
-    return ArtifactInfo(
+    info = ArtifactInfo(
         path,
         "safetensors",
         container="safetensors",
@@ -72,6 +74,14 @@ def inspect_safetensors(path: Path) -> ArtifactInfo:
         parameters=params,
         quantization=dtype,
     )
+    config_file = path.parent / "config.json"
+    if config_file.is_file():
+        config = json.loads(config_file.read_text())
+        info.architecture = config.get("model_type") or None
+        if (path.parent / "modules.json").exists():
+            info.task = "embedding"
+            info.context_length = int(config.get("max_position_embeddings", 0)) or None
+    return info
 
 
 def inspect_hf_folder(path: Path) -> ArtifactInfo:

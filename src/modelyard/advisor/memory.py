@@ -12,6 +12,8 @@ The constants were measured as RSS growth in a fresh process loading real models
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +50,14 @@ COSTS: dict[str, MemoryCost] = {
     "openvino": MemoryCost(60, 10, 1.0, False),
     "tensorrt": MemoryCost(0, 100, 1.0, False),
     "unknown": MemoryCost(0, 0, 1.0, False),
+}
+#: Libraries a runtime's library imports when they are installed, and what importing them
+#: costs (MiB, measured on Python 3.11 with pandas 2.3): scikit-learn, XGBoost and LightGBM
+#: all import pandas if it is there.
+OPTIONAL_IMPORTS: dict[str, tuple[str, float]] = {
+    "sklearn": ("pandas", 83),
+    "xgboost": ("pandas", 83),
+    "lightgbm": ("pandas", 83),
 }
 #: llama.cpp's vocabulary tables and output buffers, bytes per vocabulary entry ...
 LLAMA_VOCAB_BYTES = 220
@@ -103,6 +113,19 @@ class MemoryEstimate:
         }
 
 
+def _optional_mib(fmt: str) -> float:
+    found = OPTIONAL_IMPORTS.get(fmt)
+    if found is None:
+        return 0.0
+    module, mib = found
+    return mib if _installed(module) else 0.0
+
+
+@functools.lru_cache(maxsize=8)
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
 def estimate_memory(
     info: ArtifactInfo, context: int | None = None, parallel: int = 1
 ) -> MemoryEstimate:
@@ -114,7 +137,7 @@ def estimate_memory(
     )
     weights = info.weight_bytes if info.weight_bytes is not None else info.size_bytes
     estimate = MemoryEstimate(
-        library=int(cost.library_mib * MIB),
+        library=int((cost.library_mib + _optional_mib(info.format)) * MIB),
         overhead=int(cost.overhead_mib * MIB),
         weights=int(weights * cost.weight_factor),
         measured=cost.measured,

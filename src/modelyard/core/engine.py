@@ -26,7 +26,14 @@ from typing import Protocol
 
 from modelyard.core.textstream import TextStream
 from modelyard.errors import InvalidArgument, ResourceExhausted, Unavailable
-from modelyard.spec.generation import Backend, Delta, Finish, GenerationRequest, Sampler
+from modelyard.spec.generation import (
+    Backend,
+    Delta,
+    Finish,
+    GenerationRequest,
+    Sampler,
+    TokenLogprob,
+)
 
 log = logging.getLogger("modelyard.engine")
 
@@ -78,6 +85,8 @@ class _Seq:
     text: TextStream = field(default_factory=TextStream)
     last_token_at: float = 0.0
     done: bool = False
+    #: The prompt tokens' log-probabilities as their rows are read (when the request asked).
+    prompt_logprobs: list[TokenLogprob] | None = None
 
     @property
     def prompt_len(self) -> int:
@@ -212,13 +221,16 @@ class Engine:
 
     def _admit(self, seq: _Seq) -> None:
         request = seq.request
+        params = request.params
         slot, shared = self._best_slot(request.prompt)
+        if params.prompt_logprobs is not None:
+            shared = 0  # every prompt row must be read to score it
+            seq.prompt_logprobs = []
         self._free.remove(slot)
         kept = self.backend.keep(slot, shared)
         del self._cache[slot][kept:]
         seq.slot, seq.n_past, seq.cached = slot, kept, kept
         seq.pending = list(request.prompt[kept:])
-        params = request.params
         room = self.backend.n_ctx - seq.prompt_len
         seq.max_new = min(params.max_tokens, room) if params.max_tokens is not None else room
         seq.text = TextStream(params.stop)
@@ -270,8 +282,10 @@ class Engine:
                 break
             chunk = seq.pending[:budget]
             last = len(chunk) == len(seq.pending)
+            scored = seq.prompt_logprobs is not None
             for i, token in enumerate(chunk):
-                rows.append((seq.slot, seq.n_past + i, token, last and i == len(chunk) - 1))
+                want = scored or (last and i == len(chunk) - 1)
+                rows.append((seq.slot, seq.n_past + i, token, want))
                 owners.append(seq)
             budget -= len(chunk)
         return rows, owners
@@ -285,8 +299,23 @@ class Engine:
             if id(seq) not in seen:
                 seen.add(id(seq))
                 self._advance(seq, fed[id(seq)])
-            if row[3] and seq.slot >= 0:
+            if not row[3] or seq.slot < 0:
+                continue
+            if row[1] < seq.prompt_len - 1:
+                self._score_prompt(seq, index, row[1])
+            else:
                 self._sample_one(seq, index)
+
+    def _score_prompt(self, seq: _Seq, row: int, position: int) -> None:
+        """Row `row` holds the logits after prompt token `position`: score the next one."""
+        assert seq.prompt_logprobs is not None
+        top = seq.request.params.prompt_logprobs or 0
+        try:
+            next_token = seq.request.prompt[position + 1]
+            seq.prompt_logprobs.append(self.backend.logprobs(row, next_token, top))
+        except Exception as exc:
+            log.exception("scoring the prompt of %s on %s failed", seq.request.id, self.name)
+            self._finish(seq, Finish.ERROR, error=exc)
 
     def _sample_one(self, seq: _Seq, row: int) -> None:
         """Sample for one sequence; a failure (a sampler that cannot go on) ends only it."""
@@ -303,6 +332,9 @@ class Engine:
 
     def _sample(self, seq: _Seq, row: int) -> None:
         assert seq.sampler is not None
+        if seq.max_new <= 0:  # the prompt only, scored (max_tokens 0)
+            self._finish(seq, Finish.LENGTH)
+            return
         params = seq.request.params
         token = seq.sampler.sample(row)
         logprobs = []
@@ -348,6 +380,8 @@ class Engine:
         return None, text
 
     def _emit(self, seq: _Seq, delta: Delta) -> None:
+        if seq.prompt_logprobs is not None and delta.error is None:
+            delta.prompt_logprobs, seq.prompt_logprobs = seq.prompt_logprobs, None
         try:
             seq.sink(delta)
         except Exception:  # the consumer is gone (its event loop closed)

@@ -68,7 +68,7 @@ class Residence:
     estimate: int
     #: Epoch seconds it unloads if left idle (None: never by itself).
     expires_at: float | None
-    #: Tokens one sequence may hold, for text models.
+    #: Tokens one sequence may hold, for text models (None: not a text model).
     context_length: int | None
     source: ModelSource
 

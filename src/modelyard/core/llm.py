@@ -46,6 +46,12 @@ log = logging.getLogger("modelyard.llm")
 
 #: Texts longer than this are tokenized on a worker thread rather than on the event loop.
 _INLINE_TOKENIZE_CHARS = 8192
+#: What to change when a client sends another tokenizer's ids (langchain's OpenAIEmbeddings
+#: sends tiktoken's by default).
+_FOREIGN_IDS = (
+    "; send the texts instead of token ids (langchain's OpenAIEmbeddings: "
+    "check_embedding_ctx_length=False)"
+)
 
 
 class LLMService:
@@ -67,6 +73,20 @@ class LLMService:
     def loaded(self) -> list[Session]:
         """Every loaded text model (its highest version)."""
         return [Session(m, self.executor) for m in self.models.latest() if m.text is not None]
+
+    def name_or_only(self, name: Any) -> str:
+        """`name`, or when a request leaves it out, the one loaded text model (vLLM's way)."""
+        if isinstance(name, str) and name:
+            return name
+        if name is not None:
+            raise InvalidArgument("model must be a model's name")
+        names = [s.name for s in self.loaded()]
+        if len(names) != 1:
+            raise InvalidArgument(
+                f"model is required: {len(names)} language models are loaded "
+                f"({', '.join(names) or 'none'})"
+            )
+        return names[0]
 
     # ---- KServe v2 on a text generator -----------------------------------------------------
 
@@ -131,14 +151,29 @@ class Session:
             params.stop = (*params.stop, *template.stop)
         return tokens
 
-    async def tokenize(self, text: str, special: bool = True) -> list[int]:
+    async def tokenize(
+        self, text: str, special: bool = True, add_special: bool = True
+    ) -> list[int]:
         if len(text) <= _INLINE_TOKENIZE_CHARS:
-            return self.text.tokenize(text, special)
+            return self.text.tokenize(text, special, add_special)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, self.text.tokenize, text, special)
+        work = functools.partial(self.text.tokenize, text, special, add_special)
+        return await loop.run_in_executor(self.executor, work)
 
     def detokenize(self, tokens: list[int]) -> str:
         return self.text.detokenize(tokens)
+
+    def piece(self, token: int) -> bytes:
+        """The bytes one token stands for as generated text shows it (special tokens as
+        nothing)."""
+        engine = self.model.engine
+        if engine is None:
+            return self.text.detokenize([token]).encode()
+        return engine.backend.piece(token)
+
+    def pieces(self, tokens: list[int]) -> str:
+        """Token ids as text, the way `piece` renders each (offsets into it add up)."""
+        return b"".join(self.piece(t) for t in tokens).decode("utf-8", "replace")
 
     def constrain(self, params: SamplingParams, structured: StructuredOutput | None) -> None:
         """Make the output follow `structured` (checked now: a 400 before any token)."""
@@ -155,6 +190,8 @@ class Session:
             raise InvalidArgument(
                 f"model {self.name!r} is an embedding model; it does not generate"
             )
+        for prompt in prompts:  # a bad id would fail the decode step every sequence shares
+            self.check_tokens(prompt)
         requests = [
             GenerationRequest(os.urandom(12).hex(), prompt, p)
             for prompt, p in zip(prompts, params, strict=True)
@@ -163,12 +200,47 @@ class Session:
 
     # ---- embeddings ------------------------------------------------------------------------
 
-    async def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+    def tokenizer_info(self) -> dict[str, Any]:
+        """What a remote tokenizer needs to know (vLLM's `/tokenizer_info`)."""
+        source = self.text.template_source()
+        template = self.model.template
+        return {
+            "tokenizer_class": f"{self.model.config.runtime}-tokenizer",
+            "bos_token": source.bos_token or None if source else None,
+            "eos_token": source.eos_token or None if source else None,
+            "pad_token": None,
+            "chat_template": template.source if template is not None else None,
+            "model_max_length": self.n_ctx,
+            "vocab_size": self.text.vocab_size,
+        }
+
+    def check_tokens(self, tokens: list[int], hint: str = "") -> None:
+        """Refuse token ids outside the model's vocabulary (400, not a failed decode)."""
+        size = self.text.vocab_size
+        if not size or not tokens or (min(tokens) >= 0 and max(tokens) < size):
+            return
+        bad = next(t for t in tokens if not 0 <= t < size)
+        raise InvalidArgument(
+            f"token id {bad} is not one of model {self.name!r}'s (its vocabulary has "
+            f"{size} tokens, ids 0 to {size - 1}){hint}"
+        )
+
+    async def embed(self, inputs: list[str] | list[list[int]]) -> tuple[list[list[float]], int]:
+        """Embeddings of texts, or of inputs given as the model's own token ids."""
         if not self.text.embedding:
             raise InvalidArgument(f"model {self.name!r} does not serve embeddings")
+        texts = [t for t in inputs if isinstance(t, str)]
+        ids = [t for t in inputs if isinstance(t, list)]
+        if texts and ids:
+            raise InvalidArgument("inputs must be all texts or all token id lists, not both")
+        for tokens in ids:
+            self.check_tokens(tokens, _FOREIGN_IDS)
+        work: Any = functools.partial(self.text.embed_tokens, ids)
+        if texts:
+            work = functools.partial(self.text.embed, texts)
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self.executor, self.text.embed, texts)
+            return await loop.run_in_executor(self.executor, work)
         except ModelyardError:
             raise
         except Exception as exc:

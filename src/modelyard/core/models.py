@@ -84,6 +84,7 @@ class ModelService:
         trust_pickle: bool = False,
         residency: ResidencyPolicy | None = None,
         watch: EngineWatch | None = None,
+        keep_startup: bool = False,
     ) -> None:
         self.roots = [Path(r) for r in roots]
         self.executor = executor
@@ -92,6 +93,9 @@ class ModelService:
         self.trust_pickle = trust_pickle
         self.residency = residency or ResidencyPolicy()
         self.watch = watch
+        #: Models loaded at start stay until a request's keep-alive says otherwise (the
+        #: default keep-alive is for models that requests load).
+        self.keep_startup = keep_startup
         self.entries: dict[str, ModelEntry] = {}
         self.store = ModelStore(self.roots[0]) if self.roots else None
         self._loading = asyncio.Lock()
@@ -131,6 +135,9 @@ class ModelService:
             await self.load(name, _internal=True)
         except ModelyardError as exc:
             log.error("model %s did not load: %s", name, exc)
+            return
+        if self.keep_startup:
+            self.entries[name].keep_alive_s = -1.0  # never idle out
 
     def _load_all_at_start(self) -> bool:
         if self.control_mode in ("explicit", "ondemand"):

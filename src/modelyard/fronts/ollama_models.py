@@ -1,8 +1,8 @@
 """Ollama's model routes: list (`/api/tags`), show, what is loaded (`/api/ps`), copy, delete,
 pull. Listings read the files (headers, digests) on worker threads and never load a model.
 
-`/api/tags` lists the language and embedding models (what Ollama clients can use);
-`/api/ps` lists every loaded model, whatever its kind, since it is about memory.
+`/api/tags` and `/api/ps` list the language and embedding models (what Ollama clients can
+use); the KServe repository index lists every model.
 A model without a tag is shown as `NAME:latest`, and `NAME:latest` names the model `NAME`.
 """
 
@@ -68,6 +68,8 @@ class OllamaModels:
     async def ps(self, request: Request) -> Response:
         rows = []
         for resident in self.models.residents():
+            if resident.context_length is None:  # not a text model: not for Ollama clients
+                continue
             card = await self.models.card(resident.source)
             rows.append(_residence(resident, card))
         return json_response({"models": rows})

@@ -31,7 +31,7 @@ from modelyard.fronts.http_common import (
     unexpected,
     until_disconnect,
 )
-from modelyard.fronts.openai_output import Choices, chat_chunk, completion_chunk
+from modelyard.fronts.openai_output import Asked, Choices, chat_chunk, completion_chunk
 from modelyard.fronts.openai_schema import (
     ChatBody,
     Common,
@@ -90,6 +90,7 @@ class OpenAIFront:
             ("/v1/embeddings", self.embeddings, "POST"),
             ("/tokenize", self.tokenize, "POST"),
             ("/detokenize", self.detokenize, "POST"),
+            ("/tokenizer_info", self.tokenizer_info, "GET"),
             ("/health", self.health, "GET"),
             ("/version", self.version, "GET"),
         ]
@@ -145,10 +146,7 @@ class OpenAIFront:
             prompts = [
                 p if isinstance(p, list) else await session.tokenize(p) for p in body.prompts
             ]
-            echoes = [
-                (p if isinstance(p, str) else session.detokenize(p)) if body.echo else ""
-                for p in body.prompts
-            ]
+            echoes = [p if isinstance(p, str) else session.pieces(p) for p in body.prompts]
             return await self._generate(request, stack, session, body, prompts, echoes)
 
     async def _generate(
@@ -165,7 +163,12 @@ class OpenAIFront:
         and the generation) and closes it after its last byte."""
         session.constrain(body.params, body.structured)
         chat = isinstance(body, ChatBody)
-        choices = Choices(body.model, chat, prompts, body.n, session.detokenize)
+        asked = Asked(
+            logprobs=body.params.logprobs is not None,
+            echo=isinstance(body, CompletionBody) and body.echo,
+            prompt_logprobs=body.show_prompt_logprobs,
+        )
+        choices = Choices(body.model, chat, prompts, body.n, session.piece, asked, echoes)
         generation = session.generate(
             [p for p in prompts for _ in range(body.n)],
             [_with_seed(body, i) for _ in prompts for i in range(body.n)],
@@ -173,7 +176,7 @@ class OpenAIFront:
         stack.push_async_callback(generation.aclose)
         first = await anext(generation)
         if not body.stream:
-            return await until_disconnect(request, _collect(choices, first, generation, echoes))
+            return await until_disconnect(request, _collect(choices, first, generation))
         return HeldStream(
             _sse(choices, first, generation, body),
             stack.pop_all(),
@@ -212,29 +215,45 @@ class OpenAIFront:
         )
 
     async def tokenize(self, request: Request) -> Response:
+        """vLLM's `/tokenize`: a prompt, or messages through the chat template;
+        `add_special_tokens` (default true) adds BOS; `model` may be left out with one model."""
         body = await self._json(request)
-        async with self.llm.session(_model_name(body)) as session:
+        add_special = _flag(body, "add_special_tokens", True)
+        async with self.llm.session(self.llm.name_or_only(body.get("model"))) as session:
             if body.get("messages") is not None:
                 text = session.chat_text(
                     chat.normalize(body["messages"]),
-                    add_generation_prompt=bool(body.get("add_generation_prompt", True)),
+                    add_generation_prompt=_flag(body, "add_generation_prompt", True),
                 )
             elif isinstance(body.get("prompt"), str):
                 text = body["prompt"]
             else:
                 raise InvalidArgument("tokenize needs prompt (a string) or messages")
-            tokens = await session.tokenize(text)
-        return json_response(
-            {"count": len(tokens), "max_model_len": session.n_ctx, "tokens": tokens}
-        )
+            tokens = await session.tokenize(text, add_special=add_special)
+            pieces = [session.piece(t).decode("utf-8", "replace") for t in tokens]
+        out: dict[str, Any] = {"count": len(tokens), "max_model_len": session.n_ctx}
+        out["tokens"] = tokens
+        if _flag(body, "return_token_strs", False):
+            out["token_strs"] = pieces
+        return json_response(out)
 
     async def detokenize(self, request: Request) -> Response:
         body = await self._json(request)
         tokens = body.get("tokens")
-        if not isinstance(tokens, list) or not all(isinstance(t, int) for t in tokens):
+        if not isinstance(tokens, list) or not all(
+            isinstance(t, int) and not isinstance(t, bool) for t in tokens
+        ):
             raise InvalidArgument("tokens must be a list of token ids")
-        async with self.llm.session(_model_name(body)) as session:
+        async with self.llm.session(self.llm.name_or_only(body.get("model"))) as session:
+            session.check_tokens(tokens)
             return json_response({"prompt": session.detokenize(tokens)})
+
+    async def tokenizer_info(self, request: Request) -> Response:
+        """vLLM's `/tokenizer_info`: special tokens, chat template and context of the model
+        (`?model=NAME`, or the one loaded text model)."""
+        name = self.llm.name_or_only(request.query_params.get("model"))
+        async with self.llm.session(name) as session:
+            return json_response(session.tokenizer_info())
 
     async def _json(self, request: Request) -> Any:
         body = parse_json(await read_body(request, self.max_request_bytes))
@@ -252,13 +271,11 @@ def _with_seed(body: Common, i: int) -> Any:
     return dataclasses.replace(body.params, seed=(body.params.seed + i) & 0xFFFFFFFF)
 
 
-async def _collect(
-    choices: Choices, first: tuple[int, Delta], rest: Generation, echoes: list[str]
-) -> Response:
+async def _collect(choices: Choices, first: tuple[int, Delta], rest: Generation) -> Response:
     choices.add(*first)
     async for index, delta in rest:
         choices.add(index, delta)
-    return json_response(choices.response(echoes))
+    return json_response(choices.response())
 
 
 async def _sse(
@@ -291,13 +308,34 @@ def _model_name(body: dict[str, Any]) -> str:
     return name
 
 
-def _embedding_input(body: dict[str, Any]) -> tuple[str, list[str]]:
+def _flag(body: dict[str, Any], name: str, default: bool) -> bool:
+    value = body.get(name, default)
+    if not isinstance(value, bool):
+        raise InvalidArgument(f"{name} must be true or false")
+    return value
+
+
+def _embedding_input(body: dict[str, Any]) -> tuple[str, list[str] | list[list[int]]]:
+    """OpenAI's `input`: a text, texts, one input as token ids, or several as id lists."""
     name = _model_name(body)
     value = body.get("input")
-    texts = [value] if isinstance(value, str) else value
-    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
-        raise InvalidArgument("input must be a string or a non-empty list of strings")
-    return name, texts
+    if isinstance(value, str):
+        return name, [value]
+    if isinstance(value, list) and value:
+        if all(isinstance(t, str) for t in value):
+            return name, list(value)
+        if all(_is_id(t) for t in value):
+            return name, [list(value)]
+        if all(isinstance(t, list) and t and all(_is_id(i) for i in t) for t in value):
+            return name, [list(t) for t in value]
+    raise InvalidArgument(
+        "input must be a string, a non-empty list of strings, a list of token ids or a list "
+        "of lists of token ids"
+    )
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _shorten(vector: list[float], dims: Any) -> list[float]:

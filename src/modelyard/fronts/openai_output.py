@@ -20,12 +20,28 @@ _FINISH = {
 
 @dataclass
 class _Choice:
+    prompt: list[int]
     text: list[str] = field(default_factory=list)
     logprobs: list[TokenLogprob] = field(default_factory=list)
+    #: The log-probability of each prompt token after the first (when asked for).
+    prompt_logprobs: list[TokenLogprob] | None = None
     finish: str | None = None
     completion_tokens: int = 0
-    prompt_tokens: int = 0
     cached_tokens: int = 0
+    #: Characters of text streamed so far (the next chunk's text offset).
+    sent: int = 0
+
+
+@dataclass(frozen=True)
+class Asked:
+    """What the request asked to see beside the text."""
+
+    #: Log-probabilities of the generated tokens (and of the echoed prompt's).
+    logprobs: bool = False
+    #: The prompt in front of a completion's text (completions only).
+    echo: bool = False
+    #: vLLM's `prompt_logprobs` field.
+    prompt_logprobs: bool = False
 
 
 class Choices:
@@ -37,16 +53,20 @@ class Choices:
         chat: bool,
         prompts: list[list[int]],
         n: int,
-        detokenize: Callable[[list[int]], str],
+        piece: Callable[[int], bytes],
+        asked: Asked = Asked(),
+        echoes: list[str] | None = None,
     ) -> None:
         self.model = model
+        self.echoes = echoes or [""] * len(prompts)
         self.chat = chat
         self.prompts = prompts
         self.n = n
+        self.piece = piece
+        self.asked = asked
         self.id = f"{'chatcmpl' if chat else 'cmpl'}-{os.urandom(12).hex()}"
         self.created = int(time.time())
-        self.items = [_Choice(prompt_tokens=len(p)) for p in prompts for _ in range(n)]
-        self.want_logprobs = False
+        self.items = [_Choice(p) for p in prompts for _ in range(n)]
 
     def add(self, index: int, delta: Delta) -> None:
         choice = self.items[index]
@@ -54,8 +74,8 @@ class Choices:
         choice.logprobs += delta.logprobs
         choice.completion_tokens = delta.completion_tokens
         choice.cached_tokens = delta.cached_tokens
-        if delta.logprobs:
-            self.want_logprobs = True
+        if delta.prompt_logprobs is not None:
+            choice.prompt_logprobs = delta.prompt_logprobs
         if delta.finish is not None:
             choice.finish = _FINISH[delta.finish]
 
@@ -70,31 +90,12 @@ class Choices:
             "prompt_tokens_details": {"cached_tokens": cached},
         }
 
-    def response(self, echoes: list[str]) -> dict[str, Any]:
-        out = []
-        for index, choice in enumerate(self.items):
-            text = "".join(choice.text)
-            logprobs = self._logprobs(choice.logprobs) if self.want_logprobs else None
-            if self.chat:
-                out.append(
-                    {
-                        "index": index,
-                        "message": {"role": "assistant", "content": text},
-                        "logprobs": logprobs,
-                        "finish_reason": choice.finish,
-                    }
-                )
-            else:
-                echo = echoes[index // self.n] if echoes else ""
-                out.append(
-                    {
-                        "index": index,
-                        "text": echo + text,
-                        "logprobs": logprobs,
-                        "finish_reason": choice.finish,
-                    }
-                )
-        return {
+    def response(self) -> dict[str, Any]:
+        out = [
+            self._chat_choice(i, c) if self.chat else self._completion_choice(i, c)
+            for i, c in enumerate(self.items)
+        ]
+        body: dict[str, Any] = {
             "id": self.id,
             "object": "chat.completion" if self.chat else "text_completion",
             "created": self.created,
@@ -102,6 +103,59 @@ class Choices:
             "choices": out,
             "usage": self.usage(),
         }
+        if self.chat and self.asked.prompt_logprobs:  # vLLM: one list for the request
+            body["prompt_logprobs"] = self.prompt_logprobs(self.items[0])
+        return body
+
+    def _chat_choice(self, index: int, choice: _Choice) -> dict[str, Any]:
+        return {
+            "index": index,
+            "message": {"role": "assistant", "content": "".join(choice.text)},
+            "logprobs": chat_logprobs(choice.logprobs) if self.asked.logprobs else None,
+            "finish_reason": choice.finish,
+        }
+
+    def echo(self, index: int) -> str:
+        return self.echoes[index // self.n] if self.asked.echo else ""
+
+    def _completion_choice(self, index: int, choice: _Choice) -> dict[str, Any]:
+        entries = self.entries(choice, choice.logprobs) if self.asked.logprobs else None
+        out: dict[str, Any] = {
+            "index": index,
+            "text": self.echo(index) + "".join(choice.text),
+            "logprobs": _legacy(entries, 0) if entries is not None else None,
+            "finish_reason": choice.finish,
+        }
+        if self.asked.prompt_logprobs:
+            out["prompt_logprobs"] = self.prompt_logprobs(choice)
+        return out
+
+    def entries(
+        self, choice: _Choice, generated: list[TokenLogprob], prompt: bool = True
+    ) -> list[_Entry]:
+        """Legacy logprob entries: the echoed prompt's tokens first (the very first has no
+        log-probability), when echoed and `prompt`; then the generated ones."""
+        entries: list[_Entry] = []
+        if prompt and self.asked.echo and choice.prompt_logprobs is not None:
+            entries.append((_text(self.piece(choice.prompt[0])), None, None))
+            entries += [_entry(item) for item in choice.prompt_logprobs]
+        return entries + [_entry(item) for item in generated]
+
+    def prompt_logprobs(self, choice: _Choice) -> list[dict[str, dict[str, Any]] | None]:
+        """vLLM's `prompt_logprobs`: None for the first token, then each token's own entry
+        and its alternatives, keyed by token id."""
+        out: list[dict[str, dict[str, Any]] | None] = [None]
+        for item in choice.prompt_logprobs or []:
+            found = {str(t): {"logprob": lp, "decoded_token": _text(b)} for t, b, lp in item.top}
+            for rank, key in enumerate(found, 1):
+                found[key]["rank"] = rank
+            found[str(item.token)] = {
+                "logprob": item.logprob,
+                "rank": item.rank,
+                "decoded_token": _text(item.text),
+            }
+            out.append(found)
+        return out
 
     def usage_chunk(self) -> dict[str, Any]:
         kind = "chat.completion.chunk" if self.chat else "text_completion"
@@ -113,9 +167,6 @@ class Choices:
             "choices": [],
             "usage": self.usage(),
         }
-
-    def _logprobs(self, items: list[TokenLogprob]) -> dict[str, Any]:
-        return chat_logprobs(items) if self.chat else completion_logprobs(items)
 
 
 def chat_chunk(
@@ -148,21 +199,31 @@ def chat_chunk(
 def completion_chunk(
     choices: Choices, index: int, delta: Delta | None, role: bool = False, usage: bool = False
 ) -> dict[str, Any]:
+    """A stream chunk; a request's first carries the echoed prompt (and its logprobs)."""
     assert delta is not None
+    choice = choices.items[index]
+    first = not choice.text
     choices.add(index, delta)
-    chunk = {
+    text = (choices.echo(index) if first else "") + delta.text
+    logprobs = None
+    if choices.asked.logprobs:
+        entries = choices.entries(choice, delta.logprobs, prompt=first)
+        logprobs = _legacy(entries, choice.sent) if entries else None
+    choice.sent += len(text)
+    item: dict[str, Any] = {
+        "index": index,
+        "text": text,
+        "logprobs": logprobs,
+        "finish_reason": _FINISH[delta.finish] if delta.finish else None,
+    }
+    if first and choices.asked.prompt_logprobs:
+        item["prompt_logprobs"] = choices.prompt_logprobs(choice)
+    chunk: dict[str, Any] = {
         "id": choices.id,
         "object": "text_completion",
         "created": choices.created,
         "model": choices.model,
-        "choices": [
-            {
-                "index": index,
-                "text": delta.text,
-                "logprobs": completion_logprobs(delta.logprobs) if delta.logprobs else None,
-                "finish_reason": _FINISH[delta.finish] if delta.finish else None,
-            }
-        ],
+        "choices": [item],
     }
     if usage:
         chunk["usage"] = None
@@ -185,13 +246,26 @@ def chat_logprobs(items: list[TokenLogprob]) -> dict[str, Any]:
     }
 
 
-def completion_logprobs(items: list[TokenLogprob]) -> dict[str, Any]:
+#: One legacy logprob entry: the token's text, its log-probability, its top alternatives.
+_Entry = tuple[str, float | None, dict[str, float] | None]
+
+
+def _legacy(entries: list[_Entry], start: int) -> dict[str, Any]:
+    """OpenAI's legacy (completions) logprobs; offsets index the answer's text from `start`."""
+    offsets, at = [], start
+    for token, _, _ in entries:
+        offsets.append(at)
+        at += len(token)
     return {
-        "tokens": [_text(i.text) for i in items],
-        "token_logprobs": [i.logprob for i in items],
-        "top_logprobs": [{_text(t): lp for _, t, lp in i.top} for i in items],
-        "text_offset": [],
+        "tokens": [token for token, _, _ in entries],
+        "token_logprobs": [logprob for _, logprob, _ in entries],
+        "top_logprobs": [top for _, _, top in entries],
+        "text_offset": offsets,
     }
+
+
+def _entry(item: TokenLogprob) -> _Entry:
+    return _text(item.text), item.logprob, {_text(t): lp for _, t, lp in item.top}
 
 
 def _text(data: bytes) -> str:

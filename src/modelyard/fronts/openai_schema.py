@@ -32,6 +32,8 @@ class Common:
     include_usage: bool = False
     #: Structured output to enforce.
     structured: StructuredOutput | None = None
+    #: vLLM's `prompt_logprobs` was asked for: answer with its `prompt_logprobs` field.
+    show_prompt_logprobs: bool = False
 
 
 @dataclass
@@ -71,14 +73,20 @@ def read_chat(body: Any) -> ChatBody:
 
 def read_completion(body: Any) -> CompletionBody:
     body = _object(body)
-    common = _common(body)
+    echo = _flag(body, "echo")
+    # max_tokens 0 with echo scores the prompt alone (lm-eval's loglikelihood requests)
+    score_only = echo and body.get("max_tokens") == 0
+    common = _common({k: v for k, v in body.items() if k != "max_tokens"} if score_only else body)
+    if score_only:
+        common.params.max_tokens = 0
     if body.get("logprobs") is not None:
         common.params.logprobs = _int(body["logprobs"], "logprobs", 0, 20)
+        if echo:  # the echoed prompt comes with its tokens' log-probabilities, as OpenAI's
+            own = common.params.prompt_logprobs or 0
+            common.params.prompt_logprobs = max(own, common.params.logprobs)
     if body.get("suffix"):
         raise InvalidArgument("suffix (fill-in-the-middle) is not supported")
-    return CompletionBody(
-        **vars(common), prompts=_prompts(body.get("prompt")), echo=_flag(body, "echo")
-    )
+    return CompletionBody(**vars(common), prompts=_prompts(body.get("prompt")), echo=echo)
 
 
 def _common(body: dict[str, Any]) -> Common:
@@ -93,6 +101,7 @@ def _common(body: dict[str, Any]) -> Common:
     params = sampling_params(body)
     if params.seed is not None and params.seed < 0:
         params.seed &= 0xFFFFFFFF
+    params.prompt_logprobs = _prompt_logprobs(body.get("prompt_logprobs"))
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
         raise InvalidArgument("stream_options must be an object")
@@ -106,7 +115,17 @@ def _common(body: dict[str, Any]) -> Common:
         stream,
         bool(options.get("include_usage")),
         _response_format(body.get("response_format")),
+        params.prompt_logprobs is not None,
     )
+
+
+def _prompt_logprobs(value: Any) -> int | None:
+    """vLLM's `prompt_logprobs`: alternatives per prompt token (true: 1; null/false: off)."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return 1
+    return _int(value, "prompt_logprobs", 0, 20)
 
 
 def _response_format(value: Any) -> StructuredOutput | None:

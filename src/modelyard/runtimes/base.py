@@ -95,10 +95,15 @@ class TextModel(abc.ABC):
         """The model file's chat template facts (None when the model cannot chat)."""
         return None
 
+    @property
+    def vocab_size(self) -> int:
+        """Token ids run from 0 to this (exclusive)."""
+        return 0
+
     @abc.abstractmethod
-    def tokenize(self, text: str, special: bool = True) -> list[int]:
-        """Token ids for `text` (with BOS where the model wants it); `special` also parses
-        special-token text such as <|im_start|>."""
+    def tokenize(self, text: str, special: bool = True, add_special: bool = True) -> list[int]:
+        """Token ids for `text`: `special` parses special-token text such as <|im_start|>;
+        `add_special` adds the tokens the model wants around a text (BOS, [CLS] .. [SEP])."""
 
     @abc.abstractmethod
     def detokenize(self, tokens: list[int]) -> str: ...
@@ -106,6 +111,10 @@ class TextModel(abc.ABC):
     def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
         """L2-normalised embeddings of `texts` and the tokens read (blocking: call it on a
         worker thread)."""
+        raise InvalidArgument("this model does not serve embeddings")
+
+    def embed_tokens(self, inputs: list[list[int]]) -> tuple[list[list[float]], int]:
+        """Embeddings of inputs given as this model's token ids (blocking)."""
         raise InvalidArgument("this model does not serve embeddings")
 
     def check_structured(self, structured: StructuredOutput) -> None:

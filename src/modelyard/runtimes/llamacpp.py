@@ -225,11 +225,16 @@ class LlamaCppRuntime(Runtime, TextModel):
             self._token_text(lc.llama_vocab_eos(self.vocab)),
         )
 
-    def tokenize(self, text: str, special: bool = True) -> list[int]:
+    @property
+    def vocab_size(self) -> int:
+        return int(lc.llama_vocab_n_tokens(self.vocab))
+
+    def tokenize(self, text: str, special: bool = True, add_special: bool = True) -> list[int]:
         data = text.encode()
         bos = lc.llama_vocab_bos(self.vocab)
         # a chat template that writes BOS itself: do not add a second one
-        add_bos = not (special and self._bos_text and text.startswith(self._bos_text))
+        written = special and self._bos_text and text.startswith(self._bos_text)
+        add_bos = add_special and not written
         size = len(data) + 8
         while True:
             buffer = (lc.llama_token * size)()
@@ -251,14 +256,18 @@ class LlamaCppRuntime(Runtime, TextModel):
     def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
         if self.embedder is None:
             raise InvalidArgument(f"model {self.config.name!r} is not an embedding model")
-        tokenized = [self.tokenize(t) for t in texts]
-        for tokens in tokenized:
+        return self.embed_tokens([self.tokenize(t) for t in texts])
+
+    def embed_tokens(self, inputs: list[list[int]]) -> tuple[list[list[float]], int]:
+        if self.embedder is None:
+            raise InvalidArgument(f"model {self.config.name!r} is not an embedding model")
+        for tokens in inputs:
             if len(tokens) > self.n_ctx:
                 raise InvalidArgument(
                     f"an input has {len(tokens)} tokens; model "
                     f"{self.config.name!r} takes at most {self.n_ctx}"
                 )
-        return self.embedder.embed(tokenized), sum(len(t) for t in tokenized)
+        return self.embedder.embed(inputs), sum(len(t) for t in inputs)
 
     def check_structured(self, structured: StructuredOutput) -> None:
         if self.generator is None:

@@ -100,7 +100,10 @@ class LlamaBackend:
             best = np.argpartition(-logits, min(top, self.n_vocab - 1))[:top]
             best = best[np.argsort(-logits[best])]
             alternatives = [(int(t), self.piece(int(t)), float(logits[t] - logz)) for t in best]
-        return TokenLogprob(token, self.piece(token), float(logits[token] - logz), alternatives)
+        rank = int(np.count_nonzero(logits > logits[token])) + 1
+        return TokenLogprob(
+            token, self.piece(token), float(logits[token] - logz), alternatives, rank
+        )
 
     def is_end(self, token: int) -> bool:
         return token in self._end_set

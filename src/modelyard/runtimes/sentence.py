@@ -63,8 +63,12 @@ class SentenceRuntime(Runtime, TextModel):
     def embedding(self) -> bool:
         return True
 
-    def tokenize(self, text: str, special: bool = True) -> list[int]:
-        return list(self.tokenizer.encode(text, add_special_tokens=special).ids)
+    @property
+    def vocab_size(self) -> int:
+        return int(self.tokenizer.get_vocab_size())
+
+    def tokenize(self, text: str, special: bool = True, add_special: bool = True) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=add_special).ids)
 
     def detokenize(self, tokens: list[int]) -> str:
         return str(self.tokenizer.decode(tokens, skip_special_tokens=False))
@@ -72,11 +76,18 @@ class SentenceRuntime(Runtime, TextModel):
     def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
         if not texts:
             raise InvalidArgument("nothing to embed")
+        return self.embed_tokens([e.ids for e in self.tokenizer.encode_batch(texts)])
+
+    def embed_tokens(self, inputs: list[list[int]]) -> tuple[list[list[float]], int]:
+        if not inputs:
+            raise InvalidArgument("nothing to embed")
+        too_long = max(len(t) for t in inputs)
+        if too_long > self.n_ctx:
+            raise InvalidArgument(f"an input has {too_long} tokens; this model takes {self.n_ctx}")
         out: list[list[float]] = []
         tokens = 0
-        for start in range(0, len(texts), _BATCH):
-            encodings = self.tokenizer.encode_batch(texts[start : start + _BATCH])
-            ids, mask = _pad([e.ids for e in encodings])
+        for start in range(0, len(inputs), _BATCH):
+            ids, mask = _pad(inputs[start : start + _BATCH])
             tokens += int(mask.sum())
             with self._lock:  # numpy releases the GIL in matmuls; one batch at a time
                 vectors = self.bert.embed(ids, mask, self.pooling)

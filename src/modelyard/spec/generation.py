@@ -53,6 +53,9 @@ class SamplingParams:
     logit_bias: dict[int, float] = field(default_factory=dict)
     #: Return the sampled token's log-probability and this many alternatives (None: none).
     logprobs: int | None = None
+    #: Return each prompt token's log-probability (given the tokens before it) and this many
+    #: alternatives (None: none). Such a prompt is read whole: no cached prefix is reused.
+    prompt_logprobs: int | None = None
 
     @property
     def greedy(self) -> bool:
@@ -74,6 +77,8 @@ class TokenLogprob:
     text: bytes
     logprob: float
     top: list[tuple[int, bytes, float]] = field(default_factory=list)
+    #: 1 + the number of tokens the model found likelier (0: not computed).
+    rank: int = 0
 
 
 @dataclass(slots=True)
@@ -88,6 +93,9 @@ class Delta:
     logprobs: list[TokenLogprob] = field(default_factory=list)
     finish: Finish | None = None
     error: Exception | None = None
+    #: On a request's first delta, when it asked for them: the log-probability of each prompt
+    #: token after the first (the first has nothing before it).
+    prompt_logprobs: list[TokenLogprob] | None = None
     cached_tokens: int = 0
 
 
