@@ -4,7 +4,6 @@ alternatives and warnings are the ones the rules table says, with a reason for e
 from __future__ import annotations
 
 import re
-
 import textwrap
 from pathlib import Path
 from typing import Any

@@ -75,18 +75,21 @@ class LLMService:
         return [Session(m, self.executor) for m in self.models.latest() if m.text is not None]
 
     def name_or_only(self, name: Any) -> str:
-        """`name`, or when a request leaves it out, the one loaded text model (vLLM's way)."""
+        """`name`, or when a request leaves it out, the one loaded text model (vLLM's way), or
+        the one that generates when embedding models are loaded beside it."""
         if isinstance(name, str) and name:
             return name
         if name is not None:
             raise InvalidArgument("model must be a model's name")
-        names = [s.name for s in self.loaded()]
-        if len(names) != 1:
-            raise InvalidArgument(
-                f"model is required: {len(names)} language models are loaded "
-                f"({', '.join(names) or 'none'})"
-            )
-        return names[0]
+        loaded = self.loaded()
+        generators = [s.name for s in loaded if s.model.generates]
+        names = [s.name for s in loaded]
+        if len(names) == 1 or len(generators) == 1:
+            return names[0] if len(names) == 1 else generators[0]
+        raise InvalidArgument(
+            f"model is required: {len(names)} language models are loaded "
+            f"({', '.join(names) or 'none'})"
+        )
 
     # ---- KServe v2 on a text generator -----------------------------------------------------
 

@@ -146,7 +146,12 @@ class OpenAIFront:
             prompts = [
                 p if isinstance(p, list) else await session.tokenize(p) for p in body.prompts
             ]
-            echoes = [p if isinstance(p, str) else session.pieces(p) for p in body.prompts]
+            for prompt in prompts:  # before any id reaches the model, even to be read back
+                session.check_tokens(prompt)
+            echoes = [
+                (p if isinstance(p, str) else session.pieces(p)) if body.echo else ""
+                for p in body.prompts
+            ]
             return await self._generate(request, stack, session, body, prompts, echoes)
 
     async def _generate(
