@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelyard.core.tool_calls import ToolCall, gather
+from modelyard.fronts.openai_tools import delta_calls, message_calls
 from modelyard.spec.generation import Delta, Finish, TokenLogprob
 
 _FINISH = {
@@ -15,6 +17,7 @@ _FINISH = {
     Finish.LENGTH: "length",
     Finish.ABORT: "abort",
     Finish.ERROR: "error",
+    Finish.TOOL_CALLS: "tool_calls",
 }
 
 
@@ -26,6 +29,7 @@ class _Choice:
     completion_tokens: int = 0
     prompt_tokens: int = 0
     cached_tokens: int = 0
+    calls: list[ToolCall] = field(default_factory=list)
 
 
 class Choices:
@@ -54,6 +58,7 @@ class Choices:
         choice.logprobs += delta.logprobs
         choice.completion_tokens = delta.completion_tokens
         choice.cached_tokens = delta.cached_tokens
+        gather(choice.calls, delta.calls)
         if delta.logprobs:
             self.want_logprobs = True
         if delta.finish is not None:
@@ -79,7 +84,7 @@ class Choices:
                 out.append(
                     {
                         "index": index,
-                        "message": {"role": "assistant", "content": text},
+                        "message": _message(text, choice.calls),
                         "logprobs": logprobs,
                         "finish_reason": choice.finish,
                     }
@@ -127,8 +132,11 @@ def chat_chunk(
     logprobs = None
     finish = None
     if delta is not None:
-        if delta.text or delta.tokens:
+        if delta.text or (delta.tokens and not choices.items[index].calls):
             message["content"] = delta.text
+        calls = delta_calls(delta.calls)
+        if calls:
+            message["tool_calls"] = calls
         logprobs = chat_logprobs(delta.logprobs) if delta.logprobs else None
         finish = _FINISH[delta.finish] if delta.finish is not None else None
     chunk = {
@@ -167,6 +175,12 @@ def completion_chunk(
     if usage:
         chunk["usage"] = None
     return chunk
+
+
+def _message(text: str, calls: list[ToolCall]) -> dict[str, Any]:
+    if not calls:
+        return {"role": "assistant", "content": text}
+    return {"role": "assistant", "content": text or None, "tool_calls": message_calls(calls)}
 
 
 def chat_logprobs(items: list[TokenLogprob]) -> dict[str, Any]:
