@@ -19,8 +19,6 @@ import orjson
 
 from modelyard.spec.generation import Delta, Finish, ToolCallDelta, ToolSyntax
 
-Pieces = tuple[str, list[ToolCallDelta]]
-
 
 def new_id() -> str:
     return f"call_{os.urandom(12).hex()}"
@@ -49,13 +47,13 @@ class ToolCallReader:
         text, calls = self.feed(delta.text)
         finish = delta.finish
         if finish is not None:
-            rest, more = self.close()
-            text, calls = text + rest, calls + more
+            text += self.close()
             if finish is Finish.STOP and self.complete:
                 finish = Finish.TOOL_CALLS
         return dataclasses.replace(delta, text=text, calls=calls, finish=finish)
 
-    def feed(self, text: str) -> Pieces:
+    def feed(self, text: str) -> tuple[str, list[ToolCallDelta]]:
+        """The text and the call pieces that `text`, added to what is held, makes known."""
         self._buffer += text
         out_text: list[str] = []
         out_calls: list[ToolCallDelta] = []
@@ -63,12 +61,12 @@ class ToolCallReader:
             pass
         return "".join(out_text), out_calls
 
-    def close(self) -> Pieces:
-        """What is left once the reply ended: held text, or a call cut before its name."""
+    def close(self) -> str:
+        """The text left once the reply ended: held text, or a call cut before its name."""
         rest, self._buffer = self._buffer, ""
         if self._state == self._call_head:
-            return self.syntax.start + rest, []
-        return (self._between(rest) if self._state == self._text else ""), []
+            return self.syntax.start + rest
+        return self._between(rest) if self._state == self._text else ""
 
     # ---- states: each consumes from the buffer and says whether to go on ----------------------
 
