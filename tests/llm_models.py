@@ -18,6 +18,37 @@ CHATML = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 
+#: A ChatML template that writes tools and calls itself, as Hermes-style templates (Qwen 2.5,
+#: Hermes 3) do: the tools in the system turn, calls as <tool_call> blocks, tool results in a
+#: user turn as <tool_response> blocks.
+TOOLS_CHATML = r"""
+{%- if tools %}
+{{- '<|im_start|>system\n' }}
+{%- if messages[0].role == 'system' %}{{- messages[0].content + '\n\n' }}{%- endif %}
+{{- '# Tools\n\nFunctions, one JSON signature per line:\n<tools>' }}
+{%- for tool in tools %}{{- '\n' + (tool | tojson) }}{%- endfor %}
+{{- '\n</tools>\n\nCall one as JSON within tags:\n<tool_call>\n' }}
+{{- '{"name": <function name>, "arguments": <arguments object>}\n</tool_call><|im_end|>\n' }}
+{%- elif messages[0].role == 'system' %}
+{{- '<|im_start|>system\n' + messages[0].content + '<|im_end|>\n' }}
+{%- endif %}
+{%- for message in messages %}
+{%- if message.role == 'tool' %}
+{{- '<|im_start|>user\n<tool_response>\n' + message.content + '\n</tool_response><|im_end|>\n' }}
+{%- elif message.role == 'assistant' and message.tool_calls %}
+{{- '<|im_start|>assistant\n' + message.content }}
+{%- for call in message.tool_calls %}
+{%- set body = {'name': call.function.name, 'arguments': call.function.arguments} %}
+{{- '\n<tool_call>\n' + (body | tojson) + '\n</tool_call>' }}
+{%- endfor %}
+{{- '<|im_end|>\n' }}
+{%- elif message.role != 'system' or not loop.first %}
+{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>\n' }}
+{%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}
+"""
+
 _WORDS = (  # noqa: SIM905 - a paragraph reads better than a list of 110 strings
     "the of and to in is that it was for on are as with his they at be this from have or "
     "by one had not but what all were when we there can an your which their said if do will "
@@ -28,9 +59,10 @@ _WORDS = (  # noqa: SIM905 - a paragraph reads better than a list of 110 strings
 ).split()
 
 SPACE = "\u2581"  # SentencePiece's word boundary marker
+TOOL_TOKENS = ("<tool_call>", "</tool_call>")
 
 
-def _vocabulary() -> tuple[list[str], list[float], list[int]]:
+def _vocabulary(added: tuple[str, ...] = ()) -> tuple[list[str], list[float], list[int]]:
     import gguf
 
     tokens = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
@@ -49,6 +81,9 @@ def _vocabulary() -> tuple[list[str], list[float], list[int]]:
     types += [gguf.TokenType.NORMAL] * len(pieces)
     # SentencePiece merges by score: longer pieces win.
     scores = [0.0] * (len(tokens) - len(pieces)) + [float(len(p)) - 10.0 for p in pieces]
+    tokens += added  # whole-word tokens as models add them (Qwen's <tool_call>)
+    types += [gguf.TokenType.USER_DEFINED] * len(added)
+    scores += [0.0] * len(added)
     return tokens, scores, [int(t) for t in types]
 
 
@@ -62,11 +97,15 @@ def tiny_gguf(
     n_ff: int = 128,
     n_head: int = 4,
     n_ctx: int = 4096,
+    tool_tokens: bool = False,
 ) -> Path:
-    """Write the tiny model to `path` (a .gguf file) and return the path."""
+    """Write the tiny model to `path` (a .gguf file) and return the path. `tool_tokens`: a
+    model that likes calling tools — `<tool_call>` and `</tool_call>` are tokens of their
+    own (as in Qwen's vocabulary) and its output layer favours `<tool_call>` after a line
+    break, such as the one that opens the assistant's turn."""
     import gguf
 
-    tokens, scores, types = _vocabulary()
+    tokens, scores, types = _vocabulary(TOOL_TOKENS if tool_tokens else ())
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_name("tiny-llama-test")
     writer.add_context_length(n_ctx)
@@ -90,7 +129,10 @@ def tiny_gguf(
     writer.add_add_eos_token(False)
     if chat_template is not None:
         writer.add_chat_template(chat_template)
-    for name, array in _weights(len(tokens), n_embd, n_layer, n_ff, n_head, seed):
+    weights = dict(_weights(len(tokens), n_embd, n_layer, n_ff, n_head, seed))
+    if tool_tokens:
+        _favour(weights, tokens.index(TOOL_TOKENS[0]), after=tokens.index("<0x0A>"))
+    for name, array in weights.items():
         writer.add_tensor(name, array)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -128,12 +170,22 @@ def _weights(
     return out
 
 
+def _favour(weights: dict[str, np.ndarray], token: int, after: int) -> None:
+    """Make `token` the likeliest next token after `after` (its output row points along
+    `after`'s embedding, which dominates the last hidden state)."""
+    embedding = weights["token_embd.weight"][after]
+    weights["output.weight"][token] = 20.0 * embedding / np.linalg.norm(embedding)
+
+
 def llm_repository(folder: Path) -> Path:
-    """A repository with the tiny model three ways: a bare file with its own template (`tiny`),
-    a folder with model.yaml and few slots (`tiny_small`), and an embedding model
+    """A repository with the tiny model five ways: a bare file with its own template (`tiny`),
+    one whose template handles tools (`tiny_tools`), one without a template (`tiny_bare`), a
+    folder with model.yaml and few slots (`tiny_small`), and an embedding model
     (`tiny_embed`)."""
     folder.mkdir(parents=True, exist_ok=True)
     tiny_gguf(folder / "tiny.gguf")
+    tiny_gguf(folder / "tiny_tools.gguf", chat_template=TOOLS_CHATML, tool_tokens=True)
+    tiny_gguf(folder / "tiny_bare.gguf", chat_template=None)
     small = folder / "tiny_small"
     small.mkdir(exist_ok=True)
     tiny_gguf(small / "model.gguf")

@@ -126,7 +126,7 @@ def test_ollama_show_and_ps_on_an_embedding_model(default_server: ServerProcess)
         shown = client.show("tiny_embed")
         assert shown.capabilities == ["embedding"] and shown.details is not None
         assert shown.details.family == "llama"
-        assert client.show("tiny").capabilities == ["completion"]
+        assert client.show("tiny").capabilities == ["completion", "tools"]
         names = {m.model for m in client.ps().models}
     assert names == {"tiny:latest", "tiny_embed:latest"}  # not the ONNX model
 

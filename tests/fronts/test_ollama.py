@@ -183,7 +183,7 @@ def test_list_show_and_ps(client: ollama.Client) -> None:
     assert tiny.details is not None and tiny.details.format == "gguf"
     assert tiny.details.family == "llama" and tiny.details.quantization_level == "F32"
     shown = client.show("tiny_small")
-    assert shown.capabilities == ["completion"]
+    assert shown.capabilities == ["completion", "tools"]
     assert "<|im_start|>" in (shown.template or "")
     assert shown.modelinfo is not None and shown.modelinfo["llama.context_length"] == 4096
     assert "n_ctx 512" in (shown.parameters or "")
@@ -264,7 +264,7 @@ def test_errors_in_ollama_shape(client: ollama.Client, server: ServerProcess) ->
         {
             "model": "tiny",
             "messages": [{"role": "user", "content": "hi"}],
-            "tools": [{"type": "function", "function": {"name": "f"}}],
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": []}}],
         },
         {"model": "tiny", "prompt": "hi", "think": True},
         {"model": "tiny", "prompt": "hi", "format": "yaml"},

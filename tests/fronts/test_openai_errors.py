@@ -40,7 +40,7 @@ def test_unknown_model_is_404(client: openai.OpenAI) -> None:
         {"response_format": {"type": "regex"}},
         {"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
         {"guided_json": {"type": "object"}},
-        {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
+        {"tools": [{"type": "function", "function": {"name": "f", "parameters": []}}]},
         {
             "messages": [
                 {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}

@@ -9,8 +9,9 @@ model config can name a known template or give its own.
 from __future__ import annotations
 
 import datetime
+import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from modelyard.errors import InvalidArgument, ModelLoadError
@@ -67,12 +68,17 @@ class ChatTemplate:
     stop: tuple[str, ...] = ()
     #: True when the model brought no template and this is its architecture's known one.
     guessed: bool = False
+    #: Whether the template reads `tools` (it describes tools itself).
+    reads_tools: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
+        env = _environment()
         try:
-            self._template = _environment().from_string(self.source)
+            self._template = env.from_string(self.source)
+            variables = _variables(env, self.source)
         except Exception as exc:  # jinja2.TemplateSyntaxError and friends
             raise ModelLoadError(f"chat template from {self.origin} does not parse: {exc}") from exc
+        self.reads_tools = "tools" in variables
 
     def render(
         self, messages: list[dict[str, Any]], add_generation_prompt: bool = True, **extra: Any
@@ -173,6 +179,18 @@ def _raise(message: str) -> None:
     raise InvalidArgument(f"the chat template refused the messages: {message}")
 
 
+def _tojson(value: Any, indent: int | None = None, **_: Any) -> str:
+    """`tojson` as Hugging Face's templates expect it: keys in their order, text unescaped
+    (Jinja's own sorts keys and escapes <, > and & for HTML)."""
+    return json.dumps(value, ensure_ascii=False, indent=indent)
+
+
+def _variables(env: Any, source: str) -> set[str]:
+    from jinja2 import meta
+
+    return set(meta.find_undeclared_variables(env.parse(source)))
+
+
 def _environment() -> Any:
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -181,4 +199,5 @@ def _environment() -> Any:
     )
     env.globals["raise_exception"] = _raise
     env.globals["strftime_now"] = lambda fmt: datetime.datetime.now().strftime(fmt)
+    env.filters["tojson"] = _tojson
     return env

@@ -1,9 +1,11 @@
 """The one LLM session API every text front calls (OpenAI, Ollama, and KServe v2 infer on a
 text generator): hold a model, build its prompt (chat template, template stop strings),
-tokenize, constrain the output, generate on the model's engine, embed. No web framework here.
+tokenize, constrain the output (structured output, tool calls), generate on the model's
+engine and read tool calls back out of the replies, embed. No web framework here.
 
     async with llm.session(name, keep_alive_s) as session:
-        prompt = await session.chat(messages, params)
+        prompt = await session.chat(messages, params, tools=tools)
+        session.constrain(params, structured, tools=tools)
         generation = session.generate([prompt], [params])
         index, first = await anext(generation)   # errors before the first token raise here
 
@@ -27,19 +29,24 @@ from typing import Any
 import numpy as np
 import orjson
 
+from modelyard.core import tool_prompt
 from modelyard.core.engine import Engine
 from modelyard.core.models import ModelService, ServedModel
 from modelyard.core.sampling import sampling_params
+from modelyard.core.tool_calls import ToolCallReader
+from modelyard.core.tools import ToolRequest
 from modelyard.errors import Internal, InvalidArgument, ModelyardError
 from modelyard.runtimes import Arrays, TextModel
 from modelyard.spec.generation import (
     SAMPLING_PARAMETERS,
     TEXT_INPUT,
     TEXT_OUTPUT,
+    Constraint,
     Delta,
     GenerationRequest,
     SamplingParams,
     StructuredOutput,
+    ToolCalling,
 )
 
 log = logging.getLogger("modelyard.llm")
@@ -136,19 +143,33 @@ class Session:
     # ---- prompts ---------------------------------------------------------------------------
 
     def chat_text(
-        self, messages: list[dict[str, Any]], add_generation_prompt: bool = True, **extra: Any
+        self,
+        messages: list[dict[str, Any]],
+        add_generation_prompt: bool = True,
+        tools: ToolRequest | None = None,
+        **extra: Any,
     ) -> str:
-        """The prompt text the model's chat template makes of `messages`."""
+        """The prompt text the model's chat template makes of `messages` (and of the tools
+        offered, in the template's own way or the generic one: core/tool_prompt.py)."""
+        if tools is not None and self.model.engine is None:
+            raise InvalidArgument(
+                f"model {self.name!r} is an embedding model; it does not call tools"
+            )
         template = self.model.template
         if template is None:
             raise InvalidArgument(f"model {self.name!r} has no chat template; use completions")
-        return template.render(messages, add_generation_prompt, **extra)
+        messages, tool_extra = tool_prompt.prepare(template, messages, tools)
+        return template.render(messages, add_generation_prompt, **{**extra, **tool_extra})
 
     async def chat(
-        self, messages: list[dict[str, Any]], params: SamplingParams, **extra: Any
+        self,
+        messages: list[dict[str, Any]],
+        params: SamplingParams,
+        tools: ToolRequest | None = None,
+        **extra: Any,
     ) -> list[int]:
         """The tokens of a chat prompt; the template's stop strings join `params.stop`."""
-        tokens = await self.tokenize(self.chat_text(messages, **extra))
+        tokens = await self.tokenize(self.chat_text(messages, tools=tools, **extra))
         template = self.model.template
         if template is not None and template.stop:
             params.stop = (*params.stop, *template.stop)
@@ -178,11 +199,21 @@ class Session:
         """Token ids as text, the way `piece` renders each (offsets into it add up)."""
         return b"".join(self.piece(t) for t in tokens).decode("utf-8", "replace")
 
-    def constrain(self, params: SamplingParams, structured: StructuredOutput | None) -> None:
-        """Make the output follow `structured` (checked now: a 400 before any token)."""
-        if structured is not None:
-            self.text.check_structured(structured)
-            params.structured = structured
+    def constrain(
+        self,
+        params: SamplingParams,
+        structured: StructuredOutput | None,
+        tools: ToolRequest | None = None,
+    ) -> None:
+        """Make the output follow `structured`, and call `tools` as they ask (checked now:
+        a 400 before any token). The replies of a generation with tools are read into text
+        and tool calls."""
+        constraint: Constraint | None = structured
+        if tools is not None:
+            constraint = tools.constraint(tool_prompt.SYNTAX, structured)
+        if constraint is not None:
+            self.text.check_structured(constraint)
+            params.structured = constraint
 
     # ---- generation ------------------------------------------------------------------------
 
@@ -261,6 +292,11 @@ class Generation:
         self.requests = requests
         self._queue: asyncio.Queue[tuple[int, Delta]] = asyncio.Queue()
         self._running = set(range(len(requests)))
+        self._readers = {
+            i: ToolCallReader(r.params.structured.syntax)
+            for i, r in enumerate(requests)
+            if isinstance(r.params.structured, ToolCalling) and r.params.structured.tools
+        }
         loop = asyncio.get_running_loop()
         try:
             for index, request in enumerate(requests):
@@ -282,7 +318,8 @@ class Generation:
             raise _translate(delta.error, self.name)
         if delta.finish is not None:
             self._running.discard(index)
-        return index, delta
+        reader = self._readers.get(index)
+        return index, (delta if reader is None else reader.read(delta))
 
     async def aclose(self) -> None:
         self._abort()

@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, Route
 
 from modelyard.core.llm import Generation, LLMService, Session
 from modelyard.core.models import ModelService
+from modelyard.core.tools import ToolRequest
 from modelyard.errors import Code, InvalidArgument, ModelyardError
 from modelyard.fronts import http_common
 from modelyard.fronts.http_common import (
@@ -113,8 +114,8 @@ class OllamaFront:
                 self.llm.session(body.model, body.keep_alive_s)
             )
             timings.loaded()
-            prompt = await session.chat(body.messages, body.params)
-            params = self._params(body, session, prompt)
+            prompt = await session.chat(body.messages, body.params, tools=body.tools)
+            params = self._params(body, session, prompt, body.tools)
             reply = Reply(body.asked, True, prompt, timings, body.params.logprobs is not None)
             return await self._respond(request, stack, session, body, params, reply)
 
@@ -143,9 +144,11 @@ class OllamaFront:
             tokens = body.context + tokens
         return tokens
 
-    def _params(self, body: Common, session: Session, prompt: list[int]) -> SamplingParams:
+    def _params(
+        self, body: Common, session: Session, prompt: list[int], tools: ToolRequest | None = None
+    ) -> SamplingParams:
         params = body.params
-        session.constrain(params, body.structured)
+        session.constrain(params, body.structured, tools)
         if body.num_ctx is not None and body.num_ctx < session.n_ctx:
             room = body.num_ctx - len(prompt)
             if room < 1:

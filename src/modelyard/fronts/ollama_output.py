@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from modelyard.core.tool_calls import ToolCall, gather
 from modelyard.spec.generation import Delta, Finish, TokenLogprob
 
 _DONE_REASON = {
@@ -17,6 +18,7 @@ _DONE_REASON = {
     Finish.LENGTH: "length",
     Finish.ABORT: "abort",
     Finish.ERROR: "error",
+    Finish.TOOL_CALLS: "stop",
 }
 
 
@@ -91,9 +93,11 @@ class Reply:
         self.logprobs: list[dict[str, Any]] = []
         self.finish = Finish.STOP
         self.generated = 0
+        self.calls: list[ToolCall] = []
 
     def add(self, delta: Delta) -> dict[str, Any] | None:
-        """Take one delta; the chunk to stream for it (None when it carries no text)."""
+        """Take one delta; the chunk to stream for it (None when it carries no text and
+        completes no tool call)."""
         self.tokens += delta.tokens
         self.generated = delta.completion_tokens
         if delta.finish is not None:
@@ -101,16 +105,19 @@ class Reply:
         self.text.append(delta.text)
         logprobs = [_logprob(i) for i in delta.logprobs] if self.want_logprobs else []
         self.logprobs += logprobs
-        if not delta.text and not logprobs:
+        completed = gather(self.calls, delta.calls)
+        if not delta.text and not logprobs and not completed:
             return None
-        chunk = self._chunk(delta.text, done=False)
+        chunk = self._chunk(delta.text, done=False, calls=completed)
         if logprobs:
             chunk["logprobs"] = logprobs
         return chunk
 
     def final(self, whole: bool = False) -> dict[str, Any]:
-        """The last chunk (`whole`: the one object of a non-streamed reply, with all text)."""
-        chunk = self._chunk("".join(self.text) if whole else "", done=True)
+        """The last chunk (`whole`: the one object of a non-streamed reply, with all text
+        and tool calls)."""
+        calls = [c for c in self.calls if c.done] if whole else []
+        chunk = self._chunk("".join(self.text) if whole else "", done=True, calls=calls)
         chunk["done_reason"] = _DONE_REASON[self.finish]
         if not self.chat:
             chunk["context"] = self.prompt + self.tokens
@@ -119,10 +126,12 @@ class Reply:
             chunk["logprobs"] = self.logprobs
         return chunk
 
-    def _chunk(self, text: str, done: bool) -> dict[str, Any]:
+    def _chunk(self, text: str, done: bool, calls: list[ToolCall] | None = None) -> dict[str, Any]:
         chunk: dict[str, Any] = {"model": self.model, "created_at": timestamp()}
         if self.chat:
             chunk["message"] = {"role": "assistant", "content": text}
+            if calls:
+                chunk["message"]["tool_calls"] = [_call(c) for c in calls]
         else:
             chunk["response"] = text
         chunk["done"] = done
@@ -138,6 +147,11 @@ def loaded_reply(model: str, chat: bool, reason: str) -> dict[str, Any]:
         reply["response"] = ""
     reply.update(done=True, done_reason=reason)
     return reply
+
+
+def _call(call: ToolCall) -> dict[str, Any]:
+    """A whole call as Ollama writes it: arguments as an object."""
+    return {"function": {"name": call.name, "arguments": orjson.loads(call.arguments)}}
 
 
 def _logprob(item: TokenLogprob) -> dict[str, Any]:

@@ -3,8 +3,8 @@ sampling parameters (Ollama's option names and defaults), keep-alive, structured
 
 Ollama's load-time options (num_thread, num_gpu, num_batch, ...) are accepted and left to the
 model's config (model.yaml), as are its removed samplers (mirostat, tfs_z, typical_p);
-anything this server cannot honour that changes the output (images, tools, thinking, a
-template override, a suffix) is refused rather than ignored.
+anything this server cannot honour that changes the output (images, thinking, a template
+override, a suffix) is refused rather than ignored.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelyard.core import chat
+from modelyard.core import chat, tools
 from modelyard.core.sampling import sampling_params
+from modelyard.core.tools import ToolRequest
 from modelyard.errors import InvalidArgument
 from modelyard.settings import parse_duration
 from modelyard.spec.generation import SamplingParams, StructuredOutput
@@ -89,6 +90,8 @@ class GenerateBody(Common):
 @dataclass
 class ChatBody(Common):
     messages: list[dict[str, Any]] = field(default_factory=list)
+    #: The tools offered (Ollama has no tool_choice: the model may call them or answer).
+    tools: ToolRequest | None = None
 
 
 @dataclass
@@ -120,8 +123,6 @@ def read_generate(body: Any) -> GenerateBody:
 
 def read_chat(body: Any) -> ChatBody:
     body = _object(body)
-    if body.get("tools"):
-        raise InvalidArgument(_REFUSALS["tools"])
     messages = body.get("messages") or []
     if not isinstance(messages, list):
         raise InvalidArgument("messages must be a list of {role, content} objects")
@@ -129,7 +130,7 @@ def read_chat(body: Any) -> ChatBody:
         if isinstance(message, dict) and message.get("images"):
             raise InvalidArgument(_REFUSALS["images"])
     normalized = chat.normalize(messages) if messages else []
-    return ChatBody(**vars(_common(body)), messages=normalized)
+    return ChatBody(**vars(_common(body)), messages=normalized, tools=tools.read(body.get("tools")))
 
 
 def read_embed(body: Any, old: bool = False) -> EmbedBody:
@@ -247,7 +248,6 @@ _REFUSALS = {
     "template": "a per-request template is not supported; set parameters.chat_template in the "
     "model's model.yaml",
     "images": "images are not supported: the models served here read text only",
-    "tools": "tool calling is not supported by this server yet; leave out tools",
 }
 
 

@@ -134,6 +134,7 @@ class OpenAIFront:
             prompt = await session.chat(
                 body.messages,
                 body.params,
+                tools=body.tools,
                 add_generation_prompt=body.add_generation_prompt,
                 **body.template_kwargs,
             )
@@ -166,7 +167,8 @@ class OpenAIFront:
         """Generate `n` choices per prompt; the first delta is awaited here, so an error
         before any token is an HTTP status. A stream takes over `stack` (the model's lease
         and the generation) and closes it after its last byte."""
-        session.constrain(body.params, body.structured)
+        tools = body.tools if isinstance(body, ChatBody) else None
+        session.constrain(body.params, body.structured, tools)
         chat = isinstance(body, ChatBody)
         asked = Asked(
             logprobs=body.params.logprobs is not None,

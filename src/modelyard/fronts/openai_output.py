@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelyard.core.tool_calls import ToolCall, gather
+from modelyard.fronts.openai_tools import delta_calls, message_calls
 from modelyard.spec.generation import Delta, Finish, TokenLogprob
 
 _FINISH = {
@@ -15,6 +17,7 @@ _FINISH = {
     Finish.LENGTH: "length",
     Finish.ABORT: "abort",
     Finish.ERROR: "error",
+    Finish.TOOL_CALLS: "tool_calls",
 }
 
 
@@ -30,6 +33,7 @@ class _Choice:
     cached_tokens: int = 0
     #: Characters of text streamed so far (the next chunk's text offset).
     sent: int = 0
+    calls: list[ToolCall] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,7 @@ class Choices:
         choice.cached_tokens = delta.cached_tokens
         if delta.prompt_logprobs is not None:
             choice.prompt_logprobs = delta.prompt_logprobs
+        gather(choice.calls, delta.calls)
         if delta.finish is not None:
             choice.finish = _FINISH[delta.finish]
 
@@ -110,7 +115,7 @@ class Choices:
     def _chat_choice(self, index: int, choice: _Choice) -> dict[str, Any]:
         return {
             "index": index,
-            "message": {"role": "assistant", "content": "".join(choice.text)},
+            "message": _message("".join(choice.text), choice.calls),
             "logprobs": chat_logprobs(choice.logprobs) if self.asked.logprobs else None,
             "finish_reason": choice.finish,
         }
@@ -178,8 +183,11 @@ def chat_chunk(
     logprobs = None
     finish = None
     if delta is not None:
-        if delta.text or delta.tokens:
+        if delta.text or (delta.tokens and not choices.items[index].calls):
             message["content"] = delta.text
+        calls = delta_calls(delta.calls)
+        if calls:
+            message["tool_calls"] = calls
         logprobs = chat_logprobs(delta.logprobs) if delta.logprobs else None
         finish = _FINISH[delta.finish] if delta.finish is not None else None
     chunk = {
@@ -228,6 +236,12 @@ def completion_chunk(
     if usage:
         chunk["usage"] = None
     return chunk
+
+
+def _message(text: str, calls: list[ToolCall]) -> dict[str, Any]:
+    if not calls:
+        return {"role": "assistant", "content": text}
+    return {"role": "assistant", "content": text or None, "tool_calls": message_calls(calls)}
 
 
 def chat_logprobs(items: list[TokenLogprob]) -> dict[str, Any]:

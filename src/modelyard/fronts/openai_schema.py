@@ -6,8 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelyard.core import chat
+from modelyard.core import chat, tools
 from modelyard.core.sampling import sampling_params
+from modelyard.core.tools import ToolRequest
 from modelyard.errors import InvalidArgument
 from modelyard.spec.generation import SamplingParams, StructuredOutput
 
@@ -41,6 +42,8 @@ class ChatBody(Common):
     messages: list[dict[str, Any]] = field(default_factory=list)
     template_kwargs: dict[str, Any] = field(default_factory=dict)
     add_generation_prompt: bool = True
+    #: The tools offered and how they may be called (None: no tools).
+    tools: ToolRequest | None = None
 
 
 @dataclass
@@ -58,8 +61,9 @@ def read_chat(body: Any) -> ChatBody:
         common.params.logprobs = _int(top, "top_logprobs", 0, 20) if top is not None else 0
     elif top:
         raise InvalidArgument("top_logprobs needs logprobs: true")
-    if body.get("tools"):
-        raise InvalidArgument("tool calling is not supported by this server yet; leave out tools")
+    for name in ("functions", "function_call"):
+        if body.get(name) is not None:
+            raise InvalidArgument(f"{name} is not supported; use tools and tool_choice")
     kwargs = body.get("chat_template_kwargs") or {}
     if not isinstance(kwargs, dict):
         raise InvalidArgument("chat_template_kwargs must be an object")
@@ -68,6 +72,9 @@ def read_chat(body: Any) -> ChatBody:
         messages=chat.normalize(body.get("messages")),
         template_kwargs=kwargs,
         add_generation_prompt=_flag(body, "add_generation_prompt", True),
+        tools=tools.read(
+            body.get("tools"), body.get("tool_choice"), body.get("parallel_tool_calls")
+        ),
     )
 
 

@@ -19,8 +19,13 @@ from typing import Any
 from modelyard.errors import ModelyardError
 from modelyard.repository.scan import ModelSource
 
-#: The task of a model, as listings name its capabilities.
-CAPABILITIES = {"text-generation": ["completion"], "embedding": ["embedding"], "rerank": ["rerank"]}
+#: The task of a model, as listings name its capabilities (every text generator calls tools:
+#: in its template's own format, or the generic one).
+CAPABILITIES = {
+    "text-generation": ["completion", "tools"],
+    "embedding": ["embedding"],
+    "rerank": ["rerank"],
+}
 
 
 @dataclass

@@ -21,7 +21,7 @@ import numpy as np
 
 from modelyard.errors import InvalidArgument
 from modelyard.spec.config import ModelConfig, TensorSpec
-from modelyard.spec.generation import Backend, StructuredOutput
+from modelyard.spec.generation import Backend, Constraint
 
 Arrays = dict[str, np.ndarray]
 Signature = tuple[list[TensorSpec], list[TensorSpec]]
@@ -117,9 +117,10 @@ class TextModel(abc.ABC):
         """Embeddings of inputs given as this model's token ids (blocking)."""
         raise InvalidArgument("this model does not serve embeddings")
 
-    def check_structured(self, structured: StructuredOutput) -> None:
-        """Raise InvalidArgument when the backend cannot enforce `structured` (called before
-        a generation starts, so the client gets a 400 rather than a failed stream)."""
+    def check_structured(self, structured: Constraint) -> None:
+        """Raise InvalidArgument when the backend cannot enforce `structured` (structured
+        output or tool calls; called before a generation starts, so the client gets a 400
+        rather than a failed stream)."""
         raise InvalidArgument("this model's runtime does not support structured output")
 
     def details(self) -> dict[str, Any]:

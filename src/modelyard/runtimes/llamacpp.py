@@ -27,14 +27,16 @@ import numpy as np
 
 from modelyard.errors import Internal, InvalidArgument, ModelLoadError
 from modelyard.runtimes.base import Arrays, Runtime, Signature, TemplateSource, TextModel
-from modelyard.runtimes.llamacpp_backend import LlamaBackend, gbnf
+from modelyard.runtimes.llamacpp_backend import LlamaBackend
 from modelyard.runtimes.llamacpp_embed import Embedder
+from modelyard.runtimes.llamacpp_grammar import check_tool, gbnf
 from modelyard.runtimes.llamacpp_lib import lc
 from modelyard.spec.config import ModelConfig
 from modelyard.spec.generation import (
     ENGINE_PARAMETERS,
     Backend,
-    StructuredOutput,
+    Constraint,
+    ToolCalling,
     embedding_signature,
     generation_signature,
 )
@@ -269,9 +271,12 @@ class LlamaCppRuntime(Runtime, TextModel):
                 )
         return self.embedder.embed(inputs), sum(len(t) for t in inputs)
 
-    def check_structured(self, structured: StructuredOutput) -> None:
+    def check_structured(self, structured: Constraint) -> None:
         if self.generator is None:
             raise InvalidArgument(f"model {self.config.name!r} does not generate text")
+        if isinstance(structured, ToolCalling):
+            for tool in structured.tools:  # each alone first: the error names the tool
+                check_tool(tool, structured.syntax)
         gbnf(structured)
 
     def details(self) -> dict[str, Any]:

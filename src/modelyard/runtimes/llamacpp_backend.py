@@ -5,7 +5,6 @@ sampler chain, and prefix-cache trimming with `llama_memory_seq_rm`."""
 from __future__ import annotations
 
 import ctypes
-import functools
 import math
 import random
 from collections.abc import Sequence
@@ -14,8 +13,9 @@ from typing import Any
 import numpy as np
 
 from modelyard.errors import Internal, InvalidArgument
+from modelyard.runtimes.llamacpp_grammar import gbnf
 from modelyard.runtimes.llamacpp_lib import lc
-from modelyard.spec.generation import SamplingParams, StructuredOutput, TokenLogprob
+from modelyard.spec.generation import SamplingParams, TokenLogprob
 
 
 class LlamaBackend:
@@ -261,28 +261,6 @@ def _stages(backend: LlamaBackend, params: SamplingParams) -> list[Any]:
     seed = params.seed if params.seed is not None else random.getrandbits(32)
     stages.append(lc.llama_sampler_init_dist(seed & 0xFFFFFFFF))
     return stages
-
-
-def gbnf(structured: StructuredOutput) -> str:
-    """The GBNF grammar llama.cpp enforces for `structured` (InvalidArgument when the schema
-    cannot be expressed)."""
-    if structured.schema is None:
-        from llama_cpp import llama_grammar
-
-        return str(llama_grammar.JSON_GBNF)
-    import orjson
-
-    return _schema_gbnf(orjson.dumps(structured.schema, option=orjson.OPT_SORT_KEYS).decode())
-
-
-@functools.lru_cache(maxsize=64)
-def _schema_gbnf(schema: str) -> str:
-    from llama_cpp import llama_grammar
-
-    try:
-        return str(llama_grammar.json_schema_to_gbnf(schema))
-    except Exception as exc:  # the converter raises plain errors on schemas it cannot do
-        raise InvalidArgument(f"cannot enforce this JSON schema: {exc}") from exc
 
 
 def _grammar(backend: LlamaBackend, grammar: str) -> Any:

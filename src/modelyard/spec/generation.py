@@ -21,6 +21,7 @@ class Finish(str, enum.Enum):
     LENGTH = "length"  # max_tokens, or the context is full
     ABORT = "abort"  # the client went away
     ERROR = "error"
+    TOOL_CALLS = "tool_calls"  # stopped after calling tools (set by the core, not the engine)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,45 @@ class StructuredOutput:
     the JSON Schema `schema`. Each backend compiles it its own way (llama.cpp: a GBNF grammar)."""
 
     schema: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """A function the model may call: its name, what it does, its arguments' JSON Schema."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object"})
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSyntax:
+    """How a model writes a tool call: `start`, a JSON object `{"name": ..., "<arguments>":
+    {...}}` (name first), `end`; several calls follow each other."""
+
+    start: str = "<tool_call>"
+    end: str = "</tool_call>"
+    arguments: str = "arguments"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCalling:
+    """Output that may (or must) call tools: text, or calls written in `syntax` to one of
+    `tools` whose arguments match that tool's schema. With `required`, calls only; without,
+    text first (never containing `syntax.start`) and optionally calls after it — or, when
+    `text` is set, either JSON matching `text` or calls. No tools: text only (`none`)."""
+
+    tools: tuple[Tool, ...]
+    syntax: ToolSyntax = ToolSyntax()
+    required: bool = False
+    #: More than one call (else exactly one when calling).
+    parallel: bool = True
+    #: What the output must be when it does not call (structured output), or None: free text.
+    text: StructuredOutput | None = None
+
+
+#: What a generation's output must look like (compiled by the backend into its own form).
+Constraint = StructuredOutput | ToolCalling
 
 
 @dataclass(slots=True)
@@ -47,8 +87,8 @@ class SamplingParams:
     stop_token_ids: frozenset[int] = frozenset()
     ignore_eos: bool = False
     min_tokens: int = 0
-    #: The structure the output must have (structured output), or None.
-    structured: StructuredOutput | None = None
+    #: The structure the output must have (structured output, tool calls), or None.
+    structured: Constraint | None = None
     #: Token id -> additive bias.
     logit_bias: dict[int, float] = field(default_factory=dict)
     #: Return the sampled token's log-probability and this many alternatives (None: none).
@@ -82,6 +122,19 @@ class TokenLogprob:
 
 
 @dataclass(slots=True)
+class ToolCallDelta:
+    """A piece of the `index`-th tool call of a reply: its first piece carries `id` and
+    `name`, the next ones the text of its arguments' JSON as it arrives; `done` marks the
+    piece that completes the arguments."""
+
+    index: int
+    arguments: str = ""
+    id: str | None = None
+    name: str | None = None
+    done: bool = False
+
+
+@dataclass(slots=True)
 class Delta:
     """What one engine step produced for one request: new text (possibly empty while a stop
     string might still match), the new token ids, and on the last one why it finished."""
@@ -97,6 +150,8 @@ class Delta:
     #: token after the first (the first has nothing before it).
     prompt_logprobs: list[TokenLogprob] | None = None
     cached_tokens: int = 0
+    #: Tool calls read from the text (by the core; `text` is then what is not a call).
+    calls: list[ToolCallDelta] = field(default_factory=list)
 
 
 class Sampler(Protocol):
