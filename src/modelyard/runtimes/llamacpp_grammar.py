@@ -75,6 +75,7 @@ def _key(calling: ToolCalling) -> str:
             "syntax": [calling.syntax.start, calling.syntax.end, calling.syntax.arguments],
             "required": calling.required,
             "parallel": calling.parallel,
+            "max_calls": calling.max_calls,
             "text": None if text is None else [text.schema],
         },
         option=orjson.OPT_SORT_KEYS,
@@ -88,7 +89,8 @@ def _calling(key: str) -> ToolCalling:
         ToolSyntax(*spec["syntax"]),
         spec["required"],
         spec["parallel"],
-        None if spec["text"] is None else StructuredOutput(spec["text"][0]),
+        max_calls=spec["max_calls"],
+        text=None if spec["text"] is None else StructuredOutput(spec["text"][0]),
     )
 
 
@@ -148,7 +150,8 @@ def _outer_rules(
     call, many = f"{prefix}-call", f"{prefix}-calls"
     rules = []
     if calls:
-        more = f' ("\\n"? {call})*' if calling.parallel else ""
+        repeat = f"{{0,{calling.max_calls - 1}}}"
+        more = f' ("\\n"? {call}){repeat}' if calling.parallel and calling.max_calls > 1 else ""
         rules += [
             f"{prefix}-object ::= {' | '.join(calls)}",
             f'{call} ::= {start} "\\n"? {prefix}-object "\\n"? {end}',

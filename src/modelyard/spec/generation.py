@@ -61,8 +61,11 @@ class ToolCalling:
     tools: tuple[Tool, ...]
     syntax: ToolSyntax = ToolSyntax()
     required: bool = False
-    #: More than one call (else exactly one when calling).
+    #: More than one call (else exactly one when calling) ...
     parallel: bool = True
+    #: ... up to this many in one reply: a model that goes on calling is looping (a base
+    #: model under a calls-only grammar would call until its context is full).
+    max_calls: int = 8
     #: What the output must be when it does not call (structured output), or None: free text.
     text: StructuredOutput | None = None
 
