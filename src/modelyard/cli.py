@@ -182,7 +182,10 @@ def _settings(repositories: tuple[Path, ...], options: dict[str, Any]) -> Settin
         options["host"], options["http_port"] = split_host(options["host"], options["http_port"])
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--host") from None
-    keys = read_api_keys(options.pop("api_keys"), options.pop("api_key_file"))
+    given, key_file = options.pop("api_keys"), options.pop("api_key_file")
+    keys = read_api_keys(given, key_file)
+    if (given or key_file) and not keys:  # never start open when keys were asked for
+        raise click.BadParameter("no API key in what was given", param_hint="--api-key")
     if options["model_control_mode"] is None:  # a server started by hand: open, all loaded
         options["model_control_mode"] = "ondemand"
         options["load_models"] = options["load_models"] or ("*",)

@@ -225,3 +225,51 @@ def test_oversized_body_is_refused(model_repo: Path, tmp_path: Path) -> None:
 def test_shared_memory_is_declined_clearly(server: ServerProcess, path: str) -> None:
     response = httpx.get(server.url + path)
     assert response.status_code == 400 and "shared-memory" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/api/show", {"model": "../../../../**/zzz"}),
+        ("POST", "/api/show", {"model": "/etc/passwd"}),
+        ("POST", "/v2/repository/models/**/load", None),
+        ("GET", "/v2/models/addsub/versions/%C2%B2", None),  # a Unicode digit
+        ("GET", "/v2/models/addsub/versions/%C2%B2/ready", None),
+    ],
+)
+def test_names_and_versions_that_are_not_are_4xx_at_once(
+    server: ServerProcess, method: str, path: str, body: object
+) -> None:
+    """Names are model names, never paths or patterns: nothing is globbed or listed, so an
+    answer is quick and the server is not held up."""
+    reply = httpx.request(method, f"{server.url}{path}", json=body, timeout=5)
+    assert 400 <= reply.status_code < 500, reply.text
+    assert reply.elapsed.total_seconds() < 1
+
+
+def test_delete_changes_only_the_first_repository_folder(tmp_path: Path) -> None:
+    from onnx import TensorProto
+
+    from tests import models
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    models.identity_onnx(second / "other.onnx", TensorProto.FLOAT)
+    with ServerProcess(str(first), str(second), log_path=tmp_path / "log") as own:
+        reply = httpx.request("DELETE", f"{own.url}/api/delete", json={"model": "other"})
+        assert reply.status_code == 400 and "first repository folder" in reply.json()["error"]
+        assert (second / "other.onnx").exists()
+
+
+def test_api_keys_that_are_all_blank_refuse_to_start() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "modelyard", "serve", "--api-key", " , ", "--http-port", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2 and "no API key" in done.stderr

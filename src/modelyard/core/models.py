@@ -57,6 +57,7 @@ from modelyard.repository.residency import (
 )
 from modelyard.repository.scan import ModelSource, read_entry, scan
 from modelyard.repository.store import ModelStore, Progress, check_name
+from modelyard.runtimes import runtime_suffixes
 from modelyard.spec.config import ModelConfig
 
 __all__ = [
@@ -178,7 +179,7 @@ class ModelService:
             raise Unavailable(f"model {name!r} is not ready ({entry.state}: {entry.reason})")
         if not version:
             return entry.versions[max(entry.versions)]
-        if not version.isdigit():
+        if not (version.isascii() and version.isdigit()):
             raise NotFound(f"model {name!r} has no version {version!r}; versions are numbers")
         found = entry.versions.get(int(version))
         if found is None:
@@ -237,7 +238,7 @@ class ModelService:
         entry = self.entries.get(name)
         if entry is None:
             try:
-                entry = self.register(name)  # on disk, not listed yet
+                entry = await self.register(name)  # on disk, not listed yet
             except NotFound:
                 raise NotFound(f"model {name!r} not found") from None
         card = await asyncio.to_thread(describe, entry.source)
@@ -264,19 +265,19 @@ class ModelService:
         """Load (or reload from disk) every version the model's policy selects."""
         if not _internal:
             self._check_control("load")
-        entry = self._entry_for_load(name)
+        entry = await self._entry_for_load(name)
         async with self._budget_lock(), entry.lock:
-            source = self._reread(entry.source)
+            source = await asyncio.to_thread(self._reread, entry.source)
             if options is not None and options.config is not None:
                 source.config = _override(source.config, options.config, name)
                 source.error = None
             entry.source = source
-            entry.fingerprint = _fingerprint(source.path)
+            entry.fingerprint = await asyncio.to_thread(_fingerprint, source.path)
             old = entry.versions
             entry.state, entry.reason = LOADING, ""
             started = time.monotonic()
             try:
-                entry.estimate = self._estimate(source)
+                entry.estimate = await asyncio.to_thread(self._estimate, source)
                 await self._make_room(name, entry.estimate)
                 entry.versions = await self._load_versions(source)
             except ModelyardError as exc:
@@ -397,9 +398,11 @@ class ModelService:
 
     # ---- the repository's entries ----------------------------------------------------------
 
-    def register(self, name: str) -> ModelEntry:
-        """Find a model that appeared on disk (pulled, copied) and list it, not loaded."""
-        source = self._find_on_disk(name)
+    async def register(self, name: str) -> ModelEntry:
+        """Find a model that appeared on disk (pulled, copied) and list it, not loaded. The
+        name must be a model name (never a path or pattern); the disk is read on a thread."""
+        check_name(name)
+        source = await asyncio.to_thread(self._find_on_disk, name)
         if source is None:
             raise NotFound(f"no model {name!r} in repository {', '.join(map(str, self.roots))}")
         entry = self.entries.get(name)
@@ -418,15 +421,18 @@ class ModelService:
             self.entries.pop(name, None)
         return entry
 
-    def _entry_for_load(self, name: str) -> ModelEntry:
+    async def _entry_for_load(self, name: str) -> ModelEntry:
         entry = self.entries.get(name)
         if entry is not None:
             return entry
-        return self.register(name)
+        return await self.register(name)
 
     def _find_on_disk(self, name: str) -> ModelSource | None:
+        """The entry called `name` in a repository folder: `NAME/` or `NAME.<suffix>` of a
+        file a runtime reads (looked up by name, never listed or globbed)."""
+        suffixes = runtime_suffixes(None)
         for root in self.roots:
-            for candidate in [root / name, *sorted(root.glob(f"{name}.*"))]:
+            for candidate in [root / name, *(root / f"{name}{s}" for s in suffixes)]:
                 if candidate.exists():
                     source = read_entry(candidate)
                     if source is not None and source.name == name:
@@ -446,11 +452,16 @@ class ModelService:
         if destination in self.entries:
             raise InvalidArgument(f"a model named {destination!r} already exists; delete it first")
         await store.copy(self.entry(source).source.path, source, destination)
-        self.register(destination)
+        await self.register(destination)
 
     async def delete(self, name: str) -> None:
         store = self._writable("delete")
         path = self.entry(name).source.path
+        if path.parent != store.root:
+            raise FailedPrecondition(
+                f"model {name!r} is in {path.parent}; pull, copy and delete change only the "
+                f"first repository folder ({store.root})"
+            )
         await self.forget(name)
         await store.remove(path)
         log.info("deleted model %s (%s)", name, path)
@@ -467,7 +478,7 @@ class ModelService:
             await self.forget(name)
             await store.remove(old)
         store.place(staged, name)
-        self.register(name)
+        await self.register(name)
 
     def _writable(self, action: str) -> ModelStore:
         if self.control_mode == "none" or self.store is None:
