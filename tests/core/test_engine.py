@@ -255,3 +255,34 @@ def test_a_failing_sampler_ends_only_its_request(backend: FakeBackend) -> None:
         assert run(engine, [1], "fine", max_tokens=3)[-1].finish is Finish.LENGTH
     finally:
         engine.close()
+
+
+class PoisonBackend(FakeBackend):
+    """Fails any decode whose rows hold the token POISON."""
+
+    POISON = 999
+
+    def decode(self, rows: Sequence[tuple[int, int, int, bool]]) -> None:
+        if any(row[2] == self.POISON for row in rows):
+            raise RuntimeError("llama_decode failed")
+        super().decode(rows)
+
+
+def test_a_row_that_breaks_a_step_fails_only_its_sequence() -> None:
+    backend = PoisonBackend(n_slots=2, gate=threading.Event())
+    engine = Engine(backend, name="poison")
+    try:
+        good: queue.SimpleQueue[Delta] = queue.SimpleQueue()
+        bad: queue.SimpleQueue[Delta] = queue.SimpleQueue()
+        engine.submit(GenerationRequest("good", [1, 2], SamplingParams(max_tokens=4)), good.put)
+        engine.submit(GenerationRequest("bad", [1, backend.POISON], SamplingParams()), bad.put)
+        assert backend.gate is not None
+        backend.gate.set()  # both are admitted and decoded in one step
+        failed = bad.get(timeout=5)
+        assert failed.finish is Finish.ERROR and "llama_decode" in str(failed.error)
+        deltas = [good.get(timeout=5) for _ in range(4)]
+        assert [d.tokens for d in deltas] == [[3], [4], [5], [6]]
+        assert deltas[-1].finish is Finish.LENGTH and deltas[-1].error is None
+        assert (0, 0) in backend.kept or (1, 0) in backend.kept  # its step was cut first
+    finally:
+        engine.close()

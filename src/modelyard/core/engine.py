@@ -198,11 +198,30 @@ class Engine:
         try:
             self.backend.decode(rows)
         except Exception as exc:
-            log.error("decode failed on %s: %s", self.name, exc)
-            for seq in {id(s): s for s in owners}.values():
-                self._finish(seq, Finish.ERROR, error=exc)
+            self._isolate(rows, owners, exc)
             return
         self._update(rows, owners)
+
+    def _isolate(self, rows: list[Row], owners: list[_Seq], error: Exception) -> None:
+        """A decode failed: decode each sequence's rows alone, so only the sequence whose
+        rows break it fails, never its neighbours. What the failed call may have written for
+        this step is cut from each slot first."""
+        sequences = list({id(s): s for s in owners}.values())
+        log.error("decode failed on %s (%d sequences): %s", self.name, len(sequences), error)
+        if len(sequences) == 1:
+            self._finish(sequences[0], Finish.ERROR, error=error)
+            return
+        for seq in sequences:
+            own = [row for row, owner in zip(rows, owners, strict=True) if owner is seq]
+            if self.backend.keep(seq.slot, seq.n_past) < seq.n_past:
+                self._finish(seq, Finish.ERROR, error=error)  # its cache cannot be restored
+                continue
+            try:
+                self.backend.decode(own)
+            except Exception as exc:
+                self._finish(seq, Finish.ERROR, error=exc)
+                continue
+            self._update(own, [seq] * len(own))
 
     # ---- schedule ----------------------------------------------------------------------------
 
