@@ -32,7 +32,8 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     log = tmp_path_factory.mktemp("cli-logs") / "server.log"
-    with ServerProcess(str(repo), "--model-control-mode", "ondemand", log_path=log) as process:
+    args = ("--model-control-mode", "ondemand", "--pull-from", str(repo))
+    with ServerProcess(str(repo), *args, log_path=log) as process:
         yield process
 
 

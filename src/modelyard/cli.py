@@ -99,6 +99,21 @@ def main() -> None:
     help="Require 'Authorization: Bearer KEY'. Repeatable; comma-separated in the env.",
 )
 @click.option(
+    "--pull-from",
+    "pull_from",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    envvar="MODELYARD_PULL_FROM",
+    help="A folder whose models /api/pull and `modelyard pull` may copy in by path "
+    "(repeatable; none by default: paths are refused).",
+)
+@click.option(
+    "--pull-code",
+    is_flag=True,
+    envvar="MODELYARD_PULL_CODE",
+    help="Let pulled models run code when they load (Python models, pickles).",
+)
+@click.option(
     "--cors-origin",
     "cors_origins",
     multiple=True,

