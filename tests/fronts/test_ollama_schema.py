@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from modelyard.errors import InvalidArgument, NotFound
+from modelyard.errors import FailedPrecondition, InvalidArgument, NotFound
 from modelyard.fronts.ollama_schema import (
     keep_alive,
     model_name,
@@ -156,9 +156,11 @@ def test_pull_sources_and_names(tmp_path: Path) -> None:
     with pytest.raises(NotFound, match="no model hub"):
         resolve("library/llama3:8b")
     with pytest.raises(NotFound, match="does not exist"):
-        resolve(str(tmp_path / "missing.gguf"))
+        resolve(str(tmp_path / "missing.gguf"), [tmp_path])
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(InvalidArgument, match="not a model"):
+        resolve(str(tmp_path / "notes.txt"), [tmp_path])
+    with pytest.raises(FailedPrecondition, match="--pull-from"):  # not even whether it exists
         resolve(str(tmp_path / "notes.txt"))
     for bad in ("../x", "a/b", ".hidden", "", "x" * 200):
         with pytest.raises(InvalidArgument):
