@@ -25,7 +25,7 @@ DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY = rang
 WINDOW_UPDATE, CONTINUATION = 8, 9
 END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
 NO_ERROR, PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR = 0x0, 0x1, 0x3, 0x6
-REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 0x7, 0x8, 0x9
+REFUSED_STREAM, COMPRESSION_ERROR = 0x7, 0x9
 HEADER_TABLE_SIZE, MAX_CONCURRENT_STREAMS, INITIAL_WINDOW_SIZE, MAX_FRAME_SIZE = 0x1, 0x3, 0x4, 0x5
 
 #: What this server tells clients: windows large enough that a request of several MiB
@@ -96,11 +96,6 @@ class Stream:
     def send_data(self, data: bytes, end: bool = False) -> None:
         self.outbox.append((False, data, end))
         self.connection.flush_stream(self)
-
-    def reset(self, code: int = CANCEL) -> None:
-        """Abandon the stream: RST_STREAM, nothing more is sent or delivered."""
-        self.outbox.clear()
-        self.connection.reset_stream(self, code)
 
     @property
     def open(self) -> bool:
@@ -361,11 +356,6 @@ class H2Connection(asyncio.Protocol):
         if not stream.remote_done:  # answered early: the client need not send the rest
             self._write(frame(RST_STREAM, 0, stream.id, _u32(NO_ERROR)))
         self._forget(stream)
-
-    def reset_stream(self, stream: Stream, code: int) -> None:
-        if stream.open:
-            self._write(frame(RST_STREAM, 0, stream.id, _u32(code)))
-            self._forget(stream)
 
     def _forget(self, stream: Stream) -> None:
         self.streams.pop(stream.id, None)

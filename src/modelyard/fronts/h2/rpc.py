@@ -90,7 +90,7 @@ RESPONSE_HEADERS = (
     + encode_literal("grpc-accept-encoding", "identity,deflate,gzip")
 )
 OK_TRAILERS = encode_literal("grpc-status", "0")
-MESSAGE_LIMIT = 4096  # characters of grpc-message kept
+MESSAGE_LIMIT = 1024  # characters of grpc-message kept: its header stays under one frame
 TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 _END = object()  # closes a streaming call's request queue
@@ -133,11 +133,17 @@ class Call:
         self.context = Context([], None)
 
     def begin(self) -> None:
+        """Read the call's headers; a streaming call's handler starts now, a unary one's once
+        its request has arrived."""
         metadata = [(k, v) for k, v in self.stream.headers if not k.startswith(":")]
         deadline = None
         for key, value in metadata:
             if key == "grpc-timeout":
-                seconds = parse_timeout(value)
+                try:
+                    seconds = parse_timeout(value)
+                except RPCError as exc:
+                    self._finish(exc.status, exc.message)
+                    return
                 deadline = time.monotonic() + seconds
                 self.timer = asyncio.get_running_loop().call_later(seconds, self._expire)
             elif key == "grpc-encoding":
@@ -342,14 +348,12 @@ class GRPCServer:
         path = next((v for k, v in stream.headers if k == ":path"), "")
         method = self.methods.get(path)
         if method is None:
-            stream.send_headers(RESPONSE_HEADERS + trailers(Status.UNIMPLEMENTED, f"{path}"), True)
+            stream.send_headers(
+                RESPONSE_HEADERS + trailers(Status.UNIMPLEMENTED, f"unknown method {path}"), True
+            )
             return _Refused()
         call = Call(self, stream, method)
-        try:
-            call.begin()
-        except RPCError as exc:
-            call._finish(exc.status, exc.message)
-            return _Refused()
+        call.begin()
         return call
 
     def spawn(self, work: Awaitable[None]) -> asyncio.Task[None]:
