@@ -19,12 +19,14 @@ import ctypes.util
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import mlp
 import numpy as np
@@ -47,6 +49,10 @@ class Cell:
     rps: float
     p50_us: float
     p99_us: float
+    #: CPU time per request over the whole perf_analyzer run (cores used / req/s): the
+    #: server's process tree, and perf_analyzer itself, which shares the same cores
+    server_us: float = 0.0
+    client_us: float = 0.0
 
 
 @dataclass
@@ -83,8 +89,20 @@ def input_file(row: list[float]) -> Path:
     return path
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process tree (its live members)."""
+    ticks = 0
+    for member in procs.tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def measure(
-    binary: Path, env: dict[str, str], url: str, protocol: str, c: int, args: argparse.Namespace
+    binary: Path, env: dict[str, str], url: str, protocol: str, c: int, server: int, args: Any
 ) -> Cell:
     command = [
         str(binary),
@@ -105,8 +123,16 @@ def measure(
         "--input-data",
         str(args.input),
     ]
+    start, server_cpu = time.perf_counter(), cpu_seconds(server)
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    return parse(done.stdout + done.stderr, done.returncode)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client = after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime
+    cell = parse(done.stdout + done.stderr, done.returncode)
+    per_request = 1e6 / (cell.rps * wall)
+    server_us = (cpu_seconds(server) - server_cpu) * per_request
+    return replace(cell, server_us=server_us, client_us=client * per_request)
 
 
 def parse(output: str, returncode: int) -> Cell:
@@ -170,11 +196,14 @@ def run_round(order: list[Target], setup: Setup, args: argparse.Namespace, runs:
             for protocol in PROTOCOLS[target.name]:
                 port = launch.grpc_port if protocol == "grpc" else launch.http_port
                 for c in args.concurrency:
-                    cell = measure(binary, env, f"127.0.0.1:{port}", protocol, c, args)
+                    address = f"127.0.0.1:{port}"
+                    cell = measure(binary, env, address, protocol, c, process.pid, args)
                     runs.add((target.name, protocol, c), cell)
                     print(
                         f"{target.name} {protocol} c={c}: {cell.rps:,.0f} req/s, "
-                        f"p50 {cell.p50_us / 1000:.2f} ms, p99 {cell.p99_us / 1000:.2f} ms",
+                        f"p50 {cell.p50_us / 1000:.2f} ms, p99 {cell.p99_us / 1000:.2f} ms; CPU "
+                        f"per request: server {cell.server_us:.0f} us, "
+                        f"client {cell.client_us:.0f} us",
                         file=sys.stderr,
                         flush=True,
                     )
@@ -195,7 +224,9 @@ def _ratio(runs: Runs, a: tuple[str, str], b: tuple[str, str], c: int) -> str:
 def report(runs: Runs, targets: list[Target], args: argparse.Namespace) -> str:
     lines = [
         "| target | protocol | "
-        + " | ".join(f"c={c} req/s (p50, p99 ms)" for c in args.concurrency)
+        + " | ".join(
+            f"c={c} req/s (p50, p99 ms; CPU us/req server + client)" for c in args.concurrency
+        )
         + " |"
     ]
     lines.append("|---|---|" + "---:|" * len(args.concurrency))
@@ -207,7 +238,8 @@ def report(runs: Runs, targets: list[Target], args: argparse.Namespace) -> str:
                 cells.append(
                     "—"
                     if cell is None
-                    else f"{cell.rps:,.0f} ({cell.p50_us / 1000:.2f}, {cell.p99_us / 1000:.2f})"
+                    else f"{cell.rps:,.0f} ({cell.p50_us / 1000:.2f}, {cell.p99_us / 1000:.2f}; "
+                    f"{cell.server_us:.0f} + {cell.client_us:.0f} us)"
                 )
             lines.append(f"| {target.name} | {protocol} | " + " | ".join(cells) + " |")
     lines.append("")

@@ -3,8 +3,9 @@ settings, flow control both ways, stream lifecycles, GOAWAY.
 
 It knows nothing of gRPC. Each new stream is handed to `open_stream`, which returns the
 stream's `Receiver` (its data, its end, its reset). Answers go out through the `Stream`:
-header blocks and data, in order, data held back while the client's windows are shut. Frames
-written during one loop turn leave in one socket write.
+header fields and data, in order (fields are encoded as they leave, so the client's HPACK table
+follows the wire), data held back while the client's windows are shut. Frames written during
+one loop turn leave in one socket write.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import asyncio
 import logging
 import struct
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol, cast
 
-from modelyard.fronts.h2.hpack import Decoder, Header, HPACKError
+from modelyard.fronts.h2.hpack import Decoder, Encoder, Header, HPACKError
 
 log = logging.getLogger("modelyard.grpc")
 
@@ -56,12 +57,20 @@ class Receiver(Protocol):
     def reset(self) -> None: ...
 
 
+_FRAME_HEADER = struct.Struct(">HBBBI")  # a 24-bit length as 16 + 8 bits, type, flags, stream
+
+
 def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
-    return struct.pack(">I", len(payload))[1:] + bytes((kind, flags)) + _u32(stream_id) + payload
+    size = len(payload)
+    return _FRAME_HEADER.pack(size >> 8, size & 0xFF, kind, flags, stream_id) + payload
 
 
 def _u32(value: int) -> bytes:
     return struct.pack(">I", value)
+
+
+Fields = tuple[Header, ...]
+Item = tuple[Fields | bytes, bool]  # header fields or data, and whether it ends the stream
 
 
 class Stream:
@@ -79,23 +88,29 @@ class Stream:
         "window",
     )
 
-    def __init__(self, stream_id: int, headers: list[Header], connection: H2Connection) -> None:
+    def __init__(self, stream_id: int, headers: Sequence[Header], connection: H2Connection) -> None:
         self.id = stream_id
         self.headers = headers
         self.connection = connection
         self.receiver: Receiver | None = None
         self.window = connection.peer_window
         self.received = 0  # bytes since our last WINDOW_UPDATE for it
-        self.outbox: deque[tuple[bool, bytes, bool]] = deque()  # (is_headers, bytes, end)
+        self.outbox: deque[Item] = deque()
         self.remote_done = False
 
-    def send_headers(self, block: bytes, end: bool = False) -> None:
-        self.outbox.append((True, block, end))
+    def send_headers(self, fields: Fields, end: bool = False) -> None:
+        self.outbox.append((fields, end))
         self.connection.flush_stream(self)
 
     def send_data(self, data: bytes, end: bool = False) -> None:
-        self.outbox.append((False, data, end))
+        self.outbox.append((data, end))
         self.connection.flush_stream(self)
+
+    def send_answer(self, headers: Fields, data: bytes, trailers: Fields) -> None:
+        """A whole answer: headers, data, trailers (which end the stream)."""
+        if not self.connection.answer(self, headers, data, trailers):
+            self.outbox.extend([(headers, False), (data, False), (trailers, True)])
+            self.connection.flush_stream(self)
 
     @property
     def open(self) -> bool:
@@ -104,10 +119,14 @@ class Stream:
 
 class H2Connection(asyncio.Protocol):
     def __init__(
-        self, open_stream: Callable[[Stream], Receiver], on_close: Callable[[H2Connection], None]
+        self,
+        open_stream: Callable[[Stream], Receiver],
+        on_close: Callable[[H2Connection], None],
+        indexable: frozenset[Header] = frozenset(),
     ) -> None:
         self.open_stream = open_stream
         self.on_close = on_close
+        self.encoder = Encoder(indexable)
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.preface_seen = False
@@ -241,7 +260,7 @@ class H2Connection(asyncio.Protocol):
             self.headers_in = None
             self._header_block(stream_id, first_flags, self.decoder.decode(bytes(block)))
 
-    def _header_block(self, stream_id: int, flags: int, headers: list[Header]) -> None:
+    def _header_block(self, stream_id: int, flags: int, headers: Sequence[Header]) -> None:
         stream = self.streams.get(stream_id)
         if stream is not None:  # trailers from the client
             if flags & END_STREAM and not stream.remote_done:
@@ -287,7 +306,7 @@ class H2Connection(asyncio.Protocol):
             elif key == MAX_FRAME_SIZE:
                 self.peer_frame = value
             elif key == HEADER_TABLE_SIZE:
-                pass  # our encoder never indexes, so the client's table size is irrelevant
+                self.encoder.resize(value)
         self._write(frame(SETTINGS, ACK, 0))
         self._unblock(list(self.streams.values()))
 
@@ -311,10 +330,9 @@ class H2Connection(asyncio.Protocol):
             return
         outbox = stream.outbox
         while outbox:
-            is_headers, payload, end = outbox[0]
-            if is_headers:
-                flags = END_HEADERS | (END_STREAM if end else 0)
-                self._write(frame(HEADERS, flags, stream.id, payload))
+            payload, end = outbox[0]
+            if not isinstance(payload, bytes):
+                self._write(self._headers_frame(stream.id, payload, end))
                 outbox.popleft()
             elif not self._send_data(stream, payload, end):
                 self.blocked[stream.id] = stream
@@ -335,11 +353,32 @@ class H2Connection(asyncio.Protocol):
                 stream.outbox.popleft()
                 return True
             if allowed <= 0:
-                stream.outbox[0] = (False, payload, end)
+                stream.outbox[0] = (payload, end)
                 return False
             self._write(frame(DATA, 0, stream.id, payload[:allowed]))
             self._consume(stream, allowed)
             payload = payload[allowed:]
+
+    def _headers_frame(self, stream_id: int, fields: Fields, end: bool) -> bytes:
+        flags = END_HEADERS | (END_STREAM if end else 0)
+        return frame(HEADERS, flags, stream_id, self.encoder.encode(fields))
+
+    def answer(self, stream: Stream, headers: Fields, data: bytes, trailers: Fields) -> bool:
+        """Send a whole answer in one piece when nothing waits before it and its data fits
+        the windows and one frame (a unary call's answer, nearly always); False otherwise."""
+        size = len(data)
+        if stream.outbox or size > min(stream.window, self.send_window, self.peer_frame):
+            return False
+        if stream.open:
+            self._consume(stream, size)
+            sid = stream.id
+            self._write(
+                self._headers_frame(sid, headers, False)
+                + frame(DATA, 0, sid, data)
+                + self._headers_frame(sid, trailers, True)
+            )
+            self._local_end(stream)
+        return True
 
     def _consume(self, stream: Stream, size: int) -> None:
         stream.window -= size

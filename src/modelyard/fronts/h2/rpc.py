@@ -16,13 +16,12 @@ import logging
 import socket
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from modelyard.fronts.h2.connection import H2Connection, Stream
-from modelyard.fronts.h2.hpack import encode_literal
+from modelyard.fronts.h2.connection import Fields, H2Connection, Stream
 
 log = logging.getLogger("modelyard.grpc")
 
@@ -84,23 +83,25 @@ class Context:
         return None if self.deadline is None else self.deadline - time.monotonic()
 
 
-RESPONSE_HEADERS = (
-    b"\x88"  # :status 200, indexed
-    + encode_literal("content-type", "application/grpc")
-    + encode_literal("grpc-accept-encoding", "identity,deflate,gzip")
+RESPONSE_HEADERS: Fields = (
+    (":status", "200"),
+    ("content-type", "application/grpc"),
+    ("grpc-accept-encoding", "identity,deflate,gzip"),
 )
-OK_TRAILERS = encode_literal("grpc-status", "0")
+OK_TRAILERS: Fields = (("grpc-status", "0"),)
+#: What every call's answer repeats: kept in the client's HPACK table.
+INDEXED = frozenset(RESPONSE_HEADERS[1:] + OK_TRAILERS)
 MESSAGE_LIMIT = 1024  # characters of grpc-message kept: its header stays under one frame
 TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 _END = object()  # closes a streaming call's request queue
 
 
-def trailers(status: Status, message: str) -> bytes:
+def trailers(status: Status, message: str) -> Fields:
     if status == Status.OK and not message:
         return OK_TRAILERS
     text = quote(message[:MESSAGE_LIMIT], safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~")
-    return encode_literal("grpc-status", str(int(status))) + encode_literal("grpc-message", text)
+    return (("grpc-status", str(int(status))), ("grpc-message", text))
 
 
 def parse_timeout(value: str) -> float:
@@ -253,11 +254,11 @@ class Call:
             if isinstance(request, bytes):
                 request = self._parse(request)
             result = self.method.handler(request, self.context)
-            if self.method.server_streaming:
-                async for response in result:
-                    self._send(response)
-            else:
-                self._send(await result)
+            if not self.method.server_streaming:
+                self._answer(await result)
+                return
+            async for response in result:
+                self._send(response)
             self._finish(Status.OK, "")
         except RPCError as exc:
             self._finish(exc.status, exc.message)
@@ -268,7 +269,7 @@ class Call:
             log.exception("gRPC handler failed")
             self._finish(Status.INTERNAL, f"unexpected error: {exc!r}")
 
-    def _send(self, response: Any) -> None:
+    def _message_bytes(self, response: Any) -> bytes:
         payload: bytes = response.SerializeToString()
         limit = self.server.max_message_bytes
         if len(payload) > limit:
@@ -276,10 +277,22 @@ class Call:
                 Status.RESOURCE_EXHAUSTED,
                 f"Sent message larger than max ({len(payload)} vs. {limit})",
             )
+        return b"\x00" + len(payload).to_bytes(4, "big") + payload
+
+    def _send(self, response: Any) -> None:
+        """One message of a streaming answer; headers first."""
+        data = self._message_bytes(response)
         if not self.headers_sent:
             self.headers_sent = True
             self.stream.send_headers(RESPONSE_HEADERS)
-        self.stream.send_data(b"\x00" + len(payload).to_bytes(4, "big") + payload)
+        self.stream.send_data(data)
+
+    def _answer(self, response: Any) -> None:
+        """A unary call's whole answer, in one write when the windows allow."""
+        data = self._message_bytes(response)
+        self._cancel_timer()
+        self.headers_sent = True
+        self.stream.send_answer(RESPONSE_HEADERS, data, OK_TRAILERS)
 
     def _finish(self, status: Status, message: str) -> None:
         self._cancel_timer()
@@ -340,7 +353,7 @@ class GRPCServer:
         self.server = await loop.create_server(self._connect, sock=self.sock)
 
     def _connect(self) -> H2Connection:
-        connection = H2Connection(self._open, self.connections.discard)
+        connection = H2Connection(self._open, self.connections.discard, INDEXED)
         self.connections.add(connection)
         return connection
 
@@ -356,8 +369,8 @@ class GRPCServer:
         call.begin()
         return call
 
-    def spawn(self, work: Awaitable[None]) -> asyncio.Task[None]:
-        task = asyncio.ensure_future(work)
+    def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task
