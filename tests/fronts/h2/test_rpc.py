@@ -13,6 +13,18 @@ from typing import Any
 import grpc
 import pytest
 
+from modelyard.fronts.h2.connection import (
+    COMPRESSION_ERROR,
+    CONTINUATION,
+    FRAME_SIZE_ERROR,
+    GOAWAY,
+    HEADERS,
+    PING,
+    PROTOCOL_ERROR,
+    PUSH_PROMISE,
+    SETTINGS,
+    frame,
+)
 from modelyard.fronts.h2.rpc import (
     Context,
     GRPCServer,
@@ -250,3 +262,61 @@ def test_grpc_timeout_units(value: str, seconds: float) -> None:
 def test_malformed_grpc_timeouts_are_refused(value: str) -> None:
     with pytest.raises(RPCError):
         parse_timeout(value)
+
+
+def _frames(data: bytes) -> list[tuple[int, int, bytes]]:
+    """(type, stream, payload) of each frame in what the server sent."""
+    frames, offset = [], 0
+    while offset + 9 <= len(data):
+        length = int.from_bytes(data[offset : offset + 3], "big")
+        kind, stream = data[offset + 3], int.from_bytes(data[offset + 5 : offset + 9], "big")
+        frames.append((kind, stream, data[offset + 9 : offset + 9 + length]))
+        offset += 9 + length
+    return frames
+
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(SETTINGS, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("sent", "code"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + b"x" * 20, PROTOCOL_ERROR),
+        (PREFACE + b"\x10\x00\x01" + bytes(6), FRAME_SIZE_ERROR),  # a frame over 1 MiB
+        (PREFACE + frame(CONTINUATION, 0x4, 1, b"\x82"), PROTOCOL_ERROR),
+        (PREFACE + frame(SETTINGS, 0, 0, b"\x00" * 5), FRAME_SIZE_ERROR),
+        (PREFACE + frame(HEADERS, 0x4, 1, b"\xbe"), COMPRESSION_ERROR),  # no such index
+        (PREFACE + frame(HEADERS, 0x4, 2, b"\x82"), PROTOCOL_ERROR),  # an even stream id
+        (PREFACE + frame(PUSH_PROMISE, 0x4, 1, bytes(5)), PROTOCOL_ERROR),
+    ],
+    ids=["preface", "frame-size", "continuation", "settings", "hpack", "even-id", "push"],
+)
+def test_a_client_that_breaks_the_protocol_gets_goaway(sent: bytes, code: int) -> None:
+    async def run() -> list[tuple[int, int, bytes]]:
+        server = GRPCServer(Handlers().methods(), bind("127.0.0.1", 0), 1 << 20)
+        await server.start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.sock.getsockname()[1])
+        writer.write(sent)
+        received = await asyncio.wait_for(reader.read(), 5)  # until the server closes
+        writer.close()
+        await server.stop(0.1)
+        return _frames(received)
+
+    goaway = [payload for kind, _, payload in asyncio.run(run()) if kind == GOAWAY]
+    assert [int.from_bytes(payload[4:8], "big") for payload in goaway] == [code]
+
+
+def test_pings_are_answered_and_unknown_frames_ignored() -> None:
+    async def run() -> list[tuple[int, int, bytes]]:
+        server = GRPCServer(Handlers().methods(), bind("127.0.0.1", 0), 1 << 20)
+        await server.start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.sock.getsockname()[1])
+        writer.write(PREFACE + frame(0x42, 0, 0, b"??") + frame(PING, 0, 0, b"12345678"))
+        received = b""
+        while b"12345678" not in received:
+            received += await asyncio.wait_for(reader.read(1024), 5)
+        writer.close()
+        await server.stop(0.1)
+        return _frames(received)
+
+    assert (PING, 0, b"12345678") in asyncio.run(run())
