@@ -2,7 +2,8 @@
 
 Every target serves the same `mlp.onnx` with onnxruntime's default threads. Peers run from
 their own venvs under `benchmarks/.work/venvs/` with HOME and TMPDIR kept under `.work/`; the
-references and modelyard run from the repository's `.venv`.
+references and modelyard run with the interpreter that runs the benchmark (the repository's
+`.venv`, or whichever venv has modelyard installed).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,7 +128,7 @@ def _raw(mode: str) -> Callable[[Setup], Launch]:
     def launch(setup: Setup) -> Launch:
         port = free_port()
         env = {**_bench_env(setup, mode, port), "BENCH_MODE": mode}
-        argv = [str(setup.root / ".venv/bin/python"), str(APPS / "raw_asgi.py")]
+        argv = [sys.executable, str(APPS / "raw_asgi.py")]
         return Launch(argv, env, setup.root, port)
 
     return launch
@@ -149,7 +151,9 @@ def _modelyard(setup: Setup) -> Launch:
     )
     http, grpc = free_port(), free_port()
     argv = [
-        str(setup.root / ".venv/bin/modelyard"),
+        sys.executable,
+        "-m",
+        "modelyard",
         "serve",
         str(repo),
         "--http-port",
@@ -183,9 +187,11 @@ def _triton(setup: Setup) -> Launch:
     env = _bench_env(setup, "triton", http)
     lib = libdir(python(12))
     env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [lib, env.get("LD_LIBRARY_PATH")]))
-    env["BENCH_GRPC_PORT"], env["BENCH_METRICS_PORT"] = str(free_port()), str(free_port())
+    grpc = free_port()
+    env["BENCH_GRPC_PORT"], env["BENCH_METRICS_PORT"] = str(grpc), str(free_port())
     env["BENCH_SCRATCH"] = str(_scratch(setup, "triton"))  # pytriton wants it not to exist
-    return Launch([str(venv / "bin/python"), str(APPS / "triton_app.py")], env, setup.root, http)
+    argv = [str(venv / "bin/python"), str(APPS / "triton_app.py")]
+    return Launch(argv, env, setup.root, http, grpc)
 
 
 def _script(name: str, script: str) -> Callable[[Setup], Launch]:

@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 from pytriton.decorators import batch
 from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-from pytriton.triton import Triton, TritonConfig
+from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
 session = ort.InferenceSession(os.environ["BENCH_MODEL"], providers=["CPUExecutionProvider"])
 
@@ -31,7 +31,11 @@ def main() -> None:
         log_verbose=0,
     )
     batcher = DynamicBatcher(max_queue_delay_microseconds=int(os.environ["BENCH_WAIT_US"]))
-    with Triton(config=config, workspace=os.environ["BENCH_SCRATCH"]) as triton:
+    # as plain tritonserver: no API behind pytriton's access token (perf_analyzer reads the
+    # statistics API)
+    security = TritonSecurityConfig(restricted_endpoints=[])
+    workspace = os.environ["BENCH_SCRATCH"]
+    with Triton(config=config, workspace=workspace, security_config=security) as triton:
         triton.bind(
             model_name="mlp",
             infer_func=infer,

@@ -292,6 +292,29 @@ def test_async_infer_with_callbacks(client: grpcclient.InferenceServerClient) ->
         np.testing.assert_allclose(result.as_numpy("OUTPUT0"), a * k + 1)
 
 
+def test_concurrent_calls_on_one_channel_share_executions(tmp_path: Path) -> None:
+    """Calls that wait together go to the model together: 16 calls on one channel while the
+    model sleeps take at most 3 executions."""
+    models.slow_model(tmp_path / "repo", "slow", "max_batch_size: 32\n", delay=0.3)
+
+    async def run(address: str) -> list[int]:
+        async with aiogrpcclient.InferenceServerClient(address) as client:
+
+            async def one(value: float) -> int:
+                x = _input("X", np.array([[value]], dtype=np.float32), "FP32")
+                result = await client.infer("slow", [x])
+                assert result.as_numpy("Y").tolist() == [[value]]
+                return int(result.as_numpy("SEQ")[0][0])
+
+            return await asyncio.gather(*(one(float(i)) for i in range(16)))
+
+    with ServerProcess(str(tmp_path / "repo"), log_path=tmp_path / "log") as own:
+        executions = set(asyncio.run(run(own.grpc_addr)))
+        stats = grpcclient.InferenceServerClient(own.grpc_addr).get_inference_statistics("slow")
+    assert len(executions) <= 3, executions
+    assert stats.model_stats[0].inference_count == 16
+
+
 def test_aio_client_concurrent_and_stream(server: ServerProcess) -> None:
     a = np.ones((1, 4), dtype=np.float32)
     b = np.ones((1, 4), dtype=np.int32)

@@ -1,6 +1,6 @@
 """KServe v2 / Open Inference Protocol over gRPC (`inference.GRPCInferenceService`, the service
-tritonclient.grpc speaks), on `grpc.aio` in the server's event loop. Only translates; the data
-plane and the repository do the work, exactly as for HTTP.
+tritonclient.grpc speaks), served by modelyard's own HTTP/2 stack (`fronts/h2`) in the server's
+event loop. Only translates; the data plane and the repository do the work, exactly as for HTTP.
 
 Shared memory, tracing and log settings answer UNIMPLEMENTED.
 """
@@ -12,25 +12,17 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
-import grpc
 from google.protobuf import json_format
 from tritonclient.grpc import service_pb2 as pb
-from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from modelyard import __version__
 from modelyard.core.dataplane import DataPlane
 from modelyard.core.models import LoadOptions, ModelService
-from modelyard.errors import (
-    Code,
-    DeadlineExceeded,
-    Internal,
-    ModelyardError,
-    PayloadTooLarge,
-    Unauthenticated,
-)
+from modelyard.errors import Code, Internal, ModelyardError, PayloadTooLarge, Unauthenticated
 from modelyard.fronts.auth import key_matches
+from modelyard.fronts.h2.rpc import Context, GRPCServer, Method, RPCError, Status, bind
 from modelyard.fronts.http_common import unexpected
 from modelyard.fronts.kserve_grpc_codec import (
     ENABLE_EMPTY_FINAL,
@@ -47,15 +39,15 @@ log = logging.getLogger("modelyard.grpc")
 
 #: The one table from protocol-neutral codes to gRPC statuses.
 GRPC_STATUS = {
-    Code.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
-    Code.PAYLOAD_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    Code.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
-    Code.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
-    Code.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
-    Code.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
-    Code.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    Code.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
-    Code.INTERNAL: grpc.StatusCode.INTERNAL,
+    Code.INVALID_ARGUMENT: Status.INVALID_ARGUMENT,
+    Code.PAYLOAD_TOO_LARGE: Status.RESOURCE_EXHAUSTED,
+    Code.FAILED_PRECONDITION: Status.FAILED_PRECONDITION,
+    Code.UNAUTHENTICATED: Status.UNAUTHENTICATED,
+    Code.NOT_FOUND: Status.NOT_FOUND,
+    Code.UNAVAILABLE: Status.UNAVAILABLE,
+    Code.RESOURCE_EXHAUSTED: Status.RESOURCE_EXHAUSTED,
+    Code.DEADLINE_EXCEEDED: Status.DEADLINE_EXCEEDED,
+    Code.INTERNAL: Status.INTERNAL,
 }
 
 EXTENSIONS = [
@@ -72,42 +64,30 @@ NO_SHARED_MEMORY = (
 )
 
 _Done = object()  # ends a ModelStreamInfer response queue
-T = TypeVar("T")
-Method = Callable[[Any, Any, Any], Awaitable[Any]]
+Handler = Callable[[Any, Any, Context], Awaitable[Any]]
 
 
-def _guarded(method: Method) -> Method:
-    """Check the API key, apply the client's deadline and map errors to statuses, once."""
+def _guarded(method: Handler) -> Handler:
+    """Check the API key and map errors to statuses, once. (The server itself ends a call at
+    its client's deadline.)"""
 
     @functools.wraps(method)
-    async def guarded(self: KServeGRPC, request: Any, context: Any) -> Any:
+    async def guarded(self: KServeGRPC, request: Any, context: Context) -> Any:
         try:
             self.authorize(context)
-            return await _within_deadline(method(self, request, context), context)
+            return await method(self, request, context)
         except ModelyardError as exc:
-            await context.abort(GRPC_STATUS[exc.code], exc.message)
-        except grpc.aio.AbortError:
+            raise RPCError(GRPC_STATUS[exc.code], exc.message) from None
+        except RPCError:
             raise
         except Exception as exc:
             error = unexpected(exc, method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, error.message)
+            raise RPCError(Status.INTERNAL, error.message) from None
 
     return guarded
 
 
-async def _within_deadline(work: Awaitable[T], context: Any) -> T:
-    remaining = context.time_remaining()
-    if remaining is None:
-        return await work
-    try:
-        return await asyncio.wait_for(work, max(remaining, 0.0))
-    except asyncio.TimeoutError:
-        raise DeadlineExceeded(
-            f"the request ran past the client's deadline of {remaining:.3f} s"
-        ) from None
-
-
-class KServeGRPC(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
+class KServeGRPC:
     def __init__(
         self,
         dataplane: DataPlane,
@@ -121,11 +101,11 @@ class KServeGRPC(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
         self.api_keys = api_keys
         self.max_message_bytes = max_message_bytes
 
-    def authorize(self, context: Any) -> None:
+    def authorize(self, context: Context) -> None:
         if not self.api_keys:
             return
         header = next(
-            (value for key, value in context.invocation_metadata() or () if key == "authorization"),
+            (value for key, value in context.invocation_metadata() if key == "authorization"),
             None,
         )
         if not key_matches(header, self.api_keys):
@@ -135,15 +115,15 @@ class KServeGRPC(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
 
     # ---- server --------------------------------------------------------------------------
 
-    async def ServerLive(self, request: Any, context: Any) -> Any:  # open, like HTTP's live
+    async def ServerLive(self, request: Any, context: Context) -> Any:  # open, like HTTP's live
         return pb.ServerLiveResponse(live=True)
 
     @_guarded
-    async def ServerReady(self, request: Any, context: Any) -> Any:
+    async def ServerReady(self, request: Any, context: Context) -> Any:
         return pb.ServerReadyResponse(ready=self.models.ready)
 
     @_guarded
-    async def ServerMetadata(self, request: Any, context: Any) -> Any:
+    async def ServerMetadata(self, request: Any, context: Context) -> Any:
         return pb.ServerMetadataResponse(
             name="modelyard", version=__version__, extensions=EXTENSIONS
         )
@@ -151,39 +131,39 @@ class KServeGRPC(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
     # ---- models --------------------------------------------------------------------------
 
     @_guarded
-    async def ModelReady(self, request: Any, context: Any) -> Any:
+    async def ModelReady(self, request: Any, context: Context) -> Any:
         ready = self.models.ready_version(request.name, request.version or None)
         return pb.ModelReadyResponse(ready=ready)
 
     @_guarded
-    async def ModelMetadata(self, request: Any, context: Any) -> Any:
+    async def ModelMetadata(self, request: Any, context: Context) -> Any:
         metadata = self.dataplane.model_metadata(request.name, request.version or None)
         return _parse(metadata, pb.ModelMetadataResponse())
 
     @_guarded
-    async def ModelConfig(self, request: Any, context: Any) -> Any:
+    async def ModelConfig(self, request: Any, context: Context) -> Any:
         config = self.dataplane.model_config(request.name, request.version or None)
         return _parse({"config": config}, pb.ModelConfigResponse())
 
     @_guarded
-    async def ModelStatistics(self, request: Any, context: Any) -> Any:
+    async def ModelStatistics(self, request: Any, context: Context) -> Any:
         stats = self.dataplane.statistics(request.name or None, request.version or None)
         return _parse({"model_stats": stats}, pb.ModelStatisticsResponse())
 
     @_guarded
-    async def ModelInfer(self, request: Any, context: Any) -> Any:
+    async def ModelInfer(self, request: Any, context: Context) -> Any:
         response = await self.dataplane.infer(decode_request(request))
         return self._bounded(encode_response(response))
 
     async def ModelStreamInfer(
-        self, requests: AsyncIterator[Any], context: Any
+        self, requests: AsyncIterator[Any], context: Context
     ) -> AsyncIterator[Any]:
         """Requests run concurrently; each response is sent as its model produces it. A
         request's error goes in that response's error_message and the stream goes on."""
         try:
             self.authorize(context)
         except Unauthenticated as exc:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, exc.message)
+            raise RPCError(Status.UNAUTHENTICATED, exc.message) from None
         queue: asyncio.Queue[Any] = asyncio.Queue()
         reader = asyncio.create_task(self._read_stream(requests, queue))
         try:
@@ -240,7 +220,7 @@ class KServeGRPC(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
     # ---- repository ----------------------------------------------------------------------
 
     @_guarded
-    async def RepositoryIndex(self, request: Any, context: Any) -> Any:
+    async def RepositoryIndex(self, request: Any, context: Context) -> Any:
         rows = [
             pb.RepositoryIndexResponse.ModelIndex(
                 name=row.name, version=row.version, state=row.state, reason=row.reason
@@ -250,33 +230,35 @@ class KServeGRPC(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
         return pb.RepositoryIndexResponse(models=rows)
 
     @_guarded
-    async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
+    async def RepositoryModelLoad(self, request: Any, context: Context) -> Any:
         options = LoadOptions.parse(parameters_dict(request.parameters))
         await self.models.load(request.model_name, options)
         return pb.RepositoryModelLoadResponse()
 
     @_guarded
-    async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
+    async def RepositoryModelUnload(self, request: Any, context: Context) -> Any:
         await self.models.unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
 
     # ---- not served ----------------------------------------------------------------------
 
-    async def _unimplemented(self, request: Any, context: Any, what: str = NO_SHARED_MEMORY) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, what)
+    async def _unimplemented(
+        self, request: Any, context: Context, what: str = NO_SHARED_MEMORY
+    ) -> Any:
+        raise RPCError(Status.UNIMPLEMENTED, what)
 
     SystemSharedMemoryStatus = SystemSharedMemoryRegister = _unimplemented
     SystemSharedMemoryUnregister = CudaSharedMemoryStatus = _unimplemented
     CudaSharedMemoryRegister = CudaSharedMemoryUnregister = _unimplemented
 
-    async def TraceSetting(self, request: Any, context: Any) -> Any:
+    async def TraceSetting(self, request: Any, context: Context) -> Any:
         await self._unimplemented(
             request,
             context,
             "trace settings are not supported by modelyard; use /metrics and the server log",
         )
 
-    async def LogSettings(self, request: Any, context: Any) -> Any:
+    async def LogSettings(self, request: Any, context: Context) -> Any:
         await self._unimplemented(
             request,
             context,
@@ -299,32 +281,19 @@ def grpc_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
-_HANDLER_KINDS = {
-    (False, False): grpc.unary_unary_rpc_method_handler,
-    (False, True): grpc.unary_stream_rpc_method_handler,
-    (True, False): grpc.stream_unary_rpc_method_handler,
-    (True, True): grpc.stream_stream_rpc_method_handler,
-}
-
-
-def method_handlers(servicer: Any, service: Any) -> dict[str, Any]:
-    """One handler per method of the service's descriptor (from tritonclient's generated
-    module), as `add_GRPCInferenceServiceServicer_to_server` builds them, except that every
-    response is serialized by its own `SerializeToString`, so raw tensors skip protobuf."""
-    handlers = {}
-    for method in service.methods:
-        kind = _HANDLER_KINDS[(method.client_streaming, method.server_streaming)]
-        handlers[method.name] = kind(
+def methods(servicer: KServeGRPC) -> dict[str, Method]:
+    """The servicer's methods by path, one per method of the service's descriptor (from
+    tritonclient's generated module; no protos are copied)."""
+    service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    return {
+        f"/{service.full_name}/{method.name}": Method(
             getattr(servicer, method.name),
-            request_deserializer=getattr(pb, method.input_type.name).FromString,
-            response_serializer=_serialize,
+            getattr(pb, method.input_type.name).FromString,
+            client_streaming=method.client_streaming,
+            server_streaming=method.server_streaming,
         )
-    return handlers
-
-
-def _serialize(message: Any) -> bytes:
-    data: bytes = message.SerializeToString()
-    return data
+        for method in service.methods
+    }
 
 
 def create_server(
@@ -335,28 +304,13 @@ def create_server(
     *,
     api_keys: frozenset[str],
     max_message_bytes: int,
-) -> Any:
-    """A `grpc.aio` server with the KServe v2 service, bound to host:port but not started.
-    Raises `OSError` when the port cannot be bound."""
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.so_reuseport", 0),  # a port in use is an error, not a silently shared socket
-        ]
-    )
+) -> GRPCServer:
+    """The KServe v2 gRPC server, bound to host:port but not started. Raises `OSError` when
+    the port cannot be bound."""
     servicer = KServeGRPC(dataplane, models, api_keys=api_keys, max_message_bytes=max_message_bytes)
-    service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
-    handlers = method_handlers(servicer, service)
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
-    )
-    server.add_registered_method_handlers(service.full_name, handlers)
     address = grpc_address(host, port)
     try:
-        server.add_insecure_port(address)
-    except RuntimeError as exc:
-        raise OSError(
-            f"cannot serve gRPC on {address}: the address is in use or cannot be bound"
-        ) from exc
-    return server
+        sock = bind(host, port)
+    except OSError as exc:
+        raise OSError(f"cannot serve gRPC on {address}: {exc.strerror or exc}") from exc
+    return GRPCServer(methods(servicer), sock, max_message_bytes)
