@@ -193,10 +193,15 @@ def llm_repository(folder: Path) -> Path:
         "runtime: llamacpp\nparameters:\n  n_ctx: 512\n  n_seq_max: 2\n  max_queue: 2\n"
         "  prefix_cache: false\n"
     )
-    embed = folder / "tiny_embed"
-    embed.mkdir(exist_ok=True)
-    tiny_gguf(embed / "model.gguf", seed=1)
-    (embed / "model.yaml").write_text(
+    tiny_embedding(folder / "tiny_embed")
+    return folder
+
+
+def tiny_embedding(folder: Path) -> Path:
+    """The tiny model (another seed) as an embedding model: a folder with model.yaml."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tiny_gguf(folder / "model.gguf", seed=1)
+    (folder / "model.yaml").write_text(
         "runtime: llamacpp\nparameters:\n  embedding: true\n  pooling: mean\n"
     )
     return folder

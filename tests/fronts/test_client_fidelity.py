@@ -30,13 +30,10 @@ def default_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerP
     repo = tmp_path_factory.mktemp("default")
     models.identity_onnx(repo / "ident.onnx", TensorProto.FLOAT)
     if importlib.util.find_spec("llama_cpp") is not None:
-        from tests.llm_models import tiny_gguf
+        from tests.llm_models import tiny_embedding, tiny_gguf
 
         tiny_gguf(repo / "tiny.gguf")
-        embed = repo / "tiny_embed"
-        embed.mkdir()
-        tiny_gguf(embed / "model.gguf", seed=1)
-        (embed / "model.yaml").write_text("runtime: llamacpp\nparameters:\n  embedding: true\n")
+        tiny_embedding(repo / "tiny_embed")
     with ServerProcess(str(repo), log_path=repo.parent / "default.log") as process:
         yield process
 

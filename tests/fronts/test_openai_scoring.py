@@ -34,14 +34,11 @@ def client(llm_server: ServerProcess) -> openai.OpenAI:
 def one_generator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One model that generates (and an embedding model beside it): vLLM's clients name no
     model for the tokenizer routes."""
-    from tests.llm_models import tiny_gguf
+    from tests.llm_models import tiny_embedding, tiny_gguf
 
     repo = tmp_path_factory.mktemp("one")
     tiny_gguf(repo / "tiny.gguf")
-    embed = repo / "tiny_embed"
-    embed.mkdir()
-    tiny_gguf(embed / "model.gguf", seed=1)
-    (embed / "model.yaml").write_text("runtime: llamacpp\nparameters:\n  embedding: true\n")
+    tiny_embedding(repo / "tiny_embed")
     with ServerProcess(str(repo), log_path=repo.parent / "one.log") as process:
         yield process
 
