@@ -81,3 +81,9 @@ def rows_per_second(sess: ort.InferenceSession, batch: int, seconds: float) -> f
 def limits(path: Path, batches: list[int], seconds: float) -> dict[int, float]:
     sess = session(path)
     return {batch: rows_per_second(sess, batch, seconds) for batch in batches}
+
+
+def rows(count: int) -> list[list[float]]:
+    """Rows as a client would send them: 256 floats, 6 decimals (the same ones every run)."""
+    rng = np.random.default_rng(7)
+    return [[round(float(v), 6) for v in rng.standard_normal(256)] for _ in range(count)]

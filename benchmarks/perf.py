@@ -288,8 +288,7 @@ def main(argv: list[str] | None = None) -> None:
     args = _parse(argv)
     model = mlp.build(WORK / "model" / "mlp.onnx")
     setup = Setup(ROOT, WORK, model, args.max_batch, args.max_wait_us)
-    rng = np.random.default_rng(7)  # the serving benchmark's first row
-    args.row = [round(float(v), 6) for v in rng.standard_normal(256)]
+    args.row = mlp.rows(1)[0]  # the serving benchmark's row
     args.input = input_file(args.row)
     header = (
         f"command: {' '.join([Path(sys.executable).name, *sys.argv])}\n"
@@ -303,12 +302,8 @@ def main(argv: list[str] | None = None) -> None:
         run_round(order, setup, args, runs)
     text = header + "\n\n" + report(runs, args.targets, args)
     print(text)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    results = WORK / "results"
-    results.mkdir(parents=True, exist_ok=True)
-    (results / f"perf-{stamp}.txt").write_text(text + "\n")
     raw = {"/".join(map(str, key)): [asdict(c) for c in cells] for key, cells in runs.cells.items()}
-    (results / f"perf-{stamp}.json").write_text(json.dumps({"header": header, "cells": raw}))
+    procs.save_results(WORK, "perf", text, {"header": header, "cells": raw})
 
 
 if __name__ == "__main__":

@@ -4,12 +4,14 @@ with their whole tree (Triton and Ray leave children behind otherwise), memory o
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 
@@ -161,3 +163,12 @@ def stop(process: subprocess.Popen[bytes], grace: float = 5.0) -> None:
     if not _gone(process, grace):
         _signal_all(tree(process.pid), signal.SIGKILL)
         _gone(process, grace)
+
+
+def save_results(work: Path, kind: str, text: str, raw: object) -> None:
+    """A run's report and raw numbers: `work/results/KIND-STAMP.{txt,json}`."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    results = work / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{kind}-{stamp}.txt").write_text(text + "\n")
+    (results / f"{kind}-{stamp}.json").write_text(json.dumps(raw, indent=1))

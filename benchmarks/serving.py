@@ -13,7 +13,6 @@ modelyard's ratios and the limits. Needs `wrk` on the PATH. See docs/benchmarks.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import signal
@@ -39,12 +38,6 @@ ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / ".work"
 BATCHES = [1, 4, 16, 64, 256]
 Probe = Callable[[list[float]], np.ndarray]
-
-
-def _rows(count: int) -> list[list[float]]:
-    """Rows as a client would send them: 256 floats, 6 decimals."""
-    rng = np.random.default_rng(7)
-    return [[round(float(v), 6) for v in rng.standard_normal(256)] for _ in range(count)]
 
 
 def _http_probe(target: Target, launch: Launch) -> Probe:
@@ -127,7 +120,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace, setup: Setup) -> None:
         self.args, self.setup = args, setup
         self.session = mlp.session(setup.model)
-        self.rows = _rows(9)  # the first is the one the load sends
+        self.rows = mlp.rows(9)  # the first is the one the load sends
 
     def run(self, targets: list[Target]) -> list[Outcome]:
         """Every target in turn, one server up at a time; with --rounds N, N such passes in
@@ -305,10 +298,6 @@ def main(argv: list[str] | None = None) -> None:
     limits = {batch: max(before[batch], after[batch]) for batch in BATCHES}
     text = header + "\n\n" + render(outcomes, args.concurrency, limits)
     print(text)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    results = WORK / "results"
-    results.mkdir(parents=True, exist_ok=True)
-    (results / f"serving-{stamp}.txt").write_text(text + "\n")
     raw = [
         {
             "target": o.target.name,
@@ -319,8 +308,8 @@ def main(argv: list[str] | None = None) -> None:
         }
         for o in outcomes
     ]
-    (results / f"serving-{stamp}.json").write_text(
-        json.dumps({"header": header, "ort_rows_per_s": limits, "targets": raw}, indent=1)
+    procs.save_results(
+        WORK, "serving", text, {"header": header, "ort_rows_per_s": limits, "targets": raw}
     )
 
 
