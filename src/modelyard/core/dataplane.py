@@ -26,8 +26,6 @@ PLATFORMS = {
     "sklearn": "sklearn",
     "xgboost": "xgboost",
     "lightgbm": "lightgbm",
-    "llamacpp": "llamacpp",
-    "sentence": "sentence",
 }
 
 

@@ -30,6 +30,7 @@ import numpy as np
 import orjson
 
 from modelyard.core import tool_prompt
+from modelyard.core.chat import ChatTemplate
 from modelyard.core.engine import Engine
 from modelyard.core.models import ModelService, ServedModel
 from modelyard.core.sampling import sampling_params
@@ -137,7 +138,7 @@ class Session:
         return self.text.n_ctx
 
     @property
-    def template(self) -> Any:
+    def template(self) -> ChatTemplate | None:
         return self.model.template
 
     # ---- prompts ---------------------------------------------------------------------------
@@ -196,7 +197,9 @@ class Session:
         return engine.backend.piece(token)
 
     def pieces(self, tokens: list[int]) -> str:
-        """Token ids as text, the way `piece` renders each (offsets into it add up)."""
+        """Token ids as text, the way `piece` renders each (offsets into it add up); ids are
+        checked first, as nothing outside the vocabulary may reach the model's tables."""
+        self.check_tokens(tokens)
         return b"".join(self.piece(t) for t in tokens).decode("utf-8", "replace")
 
     def constrain(
@@ -232,7 +235,7 @@ class Session:
         ]
         return Generation(engine, self.name, requests)
 
-    # ---- embeddings ------------------------------------------------------------------------
+    # ---- tokens ----------------------------------------------------------------------------
 
     def tokenizer_info(self) -> dict[str, Any]:
         """What a remote tokenizer needs to know (vLLM's `/tokenizer_info`)."""
@@ -258,6 +261,8 @@ class Session:
             f"token id {bad} is not one of model {self.name!r}'s (its vocabulary has "
             f"{size} tokens, ids 0 to {size - 1}){hint}"
         )
+
+    # ---- embeddings ------------------------------------------------------------------------
 
     async def embed(self, inputs: list[str] | list[list[int]]) -> tuple[list[list[float]], int]:
         """Embeddings of texts, or of inputs given as the model's own token ids."""

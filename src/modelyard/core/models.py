@@ -250,14 +250,15 @@ class ModelService:
             template = served.template.source if served.template is not None else None
         return card, template
 
-    async def cards(self, sources: list[ModelSource] | None = None) -> list[ModelCard]:
-        """Cards of the language and embedding models (every one listed when `sources` is
-        None), read on a worker thread without loading a model."""
-        listed = sources if sources is not None else [e.source for e in self.entries.values()]
+    async def cards(self) -> list[ModelCard]:
+        """Cards of the listed language and embedding models, read on a worker thread
+        without loading a model."""
+        listed = [e.source for e in list(self.entries.values())]
         return await asyncio.to_thread(_text_cards, listed)
 
-    async def card(self, source: ModelSource) -> ModelCard:
-        return await asyncio.to_thread(describe, source)
+    async def cards_of(self, sources: list[ModelSource]) -> list[ModelCard]:
+        """Cards of these models, in order, in one trip to a worker thread."""
+        return await asyncio.to_thread(lambda: [describe(s) for s in sources])
 
     # ---- load and unload -------------------------------------------------------------------
 

@@ -66,12 +66,10 @@ class OllamaModels:
         return json_response(_show(card, template))
 
     async def ps(self, request: Request) -> Response:
-        rows = []
-        for resident in self.models.residents():
-            if resident.context_length is None:  # not a text model: not for Ollama clients
-                continue
-            card = await self.models.card(resident.source)
-            rows.append(_residence(resident, card))
+        # text models only: what Ollama clients can use
+        residents = [r for r in self.models.residents() if r.context_length is not None]
+        cards = await self.models.cards_of([r.source for r in residents])
+        rows = [_residence(r, card) for r, card in zip(residents, cards, strict=True)]
         return json_response({"models": rows})
 
     # ---- changes -------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from modelyard.fronts.openai_schema import (
     ChatBody,
     Common,
     CompletionBody,
+    flag,
     read_chat,
     read_completion,
 )
@@ -147,8 +148,6 @@ class OpenAIFront:
             prompts = [
                 p if isinstance(p, list) else await session.tokenize(p) for p in body.prompts
             ]
-            for prompt in prompts:  # before any id reaches the model, even to be read back
-                session.check_tokens(prompt)
             echoes = [
                 (p if isinstance(p, str) else session.pieces(p)) if body.echo else ""
                 for p in body.prompts
@@ -225,12 +224,12 @@ class OpenAIFront:
         """vLLM's `/tokenize`: a prompt, or messages through the chat template;
         `add_special_tokens` (default true) adds BOS; `model` may be left out with one model."""
         body = await self._json(request)
-        add_special = _flag(body, "add_special_tokens", True)
+        add_special = flag(body, "add_special_tokens", True)
         async with self.llm.session(self.llm.name_or_only(body.get("model"))) as session:
             if body.get("messages") is not None:
                 text = session.chat_text(
                     chat.normalize(body["messages"]),
-                    add_generation_prompt=_flag(body, "add_generation_prompt", True),
+                    add_generation_prompt=flag(body, "add_generation_prompt", True),
                 )
             elif isinstance(body.get("prompt"), str):
                 text = body["prompt"]
@@ -240,7 +239,7 @@ class OpenAIFront:
             pieces = [session.piece(t).decode("utf-8", "replace") for t in tokens]
         out: dict[str, Any] = {"count": len(tokens), "max_model_len": session.n_ctx}
         out["tokens"] = tokens
-        if _flag(body, "return_token_strs", False):
+        if flag(body, "return_token_strs", False):
             out["token_strs"] = pieces
         return json_response(out)
 
@@ -313,13 +312,6 @@ def _model_name(body: dict[str, Any]) -> str:
     if not isinstance(name, str) or not name:
         raise InvalidArgument("model is required")
     return name
-
-
-def _flag(body: dict[str, Any], name: str, default: bool) -> bool:
-    value = body.get(name, default)
-    if not isinstance(value, bool):
-        raise InvalidArgument(f"{name} must be true or false")
-    return value
 
 
 def _embedding_input(body: dict[str, Any]) -> tuple[str, list[str] | list[list[int]]]:

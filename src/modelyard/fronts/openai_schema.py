@@ -57,7 +57,7 @@ def read_chat(body: Any) -> ChatBody:
     body = _object(body)
     common = _common(body)
     top = body.get("top_logprobs")
-    if _flag(body, "logprobs"):
+    if flag(body, "logprobs"):
         common.params.logprobs = _int(top, "top_logprobs", 0, 20) if top is not None else 0
     elif top:
         raise InvalidArgument("top_logprobs needs logprobs: true")
@@ -71,7 +71,7 @@ def read_chat(body: Any) -> ChatBody:
         **vars(common),
         messages=chat.normalize(body.get("messages")),
         template_kwargs=kwargs,
-        add_generation_prompt=_flag(body, "add_generation_prompt", True),
+        add_generation_prompt=flag(body, "add_generation_prompt", True),
         tools=tools.read(
             body.get("tools"), body.get("tool_choice"), body.get("parallel_tool_calls")
         ),
@@ -80,7 +80,7 @@ def read_chat(body: Any) -> ChatBody:
 
 def read_completion(body: Any) -> CompletionBody:
     body = _object(body)
-    echo = _flag(body, "echo")
+    echo = flag(body, "echo")
     # max_tokens 0 with echo scores the prompt alone (lm-eval's loglikelihood requests)
     score_only = echo and body.get("max_tokens") == 0
     common = _common({k: v for k, v in body.items() if k != "max_tokens"} if score_only else body)
@@ -112,7 +112,7 @@ def _common(body: dict[str, Any]) -> Common:
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
         raise InvalidArgument("stream_options must be an object")
-    stream = _flag(body, "stream")
+    stream = flag(body, "stream")
     if options and not stream:
         raise InvalidArgument("stream_options is only allowed with stream: true")
     return Common(
@@ -178,7 +178,8 @@ def _object(body: Any) -> dict[str, Any]:
     return body
 
 
-def _flag(body: dict[str, Any], name: str, default: bool = False) -> bool:
+def flag(body: dict[str, Any], name: str, default: bool = False) -> bool:
+    """A true/false field; absent or null is `default`."""
     value = body.get(name)
     if value is None:
         return default
