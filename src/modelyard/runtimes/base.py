@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from modelyard.errors import InvalidArgument
+from modelyard.spec.calls import ModelCalls
 from modelyard.spec.config import ModelConfig, TensorSpec
 from modelyard.spec.generation import Backend, Constraint
 
@@ -41,6 +42,8 @@ class Runtime(abc.ABC):
     def __init__(self, path: Path, config: ModelConfig) -> None:
         self.path = path
         self.config = config
+        #: Other models this one may call (BLS, composition); set by the core before `load`.
+        self.calls: ModelCalls | None = None
 
     @abc.abstractmethod
     def load(self) -> None:
