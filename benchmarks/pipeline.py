@@ -224,16 +224,23 @@ def _triton_ensemble(setup: Setup) -> Launch:
         (repo / step / "config.pbtxt").write_text(config + extra)
     (repo / "pipeline" / "1").mkdir(parents=True)
     (repo / "pipeline" / "config.pbtxt").write_text(_ensemble(setup.max_batch))
+    # as pytriton does at start: the Python backend with the stub built for this Python
+    backends = _scratch(setup, "triton-backends")
+    shutil.copytree(server / "backends", backends)
+    stub = server / "python_backend_stubs" / "3.12" / "triton_python_backend_stub"
+    shutil.copy(stub, backends / "python" / stub.name)
     http, grpc = procs.free_port(), procs.free_port()
     env = _bench_env(setup, "triton", http)
     lib = procs.libdir(procs.python(12))
-    paths = [lib, str(server / "external_libs"), str(server / "lib")]
+    paths = [lib, str(site / "nvidia_pytriton.libs")]  # the stub links the wheel's own libraries
     env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [*paths, env.get("LD_LIBRARY_PATH")]))
-    env["PYTHONPATH"] = str(site)
+    # the stub's embedded Python finds its packages from the `python3` on the PATH (as pytriton
+    # sets it up)
+    env["PATH"] = os.pathsep.join([str(venv / "bin"), env["PATH"]])
     argv = [
         str(server / "bin" / "tritonserver"),
         f"--model-repository={repo}",
-        f"--backend-directory={server / 'backends'}",
+        f"--backend-directory={backends}",
         f"--http-port={http}",
         f"--grpc-port={grpc}",
         f"--metrics-port={procs.free_port()}",

@@ -17,7 +17,13 @@ from starlette.requests import Request
 
 MAX_BATCH = int(os.environ.get("BENCH_MAX_BATCH", "64"))
 WAIT_S = int(os.environ.get("BENCH_WAIT_US", "2000")) / 1e6
-OPTIONS = {"max_ongoing_requests": 1024, "logging_config": {"enable_access_log": False}}
+# a quarter of a CPU each: the four deployments' replicas must fit on 2 cores (one CPU each,
+# Ray's default, would leave two of them unscheduled)
+OPTIONS = {
+    "max_ongoing_requests": 1024,
+    "logging_config": {"enable_access_log": False},
+    "ray_actor_options": {"num_cpus": 0.25},
+}
 
 
 @serve.deployment(**OPTIONS)
