@@ -118,7 +118,7 @@ def _common(body: dict[str, Any]) -> Common:
     return Common(
         model,
         params,
-        _int(body.get("n", 1), "n", 1, 16),
+        _int(1 if body.get("n") is None else body["n"], "n", 1, 16),
         stream,
         bool(options.get("include_usage")),
         _response_format(body.get("response_format")),
