@@ -195,6 +195,13 @@ def test_inference_client_chat_and_embeddings(tgi: str) -> None:
     client = InferenceClient(tgi)
     chat = client.chat_completion([{"role": "user", "content": "hi"}], max_tokens=4)
     assert chat.model == "tiny" and chat.choices[0].message.content
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    shaped = client.chat_completion(  # sent as TGI's {"type": "json_object", "value": schema}
+        [{"role": "user", "content": "json"}],
+        max_tokens=40,
+        response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
+    )
+    assert isinstance(json.loads(shaped.choices[0].message.content or "")["ok"], bool)
     # a generator is loaded too, so `/` generates unless the embedding model is named; TEI's
     # `/embed` only embeds
     vector = InferenceClient(f"{tgi}/embed").feature_extraction("hello world")
@@ -252,5 +259,9 @@ def test_several_generators_need_a_name(llm_server: ServerProcess) -> None:
     assert reply.status_code == 422 and "X-Modelyard-Model header" in reply.json()["error"]
     named = text_generation.Client(url, headers={"X-Modelyard-Model": "tiny_small"})
     assert named.generate("hi", max_new_tokens=2).details.generated_tokens == 2
+    chat = InferenceClient(url).chat_completion(
+        [{"role": "user", "content": "hi"}], model="tiny_small", max_tokens=2
+    )
+    assert chat.model == "tiny_small"
     missing = httpx.post(f"{url}/generate", json={"inputs": "hi", "model": "nope"})
     assert missing.status_code == 404 and missing.json()["error_type"] == "not_found"
