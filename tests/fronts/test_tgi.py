@@ -14,7 +14,12 @@ import httpx
 import numpy as np
 import pytest
 import text_generation
-from huggingface_hub import InferenceClient
+from huggingface_hub import (
+    AsyncInferenceClient,
+    ChatCompletionInputJSONSchema,
+    ChatCompletionInputResponseFormatJSONSchema,
+    InferenceClient,
+)
 from huggingface_hub import errors as hub_errors
 from text_generation.types import Grammar, GrammarType
 
@@ -67,7 +72,7 @@ def test_seeded_sampling_reproduces(tgi: str) -> None:
     client = text_generation.AsyncClient(tgi)
 
     async def twice() -> list[text_generation.types.Response]:
-        ask = {"do_sample": True, "temperature": 1.5, "top_k": 50, "max_new_tokens": 8}
+        ask = {"temperature": 1.5, "top_k": 50, "typical_p": 0.95, "max_new_tokens": 8}
         return list(
             await asyncio.gather(
                 client.generate("blue green", seed=7, **ask),
@@ -190,16 +195,25 @@ def test_inference_client(tgi: str) -> None:
     with pytest.raises(hub_errors.ValidationError, match="watermark"):
         client.text_generation("hello", watermark=True)
 
+    async def stream() -> list[str]:
+        async with AsyncInferenceClient(tgi) as aclient:
+            tokens = await aclient.text_generation("hello world", max_new_tokens=5, stream=True)
+            return [token async for token in tokens]
+
+    assert "".join(asyncio.run(stream())) == text
+
 
 def test_inference_client_chat_and_embeddings(tgi: str) -> None:
     client = InferenceClient(tgi)
     chat = client.chat_completion([{"role": "user", "content": "hi"}], max_tokens=4)
     assert chat.model == "tiny" and chat.choices[0].message.content
-    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    schema: dict[str, object] = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
     shaped = client.chat_completion(  # sent as TGI's {"type": "json_object", "value": schema}
         [{"role": "user", "content": "json"}],
         max_tokens=40,
-        response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
+        response_format=ChatCompletionInputResponseFormatJSONSchema(
+            type="json_schema", json_schema=ChatCompletionInputJSONSchema(name="x", schema=schema)
+        ),
     )
     assert isinstance(json.loads(shaped.choices[0].message.content or "")["ok"], bool)
     # a generator is loaded too, so `/` generates unless the embedding model is named; TEI's
