@@ -207,7 +207,11 @@ def test_inference_client_chat_and_embeddings(tgi: str) -> None:
     client = InferenceClient(tgi)
     chat = client.chat_completion([{"role": "user", "content": "hi"}], max_tokens=4)
     assert chat.model == "tiny" and chat.choices[0].message.content
-    schema: dict[str, object] = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    schema: dict[str, object] = {
+        "type": "object",
+        "properties": {"ok": {"type": "boolean"}},
+        "required": ["ok"],
+    }
     shaped = client.chat_completion(  # sent as TGI's {"type": "json_object", "value": schema}
         [{"role": "user", "content": "json"}],
         max_tokens=40,
