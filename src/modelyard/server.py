@@ -62,7 +62,7 @@ class Modelyard:
             pull=PullPolicy(settings.pull_from, settings.pull_code),
         )
         self.registry.register(ModelCollector(self.models))
-        self.llm = LLMService(self.models, self.executor)
+        self.llm = LLMService(self.models, self.executor, stand_in=settings.tgi_model)
         self.dataplane = DataPlane(self.models, self.llm, self.executor)
         self.app = self._build_app()
 

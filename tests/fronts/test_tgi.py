@@ -9,6 +9,7 @@ import importlib.util
 import json
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -283,3 +284,17 @@ def test_several_generators_need_a_name(llm_server: ServerProcess) -> None:
     assert chat.model == "tiny_small"
     missing = httpx.post(f"{url}/generate", json={"inputs": "hi", "model": "nope"})
     assert missing.status_code == 404 and missing.json()["error_type"] == "not_found"
+
+
+def test_tgi_model_option_picks_among_several(tmp_path: Path) -> None:
+    from tests.llm_models import llm_repository
+
+    repo = llm_repository(tmp_path / "repo")
+    with ServerProcess(str(repo), "--tgi-model", "tiny_small") as server:
+        assert httpx.get(f"{server.url}/info").json()["model_id"] == "tiny_small"
+        reply = text_generation.Client(server.url).generate("hi", max_new_tokens=2)
+        assert reply.details.generated_tokens == 2
+        chat = InferenceClient(server.url).chat_completion(  # sends model "dummy"
+            [{"role": "user", "content": "hi"}], max_tokens=2
+        )
+        assert chat.model == "tiny_small"

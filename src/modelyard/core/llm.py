@@ -68,9 +68,12 @@ _FOREIGN_IDS = (
 
 
 class LLMService:
-    def __init__(self, models: ModelService, executor: Executor) -> None:
+    def __init__(self, models: ModelService, executor: Executor, stand_in: str = "") -> None:
+        """`stand_in`: the model the stand-in names (`STAND_INS`) mean ("": the one loaded
+        text generator)."""
         self.models = models
         self.executor = executor
+        self.stand_in = stand_in
 
     @contextlib.asynccontextmanager
     async def session(self, name: str, keep_alive_s: float | None = None) -> AsyncIterator[Session]:
@@ -105,10 +108,10 @@ class LLMService:
         )
 
     def resolve(self, name: str) -> str:
-        """`name`, or the one loaded generator when `name` is a stand-in (`STAND_INS`) that
-        no model is called."""
+        """`name`, or when `name` is a stand-in (`STAND_INS`) that no model is called, the
+        server's stand-in model or the one loaded generator."""
         if name in STAND_INS and name not in self.models.entries:
-            return self.name_or_only(None)
+            return self.stand_in or self.name_or_only(None)
         return name
 
     # ---- KServe v2 on a text generator -----------------------------------------------------

@@ -5,8 +5,9 @@ the work. Every error is TGI's `{"error", "error_type"}` with TGI's statuses (42
 424 generation, 429 overloaded).
 
 TGI serves one model; modelyard may serve several. A request's model is the one its body
-names (`model`), else the one the `X-Modelyard-Model` header names, else the one loaded text
-generator (the one embedding model for embeddings); with several, the request must name one.
+names (`model`), else the one the `X-Modelyard-Model` header names, else the server's
+`--tgi-model`, else the one loaded text generator (the one embedding model for embeddings);
+with several, the request must name one.
 """
 
 from __future__ import annotations
@@ -249,6 +250,8 @@ class TGIFront:
             return self.llm.resolve(named)
         if named is not None:
             raise InvalidArgument("`model` must be a model's name")
+        if self.llm.stand_in and not embedding:  # --tgi-model
+            return self.llm.stand_in
         kind = "embedding model" if embedding else "text generator"
         loaded = self.llm.loaded()
         names = [s.name for s in loaded if (s.text.embedding if embedding else s.model.generates)]
@@ -258,7 +261,7 @@ class TGIFront:
             raise InvalidArgument(f"no {kind} is loaded")
         raise InvalidArgument(
             f"{len(names)} {kind}s are loaded ({', '.join(names)}); name one with `model` "
-            f"in the body or the {MODEL_HEADER} header"
+            f"in the body or the {MODEL_HEADER} header, or start the server with --tgi-model"
         )
 
     async def _json(self, request: Request) -> Any:
