@@ -282,8 +282,25 @@ def test_several_generators_need_a_name(llm_server: ServerProcess) -> None:
         [{"role": "user", "content": "hi"}], model="tiny_small", max_tokens=2
     )
     assert chat.model == "tiny_small"
+    assert "overloaded" in asyncio.run(_burst(url, 8))
     missing = httpx.post(f"{url}/generate", json={"inputs": "hi", "model": "nope"})
     assert missing.status_code == 404 and missing.json()["error_type"] == "not_found"
+
+
+async def _burst(url: str, count: int) -> list[str]:
+    """tiny_small has 2 slots and a queue of 2: some of 8 concurrent requests are refused."""
+    client = text_generation.AsyncClient(url, headers={"X-Modelyard-Model": "tiny_small"})
+
+    async def one() -> str:
+        try:
+            await client.generate("hello", max_new_tokens=400)
+        except text_generation.errors.OverloadedError:
+            return "overloaded"
+        return "ok"
+
+    results = await asyncio.gather(*(one() for _ in range(count)))
+    assert "ok" in results
+    return list(results)
 
 
 def test_tgi_model_option_picks_among_several(tmp_path: Path) -> None:
