@@ -55,12 +55,13 @@ log = logging.getLogger("modelyard.llm")
 
 #: Texts longer than this are tokenized on a worker thread rather than on the event loop.
 _INLINE_TOKENIZE_CHARS = 8192
-#: What to change when a client sends another tokenizer's ids (langchain's OpenAIEmbeddings
-#: sends tiktoken's by default).
 #: Model names that clients of one-model servers send: TGI's documented "tgi", and
 #: huggingface_hub's "dummy" when its InferenceClient was given a server's URL. Unless a
-#: model has that name, they stand for the one loaded text generator.
+#: model has that name, they stand for the server's stand-in (--tgi-model) or the one loaded
+#: text generator.
 STAND_INS = frozenset({"tgi", "dummy"})
+#: What to change when a client sends another tokenizer's ids (langchain's OpenAIEmbeddings
+#: sends tiktoken's by default).
 _FOREIGN_IDS = (
     "; send the texts instead of token ids (langchain's OpenAIEmbeddings: "
     "check_embedding_ctx_length=False)"
