@@ -256,6 +256,8 @@ def test_info_tokenize_and_shared_routes(tgi: str) -> None:
     assert vllm["tokens"] == [t["id"] for t in tokens]
     assert httpx.get(f"{tgi}/").text == "Ollama is running"
     assert httpx.get(f"{tgi}/health").status_code == 200
+    hub = InferenceClient(tgi, provider="hf-inference")  # its info and health need it
+    assert hub.get_endpoint_info()["model_id"] == "tiny" and hub.health_check()
 
 
 def test_compat_route_and_truncate(tgi: str) -> None:
