@@ -69,6 +69,16 @@ def test_stream_matches_generate(tgi: str) -> None:
     assert events[-1].details is not None and events[-1].details.generated_tokens == 5
 
 
+def test_stream_with_top_tokens_and_full_text(tgi: str) -> None:
+    parameters = {"max_new_tokens": 3, "top_n_tokens": 2, "return_full_text": True}
+    body = {"inputs": "hello", "parameters": parameters}
+    with httpx.stream("POST", f"{tgi}/generate_stream", json=body) as reply:
+        events = [json.loads(line[5:]) for line in reply.iter_lines() if line.startswith("data:")]
+    assert [len(e["top_tokens"]) for e in events] == [2, 2, 2]
+    text = "".join(e["token"]["text"] for e in events)
+    assert events[-1]["generated_text"] == "hello" + text and events[-1]["details"] is None
+
+
 def test_seeded_sampling_reproduces(tgi: str) -> None:
     client = text_generation.AsyncClient(tgi)
 
