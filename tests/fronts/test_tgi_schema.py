@@ -30,7 +30,8 @@ def test_greedy_unless_sampling_is_asked_for() -> None:
 def test_logprobs_are_asked_for_what_the_answer_shows() -> None:
     assert _read().params.logprobs is None
     assert _read(details=True).params.logprobs == 0
-    assert _read(stream=True).params.logprobs == 0
+    assert _read(stream=True).params.logprobs is None  # a null logprob per streamed token
+    assert _read(stream=True, details=True).params.logprobs == 0
     assert _read(top_n_tokens=3).params.logprobs == 3
     assert _read(decoder_input_details=True).params.prompt_logprobs == 0
 

@@ -96,8 +96,10 @@ def _generate_body(
         params.temperature = 0.0  # TGI's greedy decoding: no sampling asked, no warper set
     top_n = read.get("top_n_tokens", 0)
     details = read.get("details", False)
-    if details or stream or best_of > 1 or top_n:
-        params.logprobs = top_n  # each token's logprob (and its alternatives)
+    if details or best_of > 1 or top_n:
+        # each token's logprob (and its alternatives): a pass over the vocabulary per token,
+        # so a stream's tokens carry it only when `details` (or `top_n_tokens`) asks
+        params.logprobs = top_n
     prefill = read.get("decoder_input_details", False)
     if prefill:
         params.prompt_logprobs = top_n
