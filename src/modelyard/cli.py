@@ -114,6 +114,14 @@ def main() -> None:
     help="Let pulled models run code when they load (Python models, pickles).",
 )
 @click.option(
+    "--tgi-model",
+    default="",
+    envvar="MODELYARD_TGI_MODEL",
+    help="The model TGI's routes (/generate, /generate_stream, POST /, /info, /tokenize) serve "
+    "when a request names none, and that the model names TGI clients send ('tgi', 'dummy') "
+    "mean on /v1 (default: the one loaded text generator).",
+)
+@click.option(
     "--cors-origin",
     "cors_origins",
     multiple=True,

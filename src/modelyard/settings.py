@@ -29,6 +29,9 @@ class Settings:
     poll_interval_s: float = 5.0
     trust_pickle: bool = False
     api_keys: frozenset[str] = field(default_factory=frozenset)
+    #: The model TGI's routes serve when a request names none, and that TGI clients' stand-in
+    #: names ("tgi", "dummy") mean on /v1; "": the one loaded text generator.
+    tgi_model: str = ""
     #: Browser origins allowed beside the defaults (fronts/cors.py).
     cors_origins: tuple[str, ...] = ()
     #: Folders whose models `pull` may copy in by path (none: paths are refused).

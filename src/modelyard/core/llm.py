@@ -45,6 +45,7 @@ from modelyard.spec.generation import (
     Constraint,
     Delta,
     GenerationRequest,
+    RegexOutput,
     SamplingParams,
     StructuredOutput,
     ToolCalling,
@@ -54,6 +55,11 @@ log = logging.getLogger("modelyard.llm")
 
 #: Texts longer than this are tokenized on a worker thread rather than on the event loop.
 _INLINE_TOKENIZE_CHARS = 8192
+#: Model names that clients of one-model servers send: TGI's documented "tgi", and
+#: huggingface_hub's "dummy" when its InferenceClient was given a server's URL. Unless a
+#: model has that name, they stand for the server's stand-in (--tgi-model) or the one loaded
+#: text generator.
+STAND_INS = frozenset({"tgi", "dummy"})
 #: What to change when a client sends another tokenizer's ids (langchain's OpenAIEmbeddings
 #: sends tiktoken's by default).
 _FOREIGN_IDS = (
@@ -63,9 +69,12 @@ _FOREIGN_IDS = (
 
 
 class LLMService:
-    def __init__(self, models: ModelService, executor: Executor) -> None:
+    def __init__(self, models: ModelService, executor: Executor, stand_in: str = "") -> None:
+        """`stand_in`: the model the stand-in names (`STAND_INS`) mean ("": the one loaded
+        text generator)."""
         self.models = models
         self.executor = executor
+        self.stand_in = stand_in
 
     @contextlib.asynccontextmanager
     async def session(self, name: str, keep_alive_s: float | None = None) -> AsyncIterator[Session]:
@@ -98,6 +107,13 @@ class LLMService:
             f"model is required: {len(names)} language models are loaded "
             f"({', '.join(names) or 'none'})"
         )
+
+    def resolve(self, name: str) -> str:
+        """`name`, or when `name` is a stand-in (`STAND_INS`) that no model is called, the
+        server's stand-in model or the one loaded generator."""
+        if name in STAND_INS and name not in self.models.entries:
+            return self.stand_in or self.name_or_only(None)
+        return name
 
     # ---- KServe v2 on a text generator -----------------------------------------------------
 
@@ -196,6 +212,11 @@ class Session:
             return self.text.detokenize([token]).encode()
         return engine.backend.piece(token)
 
+    def ends(self, token: int) -> bool:
+        """Whether `token` ends generation (EOS, EOT): a special token."""
+        engine = self.model.engine
+        return engine is not None and engine.backend.is_end(token)
+
     def pieces(self, tokens: list[int]) -> str:
         """Token ids as text, the way `piece` renders each (offsets into it add up); ids are
         checked first, as nothing outside the vocabulary may reach the model's tables."""
@@ -205,7 +226,7 @@ class Session:
     def constrain(
         self,
         params: SamplingParams,
-        structured: StructuredOutput | None,
+        structured: StructuredOutput | RegexOutput | None,
         tools: ToolRequest | None = None,
     ) -> None:
         """Make the output follow `structured`, and call `tools` as they ask (checked now:
@@ -213,6 +234,8 @@ class Session:
         and tool calls."""
         constraint: Constraint | None = structured
         if tools is not None:
+            if isinstance(structured, RegexOutput):
+                raise InvalidArgument("a regex output cannot be combined with tools")
             constraint = tools.constraint(tool_prompt.SYNTAX, structured)
         if constraint is not None:
             self.text.check_structured(constraint)
