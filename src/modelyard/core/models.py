@@ -281,7 +281,15 @@ class ModelService:
             entry.alone = True
         else:
             entry.needed_by.add(_for)
-        await self._load_steps(entry)
+        try:
+            await self._load_steps(entry)
+            await self._load_entry(entry, options)
+        except BaseException:
+            await self._release_steps(entry)  # those loaded for a pipeline that did not load
+            raise
+
+    async def _load_entry(self, entry: ModelEntry, options: LoadOptions | None) -> None:
+        name = entry.name
         async with self._budget_lock(), entry.lock:
             source = await asyncio.to_thread(self._reread, entry.source)
             if options is not None and options.config is not None:
@@ -461,11 +469,16 @@ class ModelService:
                 f"ensemble {entry.name!r}: its steps not loaded yet need about "
                 f"{needed / 2**20:.0f} MiB, more than the memory budget (--memory-budget)"
             )
+        for index, step in enumerate(pipeline.steps):  # all known before any loads
+            if step.model not in self.entries or step.model == entry.name:
+                entry.state, entry.reason = UNAVAILABLE, f"no step model {step.model!r}"
+                raise ModelLoadError(
+                    f"ensemble {entry.name!r} {step.describe(index)}: no such model in the "
+                    "repository"
+                )
         for index, step in enumerate(pipeline.steps):
-            found = self.entries.get(step.model)
+            found = self.entries[step.model]
             try:
-                if found is None or step.model == entry.name:
-                    raise NotFound(f"no model {step.model!r} in the repository")
                 async with found.lock:  # a load of it under way ends first
                     loaded = bool(found.versions)
                 if not loaded:
