@@ -138,6 +138,20 @@ FANOUT_CONFIG = textwrap.dedent("""\
     }
     """)
 
+SLOW_CHAIN_CONFIG = textwrap.dedent("""\
+    platform: "ensemble"
+    input [ { name: "X" data_type: TYPE_FP32 dims: [ 1 ] } ]
+    output [ { name: "OUT" data_type: TYPE_FP32 dims: [ 1 ] } ]
+    ensemble_scheduling {
+      step [
+        { model_name: "slow_left" model_version: -1
+          input_map { key: "X" value: "X" } output_map { key: "Y" value: "mid" } },
+        { model_name: "slow_right" model_version: -1
+          input_map { key: "X" value: "mid" } output_map { key: "Y" value: "OUT" } }
+      ]
+    }
+    """)
+
 FAILING_ENSEMBLE_CONFIG = textwrap.dedent("""\
     platform: "ensemble"
     input [ { name: "IN" data_type: TYPE_FP32 dims: [ -1 ] } ]
@@ -170,6 +184,8 @@ def pipeline_repository(root: Path) -> Path:
     slow_model(root, "slow_right", slow, delay=0.4)
     (root / "fanout" / "1").mkdir(parents=True)
     (root / "fanout" / "config.pbtxt").write_text(FANOUT_CONFIG)
+    (root / "slowchain" / "1").mkdir(parents=True)
+    (root / "slowchain" / "config.pbtxt").write_text(SLOW_CHAIN_CONFIG)
     (root / "broken" / "1").mkdir(parents=True)
     (root / "broken" / "1" / "model.py").write_text(FAILING_MODEL)
     (root / "broken" / "model.yaml").write_text(FAILING_YAML)

@@ -279,3 +279,48 @@ def test_broken_ensembles_say_which_step(tmp_path: Path) -> None:
         message = str(mismatch.value.message())
         assert "step 2 (model 'addsub')" in message
         assert "FP32" in message and "INT32" in message
+
+
+def test_steps_in_use_are_not_evicted(repo: Path, tmp_path: Path) -> None:
+    """Three models may stay loaded. While slowchain's first step runs, its second step is
+    idle but held by the ensemble's request: a fourth model gets no room (429) instead of
+    evicting it, and the request ends well."""
+    with (
+        ServerProcess(
+            str(repo),
+            "--model-control-mode",
+            "ondemand",
+            "--max-loaded-models",
+            "3",
+            log_path=tmp_path / "s.log",
+        ) as server,
+        httpclient.InferenceServerClient(server.http_addr, concurrency=2) as client,
+    ):
+        x = httpclient.InferInput("X", [1], "FP32")
+        x.set_data_from_numpy(np.array([1.0], dtype=np.float32))
+        client.infer("slowchain", [x])  # loads slowchain, slow_left, slow_right
+        running = client.async_infer("slowchain", [x])
+        time.sleep(0.15)  # inside slow_left's 0.4 s; slow_right waits for its input
+        with pytest.raises(InferenceServerException) as err:
+            _http_infer(client, "preprocess", RAW)
+        assert err.value.status() == "429"
+        assert running.get_result().as_numpy("OUT").tolist() == [1.0]
+        assert set(_state(client)) == {"slowchain", "slow_left", "slow_right"}
+
+
+def test_memory_budget_counts_the_steps_not_loaded(repo: Path, tmp_path: Path) -> None:
+    with (
+        ServerProcess(
+            str(repo),
+            "--model-control-mode",
+            "ondemand",
+            "--memory-budget",
+            "1",
+            log_path=tmp_path / "s.log",
+        ) as server,
+        httpclient.InferenceServerClient(server.http_addr) as client,
+    ):
+        with pytest.raises(InferenceServerException) as err:
+            _http_infer(client, "pipeline", RAW)
+        assert "its steps not loaded yet need about" in str(err.value.message())
+        assert _state(client) == {}
