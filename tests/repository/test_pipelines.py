@@ -112,3 +112,14 @@ def test_ovms_models_that_cannot_serve_say_why(tmp_path: Path) -> None:
     assert "is not a folder" in str(found["gone"].error)
     assert "needs config.name and config.base_path" in str(found["nameless"].error)
     assert "only 'DL model' nodes" in str(found["custom"].error)
+
+
+def test_modelyard_list_shows_a_pipeline_and_its_steps(tmp_path: Path) -> None:
+    from modelyard.listing import describe_repository, render_table
+    from modelyard.settings import Settings
+
+    rows = describe_repository(Settings(repositories=(ovms_repository(tmp_path),)))
+    pipeline = next(r for r in rows if r["name"] == "pipeline")
+    assert pipeline["runtime"] == "ensemble"
+    assert pipeline["inputs"] == ["RAW (from its step)"]
+    assert "a pipeline: pre -> addsub -> post" in render_table(rows)
