@@ -10,8 +10,10 @@ import pytest
 import yaml
 
 from modelyard.errors import InvalidArgument
+from modelyard.listing import describe_repository, render_table
 from modelyard.repository.config import from_yaml, parse_pbtxt
 from modelyard.repository.scan import reread, scan
+from modelyard.settings import Settings
 from modelyard.spec.pipeline import Step
 from tests.pipeline_models import ENSEMBLE_CONFIG, PIPELINE_YAML, ovms_repository
 
@@ -115,9 +117,6 @@ def test_ovms_models_that_cannot_serve_say_why(tmp_path: Path) -> None:
 
 
 def test_modelyard_list_shows_a_pipeline_and_its_steps(tmp_path: Path) -> None:
-    from modelyard.listing import describe_repository, render_table
-    from modelyard.settings import Settings
-
     rows = describe_repository(Settings(repositories=(ovms_repository(tmp_path),)))
     pipeline = next(r for r in rows if r["name"] == "pipeline")
     assert pipeline["runtime"] == "ensemble"
