@@ -164,3 +164,15 @@ def test_resolve_refuses_a_declared_type_its_step_does_not_make() -> None:
     )
     with pytest.raises(ModelLoadError, match="declared FP32 but its step makes it BYTES"):
         resolve(config, [PRE, POST])
+
+
+def test_resolve_refuses_an_ensemble_batch_its_steps_cannot_take() -> None:
+    config = ModelConfig(
+        "p",
+        max_batch_size=16,
+        inputs=[TensorSpec("IN", "", [])],
+        outputs=[TensorSpec("OUT", "", [])],
+        pipeline=CHAIN,
+    )
+    with pytest.raises(ModelLoadError, match="step 1 \\(model 'pre'\\): the ensemble takes"):
+        resolve(config, [PRE, POST])

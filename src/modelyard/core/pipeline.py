@@ -97,6 +97,12 @@ def resolve(config: ModelConfig, steps: list[ModelConfig]) -> ModelConfig:
     for index, (step, model) in enumerate(zip(spec.steps, steps, strict=True)):
         where = f"{config.name!r} {step.describe(index)}"
         _check_names(where, step, model)
+        if batched and model.max_batch_size < config.max_batch_size:
+            raise ModelLoadError(
+                f"ensemble {where}: the ensemble takes batches of up to "
+                f"{config.max_batch_size} rows but the model only {model.max_batch_size}; "
+                "lower the ensemble's max_batch_size"
+            )
         for model_input, tensor in step.inputs.items():
             want = _full(model, _spec(model.inputs, model_input))
             if tensor not in known:
