@@ -30,12 +30,15 @@ def expected(raw: np.ndarray) -> np.ndarray:
 
 
 PREPROCESS = textwrap.dedent("""\
+    import time
+
     import numpy as np
     import modelyard
 
 
     class Preprocess(modelyard.Model):
-        def predict(self, inputs):
+        def predict(self, inputs):  # 20 ms an execution: requests queue behind it, and batch
+            time.sleep(0.02)
             raw = inputs["RAW"]
             return {"A": raw + 1, "B": raw.astype(np.int32)}
     """)

@@ -264,12 +264,36 @@ def test_broken_ensembles_say_which_step(tmp_path: Path) -> None:
             'key: "INPUT1" value: "b"', 'key: "INPUT1" value: "a"'
         )
     )
+    (root / "oldversion" / "1").mkdir(parents=True)
+    (root / "oldversion" / "config.pbtxt").write_text(
+        config.replace('name: "pipeline"\n', "").replace(
+            'model_name: "preprocess"\n      model_version: -1',
+            'model_name: "preprocess"\n      model_version: 7',
+        )
+    )
+    (root / "nofile" / "1").mkdir(parents=True)  # a step model that cannot load
+    (root / "nofile" / "config.pbtxt").write_text((root / "postprocess/config.pbtxt").read_text())
+    (root / "badstep" / "1").mkdir(parents=True)
+    (root / "badstep" / "config.pbtxt").write_text(
+        config.replace('name: "pipeline"\n', "").replace('"postprocess"', '"nofile"')
+    )
     with (
         ServerProcess(
             str(root), "--model-control-mode", "explicit", log_path=tmp_path / "s.log"
         ) as server,
         httpclient.InferenceServerClient(server.http_addr) as client,
     ):
+        with pytest.raises(InferenceServerException) as old:
+            client.load_model("oldversion")
+        assert "step 1 (model 'preprocess'): model 'preprocess' has no version 7" in str(
+            old.value.message()
+        )
+        with pytest.raises(InferenceServerException) as bad:
+            client.load_model("badstep")
+        assert "step 3 (model 'nofile') did not load" in str(bad.value.message())
+        index = {r["name"]: r for r in client.get_model_repository_index()}
+        assert "did not load" in index["badstep"]["reason"]
+        assert _state(client) == {}
         with pytest.raises(InferenceServerException) as unknown:
             client.load_model("unknown")
         assert "step 3 (model 'nowhere')" in str(unknown.value.message())

@@ -484,11 +484,12 @@ class ModelService:
                 if not loaded:
                     await self.load(step.model, _internal=True, _for=entry.name)
             except ModelyardError as exc:
-                if not entry.versions:
-                    entry.state, entry.reason = UNAVAILABLE, str(exc)
-                raise ModelLoadError(
+                error = ModelLoadError(
                     f"ensemble {entry.name!r} {step.describe(index)} did not load: {exc.message}"
-                ) from exc
+                )
+                if not entry.versions:
+                    entry.state, entry.reason = UNAVAILABLE, error.message
+                raise error from exc
 
     def _pipeline_version(self, source: ModelSource, version: int) -> ServedModel:
         """A pipeline version checked against its loaded step models."""
