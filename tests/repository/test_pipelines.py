@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from modelyard.errors import InvalidArgument
+from modelyard.errors import InvalidArgument, ModelLoadError
 from modelyard.listing import describe_repository, render_table
 from modelyard.repository.config import from_yaml, parse_pbtxt
 from modelyard.repository.scan import reread, scan
@@ -88,6 +88,9 @@ def test_an_ovms_repository_is_read_from_its_config_json(tmp_path: Path) -> None
     assert pipeline.steps[1].inputs == {"INPUT0": "pre_node/a", "INPUT1": "pre_node/B"}
     assert pipeline.steps[2].outputs == {"PRODUCT": "RESULT"}  # the response's name
     assert reread(found["addsub"]).versions == found["addsub"].versions
+    (root / "config.json").write_text("{ not json")
+    with pytest.raises(ModelLoadError, match="config.json is not JSON"):
+        reread(found["addsub"])
 
 
 def test_ovms_models_that_cannot_serve_say_why(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from modelyard.errors import InvalidArgument, ModelyardError
+from modelyard.errors import InvalidArgument, ModelLoadError, ModelyardError
 from modelyard.repository.pipelines import pipeline_from_ovms
 from modelyard.repository.scan import ModelSource
 from modelyard.spec.config import ModelConfig
@@ -33,7 +33,10 @@ def is_ovms_config(path: Path) -> bool:
 def read_ovms(path: Path) -> list[ModelSource]:
     """Every model and pipeline the config.json lists; one that does not read carries its
     error (and the others still serve)."""
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ModelLoadError(f"{path} is not JSON: {exc}") from exc
     sources = []
     for item in data.get("model_config_list") or []:
         config = item.get("config") if isinstance(item, dict) else None

@@ -4,6 +4,10 @@
     REPO/NAME/model.yaml + files (or <version>/ folders)          simple layout
     REPO/NAME.onnx | .joblib | .skops | .ubj | .json | .txt     a bare file; its stem is the name
 
+A folder with an OVMS `config.json` (`model_config_list`) is read as OVMS reads it instead: its
+models and pipelines are those the file lists (`repository/ovms.py`). A pipeline (an ensemble,
+a `model.yaml` `pipeline:`) has no file of its own: its versions are its (empty) folders.
+
 Nothing is loaded here; a model whose config does not read is reported with its error.
 """
 
@@ -45,8 +49,6 @@ def scan(roots: list[Path]) -> dict[str, ModelSource]:
         if not root.is_dir():
             raise FileNotFoundError(f"model repository {root} is not a folder")
         for source in _sources(root):
-            if source is None:
-                continue
             if source.name in found:
                 log.warning(
                     "model %r in %s is shadowed by %s",
