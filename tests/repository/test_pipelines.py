@@ -89,7 +89,7 @@ def test_an_ovms_repository_is_read_from_its_config_json(tmp_path: Path) -> None
     assert pipeline.steps[2].outputs == {"PRODUCT": "RESULT"}  # the response's name
     assert reread(found["addsub"]).versions == found["addsub"].versions
     (root / "config.json").write_text("{ not json")
-    with pytest.raises(ModelLoadError, match="config.json is not JSON"):
+    with pytest.raises(ModelLoadError, match=r"config\.json is not JSON"):
         reread(found["addsub"])
 
 
