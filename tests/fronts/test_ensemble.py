@@ -6,6 +6,7 @@ repository's load/unload rules for ensembles and their steps."""
 
 from __future__ import annotations
 
+import json
 import queue
 import time
 from collections.abc import Iterator
@@ -22,6 +23,13 @@ from tritonclient.utils import InferenceServerException
 from tests.pipeline_models import expected, ovms_repository, pipeline_repository
 from tests.server_process import ServerProcess
 
+CYCLE = """\
+platform: "ensemble"
+input [ { name: "X" data_type: TYPE_FP32 dims: [ 1 ] } ]
+output [ { name: "Y" data_type: TYPE_FP32 dims: [ 1 ] } ]
+ensemble_scheduling { step [ { model_name: "OTHER"
+  input_map { key: "X" value: "X" } output_map { key: "Y" value: "Y" } } ] }
+"""
 RAW = np.array([[1.5, 2.0, 3.0, 4.0], [-1.5, 0.0, 1.0, 2.0]], dtype=np.float32)
 
 
@@ -232,6 +240,24 @@ def test_load_unload_rules(repo: Path, tmp_path: Path) -> None:
         assert set(_state(client)) == {"addsub"}  # loaded by itself: stays
         client.unload_model("addsub")
         assert _state(client) == {}
+        # a load request's config replaces the ensemble's on disk, its steps included
+        override = {
+            "platform": "ensemble",
+            "input": [{"name": "X", "data_type": "TYPE_FP32", "dims": [1]}],
+            "output": [{"name": "LEFT", "data_type": "TYPE_FP32", "dims": [1]}],
+            "ensemble_scheduling": {
+                "step": [
+                    {
+                        "model_name": "slow_left",
+                        "model_version": -1,
+                        "input_map": {"X": "X"},
+                        "output_map": {"Y": "LEFT"},
+                    }
+                ]
+            },
+        }
+        client.load_model("fanout", config=json.dumps(override))
+        assert set(_state(client)) == {"fanout", "slow_left"}
 
 
 def test_ondemand_loads_the_steps_at_the_first_request(repo: Path, tmp_path: Path) -> None:
@@ -277,12 +303,18 @@ def test_broken_ensembles_say_which_step(tmp_path: Path) -> None:
     (root / "badstep" / "config.pbtxt").write_text(
         config.replace('name: "pipeline"\n', "").replace('"postprocess"', '"nofile"')
     )
+    for name, other in (("cyc_a", "cyc_b"), ("cyc_b", "cyc_a")):
+        (root / name / "1").mkdir(parents=True)
+        (root / name / "config.pbtxt").write_text(CYCLE.replace("OTHER", other))
     with (
         ServerProcess(
             str(root), "--model-control-mode", "explicit", log_path=tmp_path / "s.log"
         ) as server,
         httpclient.InferenceServerClient(server.http_addr) as client,
     ):
+        with pytest.raises(InferenceServerException) as cycle:
+            client.load_model("cyc_a")
+        assert "use each other in a cycle: cyc_a -> cyc_b -> cyc_a" in str(cycle.value.message())
         with pytest.raises(InferenceServerException) as old:
             client.load_model("oldversion")
         assert "step 1 (model 'preprocess'): model 'preprocess' has no version 7" in str(

@@ -23,6 +23,7 @@ import time
 from collections.abc import AsyncGenerator, Iterable
 from concurrent.futures import Executor
 from contextlib import AbstractAsyncContextManager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,7 @@ from modelyard.repository.scan import ModelSource, read_entry, reread, scan
 from modelyard.repository.store import ModelStore, Progress, PullPolicy, check_name
 from modelyard.runtimes import runtime_suffixes
 from modelyard.spec.config import ModelConfig
-from modelyard.spec.pipeline import LATEST
+from modelyard.spec.pipeline import LATEST, PipelineSpec
 
 __all__ = [
     "Lease",
@@ -74,6 +75,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("modelyard.models")
+
+#: The pipelines whose steps the current task is loading, outermost first.
+_LOADING: ContextVar[tuple[str, ...]] = ContextVar("modelyard_loading_pipelines", default=())
 
 
 class ModelService:
@@ -282,7 +286,7 @@ class ModelService:
         else:
             entry.needed_by.add(_for)
         try:
-            await self._load_steps(entry)
+            await self._load_steps(entry, options)
             await self._load_entry(entry, options)
         except BaseException:
             await self._release_steps(entry)  # those loaded for a pipeline that did not load
@@ -446,8 +450,9 @@ class ModelService:
     def pipeline_estimate(self, name: str) -> int:
         """Bytes loading the pipeline `name` would add: its step models not loaded yet."""
         pipeline = self.entry(name).source.config.pipeline
-        if pipeline is None:
-            return 0
+        return self._steps_estimate(pipeline) if pipeline is not None else 0
+
+    def _steps_estimate(self, pipeline: PipelineSpec) -> int:
         steps = [self.entries.get(m) for m in pipeline.models]
         return sum(
             estimate_bytes(e.source.config, e.source.versions[v])
@@ -456,14 +461,28 @@ class ModelService:
             for v in e.source.config.version_policy.select(list(e.source.versions))
         )
 
-    async def _load_steps(self, entry: ModelEntry) -> None:
-        """Load a pipeline's step models that are not loaded yet, each for this pipeline."""
+    async def _load_steps(self, entry: ModelEntry, options: LoadOptions | None) -> None:
+        """Load a pipeline's step models that are not loaded yet, each for this pipeline (a
+        pipeline whose steps lead back to it is refused)."""
         entry.source = await asyncio.to_thread(self._reread, entry.source)
-        pipeline = entry.source.config.pipeline
-        if pipeline is None:
+        config = entry.source.config
+        if options is not None and options.config is not None:
+            config = _override(config, options.config, entry.name)
+        if config.pipeline is None:
             return
+        chain = _LOADING.get()
+        if entry.name in chain:
+            cycle = " -> ".join([*chain, entry.name])
+            raise ModelLoadError(f"ensembles use each other in a cycle: {cycle}")
+        token = _LOADING.set((*chain, entry.name))
+        try:
+            await self._load_each_step(entry, config.pipeline)
+        finally:
+            _LOADING.reset(token)
+
+    async def _load_each_step(self, entry: ModelEntry, pipeline: PipelineSpec) -> None:
         budget = self.residency.memory_budget
-        needed = await asyncio.to_thread(self.pipeline_estimate, entry.name) if budget else 0
+        needed = await asyncio.to_thread(self._steps_estimate, pipeline) if budget else 0
         if needed > budget:
             raise ModelLoadError(
                 f"ensemble {entry.name!r}: its steps not loaded yet need about "
