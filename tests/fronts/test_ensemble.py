@@ -234,7 +234,10 @@ def test_load_unload_rules(repo: Path, tmp_path: Path) -> None:
         with pytest.raises(InferenceServerException) as err:
             client.unload_model("preprocess")
         assert err.value.status() == "400"
-        assert "step of the loaded ensemble pipeline" in str(err.value.message())
+        assert "it is a step of the loaded ensemble pipeline" in str(err.value.message())
+        deleted = httpx.request("DELETE", f"{server.url}/api/delete", json={"model": "addsub"})
+        assert deleted.status_code == 400
+        assert "cannot delete model 'addsub'" in deleted.json()["error"]
         np.testing.assert_allclose(_http_infer(client, "pipeline", RAW), expected(RAW))
         client.unload_model("pipeline")
         assert set(_state(client)) == {"addsub"}  # loaded by itself: stays

@@ -108,7 +108,13 @@ def test_ovms_models_that_cannot_serve_say_why(tmp_path: Path) -> None:
                 "inputs": ["x"],
                 "nodes": [{"name": "n", "model_name": "lib", "type": "custom"}],
                 "outputs": [],
-            }
+            },
+            {
+                "name": "demux",
+                "inputs": ["x"],
+                "nodes": [{"name": "n", "model_name": "ir", "demultiply_count": 0}],
+                "outputs": [],
+            },
         ],
     }
     (tmp_path / "config.json").write_text(json.dumps(config))
@@ -117,6 +123,7 @@ def test_ovms_models_that_cannot_serve_say_why(tmp_path: Path) -> None:
     assert "is not a folder" in str(found["gone"].error)
     assert "needs config.name and config.base_path" in str(found["nameless"].error)
     assert "only 'DL model' nodes" in str(found["custom"].error)
+    assert "demultiply_count is not supported" in str(found["demux"].error)
 
 
 def test_modelyard_list_shows_a_pipeline_and_its_steps(tmp_path: Path) -> None:

@@ -323,12 +323,7 @@ class ModelService:
         entry = self.entries.get(name)
         if entry is None:
             raise NotFound(f"unknown model {name!r}")
-        users = self.pipelines_using(name)
-        if users:
-            raise FailedPrecondition(
-                f"model {name!r} is a step of the loaded ensemble {', '.join(users)}; "
-                "unload the ensemble first"
-            )
+        self._check_not_a_step(name, "unload")
         async with entry.lock:
             await self._unload_versions(entry)
         await self._release_steps(entry)
@@ -446,6 +441,14 @@ class ModelService:
             for e in list(self.entries.values())
             if e.versions and any(name in uses(v.pipeline) for v in e.versions.values())
         )
+
+    def _check_not_a_step(self, name: str, action: str) -> None:
+        users = self.pipelines_using(name)
+        if users:
+            raise FailedPrecondition(
+                f"cannot {action} model {name!r}: it is a step of the loaded ensemble "
+                f"{', '.join(users)}; unload the ensemble first"
+            )
 
     def pipeline_estimate(self, name: str) -> int:
         """Bytes loading the pipeline `name` would add: its step models not loaded yet."""
@@ -604,6 +607,7 @@ class ModelService:
                 f"model {name!r} is in {path.parent}; pull, copy and delete change only the "
                 f"first repository folder ({store.root})"
             )
+        self._check_not_a_step(name, "delete")
         await self.forget(name)
         await store.remove(path)
         log.info("deleted model %s (%s)", name, path)

@@ -160,6 +160,12 @@ def _ovms_node(data: Any, pipeline: str) -> Step:
             f"OVMS pipeline {pipeline!r} node {node!r} is of type {kind!r}; only 'DL model' "
             "nodes are supported (custom nodes are OpenVINO libraries modelyard cannot load)"
         )
+    for key in ("demultiply_count", "gather_from_node"):
+        if key in data:
+            raise InvalidArgument(
+                f"OVMS pipeline {pipeline!r} node {node!r}: {key} is not supported; "
+                "send the rows as one batch instead"
+            )
     inputs = {
         model_input: _ovms_tensor(source, pipeline)
         for item in data.get("inputs", [])
