@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 
 import numpy as np
@@ -176,3 +177,21 @@ def test_resolve_refuses_an_ensemble_batch_its_steps_cannot_take() -> None:
     )
     with pytest.raises(ModelLoadError, match="step 1 \\(model 'pre'\\): the ensemble takes"):
         resolve(config, [PRE, POST])
+
+
+def test_steps_failing_together_raise_one_error_and_leave_none_unread() -> None:
+    async def call(index: int, step: Step, inputs: Arrays) -> Arrays:
+        if step.model in ("left", "right"):
+            raise Unavailable(f"{step.model} is down")
+        return await _call(index, step, inputs)
+
+    async def main() -> list[dict[str, object]]:
+        unread: list[dict[str, object]] = []
+        asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: unread.append(ctx))
+        with pytest.raises(Unavailable, match="is down"):
+            await run(FANOUT, {"IN": np.array([1.0])}, call)
+        gc.collect()
+        await asyncio.sleep(0)
+        return unread
+
+    assert asyncio.run(main()) == []

@@ -50,17 +50,27 @@ async def run(spec: PipelineSpec, inputs: Arrays, call: StepCall) -> Arrays:
                 names = ", ".join(spec.steps[i].describe(i) for i in pending)
                 raise Internal(f"pipeline steps never got their inputs: {names}")
             done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                step = spec.steps[running.pop(task)]
-                outputs = task.result()
-                for model_output, tensor in step.outputs.items():
-                    tensors[tensor] = outputs[model_output]
+            _collect(spec, [(running.pop(t), t) for t in done], tensors)
     finally:
         for task in running:
             task.cancel()
         if running:
             await asyncio.wait(running)
     return tensors
+
+
+def _collect(
+    spec: PipelineSpec, finished: list[tuple[int, asyncio.Task[Arrays]]], tensors: Arrays
+) -> None:
+    """Add the outputs of finished steps; raise the first error (every one is read, so none
+    is left unretrieved)."""
+    errors = [e for _, task in finished if (e := task.exception()) is not None]
+    if errors:
+        raise errors[0]
+    for index, task in finished:
+        outputs = task.result()
+        for model_output, tensor in spec.steps[index].outputs.items():
+            tensors[tensor] = outputs[model_output]
 
 
 def _ready(step: Step, tensors: Arrays, produced: dict[str, int]) -> bool:
