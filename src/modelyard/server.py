@@ -176,7 +176,7 @@ def _log_models(models: ModelService) -> None:
                 "model %s version %d READY on runtime %s (%s); max_batch_size %d",
                 name,
                 version.version,
-                config.runtime,
+                config.runtime or config.platform,  # a pipeline: platform ensemble
                 reason,
                 config.max_batch_size,
             )

@@ -4,7 +4,8 @@ The repository reads a version from disk into a config and a loaded runtime; the
 everything that serves it around them, at load time and in one place: the input contract and
 statistics for every model; the generation engine (with its metrics observer) and the chat
 template for a runtime that generates text; the batcher for every other model. A runtime
-never builds any of these.
+never builds any of these. A pipeline (`core/pipeline.py`) has no runtime: its steps' models
+serve it.
 
 A `ServedModel` also counts the leases that hold it (`core.models.ModelService.lease`): it is
 never unloaded or evicted while one is held.
@@ -50,7 +51,7 @@ class ServedModel:
         name: str,
         version: int,
         config: ModelConfig,
-        runtime: Runtime,
+        runtime: Runtime | None,
         watch: EngineWatch | None = None,
     ) -> None:
         self.name = name
@@ -63,6 +64,8 @@ class ServedModel:
         self.text: TextModel | None = runtime if isinstance(runtime, TextModel) else None
         self.template: chat.ChatTemplate | None = None
         self.engine: Engine | None = None
+        #: A pipeline's steps (no runtime, no batcher: its steps' models run them).
+        self.pipeline = config.pipeline
         self._watch = watch
         self._leases = 0
         self._idle = asyncio.Event()
@@ -96,7 +99,7 @@ class ServedModel:
     def serve(self, executor: Executor) -> None:
         """Start accepting requests (on the event loop): a tensor model's queue and batcher.
         A generator's KServe requests go to its engine instead."""
-        if self.engine is None:
+        if self.engine is None and self.runtime is not None:
             self.batcher = Batcher(self.runtime, executor, self.stats, batch_policy(self.config))
 
     @property
@@ -147,7 +150,8 @@ class ServedModel:
                 self._watch.detach(self.name, self.engine)
             self.engine = None
         try:
-            self.runtime.unload()
+            if self.runtime is not None:
+                self.runtime.unload()
         except Exception:
             log.exception("unloading %s version %d failed", self.name, self.version)
 
