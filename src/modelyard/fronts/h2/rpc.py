@@ -18,10 +18,18 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, cast
 from urllib.parse import quote
 
-from modelyard.fronts.h2.connection import Fields, H2Connection, Stream
+from modelyard.fronts.h2.connection import (
+    ENHANCE_YOUR_CALM,
+    GOAWAY,
+    SETTINGS,
+    Fields,
+    H2Connection,
+    Stream,
+    frame,
+)
 
 log = logging.getLogger("modelyard.grpc")
 
@@ -322,6 +330,17 @@ class Call:
             self.timer = None
 
 
+class _Full(asyncio.Protocol):
+    """A connection over the cap: the server's SETTINGS, then GOAWAY(ENHANCE_YOUR_CALM)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        goaway = (0).to_bytes(4, "big") + ENHANCE_YOUR_CALM.to_bytes(4, "big")
+        goaway += b"too many connections"
+        writer = cast(asyncio.Transport, transport)
+        writer.write(frame(SETTINGS, 0, 0) + frame(GOAWAY, 0, 0, goaway))
+        writer.close()
+
+
 class _Refused:
     """The receiver of a stream answered at once (unknown method, bad headers)."""
 
@@ -335,27 +354,74 @@ class _Refused:
         pass
 
 
+class Admission(Protocol):
+    """Who may open a connection (a cap shared with the HTTP port)."""
+
+    def enter(self, port: str) -> bool: ...
+
+    def leave(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """What one client may hold: header fields (count, bytes), the time to send the preface
+    and each header block, and the idle time before GOAWAY."""
+
+    max_headers: int = 100
+    max_header_bytes: int = 1 << 16
+    header_timeout_s: float = 10.0
+    idle_timeout_s: float = 300.0
+
+
 class GRPCServer:
     """gRPC on one listening socket (bound by `bind`), in the running event loop."""
 
     def __init__(
-        self, methods: dict[str, Method], sock: socket.socket, max_message_bytes: int
+        self,
+        methods: dict[str, Method],
+        sock: socket.socket,
+        max_message_bytes: int,
+        limits: ConnectionLimits | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.methods = methods
         self.sock = sock
         self.max_message_bytes = max_message_bytes
+        self.limits = limits or ConnectionLimits()
+        self.admission = admission
         self.server: asyncio.AbstractServer | None = None
         self.connections: set[H2Connection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
+        self.sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(self._connect, sock=self.sock)
+        self.sweeper = loop.create_task(self._sweep())
 
-    def _connect(self) -> H2Connection:
-        connection = H2Connection(self._open, self.connections.discard, INDEXED)
+    def _connect(self) -> asyncio.Protocol:
+        if self.admission is not None and not self.admission.enter("gRPC"):
+            return _Full()
+        limits = self.limits
+        connection = H2Connection(
+            self._open, self._closed, INDEXED, limits.max_headers, limits.max_header_bytes
+        )
         self.connections.add(connection)
         return connection
+
+    def _closed(self, connection: H2Connection) -> None:
+        self.connections.discard(connection)
+        if self.admission is not None:
+            self.admission.leave()
+
+    async def _sweep(self, every: float = 0.5) -> None:
+        loop = asyncio.get_running_loop()
+        limits = self.limits
+        while True:
+            await asyncio.sleep(every)
+            now = loop.time()
+            for connection in list(self.connections):
+                connection.check(now, limits.header_timeout_s, limits.idle_timeout_s)
 
     def _open(self, stream: Stream) -> Any:
         path = next((v for k, v in stream.headers if k == ":path"), "")
@@ -375,8 +441,15 @@ class GRPCServer:
         task.add_done_callback(self.tasks.discard)
         return task
 
+    def close_listener(self) -> None:
+        """Take no new connections; those open go on."""
+        if self.server is not None:
+            self.server.close()
+
     async def stop(self, grace: float) -> None:
         """Refuse new calls, let open ones finish for `grace` seconds, then cancel the rest."""
+        if self.sweeper is not None:
+            self.sweeper.cancel()
         if self.server is not None:
             self.server.close()
         for connection in list(self.connections):
