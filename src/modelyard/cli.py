@@ -231,8 +231,8 @@ def main() -> None:
     default="256MiB",
     show_default=True,
     envvar="MODELYARD_MAX_BODY_MEMORY",
-    help="Request bodies all requests in flight may hold together (429 past it); at least "
-    "--max-request-bytes.",
+    help="Request bodies all requests in flight may hold together, HTTP and unary gRPC (429 "
+    "past it); at least --max-request-bytes and --grpc-max-message-bytes.",
 )
 @click.option(
     "--shutdown-timeout",
@@ -305,11 +305,12 @@ def _size(text: str, option: str = "--memory-budget") -> int:
 
 def _limits(options: dict[str, Any]) -> Limits:
     body_memory = _size(options.pop("max_body_memory"), "--max-body-memory")
-    if body_memory < options["max_request_bytes"]:
+    largest = max(options["max_request_bytes"], options["grpc_max_message_bytes"])
+    if body_memory < largest:
         raise click.BadParameter(
-            f"{body_memory} bytes is less than --max-request-bytes "
-            f"({options['max_request_bytes']}): a body of the largest size could never be "
-            "taken",
+            f"{body_memory} bytes is less than --max-request-bytes or "
+            f"--grpc-max-message-bytes ({largest}): a request of the largest size could never "
+            "be taken",
             param_hint="--max-body-memory",
         )
     return Limits(

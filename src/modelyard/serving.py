@@ -57,6 +57,7 @@ def run(settings: Settings, *, demo: bool = False, started: float | None = None)
                 max_message_bytes=settings.grpc_max_message_bytes,
                 limits=limits,
                 cap=cap,
+                budget=budget,
             )
         except OSError as exc:
             raise FailedPrecondition(f"{exc}; choose another --grpc-port") from None

@@ -29,18 +29,33 @@ CAP = 40
 IDLE_S = 1.0
 
 
+SLOW_YAML = """\
+runtime: python
+inputs: [{name: X, datatype: FP32, shape: [-1]}]
+outputs: [{name: Y, datatype: FP32, shape: [-1]}, {name: SEQ, datatype: INT64, shape: [-1]}]
+parameters: {delay: "1.0"}
+"""
+
+
 @pytest.fixture(scope="module")
-def limited(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    log = tmp_path_factory.mktemp("limits") / "server.log"
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    from onnx import TensorProto
+
+    from tests.models import SLOW_MODEL, identity_onnx
+
+    root = tmp_path_factory.mktemp("limits")
+    identity_onnx(root / "repo" / "identity_fp32.onnx", TensorProto.FLOAT)
+    (root / "repo" / "slow").mkdir()
+    (root / "repo" / "slow" / "model.py").write_text(SLOW_MODEL)
+    (root / "repo" / "slow" / "model.yaml").write_text(SLOW_YAML)
     with ServerProcess(
-        str(model_repo),
-        *("--model-control-mode", "explicit", "--load-model", "identity_fp32"),
+        str(root / "repo"),
         *("--max-header-bytes", "8192", "--max-headers", "30"),
         *("--header-timeout", "1", "--body-timeout", "2"),
         *("--idle-timeout", str(IDLE_S), "--grpc-idle-timeout", str(IDLE_S)),
         *("--max-connections", str(CAP), "--max-body-memory", "4MiB"),
-        *("--max-request-bytes", str(MAX_REQUEST)),
-        log_path=log,
+        *("--max-request-bytes", str(MAX_REQUEST), "--grpc-max-message-bytes", str(MAX_REQUEST)),
+        log_path=root / "server.log",
     ) as process:
         yield process
 
@@ -255,6 +270,31 @@ def test_grpc_idle_and_silent_connections_are_closed(limited: ServerProcess) -> 
         began = time.monotonic()
         _frames(silent)
         assert time.monotonic() - began < 1 + 2  # --header-timeout
+
+
+def test_grpc_requests_past_the_budget_are_refused(limited: ServerProcess) -> None:
+    """Two 1.5 MiB calls on a model that takes a second hold 3 of the 4 MiB: a third is
+    RESOURCE_EXHAUSTED at once; once they end, the budget is free again."""
+    values = np.ones(384 * 1024, np.float32)
+    x = grpcclient.InferInput("X", [values.size], "FP32")
+    x.set_data_from_numpy(values)
+    y = [grpcclient.InferRequestedOutput("Y")]
+    client = grpcclient.InferenceServerClient(limited.grpc_addr)
+    answers: list[int] = []
+
+    def hold() -> None:
+        answers.append(client.infer("slow", [x], outputs=y).as_numpy("Y").size)
+
+    holders = [threading.Thread(target=hold) for _ in range(2)]
+    for thread in holders:
+        thread.start()
+    time.sleep(0.4)
+    with pytest.raises(InferenceServerException, match="max-body-memory"):
+        client.infer("slow", [x], outputs=y)
+    for thread in holders:
+        thread.join(10)
+    assert answers == [values.size] * 2
+    assert client.infer("slow", [x], outputs=y).as_numpy("Y").size == values.size
 
 
 def test_grpc_too_many_metadata_fields_fail_that_call_only(limited: ServerProcess) -> None:

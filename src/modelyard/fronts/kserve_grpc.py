@@ -24,6 +24,7 @@ from modelyard.errors import Code, Internal, ModelyardError, PayloadTooLarge, Un
 from modelyard.fronts.auth import key_matches
 from modelyard.fronts.h2.rpc import (
     Admission,
+    Budget,
     ConnectionLimits,
     Context,
     GRPCServer,
@@ -316,6 +317,7 @@ def create_server(
     max_message_bytes: int,
     limits: Limits | None = None,
     cap: Admission | None = None,
+    budget: Budget | None = None,
 ) -> GRPCServer:
     """The KServe v2 gRPC server, bound to host:port but not started. Raises `OSError` when
     the port cannot be bound."""
@@ -332,4 +334,4 @@ def create_server(
         limits.header_timeout_s,
         limits.grpc_idle_timeout_s,
     )
-    return GRPCServer(methods(servicer), sock, max_message_bytes, connection_limits, cap)
+    return GRPCServer(methods(servicer), sock, max_message_bytes, connection_limits, cap, budget)

@@ -140,6 +140,8 @@ class Call:
         self.headers_sent = False
         self.encoding = "identity"
         self.context = Context([], None)
+        self.held = 0  # bytes of the body budget this call's request holds
+        self.counted = False  # whether the message being buffered has taken its bytes
 
     def begin(self) -> None:
         """Read the call's headers; a streaming call's handler starts now, a unary one's once
@@ -170,7 +172,7 @@ class Call:
                 self.buffer += chunk
                 self._messages()
             else:  # one whole message in one frame
-                self._within_limit(len(chunk) - 5)
+                self._hold(self._within_limit(len(chunk) - 5))
                 self._message(chunk[0], chunk[5:])
         except RPCError as exc:
             self._refuse(exc.status, exc.message)
@@ -179,10 +181,14 @@ class Call:
         buffer = self.buffer
         while len(buffer) >= 5:
             length = self._within_limit(_length(buffer))
+            if not self.counted:
+                self._hold(length)
+                self.counted = True
             if len(buffer) < 5 + length:
                 return
             flag, payload = buffer[0], bytes(buffer[5 : 5 + length])
             del buffer[: 5 + length]
+            self.counted = False
             self._message(flag, payload)
 
     def _within_limit(self, length: int) -> int:
@@ -194,6 +200,25 @@ class Call:
                 f"Received message larger than max ({length} vs. {limit})",
             )
         return length
+
+    def _hold(self, length: int) -> None:
+        """A unary call's request counts against the body budget until the call ends
+        (a streaming call's messages are handed on as they come)."""
+        budget = self.server.budget
+        if budget is None or self.queue is not None:
+            return
+        if not budget.take(length):
+            raise RPCError(
+                Status.RESOURCE_EXHAUSTED,
+                f"the server holds {budget.used} bytes of requests, its budget is "
+                f"{budget.limit} (--max-body-memory); retry shortly",
+            )
+        self.held += length
+
+    def _release(self) -> None:
+        if self.held and self.server.budget is not None:
+            self.server.budget.give(self.held)
+            self.held = 0
 
     def _message(self, flag: int, payload: bytes) -> None:
         if flag:
@@ -240,6 +265,8 @@ class Call:
         self._cancel_timer()
         if self.task is not None:
             self.task.cancel()
+        else:
+            self._release()
 
     # ---- running the handler -------------------------------------------------------------
 
@@ -276,6 +303,8 @@ class Call:
         except Exception as exc:
             log.exception("gRPC handler failed")
             self._finish(Status.INTERNAL, f"unexpected error: {exc!r}")
+        finally:
+            self._release()
 
     def _message_bytes(self, response: Any) -> bytes:
         payload: bytes = response.SerializeToString()
@@ -313,6 +342,8 @@ class Call:
     def _refuse(self, status: Status, message: str) -> None:
         """End the call now, before or instead of its handler."""
         self.buffer.clear()
+        if self.task is None:
+            self._release()
         if self.task is not None:
             self.task.cancel()
         self._finish(status, message)
@@ -362,6 +393,17 @@ class Admission(Protocol):
     def leave(self) -> None: ...
 
 
+class Budget(Protocol):
+    """Bytes that request messages in flight may hold (a budget shared with the HTTP port)."""
+
+    limit: int
+    used: int
+
+    def take(self, size: int) -> bool: ...
+
+    def give(self, size: int) -> None: ...
+
+
 @dataclass(frozen=True)
 class ConnectionLimits:
     """What one client may hold: header fields (count, bytes), the time to send the preface
@@ -383,8 +425,10 @@ class GRPCServer:
         max_message_bytes: int,
         limits: ConnectionLimits | None = None,
         admission: Admission | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self.methods = methods
+        self.budget = budget
         self.sock = sock
         self.max_message_bytes = max_message_bytes
         self.limits = limits or ConnectionLimits()
