@@ -95,15 +95,15 @@ def run(settings: Settings, *, demo: bool = False, started: float | None = None)
 def _config(
     app: ASGIApp, settings: Settings, protocol: type[asyncio.Protocol], **where: Any
 ) -> uvicorn.Config:
+    grace = settings.shutdown_timeout_s
+    drain_s: Any = grace - _cut_margin(grace) / 2  # what is still running then is cancelled
     return uvicorn.Config(
         app,
         http=protocol,
         log_level=settings.log_level,
         access_log=False,
         timeout_keep_alive=settings.limits.idle_timeout_s,  # type: ignore[arg-type]
-        # requests still running a moment after the cut (see _Server) are cancelled
-        timeout_graceful_shutdown=settings.shutdown_timeout_s
-        - _cut_margin(settings.shutdown_timeout_s) / 2,  # type: ignore[arg-type]
+        timeout_graceful_shutdown=drain_s,
         log_config=None,
         **where,
     )
@@ -122,16 +122,17 @@ def _cut_margin(grace: float) -> float:
 
 class _Server(uvicorn.Server):
     """uvicorn's server with modelyard's shutdown: readiness (HTTP and gRPC) turns false
-    first; listeners close and gRPC clients get GOAWAY; requests in flight finish; near the
-    end of the grace, generations still running are cut (each stream ends with its front's
-    error event); when the grace is spent the process exits even if a model thread hangs."""
+    first; the listeners close; requests in flight finish; near the end of the grace,
+    generations still running are cut (each stream ends with its front's error event); then
+    gRPC clients get GOAWAY and the models unload; when the grace is spent the process exits
+    even if a model thread hangs (`run` owns its process)."""
 
     def __init__(
-        self, config: uvicorn.Config, core: Modelyard, app: _WithGRPC, grace: float
+        self, config: uvicorn.Config, core: Modelyard, front: _WithGRPC, grace: float
     ) -> None:
         super().__init__(config)
         self.core = core
-        self.app_ = app
+        self.front = front
         self.grace = grace
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
@@ -140,7 +141,7 @@ class _Server(uvicorn.Server):
         )
         _exit_after(self.grace + EXIT_MARGIN_S)
         self.core.models.drain()
-        self.app_.stop_accepting()
+        self.front.stop_accepting()
         when = self.grace - _cut_margin(self.grace)
         cut = asyncio.get_running_loop().call_later(when, self._cut)
         try:
