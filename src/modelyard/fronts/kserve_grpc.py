@@ -333,5 +333,6 @@ def create_server(
         limits.max_header_bytes,
         limits.header_timeout_s,
         limits.grpc_idle_timeout_s,
+        limits.body_timeout_s,
     )
     return GRPCServer(methods(servicer), sock, max_message_bytes, connection_limits, cap, budget)

@@ -163,6 +163,16 @@ class Call:
         if self.method.client_streaming:
             self.queue = asyncio.Queue()
             self._start(self._requests())
+        else:
+            self.server.arriving(self)
+
+    def too_slow(self) -> None:
+        """The sweep's verdict: the request did not arrive within the body deadline."""
+        seconds = self.server.limits.body_timeout_s
+        self._refuse(
+            Status.DEADLINE_EXCEEDED,
+            f"the request message took over {seconds:g} s to arrive (--body-timeout)",
+        )
 
     # ---- the request side (Receiver) -----------------------------------------------------
 
@@ -263,6 +273,7 @@ class Call:
 
     def reset(self) -> None:
         self._cancel_timer()
+        self.server.arrived(self)
         if self.task is not None:
             self.task.cancel()
         else:
@@ -271,6 +282,7 @@ class Call:
     # ---- running the handler -------------------------------------------------------------
 
     def _start(self, request: bytes | AsyncIterator[Any]) -> None:
+        self.server.arrived(self)
         self.task = self.server.spawn(self._run(request))
 
     async def _requests(self) -> AsyncIterator[Any]:
@@ -333,6 +345,7 @@ class Call:
 
     def _finish(self, status: Status, message: str) -> None:
         self._cancel_timer()
+        self.server.arrived(self)
         block = trailers(status, message)
         if not self.headers_sent:  # trailers-only
             self.headers_sent = True
@@ -413,6 +426,8 @@ class ConnectionLimits:
     max_header_bytes: int = 1 << 16
     header_timeout_s: float = 10.0
     idle_timeout_s: float = 300.0
+    #: The time a unary call's request message may take to arrive once its headers have.
+    body_timeout_s: float = 60.0
 
 
 class GRPCServer:
@@ -437,6 +452,8 @@ class GRPCServer:
         self.connections: set[H2Connection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.sweeper: asyncio.Task[None] | None = None
+        #: Unary calls whose request is still arriving, and the loop time it must be in by.
+        self.pending: dict[Call, float] = {}
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -458,6 +475,12 @@ class GRPCServer:
         if self.admission is not None:
             self.admission.leave()
 
+    def arriving(self, call: Call) -> None:
+        self.pending[call] = asyncio.get_running_loop().time() + self.limits.body_timeout_s
+
+    def arrived(self, call: Call) -> None:
+        self.pending.pop(call, None)
+
     async def _sweep(self, every: float = 0.5) -> None:
         loop = asyncio.get_running_loop()
         limits = self.limits
@@ -466,6 +489,9 @@ class GRPCServer:
             now = loop.time()
             for connection in list(self.connections):
                 connection.check(now, limits.header_timeout_s, limits.idle_timeout_s)
+            for call, deadline in list(self.pending.items()):
+                if now > deadline:
+                    call.too_slow()
 
     def _open(self, stream: Stream) -> Any:
         path = next((v for k, v in stream.headers if k == ":path"), "")
