@@ -321,3 +321,23 @@ def test_grpc_connections_past_the_cap_get_goaway(limited: ServerProcess) -> Non
     time.sleep(0.2)
     client = grpcclient.InferenceServerClient(limited.grpc_addr)
     assert client.is_server_ready()
+
+
+# ---- start-up ----------------------------------------------------------------------------------
+
+
+def test_the_open_files_limit_is_raised_to_its_hard_limit(limited: ServerProcess) -> None:
+    assert limited.process is not None
+    limits = Path(f"/proc/{limited.process.pid}/limits").read_text().splitlines()
+    soft, hard = next(line for line in limits if line.startswith("Max open files")).split()[3:5]
+    assert soft == hard
+
+
+def test_a_body_budget_smaller_than_one_request_refuses_to_start(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from modelyard.cli import main
+
+    result = CliRunner().invoke(main, ["serve", str(tmp_path), "--max-body-memory", "1MiB"])
+    assert result.exit_code == 2
+    assert "--max-body-memory" in result.output and "could never be taken" in result.output
