@@ -127,6 +127,16 @@ def test_too_many_header_fields_get_431(limited: ServerProcess) -> None:
     assert _status(reply) == 200  # a few fields are fine
 
 
+def test_headers_under_the_limit_may_come_in_pieces(limited: ServerProcess) -> None:
+    fields = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 200) for i in range(25))  # about 5.4 KiB
+    request = b"GET /v2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + fields + b"\r\n"
+    with socket.create_connection(("127.0.0.1", limited.http_port), timeout=10) as sock:
+        for start in range(0, len(request), 1000):
+            sock.sendall(request[start : start + 1000])
+            time.sleep(0.05)
+        assert _status(_read_all(sock)) == 200
+
+
 # ---- slow and idle clients -------------------------------------------------------------------
 
 

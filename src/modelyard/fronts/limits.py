@@ -194,7 +194,8 @@ class LimitedHTTP(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.head_bytes = 0
+        self.head_bytes = 0  # the request line and header fields parsed so far
+        self.head_raw = 0  # bytes received while the headers were not yet whole
         self.header_count = 0
         self.in_head = False
         self.deadline = 0.0  # loop time by which the request being read must be whole
@@ -241,8 +242,8 @@ class LimitedHTTP(HttpToolsProtocol):
                 self.send_400_response("Invalid HTTP request received.")
             return
         if self.in_head:  # headers not yet whole: what they took so far counts
-            self.head_bytes += len(data)
-            if self.head_bytes > self.limits.max_header_bytes:
+            self.head_raw += len(data)
+            if self.head_raw > self.limits.max_header_bytes:
                 self.refusal = self._too_large()
                 self._answer(*self.refusal)
 
@@ -250,7 +251,7 @@ class LimitedHTTP(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self.head_bytes = self.header_count = 0
+        self.head_bytes = self.head_raw = self.header_count = 0
         self.in_head = True
         self.deadline = self.loop.time() + self.limits.header_timeout_s
 
@@ -274,7 +275,6 @@ class LimitedHTTP(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self.in_head = False
-        self.head_bytes = 0
         self.deadline = self.loop.time() + self.limits.body_timeout_s
         super().on_headers_complete()
 
