@@ -208,7 +208,8 @@ class LimitedHTTP(HttpToolsProtocol):
         super().connection_made(transport)
         if not self.cap.enter("HTTP"):
             self.connections.discard(self)
-            self._answer(503, "too many connections; retry shortly", retry=True)
+            self.refusal = (503, "too many connections; retry shortly")  # read nothing more
+            self._answer(*self.refusal, retry=True)
             return
         self.admitted = True
         # a connection that sends nothing is idle from the start
