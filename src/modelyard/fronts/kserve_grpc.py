@@ -22,10 +22,8 @@ from modelyard.core.dataplane import DataPlane
 from modelyard.core.models import LoadOptions, ModelService
 from modelyard.errors import Code, Internal, ModelyardError, PayloadTooLarge, Unauthenticated
 from modelyard.fronts.auth import key_matches
+from modelyard.fronts.h2.limits import Admission, Budget, ConnectionLimits
 from modelyard.fronts.h2.rpc import (
-    Admission,
-    Budget,
-    ConnectionLimits,
     Context,
     GRPCServer,
     Method,

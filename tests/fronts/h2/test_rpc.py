@@ -26,8 +26,8 @@ from modelyard.fronts.h2.connection import (
     SETTINGS,
     frame,
 )
+from modelyard.fronts.h2.limits import ConnectionLimits
 from modelyard.fronts.h2.rpc import (
-    ConnectionLimits,
     Context,
     GRPCServer,
     Method,

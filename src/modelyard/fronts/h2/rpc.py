@@ -18,18 +18,11 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any
 from urllib.parse import quote
 
-from modelyard.fronts.h2.connection import (
-    ENHANCE_YOUR_CALM,
-    GOAWAY,
-    SETTINGS,
-    Fields,
-    H2Connection,
-    Stream,
-    frame,
-)
+from modelyard.fronts.h2.connection import Fields, H2Connection, Stream
+from modelyard.fronts.h2.limits import Admission, Budget, ConnectionLimits, Full
 
 log = logging.getLogger("modelyard.grpc")
 
@@ -374,17 +367,6 @@ class Call:
             self.timer = None
 
 
-class _Full(asyncio.Protocol):
-    """A connection over the cap: the server's SETTINGS, then GOAWAY(ENHANCE_YOUR_CALM)."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        goaway = (0).to_bytes(4, "big") + ENHANCE_YOUR_CALM.to_bytes(4, "big")
-        goaway += b"too many connections"
-        writer = cast(asyncio.Transport, transport)
-        writer.write(frame(SETTINGS, 0, 0) + frame(GOAWAY, 0, 0, goaway))
-        writer.close()
-
-
 class _Refused:
     """The receiver of a stream answered at once (unknown method, bad headers)."""
 
@@ -396,38 +378,6 @@ class _Refused:
 
     def reset(self) -> None:
         pass
-
-
-class Admission(Protocol):
-    """Who may open a connection (a cap shared with the HTTP port)."""
-
-    def enter(self, port: str) -> bool: ...
-
-    def leave(self) -> None: ...
-
-
-class Budget(Protocol):
-    """Bytes that request messages in flight may hold (a budget shared with the HTTP port)."""
-
-    limit: int
-    used: int
-
-    def take(self, size: int) -> bool: ...
-
-    def give(self, size: int) -> None: ...
-
-
-@dataclass(frozen=True)
-class ConnectionLimits:
-    """What one client may hold: header fields (count, bytes), the time to send the preface
-    and each header block, and the idle time before GOAWAY."""
-
-    max_headers: int = 100
-    max_header_bytes: int = 1 << 16
-    header_timeout_s: float = 10.0
-    idle_timeout_s: float = 300.0
-    #: The time a unary call's request message may take to arrive once its headers have.
-    body_timeout_s: float = 60.0
 
 
 class GRPCServer:
@@ -462,7 +412,7 @@ class GRPCServer:
 
     def _connect(self) -> asyncio.Protocol:
         if self.admission is not None and not self.admission.enter("gRPC"):
-            return _Full()
+            return Full()
         limits = self.limits
         connection = H2Connection(
             self._open, self._closed, INDEXED, limits.max_headers, limits.max_header_bytes
