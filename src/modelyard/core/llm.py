@@ -22,6 +22,7 @@ import contextlib
 import functools
 import logging
 import os
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from concurrent.futures import Executor
 from typing import Any
@@ -44,6 +45,7 @@ from modelyard.spec.generation import (
     TEXT_OUTPUT,
     Constraint,
     Delta,
+    Finish,
     GenerationRequest,
     RegexOutput,
     SamplingParams,
@@ -75,13 +77,24 @@ class LLMService:
         self.models = models
         self.executor = executor
         self.stand_in = stand_in
+        #: Generations running now, for `cut`.
+        self.live: weakref.WeakSet[Generation] = weakref.WeakSet()
 
     @contextlib.asynccontextmanager
     async def session(self, name: str, keep_alive_s: float | None = None) -> AsyncIterator[Session]:
         """The text model `name`, loaded first in `ondemand` mode and held until the block
         ends (or until what the block hands its exit stack to ends)."""
         async with self.models.lease(name, keep_alive_s=keep_alive_s) as model:
-            yield Session(model, self.executor)
+            yield Session(model, self.executor, self.live)
+
+    def cut(self, error: ModelyardError) -> int:
+        """End every running generation now with `error` (the server is shutting down): each
+        one's consumer gets it as the generation's error (a stream's front sends its final
+        error event), even when the engine thread is stuck. Returns how many were cut."""
+        cut = list(self.live)
+        for generation in cut:
+            generation.cut(error)
+        return len(cut)
 
     def get(self, name: str) -> Session:
         """A loaded text model, for what needs no hold (listings, metadata)."""
@@ -120,7 +133,8 @@ class LLMService:
     async def infer(self, model: ServedModel, inputs: Arrays) -> Arrays:
         """The whole text for a KServe request (its model already leased)."""
         parts = []
-        async with contextlib.aclosing(_kserve_generation(model, self.executor, inputs)) as gen:
+        generation = _kserve_generation(model, self.executor, inputs, self.live)
+        async with contextlib.aclosing(generation) as gen:
             async for _, delta in gen:
                 parts.append(delta.text)
         return _text_output("".join(parts))
@@ -129,7 +143,8 @@ class LLMService:
         self, model: ServedModel, inputs: Arrays
     ) -> AsyncGenerator[Arrays, None]:
         """One response per delta, for decoupled streaming (ModelStreamInfer)."""
-        async with contextlib.aclosing(_kserve_generation(model, self.executor, inputs)) as gen:
+        generation = _kserve_generation(model, self.executor, inputs, self.live)
+        async with contextlib.aclosing(generation) as gen:
             async for _, delta in gen:
                 if delta.text or delta.finish is not None:
                     yield _text_output(delta.text)
@@ -138,7 +153,12 @@ class LLMService:
 class Session:
     """What one request asks of one held text model."""
 
-    def __init__(self, model: ServedModel, executor: Executor) -> None:
+    def __init__(
+        self,
+        model: ServedModel,
+        executor: Executor,
+        live: weakref.WeakSet[Generation] | None = None,
+    ) -> None:
         if model.text is None:
             raise InvalidArgument(
                 f"model {model.name!r} is not a language model (runtime "
@@ -148,6 +168,7 @@ class Session:
         self.text: TextModel = model.text
         self.name = model.name
         self.executor = executor
+        self.live = live
 
     @property
     def n_ctx(self) -> int:
@@ -256,7 +277,10 @@ class Session:
             GenerationRequest(os.urandom(12).hex(), prompt, p)
             for prompt, p in zip(prompts, params, strict=True)
         ]
-        return Generation(engine, self.name, requests)
+        generation = Generation(engine, self.name, requests)
+        if self.live is not None:
+            self.live.add(generation)
+        return generation
 
     # ---- tokens ----------------------------------------------------------------------------
 
@@ -352,6 +376,12 @@ class Generation:
     async def aclose(self) -> None:
         self._abort()
 
+    def cut(self, error: ModelyardError) -> None:
+        """End the sequences still running with `error`, without waiting for the engine."""
+        for index in self._running:
+            delta = Delta("", [], 0, 0, finish=Finish.ERROR, error=error)
+            self._queue.put_nowait((index, delta))
+
     def _abort(self) -> None:
         for index in self._running:
             self.engine.abort(self.requests[index].id)
@@ -364,10 +394,10 @@ def _deliver(loop: asyncio.AbstractEventLoop, put: Any, index: int, delta: Delta
 
 
 async def _kserve_generation(
-    model: ServedModel, executor: Executor, inputs: Arrays
+    model: ServedModel, executor: Executor, inputs: Arrays, live: weakref.WeakSet[Generation]
 ) -> AsyncGenerator[tuple[int, Delta], None]:
     """A KServe request's generation: `text_input`, and `sampling_parameters` as JSON."""
-    session = Session(model, executor)
+    session = Session(model, executor, live)
     options: Any = {}
     if SAMPLING_PARAMETERS in inputs:
         raw = _text(inputs[SAMPLING_PARAMETERS].reshape(-1)[0])
