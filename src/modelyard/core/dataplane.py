@@ -14,7 +14,7 @@ from typing import Any
 from modelyard.core.llm import LLMService
 from modelyard.core.models import ModelService, ServedModel
 from modelyard.core.types import InferRequest, InferResponse
-from modelyard.errors import Internal, ModelyardError, Unavailable
+from modelyard.errors import Internal, ModelyardError, Unavailable, Unimplemented
 from modelyard.runtimes import Arrays
 
 log = logging.getLogger("modelyard.dataplane")
@@ -39,6 +39,8 @@ class DataPlane:
 
     async def infer(self, request: InferRequest) -> InferResponse:
         async with self.models.lease(request.model, request.version) as model:
+            if model.config.decoupled:
+                raise Unimplemented(_decoupled(model.name))
             start = time.perf_counter_ns()
             try:
                 contract = model.contract
@@ -64,6 +66,22 @@ class DataPlane:
                 raise
             model.stats.record_success(time.perf_counter_ns() - start, *timing)
             return InferResponse(model.name, str(model.version), outputs, request.id)
+
+    async def generate(self, request: InferRequest) -> InferResponse:
+        """One response from any model (Triton's generate): a decoupled model must send
+        exactly one for this request."""
+        async with self.models.lease(request.model, request.version) as model:
+            decoupled = model.config.decoupled
+        if not decoupled:
+            return await self.infer(request)
+        async with contextlib.aclosing(self.infer_stream(request)) as stream:
+            responses = [response async for response in stream]
+        if len(responses) != 1:
+            raise Internal(
+                f"generate expects the model to produce exactly 1 response, it sent "
+                f"{len(responses)}; use generate_stream for a model that sends any number"
+            )
+        return responses[0]
 
     async def infer_stream(self, request: InferRequest) -> AsyncGenerator[InferResponse, None]:
         """Every response a (possibly decoupled) model produces for one request, as produced."""
@@ -157,3 +175,11 @@ class DataPlane:
             entry = self.models.entry(name)
             models = list(entry.versions.values())
         return [m.stats.to_json(m.name, str(m.version)) for m in models]
+
+
+def _decoupled(name: str) -> str:
+    return (
+        f"model {name!r} is decoupled (model_transaction_policy decoupled: true): it may send "
+        "any number of responses per request, so it answers gRPC ModelStreamInfer and POST "
+        f"/v2/models/{name}/generate_stream, not a single-response infer"
+    )

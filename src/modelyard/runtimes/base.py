@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from modelyard.errors import InvalidArgument
+from modelyard.errors import InvalidArgument, ModelyardError
 from modelyard.spec.calls import ModelCalls
 from modelyard.spec.config import ModelConfig, TensorSpec
 from modelyard.spec.generation import Backend, Constraint
@@ -38,6 +38,9 @@ class Runtime(abc.ABC):
     #: waiting on I/O or locks), so a short one may run on the event loop thread while the
     #: model is idle (see core/batcher.py).
     inline_safe: ClassVar[bool] = False
+    #: True when a batch reaches the model as a list of requests (`infer_many`, as Triton's
+    #: Python backend's `execute(requests)`) instead of one concatenated array per input.
+    takes_request_lists: ClassVar[bool] = False
 
     def __init__(self, path: Path, config: ModelConfig) -> None:
         self.path = path
@@ -57,6 +60,11 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     def infer(self, inputs: Arrays) -> Arrays:
         """Run one inference; inputs are already validated against the config."""
+
+    def infer_many(self, parts: list[Arrays]) -> list[Arrays | ModelyardError]:
+        """Run a batch given as a list of requests (runtimes with `takes_request_lists`): one
+        result per request, or the error that fails that request alone."""
+        return [self.infer(inputs) for inputs in parts]
 
     def infer_stream(self, inputs: Arrays) -> Iterator[Arrays]:
         """Several responses for one request (decoupled models); by default just one."""

@@ -1,0 +1,260 @@
+"""Triton Python-backend models served unchanged, through tritonclient over HTTP and gRPC:
+pb_utils tensors and config helpers, a batch reaching `execute` as a list of requests, a
+response's error failing its own request only, BLS (async_exec to a Python and an ONNX model,
+a decoupled call, an unknown model), a decoupled model streaming over ModelStreamInfer, an
+execute that raises, and the parts of pb_utils modelyard refuses."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import queue
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from tests.server_process import ServerProcess
+from tests.triton_models import BLS_LLM, BLS_LLM_CONFIG, python_model, triton_repository
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    repo = triton_repository(tmp_path_factory.mktemp("triton-repo"))
+    log = tmp_path_factory.mktemp("logs") / "server.log"
+    args = ("--model-control-mode", "explicit", "--load-model", "*")
+    with ServerProcess(str(repo), *args, log_path=log) as process:
+        yield process
+
+
+def _http(server: ServerProcess) -> httpclient.InferenceServerClient:
+    return httpclient.InferenceServerClient(server.http_addr, concurrency=8)
+
+
+def _input(module: Any, name: str, array: np.ndarray, datatype: str) -> Any:
+    tensor = module.InferInput(name, list(array.shape), datatype)
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+def test_config_reaches_the_model_and_says_python(server: ServerProcess) -> None:
+    config = _http(server).get_model_config("preprocess")
+    assert config["backend"] == "python"
+    assert config["max_batch_size"] == 8
+    assert _http(server).get_model_metadata("preprocess")["platform"] == "python"
+
+
+def test_preprocess_over_http_and_grpc(server: ServerProcess) -> None:
+    data = np.array([[1, 2, 3, 4]], dtype=np.float32)
+    result = _http(server).infer("preprocess", [_input(httpclient, "INPUT0", data, "FP32")])
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), data * 2)
+    grpc = grpcclient.InferenceServerClient(server.grpc_addr)
+    result = grpc.infer("preprocess", [_input(grpcclient, "INPUT0", data, "FP32")])
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), data * 2)
+
+
+def test_a_batch_is_a_list_of_requests_and_an_error_fails_only_its_own(
+    server: ServerProcess,
+) -> None:
+    """Concurrent requests reach execute together (one request each, not concatenated); the
+    one with a negative value gets the model's TritonError (INVALID_ARG: 400), others answer."""
+    client = _http(server)
+
+    def call(i: int) -> Any:
+        data = np.full((1, 4), -1 if i == 3 else i, dtype=np.float32)
+        try:
+            return client.infer("preprocess", [_input(httpclient, "INPUT0", data, "FP32")])
+        except InferenceServerException as exc:
+            return exc
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(call, range(8)))
+    error = results[3]
+    assert isinstance(error, InferenceServerException)
+    assert error.status() == "400"
+    assert "INPUT0 must not be negative" in error.message()
+    for i, result in enumerate(results):
+        if i != 3:
+            np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), np.full((1, 4), 2 * i))
+    assert max(int(r.as_numpy("BATCHES")[0, 0]) for i, r in enumerate(results) if i != 3) > 1
+
+
+def test_bls_calls_a_python_and_an_onnx_model(server: ServerProcess) -> None:
+    data = np.array([[1, 2, 3, 4]], dtype=np.float32)
+    for module, client in (
+        (httpclient, _http(server)),
+        (grpcclient, grpcclient.InferenceServerClient(server.grpc_addr)),
+    ):
+        result = client.infer("bls", [_input(module, "INPUT0", data, "FP32")])
+        # preprocess doubles, addsub adds INPUT1 = 1
+        np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), data * 2 + 1)
+        missing = result.as_numpy("MISSING")[0, 0].decode()
+        assert "no_such_model" in missing
+
+
+def test_bls_error_of_a_step_reaches_the_client(server: ServerProcess) -> None:
+    data = np.array([[1, -2, 3, 4]], dtype=np.float32)
+    with pytest.raises(InferenceServerException) as caught:
+        _http(server).infer("bls", [_input(httpclient, "INPUT0", data, "FP32")])
+    assert caught.value.status() == "400"
+    assert "INPUT0 must not be negative" in caught.value.message()
+
+
+def test_execute_that_raises_is_a_500_with_the_model_message(server: ServerProcess) -> None:
+    data = np.array([1], dtype=np.int32)
+    with pytest.raises(InferenceServerException) as caught:
+        _http(server).infer("raises", [_input(httpclient, "IN", data, "INT32")])
+    assert caught.value.status() == "500"
+    assert "Failed to process the request(s) for model 'raises'" in caught.value.message()
+    assert "ValueError: the tokenizer is missing" in caught.value.message()
+    with pytest.raises(InferenceServerException) as grpc_caught:
+        grpcclient.InferenceServerClient(server.grpc_addr).infer(
+            "raises", [_input(grpcclient, "IN", data, "INT32")]
+        )
+    assert grpc_caught.value.status() == "StatusCode.INTERNAL"
+
+
+def _stream(server: ServerProcess, values: list[int]) -> list[Any]:
+    results: queue.Queue[Any] = queue.Queue()
+    client = grpcclient.InferenceServerClient(server.grpc_addr)
+    client.start_stream(callback=lambda result, error: results.put(error or result))
+    data = np.array(values, dtype=np.int32)
+    client.async_stream_infer(
+        "repeat",
+        [_input(grpcclient, "IN", data, "INT32")],
+        enable_empty_final_response=True,
+    )
+    out = []
+    while True:
+        item = results.get(timeout=30)
+        out.append(item)
+        if isinstance(item, InferenceServerException):
+            break
+        final = item.get_response().parameters.get("triton_final_response")
+        if final is not None and final.bool_param:
+            break
+    client.stop_stream()
+    return out
+
+
+def test_decoupled_model_streams_over_model_stream_infer(server: ServerProcess) -> None:
+    responses = _stream(server, [5, 6, 7])
+    assert [int(r.as_numpy("OUT")[0]) for r in responses[:-1]] == [5, 6, 7]
+    assert [int(r.as_numpy("IDX")[0]) for r in responses[:-1]] == [0, 1, 2]
+    assert responses[-1].as_numpy("OUT") is None  # the empty final response
+
+
+def test_decoupled_error_after_responses_ends_the_stream(server: ServerProcess) -> None:
+    responses = _stream(server, [5, -1, 7])
+    assert int(responses[0].as_numpy("OUT")[0]) == 5
+    assert isinstance(responses[-1], InferenceServerException)
+    assert "element 1 is negative" in responses[-1].message()
+
+
+def test_decoupled_model_refuses_single_response_infer(server: ServerProcess) -> None:
+    """As Triton: HTTP 501 (UNSUPPORTED) and gRPC UNIMPLEMENTED, saying where to call it."""
+    data = np.array([1, 2], dtype=np.int32)
+    with pytest.raises(InferenceServerException) as caught:
+        _http(server).infer("repeat", [_input(httpclient, "IN", data, "INT32")])
+    assert caught.value.status() == "501"
+    assert "ModelStreamInfer" in caught.value.message()
+    with pytest.raises(InferenceServerException) as grpc_caught:
+        grpcclient.InferenceServerClient(server.grpc_addr).infer(
+            "repeat", [_input(grpcclient, "IN", data, "INT32")]
+        )
+    assert grpc_caught.value.status() == "StatusCode.UNIMPLEMENTED"
+
+
+def test_bls_decoupled_call_iterates_every_response(server: ServerProcess) -> None:
+    data = np.array([1, 2, 3, 4], dtype=np.int32)
+    result = _http(server).infer("sum_repeat", [_input(httpclient, "IN", data, "INT32")])
+    assert int(result.as_numpy("SUM")[0]) == 10
+    assert "is decoupled" in result.as_numpy("NOTE")[0].decode()  # exec() without decoupled
+
+
+@pytest.mark.parametrize(
+    ("what", "says"),
+    [
+        ("to_dlpack", "DLPack"),
+        ("from_dlpack", "DLPack"),
+        ("load_model", "pb_utils.load_model"),
+        ("unload_model", "pb_utils.unload_model"),
+        ("metrics", "MetricFamily"),
+        ("gpu_memory", "GPU"),
+    ],
+)
+def test_refused_parts_say_so(server: ServerProcess, what: str, says: str) -> None:
+    data = np.array([what.encode()], dtype=object)
+    result = _http(server).infer("refused", [_input(httpclient, "WHAT", data, "BYTES")])
+    text = result.as_numpy("ERROR")[0].decode()
+    assert says in text
+    assert "not supported by modelyard" in text
+
+
+def test_generate_and_generate_stream_on_triton_models(server: ServerProcess) -> None:
+    """Triton's generate extension: inputs by name, outputs by name, SSE for the stream."""
+    reply = httpx.post(f"{server.url}/v2/models/preprocess/generate", json={"INPUT0": [1, 2, 3, 4]})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["model_name"] == "preprocess"
+    assert body["OUTPUT0"] == [2, 4, 6, 8]
+    with httpx.stream(
+        "POST", f"{server.url}/v2/models/repeat/generate_stream", json={"IN": [4, 5], "id": "7"}
+    ) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        events = [json.loads(line[6:]) for line in stream.iter_lines() if line]
+    assert [(e["OUT"], e["IDX"], e["id"]) for e in events] == [(4, 0, "7"), (5, 1, "7")]
+
+
+def test_generate_on_a_decoupled_model_needs_exactly_one_response(server: ServerProcess) -> None:
+    one = httpx.post(f"{server.url}/v2/models/repeat/generate", json={"IN": 9})
+    assert one.status_code == 200 and one.json()["OUT"] == 9
+    two = httpx.post(f"{server.url}/v2/models/repeat/generate", json={"IN": [1, 2]})
+    assert two.status_code == 500
+    assert "exactly 1 response" in two.json()["error"]
+
+
+def test_generate_stream_error_event_and_bad_input(server: ServerProcess) -> None:
+    with httpx.stream(
+        "POST", f"{server.url}/v2/models/repeat/generate_stream", json={"IN": [1, -1]}
+    ) as stream:
+        events = [json.loads(line[6:]) for line in stream.iter_lines() if line]
+    assert events[0]["OUT"] == 1
+    assert "element 1 is negative" in events[-1]["error"]
+    bad = httpx.post(f"{server.url}/v2/models/preprocess/generate", json={"INPUT0": [1, 2, 3]})
+    assert bad.status_code == 400
+    assert "do not fit its shape" in bad.json()["error"]
+    nested = httpx.post(f"{server.url}/v2/models/preprocess/generate", json={"x": [1]})
+    assert nested.status_code == 400
+    assert "parameter" in nested.json()["error"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed"
+)
+def test_bls_reaches_an_llm(tmp_path: Path) -> None:
+    from tests.llm_models import tiny_gguf
+
+    tiny_gguf(tmp_path / "tiny.gguf")
+    python_model(tmp_path, "bls_llm", BLS_LLM, BLS_LLM_CONFIG)
+    args = ("--model-control-mode", "explicit", "--load-model", "*")
+    with ServerProcess(str(tmp_path), *args, log_path=tmp_path / "server.log") as server:
+        prompt = np.array([b"hello world"], dtype=object)
+        client = grpcclient.InferenceServerClient(server.grpc_addr)
+        result = client.infer("bls_llm", [_input(grpcclient, "PROMPT", prompt, "BYTES")])
+        text = result.as_numpy("TEXT")[0].decode()
+        assert text and text == text.upper()
+        direct = httpx.post(
+            f"{server.url}/v2/models/tiny/generate",
+            json={"text_input": "hello world", "sampling_parameters": '{"max_tokens": 4}'},
+        )
+        assert direct.status_code == 200, direct.text
+        assert isinstance(direct.json()["text_output"], str)
