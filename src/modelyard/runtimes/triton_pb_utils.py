@@ -410,7 +410,9 @@ class InferenceRequest:
             "inputs": {t.name(): t.as_numpy() for t in self._inputs},
             "version": str(self._model_version) if self._model_version >= 0 else "",
             "outputs": self._requested or None,
-            "parameters": self._parameters or None,
+            "parameters": {**self._parameters, "timeout": self._timeout}
+            if self._timeout
+            else self._parameters or None,
         }
 
     @classmethod
