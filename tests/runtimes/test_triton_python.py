@@ -252,9 +252,14 @@ def test_bls_reaches_an_llm(tmp_path: Path) -> None:
         result = client.infer("bls_llm", [_input(grpcclient, "PROMPT", prompt, "BYTES")])
         text = result.as_numpy("TEXT")[0].decode()
         assert text and text == text.upper()
-        direct = httpx.post(
-            f"{server.url}/v2/models/tiny/generate",
-            json={"text_input": "hello world", "sampling_parameters": '{"max_tokens": 4}'},
-        )
+        # Triton's generate extension on the LLM, as the vLLM backend's docs call it.
+        body = {"text_input": "hello world", "parameters": {"max_tokens": 3, "temperature": 0}}
+        direct = httpx.post(f"{server.url}/v2/models/tiny/generate", json=body)
         assert direct.status_code == 200, direct.text
         assert isinstance(direct.json()["text_output"], str)
+        body["parameters"] = {"max_tokens": 3, "ignore_eos": True}
+        url = f"{server.url}/v2/models/tiny/generate_stream"
+        with httpx.stream("POST", url, json=body) as stream:
+            events = [json.loads(line[6:]) for line in stream.iter_lines() if line]
+        assert 1 <= len(events) <= 4
+        assert all(isinstance(e["text_output"], str) for e in events)

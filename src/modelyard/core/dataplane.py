@@ -48,7 +48,7 @@ class DataPlane:
                 if request.outputs:
                     contract.check_requested(request.outputs)
                 if model.engine is not None:  # a text generator: its engine, never a worker
-                    results = await self.llm.infer(model, request.inputs)
+                    results = await self.llm.infer(model, request.inputs, request.parameters)
                     timing = (0, 0, time.perf_counter_ns() - start, 0)
                     model.stats.record_execution(rows, *timing[1:])
                 elif model.batcher is None:
@@ -109,7 +109,8 @@ class DataPlane:
         """The model's responses: a text generator's deltas from its engine, or the runtime's
         iterator pulled on a worker thread inside one of the model's instance slots."""
         if model.engine is not None:
-            async with contextlib.aclosing(self.llm.infer_stream(model, request.inputs)) as out:
+            stream = self.llm.infer_stream(model, request.inputs, request.parameters)
+            async with contextlib.aclosing(stream) as out:
                 yield out
             return
         if model.batcher is None:
