@@ -298,6 +298,35 @@ input [{ name: "PROMPT" data_type: TYPE_STRING dims: [ 1 ] }]
 output [{ name: "TEXT" data_type: TYPE_STRING dims: [ 1 ] }]
 """
 
+# Two instances: two model objects, each with its own name, executing at once.
+INSTANCES = """
+import time
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.name = args["model_instance_name"]
+        self.busy = False
+
+    def execute(self, requests):
+        assert not self.busy, "one execute at a time per instance"
+        self.busy = True
+        time.sleep(0.3)
+        self.busy = False
+        name = np.array([self.name.encode()], dtype=object)
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("NAME", name)]) for _ in requests]
+"""
+
+INSTANCES_CONFIG = """
+backend: "python"
+input [{ name: "IN" data_type: TYPE_INT32 dims: [ 1 ] }]
+output [{ name: "NAME" data_type: TYPE_STRING dims: [ 1 ] }]
+instance_group [{ count: 2 kind: KIND_CPU }]
+"""
+
 MODELS = {
     "preprocess": (PREPROCESS, PREPROCESS_CONFIG),
     "bls": (BLS, BLS_CONFIG),
@@ -305,6 +334,7 @@ MODELS = {
     "sum_repeat": (SUM_REPEAT, SUM_REPEAT_CONFIG),
     "raises": (RAISES, RAISES_CONFIG),
     "refused": (REFUSED, REFUSED_CONFIG),
+    "instances": (INSTANCES, INSTANCES_CONFIG),
 }
 
 

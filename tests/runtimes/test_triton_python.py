@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import queue
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -84,6 +85,22 @@ def test_a_batch_is_a_list_of_requests_and_an_error_fails_only_its_own(
         if i != 3:
             np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), np.full((1, 4), 2 * i))
     assert max(int(r.as_numpy("BATCHES")[0, 0]) for i, r in enumerate(results) if i != 3) > 1
+
+
+def test_each_instance_is_its_own_model_object(server: ServerProcess) -> None:
+    client = _http(server)
+    data = np.array([1], dtype=np.int32)
+    started = time.monotonic()
+    with ThreadPoolExecutor(2) as pool:
+        results = list(
+            pool.map(
+                lambda _: client.infer("instances", [_input(httpclient, "IN", data, "INT32")]),
+                range(2),
+            )
+        )
+    assert time.monotonic() - started < 0.55  # both ran at once (0.3 s each)
+    names = {r.as_numpy("NAME")[0].decode() for r in results}
+    assert names == {"instances_0_0", "instances_0_1"}
 
 
 def test_bls_calls_a_python_and_an_onnx_model(server: ServerProcess) -> None:

@@ -15,6 +15,7 @@ it as well as the server's own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import json
 import queue
@@ -56,7 +57,6 @@ class TritonPythonRuntime(Runtime):
     name = "python"
     takes_request_lists = True
 
-    model: Any
     module: types.ModuleType
 
     def load(self) -> None:
@@ -71,19 +71,44 @@ class TritonPythonRuntime(Runtime):
             )
         self._completed = self._auto_complete(model_class)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_lock = threading.Lock()
         self._outputs = [t["name"] for t in self._completed.get("output", [])]
+        # One model object per instance, as Triton has one per stub: an instance's execute
+        # never runs twice at once.
+        self._models: list[Any] = []
+        self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
         pb_utils.register_calls(self.calls)
-        self.model = model_class()
-        if hasattr(self.model, "initialize"):
+        try:
+            for index in range(max(1, self.config.instance_count)):
+                self._models.append(self._start(model_class, index))
+        except BaseException:
+            self.unload()
+            raise
+        for model in self._models:
+            self._idle.put(model)
+
+    def _start(self, model_class: type, index: int) -> Any:
+        model = model_class()
+        if hasattr(model, "initialize"):
             try:
                 with pb_utils.calling_as(self.calls):
-                    self._wait(self.model.initialize(self._args()))
+                    self._wait(model.initialize(self._args(index)))
             except Exception as exc:
-                pb_utils.forget_calls(self.calls)
                 raise ModelLoadError(
                     f"TritonPythonModel.initialize() of {self.config.name!r} failed: "
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
+        return model
+
+    @contextlib.contextmanager
+    def _instance(self) -> Iterator[Any]:
+        """An idle instance of the model, for one execute (the batcher's slots make sure
+        one is free)."""
+        model = self._idle.get()
+        try:
+            yield model
+        finally:
+            self._idle.put(model)
 
     def _import(self) -> types.ModuleType:
         folder = str(self.path.parent)
@@ -123,7 +148,7 @@ class TritonPythonRuntime(Runtime):
 
     def signature(self) -> Signature | None:
         """Inputs and outputs as `auto_complete_config` completed them (None without one)."""
-        if "auto_complete_config" not in vars(type(self.model)):
+        if "auto_complete_config" not in vars(type(self._models[0])):
             return None
         batch = [-1] if int(self._completed.get("max_batch_size", 0)) > 0 else []
         return (
@@ -131,12 +156,12 @@ class TritonPythonRuntime(Runtime):
             [_spec(t, batch) for t in self._completed.get("output", [])],
         )
 
-    def _args(self) -> dict[str, str]:
+    def _args(self, index: int) -> dict[str, str]:
         version = self.path.parent.name
         return {
             "model_config": json.dumps(self._completed),
             "model_instance_kind": "CPU",
-            "model_instance_name": f"{self.config.name}_0_0",
+            "model_instance_name": f"{self.config.name}_0_{index}",
             "model_instance_device_id": "0",
             "model_repository": str(self.path.parent.parent),
             "model_version": version if version.isdigit() else "1",
@@ -176,8 +201,8 @@ class TritonPythonRuntime(Runtime):
     def _execute(self, requests: list[pb_utils.InferenceRequest]) -> Any:
         """Call the model's execute (a coroutine on the model's loop thread) and wait."""
         try:
-            with pb_utils.calling_as(self.calls):
-                return self._wait(self.model.execute(requests))
+            with self._instance() as model, pb_utils.calling_as(self.calls):
+                return self._wait(model.execute(requests))
         except ModelyardError:
             raise
         except Exception as exc:
@@ -227,10 +252,8 @@ class TritonPythonRuntime(Runtime):
         """On its own thread: execute returns at once or when it has sent everything; an
         error before the FINAL flag ends the request with that error."""
         try:
-            with pb_utils.calling_as(self.calls):
-                returned = self.model.execute([request])
-                if asyncio.iscoroutine(returned):
-                    returned = self._submit(returned).result()
+            with self._instance() as model, pb_utils.calling_as(self.calls):
+                returned = self._wait(model.execute([request]))
             if returned is not None:
                 raise Internal(
                     f"Python model '{self.config.name}' is using the decoupled mode and the "
@@ -253,18 +276,20 @@ class TritonPythonRuntime(Runtime):
         return result
 
     def _submit(self, coroutine: Coroutine[Any, Any, Any]) -> Future[Any]:
-        if self._loop is None:
-            self._loop = asyncio.new_event_loop()
-            threading.Thread(
-                target=self._loop.run_forever, name=f"triton-{self.config.name}", daemon=True
-            ).start()
+        with self._loop_lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                threading.Thread(
+                    target=self._loop.run_forever, name=f"triton-{self.config.name}", daemon=True
+                ).start()
         return asyncio.run_coroutine_threadsafe(_with_calls(coroutine, self.calls), self._loop)
 
     def unload(self) -> None:
         try:
-            if hasattr(self.model, "finalize"):
-                with pb_utils.calling_as(self.calls):
-                    self._wait(self.model.finalize())
+            for model in self._models:
+                if hasattr(model, "finalize"):
+                    with pb_utils.calling_as(self.calls):
+                        self._wait(model.finalize())
         finally:
             pb_utils.forget_calls(self.calls)
             if self._loop is not None:
