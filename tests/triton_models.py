@@ -309,7 +309,12 @@ import triton_python_backend_utils as pb_utils
 class TritonPythonModel:
     def initialize(self, args):
         self.name = args["model_instance_name"]
+        self.folder = args["model_repository"]
         self.busy = False
+
+    def finalize(self):
+        with open(f"{self.folder}/finalized.txt", "a") as out:
+            out.write(self.name + "\\n")
 
     def execute(self, requests):
         assert not self.busy, "one execute at a time per instance"
@@ -327,6 +332,27 @@ output [{ name: "NAME" data_type: TYPE_STRING dims: [ 1 ] }]
 instance_group [{ count: 2 kind: KIND_CPU }]
 """
 
+# A config with only the backend: the model completes it (Triton's auto_complete_config).
+AUTOCOMPLETE = """
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    @staticmethod
+    def auto_complete_config(auto_complete_model_config):
+        auto_complete_model_config.add_input({"name": "X", "data_type": "TYPE_FP32", "dims": [2]})
+        auto_complete_model_config.add_output({"name": "Y", "data_type": "TYPE_FP32", "dims": [2]})
+        auto_complete_model_config.set_max_batch_size(4)
+        return auto_complete_model_config
+
+    def execute(self, requests):
+        return [
+            pb_utils.InferenceResponse([pb_utils.Tensor(
+                "Y", pb_utils.get_input_tensor_by_name(r, "X").as_numpy() + 1)])
+            for r in requests
+        ]
+"""
+
 MODELS = {
     "preprocess": (PREPROCESS, PREPROCESS_CONFIG),
     "bls": (BLS, BLS_CONFIG),
@@ -335,6 +361,7 @@ MODELS = {
     "raises": (RAISES, RAISES_CONFIG),
     "refused": (REFUSED, REFUSED_CONFIG),
     "instances": (INSTANCES, INSTANCES_CONFIG),
+    "autocomplete": (AUTOCOMPLETE, 'backend: "python"\n'),
 }
 
 

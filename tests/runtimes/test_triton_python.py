@@ -50,6 +50,28 @@ def test_config_reaches_the_model_and_says_python(server: ServerProcess) -> None
     assert config["backend"] == "python"
     assert config["max_batch_size"] == 8
     assert _http(server).get_model_metadata("preprocess")["platform"] == "python"
+    grpc = grpcclient.InferenceServerClient(server.grpc_addr)
+    assert grpc.get_model_config("repeat").config.model_transaction_policy.decoupled
+
+
+def test_auto_complete_config_declares_the_tensors(server: ServerProcess) -> None:
+    metadata = _http(server).get_model_metadata("autocomplete")
+    assert [(t["name"], t["shape"]) for t in metadata["inputs"]] == [("X", [-1, 2])]
+    data = np.array([[1, 2]], dtype=np.float32)
+    result = _http(server).infer("autocomplete", [_input(httpclient, "X", data, "FP32")])
+    np.testing.assert_array_equal(result.as_numpy("Y"), data + 1)
+
+
+def test_unload_finalizes_each_instance_and_load_serves_again(server: ServerProcess) -> None:
+    client = _http(server)
+    client.unload_model("instances")
+    assert not client.is_model_ready("instances")
+    finalized = Path(server.args[0]) / "instances" / "finalized.txt"
+    assert sorted(finalized.read_text().split()) == ["instances_0_0", "instances_0_1"]
+    client.load_model("instances")
+    data = np.array([1], dtype=np.int32)
+    result = client.infer("instances", [_input(httpclient, "IN", data, "INT32")])
+    assert result.as_numpy("NAME")[0].decode().startswith("instances_0_")
 
 
 def test_preprocess_over_http_and_grpc(server: ServerProcess) -> None:
