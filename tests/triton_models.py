@@ -353,6 +353,34 @@ class TritonPythonModel:
         ]
 """
 
+# A decoupled model with an async execute (Triton's async decoupled pattern).
+COUNTDOWN = """
+import asyncio
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    async def execute(self, requests):
+        for request in requests:
+            start = int(pb_utils.get_input_tensor_by_name(request, "FROM").as_numpy()[0])
+            sender = request.get_response_sender()
+            for value in range(start, 0, -1):
+                await asyncio.sleep(0.005)
+                sender.send(pb_utils.InferenceResponse([
+                    pb_utils.Tensor("VALUE", np.array([value], np.int32))]))
+            sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        return None
+"""
+
+COUNTDOWN_CONFIG = """
+backend: "python"
+model_transaction_policy { decoupled: true }
+input [{ name: "FROM" data_type: TYPE_INT32 dims: [ 1 ] }]
+output [{ name: "VALUE" data_type: TYPE_INT32 dims: [ 1 ] }]
+"""
+
 MODELS = {
     "preprocess": (PREPROCESS, PREPROCESS_CONFIG),
     "bls": (BLS, BLS_CONFIG),
@@ -362,6 +390,7 @@ MODELS = {
     "refused": (REFUSED, REFUSED_CONFIG),
     "instances": (INSTANCES, INSTANCES_CONFIG),
     "autocomplete": (AUTOCOMPLETE, 'backend: "python"\n'),
+    "countdown": (COUNTDOWN, COUNTDOWN_CONFIG),
 }
 
 

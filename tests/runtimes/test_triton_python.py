@@ -237,44 +237,6 @@ def test_refused_parts_say_so(server: ServerProcess, what: str, says: str) -> No
     assert "not supported by modelyard" in text
 
 
-def test_generate_and_generate_stream_on_triton_models(server: ServerProcess) -> None:
-    """Triton's generate extension: inputs by name, outputs by name, SSE for the stream."""
-    reply = httpx.post(f"{server.url}/v2/models/preprocess/generate", json={"INPUT0": [1, 2, 3, 4]})
-    assert reply.status_code == 200, reply.text
-    body = reply.json()
-    assert body["model_name"] == "preprocess"
-    assert body["OUTPUT0"] == [2, 4, 6, 8]
-    with httpx.stream(
-        "POST", f"{server.url}/v2/models/repeat/generate_stream", json={"IN": [4, 5], "id": "7"}
-    ) as stream:
-        assert stream.headers["content-type"].startswith("text/event-stream")
-        events = [json.loads(line[6:]) for line in stream.iter_lines() if line]
-    assert [(e["OUT"], e["IDX"], e["id"]) for e in events] == [(4, 0, "7"), (5, 1, "7")]
-
-
-def test_generate_on_a_decoupled_model_needs_exactly_one_response(server: ServerProcess) -> None:
-    one = httpx.post(f"{server.url}/v2/models/repeat/generate", json={"IN": 9})
-    assert one.status_code == 200 and one.json()["OUT"] == 9
-    two = httpx.post(f"{server.url}/v2/models/repeat/generate", json={"IN": [1, 2]})
-    assert two.status_code == 500
-    assert "exactly 1 response" in two.json()["error"]
-
-
-def test_generate_stream_error_event_and_bad_input(server: ServerProcess) -> None:
-    with httpx.stream(
-        "POST", f"{server.url}/v2/models/repeat/generate_stream", json={"IN": [1, -1]}
-    ) as stream:
-        events = [json.loads(line[6:]) for line in stream.iter_lines() if line]
-    assert events[0]["OUT"] == 1
-    assert "element 1 is negative" in events[-1]["error"]
-    bad = httpx.post(f"{server.url}/v2/models/preprocess/generate", json={"INPUT0": [1, 2, 3]})
-    assert bad.status_code == 400
-    assert "do not fit its shape" in bad.json()["error"]
-    nested = httpx.post(f"{server.url}/v2/models/preprocess/generate", json={"x": [1]})
-    assert nested.status_code == 400
-    assert "parameter" in nested.json()["error"]
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(
     importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed"
