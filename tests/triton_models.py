@@ -381,6 +381,38 @@ input [{ name: "FROM" data_type: TYPE_INT32 dims: [ 1 ] }]
 output [{ name: "VALUE" data_type: TYPE_INT32 dims: [ 1 ] }]
 """
 
+# What execute sees of a request: its id, parameters (a JSON string) and requested outputs.
+ECHO_REQUEST = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+def text(name, value):
+    return pb_utils.Tensor(name, np.array([value.encode()], dtype=object))
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return [
+            pb_utils.InferenceResponse([
+                text("ID", request.request_id()),
+                text("PARAMS", request.parameters()),
+                text("NAMES", ",".join(request.requested_output_names())),
+            ])
+            for request in requests
+        ]
+"""
+
+ECHO_REQUEST_CONFIG = """
+backend: "python"
+input [{ name: "IN" data_type: TYPE_INT32 dims: [ 1 ] }]
+output [
+  { name: "ID" data_type: TYPE_STRING dims: [ 1 ] },
+  { name: "PARAMS" data_type: TYPE_STRING dims: [ 1 ] },
+  { name: "NAMES" data_type: TYPE_STRING dims: [ 1 ] }
+]
+"""
+
 MODELS = {
     "preprocess": (PREPROCESS, PREPROCESS_CONFIG),
     "bls": (BLS, BLS_CONFIG),
@@ -391,6 +423,7 @@ MODELS = {
     "instances": (INSTANCES, INSTANCES_CONFIG),
     "autocomplete": (AUTOCOMPLETE, 'backend: "python"\n'),
     "countdown": (COUNTDOWN, COUNTDOWN_CONFIG),
+    "echo_request": (ECHO_REQUEST, ECHO_REQUEST_CONFIG),
 }
 
 

@@ -109,6 +109,33 @@ def test_a_batch_is_a_list_of_requests_and_an_error_fails_only_its_own(
     assert max(int(r.as_numpy("BATCHES")[0, 0]) for i, r in enumerate(results) if i != 3) > 1
 
 
+def test_execute_sees_the_request_id_parameters_and_requested_outputs(
+    server: ServerProcess,
+) -> None:
+    data = np.array([1], dtype=np.int32)
+    for module, client in (
+        (httpclient, _http(server)),
+        (grpcclient, grpcclient.InferenceServerClient(server.grpc_addr)),
+    ):
+        asked = [module.InferRequestedOutput(name) for name in ("PARAMS", "NAMES")]
+        result = client.infer(
+            "echo_request",
+            [_input(module, "IN", data, "INT32")],
+            outputs=asked,
+            parameters={"greeting": "hi"},
+            priority=0,
+        )
+        assert json.loads(result.as_numpy("PARAMS")[0]) == {"greeting": "hi"}
+        assert result.as_numpy("NAMES")[0].decode() == "PARAMS,NAMES"
+        assert result.as_numpy("ID") is None  # not asked for
+        result = client.infer(
+            "echo_request", [_input(module, "IN", data, "INT32")], request_id="r-7"
+        )
+        assert result.as_numpy("ID")[0].decode() == "r-7"
+        assert result.as_numpy("NAMES")[0].decode() == "ID,PARAMS,NAMES"
+        assert json.loads(result.as_numpy("PARAMS")[0]) == {}
+
+
 def test_each_instance_is_its_own_model_object(server: ServerProcess) -> None:
     client = _http(server)
     data = np.array([1], dtype=np.int32)

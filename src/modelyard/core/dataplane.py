@@ -15,7 +15,7 @@ from modelyard.core.llm import LLMService
 from modelyard.core.models import ModelService, ServedModel
 from modelyard.core.types import InferRequest, InferResponse
 from modelyard.errors import Internal, ModelyardError, Unavailable, Unimplemented
-from modelyard.runtimes import Arrays
+from modelyard.runtimes import Arrays, RequestArrays
 
 log = logging.getLogger("modelyard.dataplane")
 
@@ -55,7 +55,7 @@ class DataPlane:
                     raise Unavailable(f"model {model.name!r} is not serving yet")
                 else:
                     results, timing = await model.batcher.submit(
-                        request.inputs, rows, request.parameters
+                        _inputs(model, request), rows, request.parameters
                     )
                 outputs = contract.select(results, request.outputs)
             except BaseException as exc:
@@ -124,7 +124,7 @@ class DataPlane:
         """Pull the runtime's iterator on a worker thread, one item at a time; the slot is held
         until the worker's current step ends, even if the consumer goes away."""
         loop = asyncio.get_running_loop()
-        iterator = iter(model.runtime.infer_stream(request.inputs))
+        iterator = iter(model.runtime.infer_stream(_inputs(model, request)))
         while True:
             step = loop.run_in_executor(self.executor, next, iterator, None)
             try:
@@ -184,3 +184,17 @@ def _decoupled(name: str) -> str:
         "any number of responses per request, so it answers gRPC ModelStreamInfer and POST "
         f"/v2/models/{name}/generate_stream, not a single-response infer"
     )
+
+
+#: Request parameters the server reads itself; the rest reach models that read parameters.
+_SERVER_PARAMETERS = frozenset({"priority", "timeout", "binary_data_output"})
+
+
+def _inputs(model: ServedModel, request: InferRequest) -> Arrays:
+    """The request's inputs, with its id, parameters and requested outputs for a runtime that
+    reads them (Triton's Python backend)."""
+    if not model.runtime.takes_request_lists:
+        return request.inputs
+    parameters = {k: v for k, v in request.parameters.items() if k not in _SERVER_PARAMETERS}
+    outputs = [o.name for o in request.outputs or ()]
+    return RequestArrays(request.inputs, request.id or "", parameters, outputs)

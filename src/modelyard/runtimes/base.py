@@ -28,6 +28,26 @@ Arrays = dict[str, np.ndarray]
 Signature = tuple[list[TensorSpec], list[TensorSpec]]
 
 
+class RequestArrays(dict[str, np.ndarray]):
+    """A request's input arrays with what else its client sent: its id, its parameters and
+    the outputs it asked for (empty: all). The core passes these to runtimes that read them
+    (`takes_request_lists`: Triton's Python backend); to every other runtime, plain arrays."""
+
+    __slots__ = ("id", "outputs", "parameters")
+
+    def __init__(
+        self,
+        arrays: Arrays,
+        id: str = "",
+        parameters: dict[str, Any] | None = None,
+        outputs: list[str] | None = None,
+    ) -> None:
+        super().__init__(arrays)
+        self.id = id
+        self.parameters = parameters or {}
+        self.outputs = outputs or []
+
+
 class Runtime(abc.ABC):
     """Load one model artifact and run inferences on it (called from worker threads)."""
 
@@ -39,7 +59,8 @@ class Runtime(abc.ABC):
     #: model is idle (see core/batcher.py).
     inline_safe: ClassVar[bool] = False
     #: True when a batch reaches the model as a list of requests (`infer_many`, as Triton's
-    #: Python backend's `execute(requests)`) instead of one concatenated array per input.
+    #: Python backend's `execute(requests)`) instead of one concatenated array per input; each
+    #: request's inputs are then `RequestArrays`.
     takes_request_lists: ClassVar[bool] = False
 
     def __init__(self, path: Path, config: ModelConfig) -> None:

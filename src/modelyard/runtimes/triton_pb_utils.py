@@ -421,11 +421,15 @@ class InferenceRequest:
         inputs: Mapping[str, np.ndarray],
         outputs: Sequence[str],
         deliver: Callable[[InferenceResponse | None, bool], None],
+        request_id: str = "",
+        parameters: Mapping[str, Any] | None = None,
     ) -> InferenceRequest:
         """A request as `execute` gets it, with its response sender."""
         request = cls(
+            request_id=request_id,
             inputs=[Tensor(name, array) for name, array in inputs.items()],
             requested_output_names=outputs,
+            parameters=parameters,
         )
         request._sender = InferenceResponseSender(deliver)
         return request

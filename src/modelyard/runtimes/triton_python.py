@@ -22,7 +22,7 @@ import queue
 import sys
 import threading
 import types
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future
 from typing import Any
 
@@ -38,7 +38,7 @@ from modelyard.errors import (
     Unimplemented,
 )
 from modelyard.runtimes import triton_pb_utils as pb_utils
-from modelyard.runtimes.base import Arrays, Runtime, Signature
+from modelyard.runtimes.base import Arrays, RequestArrays, Runtime, Signature
 from modelyard.spec.config import TRITON_TO_V2, TensorSpec
 
 MODULE_NAME = "triton_python_backend_utils"
@@ -181,8 +181,7 @@ class TritonPythonRuntime(Runtime):
             raise Unimplemented(_decoupled_message(self.config.name))
         sent = [_Collected() for _ in parts]
         requests = [
-            pb_utils.InferenceRequest.received(inputs, self._outputs, box.deliver)
-            for inputs, box in zip(parts, sent, strict=True)
+            self._received(inputs, box.deliver) for inputs, box in zip(parts, sent, strict=True)
         ]
         returned = self._execute(requests)
         if returned is None:  # answered through the response senders
@@ -197,6 +196,19 @@ class TritonPythonRuntime(Runtime):
                 f"InferenceRequest objects ({len(requests)} requests, {len(returned)} responses)"
             )
         return [self._answer(response) for response in returned]
+
+    def _received(
+        self,
+        inputs: Arrays,
+        deliver: Callable[[pb_utils.InferenceResponse | None, bool], None],
+    ) -> pb_utils.InferenceRequest:
+        """A request as execute gets it: its id, parameters and requested outputs when the
+        core sent them (RequestArrays), every output of the config otherwise."""
+        if not isinstance(inputs, RequestArrays):
+            return pb_utils.InferenceRequest.received(inputs, self._outputs, deliver)
+        return pb_utils.InferenceRequest.received(
+            inputs, inputs.outputs or self._outputs, deliver, inputs.id, inputs.parameters
+        )
 
     def _execute(self, requests: list[pb_utils.InferenceRequest]) -> Any:
         """Call the model's execute (a coroutine on the model's loop thread) and wait."""
@@ -231,7 +243,7 @@ class TritonPythonRuntime(Runtime):
             if final:
                 responses.put(_FINAL)
 
-        request = pb_utils.InferenceRequest.received(inputs, self._outputs, deliver)
+        request = self._received(inputs, deliver)
         threading.Thread(
             target=self._execute_decoupled, args=(request, responses), daemon=True
         ).start()
