@@ -436,7 +436,9 @@ class InferenceRequest:
 
 
 class _ResponseIterator:
-    """The responses of a decoupled BLS call, pulled one at a time from the calls' loop."""
+    """The responses of a decoupled BLS call, pulled one at a time from the calls' loop, and
+    then an empty last one (Triton's iterator gives the response that carries the FINAL flag,
+    empty when the model sent the flag alone, as decoupled models usually do)."""
 
     def __init__(self, calls: ModelCalls, stream: AsyncIterator[dict[str, np.ndarray]]) -> None:
         self._calls = calls
@@ -452,11 +454,11 @@ class _ResponseIterator:
         try:
             outputs = self._calls.blocking(_next(self._stream))
         except Exception as exc:
-            self._done = True
+            self._done = True  # an error response is the last one
             return InferenceResponse(error=_error_of(exc))
         if outputs is None:
             self._done = True
-            raise StopIteration
+            return InferenceResponse()
         return InferenceResponse([Tensor(name, array) for name, array in outputs.items()])
 
     def cancel(self) -> None:
