@@ -60,7 +60,7 @@ class TritonPythonRuntime(Runtime):
     module: types.ModuleType
 
     def load(self) -> None:
-        sys.modules.setdefault(MODULE_NAME, pb_utils)
+        sys.modules[MODULE_NAME] = pb_utils
         self.module = self._import()
         model_class = getattr(self.module, "TritonPythonModel", None)
         if not isinstance(model_class, type):
@@ -111,9 +111,9 @@ class TritonPythonRuntime(Runtime):
             self._idle.put(model)
 
     def _import(self) -> types.ModuleType:
-        folder = str(self.path.parent)
-        if folder not in sys.path:
-            sys.path.append(folder)  # Triton lets model.py import modules beside it
+        for folder in (str(self.path.parent), str(self.path.parent.parent)):
+            if folder not in sys.path:
+                sys.path.append(folder)  # as Triton: model.py imports modules beside it
         module_name = f"modelyard_triton_models.{self.config.name}_{abs(hash(self.path))}"
         spec = importlib.util.spec_from_file_location(module_name, self.path)
         if spec is None or spec.loader is None:
