@@ -265,7 +265,8 @@ input [{ name: "WHAT" data_type: TYPE_STRING dims: [ 1 ] }]
 output [{ name: "ERROR" data_type: TYPE_STRING dims: [ 1 ] }]
 """
 
-# BLS to a text generator: text_input in, text_output out (Triton's vLLM tensors).
+# BLS to three models: preprocess (Python), addsub (ONNX) and a text generator (its KServe
+# tensors: text_input in, text_output out, as Triton's vLLM backend has them).
 BLS_LLM = """
 import json
 
@@ -273,34 +274,55 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 
+def call(model, inputs, outputs):
+    response = pb_utils.InferenceRequest(
+        model_name=model, requested_output_names=outputs, inputs=inputs
+    ).exec()
+    if response.has_error():
+        raise pb_utils.TritonModelException(f"{model}: {response.error().message()}")
+    return [pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in outputs]
+
+
 class TritonPythonModel:
     def execute(self, requests):
         responses = []
         for request in requests:
             prompt = pb_utils.get_input_tensor_by_name(request, "PROMPT").as_numpy()
-            sampling = json.dumps({"max_tokens": 4, "temperature": 0})
-            call = pb_utils.InferenceRequest(
-                model_name="tiny",
-                requested_output_names=["text_output"],
-                inputs=[
-                    pb_utils.Tensor("text_input", prompt.reshape(1)),
-                    pb_utils.Tensor("sampling_parameters", np.array([sampling.encode()], object)),
-                ],
+            numbers = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
+            (doubled,) = call("preprocess", [pb_utils.Tensor("INPUT0", numbers)], ["OUTPUT0"])
+            ones = np.ones(doubled.shape, np.int32)
+            (summed,) = call(
+                "addsub",
+                [pb_utils.Tensor("INPUT0", doubled), pb_utils.Tensor("INPUT1", ones)],
+                ["OUTPUT0"],
             )
-            response = call.exec()
-            if response.has_error():
-                responses.append(pb_utils.InferenceResponse(error=response.error()))
-                continue
-            text = pb_utils.get_output_tensor_by_name(response, "text_output").as_numpy()
-            upper = np.array([text.reshape(-1)[0].upper()], dtype=object)
-            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("TEXT", upper)]))
+            sampling = json.dumps({"max_tokens": 4, "temperature": 0}).encode()
+            (text,) = call(
+                "tiny",
+                [
+                    pb_utils.Tensor("text_input", prompt.reshape(1)),
+                    pb_utils.Tensor("sampling_parameters", np.array([sampling], object)),
+                ],
+                ["text_output"],
+            )
+            upper = np.array([[text.reshape(-1)[0].upper()]], dtype=object)
+            responses.append(pb_utils.InferenceResponse(
+                [pb_utils.Tensor("TEXT", upper), pb_utils.Tensor("OUTPUT0", summed)]
+            ))
         return responses
 """
 
 BLS_LLM_CONFIG = """
 backend: "python"
-input [{ name: "PROMPT" data_type: TYPE_STRING dims: [ 1 ] }]
-output [{ name: "TEXT" data_type: TYPE_STRING dims: [ 1 ] }]
+max_batch_size: 4
+input [
+  { name: "PROMPT" data_type: TYPE_STRING dims: [ 1 ] },
+  { name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] }
+]
+output [
+  { name: "TEXT" data_type: TYPE_STRING dims: [ 1 ] },
+  { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 4 ] }
+]
 """
 
 # Two instances: two model objects, each with its own name, executing at once.

@@ -268,18 +268,28 @@ def test_refused_parts_say_so(server: ServerProcess, what: str, says: str) -> No
 @pytest.mark.skipif(
     importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed"
 )
-def test_bls_reaches_an_llm(tmp_path: Path) -> None:
+def test_bls_calls_a_python_model_an_onnx_model_and_an_llm(tmp_path: Path) -> None:
     from tests.llm_models import tiny_gguf
 
+    triton_repository(tmp_path)
     tiny_gguf(tmp_path / "tiny.gguf")
     python_model(tmp_path, "bls_llm", BLS_LLM, BLS_LLM_CONFIG)
     args = ("--model-control-mode", "explicit", "--load-model", "*")
     with ServerProcess(str(tmp_path), *args, log_path=tmp_path / "server.log") as server:
-        prompt = np.array([b"hello world"], dtype=object)
-        client = grpcclient.InferenceServerClient(server.grpc_addr)
-        result = client.infer("bls_llm", [_input(grpcclient, "PROMPT", prompt, "BYTES")])
-        text = result.as_numpy("TEXT")[0].decode()
-        assert text and text == text.upper()
+        prompt = np.array([[b"hello world"]], dtype=object)
+        numbers = np.array([[1, 2, 3, 4]], dtype=np.float32)
+        for module, client in (
+            (grpcclient, grpcclient.InferenceServerClient(server.grpc_addr)),
+            (httpclient, _http(server)),
+        ):
+            inputs = [
+                _input(module, "PROMPT", prompt, "BYTES"),
+                _input(module, "INPUT0", numbers, "FP32"),
+            ]
+            result = client.infer("bls_llm", inputs)
+            text = result.as_numpy("TEXT")[0, 0].decode()
+            assert text and text == text.upper()
+            np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), numbers * 2 + 1)
         # Triton's generate extension on the LLM, as the vLLM backend's docs call it.
         body = {"text_input": "hello world", "parameters": {"max_tokens": 3, "temperature": 0}}
         direct = httpx.post(f"{server.url}/v2/models/tiny/generate", json=body)
