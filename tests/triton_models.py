@@ -440,6 +440,66 @@ output [
 ]
 """
 
+# Execute returning what Triton refuses, chosen by MODE; 4 answers through the sender.
+WRONG = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        mode = int(pb_utils.get_input_tensor_by_name(requests[0], "MODE").as_numpy()[0])
+        if mode == 0:
+            return {"not": "a list"}
+        if mode == 1:
+            return []
+        if mode == 2:
+            return ["not a response"]
+        if mode == 3:
+            return None  # and sends nothing
+        for request in requests:
+            out = pb_utils.Tensor("OUT", np.array([7], np.int32))
+            request.get_response_sender().send(
+                pb_utils.InferenceResponse([out]),
+                flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL,
+            )
+        return None
+"""
+
+WRONG_CONFIG = """
+backend: "python"
+input [{ name: "MODE" data_type: TYPE_INT32 dims: [ 1 ] }]
+output [{ name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] }]
+"""
+
+BAD_INIT = """
+class TritonPythonModel:
+    def initialize(self, args):
+        raise RuntimeError("no weights in " + args["model_name"])
+
+    def execute(self, requests):
+        return []
+"""
+
+# A decoupled model whose execute raises, or returns something.
+BAD_DECOUPLED = """
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        if int(pb_utils.get_input_tensor_by_name(requests[0], "MODE").as_numpy()[0]):
+            return []
+        raise KeyError("vocabulary")
+"""
+
+BAD_DECOUPLED_CONFIG = """
+backend: "python"
+model_transaction_policy { decoupled: true }
+input [{ name: "MODE" data_type: TYPE_INT32 dims: [ 1 ] }]
+output [{ name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] }]
+"""
+
 MODELS = {
     "preprocess": (PREPROCESS, PREPROCESS_CONFIG),
     "bls": (BLS, BLS_CONFIG),
@@ -451,6 +511,9 @@ MODELS = {
     "autocomplete": (AUTOCOMPLETE, 'backend: "python"\n'),
     "countdown": (COUNTDOWN, COUNTDOWN_CONFIG),
     "echo_request": (ECHO_REQUEST, ECHO_REQUEST_CONFIG),
+    "wrong": (WRONG, WRONG_CONFIG),
+    "bad_init": (BAD_INIT, WRONG_CONFIG),
+    "bad_decoupled": (BAD_DECOUPLED, BAD_DECOUPLED_CONFIG),
 }
 
 

@@ -246,6 +246,58 @@ def test_bls_decoupled_call_iterates_every_response(server: ServerProcess) -> No
 
 
 @pytest.mark.parametrize(
+    ("mode", "says"),
+    [
+        (0, "Expected a list in the execute return, found type 'dict'"),
+        (1, "Number of InferenceResponse objects do not match"),
+        (2, "Expected an 'InferenceResponse' object"),
+        (3, "found type 'NoneType'"),
+    ],
+)
+def test_execute_returning_what_triton_refuses_is_a_500(
+    server: ServerProcess, mode: int, says: str
+) -> None:
+    data = np.array([mode], dtype=np.int32)
+    with pytest.raises(InferenceServerException) as caught:
+        _http(server).infer("wrong", [_input(httpclient, "MODE", data, "INT32")])
+    assert caught.value.status() == "500"
+    assert says in caught.value.message()
+
+
+def test_a_model_may_answer_through_the_sender_and_return_none(server: ServerProcess) -> None:
+    data = np.array([4], dtype=np.int32)
+    result = _http(server).infer("wrong", [_input(httpclient, "MODE", data, "INT32")])
+    assert int(result.as_numpy("OUT")[0]) == 7
+
+
+def test_initialize_that_raises_leaves_the_model_unavailable_saying_why(
+    server: ServerProcess,
+) -> None:
+    index = {row["name"]: row for row in _http(server).get_model_repository_index()}
+    assert index["bad_init"]["state"] == "UNAVAILABLE"
+    assert (
+        "initialize() of 'bad_init' failed: RuntimeError: no weights"
+        in (index["bad_init"]["reason"])
+    )
+    with pytest.raises(InferenceServerException) as caught:
+        _http(server).load_model("bad_init")
+    assert "no weights in bad_init" in caught.value.message()
+
+
+@pytest.mark.parametrize(
+    ("mode", "says"),
+    [(0, "KeyError: 'vocabulary'"), (1, "execute function must return None")],
+)
+def test_a_decoupled_execute_that_fails_ends_its_stream_with_the_error(
+    server: ServerProcess, mode: int, says: str
+) -> None:
+    url = f"{server.url}/v2/models/bad_decoupled/generate_stream"
+    reply = httpx.post(url, json={"MODE": mode})
+    assert reply.status_code == 500
+    assert says in reply.json()["error"]
+
+
+@pytest.mark.parametrize(
     ("what", "says"),
     [
         ("to_dlpack", "DLPack"),
