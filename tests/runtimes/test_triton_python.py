@@ -187,15 +187,15 @@ def test_execute_that_raises_is_a_500_with_the_model_message(server: ServerProce
     assert grpc_caught.value.status() == "StatusCode.INTERNAL"
 
 
-def _stream(server: ServerProcess, values: list[int]) -> list[Any]:
+def _stream(
+    server: ServerProcess, values: list[int], model: str = "repeat", name: str = "IN"
+) -> list[Any]:
     results: queue.Queue[Any] = queue.Queue()
     client = grpcclient.InferenceServerClient(server.grpc_addr)
     client.start_stream(callback=lambda result, error: results.put(error or result))
     data = np.array(values, dtype=np.int32)
     client.async_stream_infer(
-        "repeat",
-        [_input(grpcclient, "IN", data, "INT32")],
-        enable_empty_final_response=True,
+        model, [_input(grpcclient, name, data, "INT32")], enable_empty_final_response=True
     )
     out = []
     while True:
@@ -215,6 +215,13 @@ def test_decoupled_model_streams_over_model_stream_infer(server: ServerProcess) 
     assert [int(r.as_numpy("OUT")[0]) for r in responses[:-1]] == [5, 6, 7]
     assert [int(r.as_numpy("IDX")[0]) for r in responses[:-1]] == [0, 1, 2]
     assert responses[-1].as_numpy("OUT") is None  # the empty final response
+
+
+def test_a_model_that_is_not_decoupled_streams_its_one_response(server: ServerProcess) -> None:
+    """As in Triton: ModelStreamInfer takes any model; this one answers once, then final."""
+    responses = _stream(server, [4], model="wrong", name="MODE")
+    assert [int(r.as_numpy("OUT")[0]) for r in responses[:-1]] == [7]
+    assert responses[-1].as_numpy("OUT") is None
 
 
 def test_decoupled_error_after_responses_ends_the_stream(server: ServerProcess) -> None:
