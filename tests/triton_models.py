@@ -296,12 +296,12 @@ class TritonPythonModel:
                 [pb_utils.Tensor("INPUT0", doubled), pb_utils.Tensor("INPUT1", ones)],
                 ["OUTPUT0"],
             )
-            sampling = json.dumps({"max_tokens": 4, "temperature": 0}).encode()
+            sampling = json.dumps({"max_tokens": 4, "temperature": 0})  # a str: numpy U
             (text,) = call(
                 "tiny",
                 [
                     pb_utils.Tensor("text_input", prompt.reshape(1)),
-                    pb_utils.Tensor("sampling_parameters", np.array([sampling], object)),
+                    pb_utils.Tensor("sampling_parameters", np.array([sampling])),
                 ],
                 ["text_output"],
             )

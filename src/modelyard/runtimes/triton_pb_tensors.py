@@ -94,6 +94,16 @@ def deserialize_bytes_tensor(encoded_tensor: bytes) -> np.ndarray:
     return out
 
 
+def bytes_objects(array: np.ndarray) -> np.ndarray:
+    """A text array as Triton hands BYTES tensors on: an object array of bytes (numpy `S`
+    and `U` arrays are encoded, UTF-8); any other array as it is."""
+    if array.dtype.kind not in "SU":
+        return array
+    out = np.empty(array.shape, dtype=object)
+    out.reshape(-1)[:] = [x if isinstance(x, bytes) else str(x).encode() for x in array.flat]
+    return out
+
+
 # ---- errors --------------------------------------------------------------------------------
 
 

@@ -45,6 +45,7 @@ from modelyard.runtimes.triton_pb_tensors import (
     Tensor,
     TritonError,
     TritonModelException,
+    bytes_objects,
     deserialize_bytes_tensor,
     error_of,
     get_input_config_by_name,
@@ -219,7 +220,7 @@ class InferenceRequest:
         if not self._model_name:
             raise TritonModelException("InferenceRequest.exec() needs a model_name")
         return {
-            "inputs": {t.name(): t.as_numpy() for t in self._inputs},
+            "inputs": {t.name(): bytes_objects(t.as_numpy()) for t in self._inputs},
             "version": str(self._model_version) if self._model_version >= 0 else "",
             "outputs": self._requested or None,
             "parameters": {**self._parameters, "timeout": self._timeout}

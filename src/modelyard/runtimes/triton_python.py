@@ -26,8 +26,6 @@ from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future
 from typing import Any
 
-import numpy as np
-
 from modelyard.errors import (
     Internal,
     InvalidArgument,
@@ -39,6 +37,7 @@ from modelyard.errors import (
 )
 from modelyard.runtimes import triton_pb_utils as pb_utils
 from modelyard.runtimes.base import Arrays, RequestArrays, Runtime, Signature
+from modelyard.runtimes.triton_pb_tensors import bytes_objects
 from modelyard.spec.config import TRITON_TO_V2, TensorSpec
 
 MODULE_NAME = "triton_python_backend_utils"
@@ -229,7 +228,7 @@ class TritonPythonRuntime(Runtime):
         error = response.error()
         if error is not None:
             return _TO_ERROR.get(error.code(), InvalidArgument)(error.message())
-        return {t.name(): _array(t.as_numpy()) for t in response.output_tensors()}
+        return {t.name(): bytes_objects(t.as_numpy()) for t in response.output_tensors()}
 
     def infer_stream(self, inputs: Arrays) -> Iterator[Arrays]:
         if not self.config.decoupled:
@@ -335,15 +334,6 @@ def _spec(tensor: dict[str, Any], batch: list[int]) -> TensorSpec:
         raise ModelLoadError(f"auto_complete_config: tensor {tensor} has no known data_type")
     dims = [int(d) for d in tensor.get("dims", [])]
     return TensorSpec(str(tensor["name"]), datatype, batch + dims, bool(tensor.get("optional")))
-
-
-def _array(array: np.ndarray) -> np.ndarray:
-    """BYTES outputs as object arrays of bytes (numpy `S`/`U` arrays included)."""
-    if array.dtype.kind not in "SU":
-        return array
-    out = np.empty(array.shape, dtype=object)
-    out.reshape(-1)[:] = [x if isinstance(x, bytes) else str(x).encode() for x in array.flat]
-    return out
 
 
 def _failed(name: str, exc: BaseException) -> str:
