@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import importlib.util
 import json
 import queue
@@ -293,7 +294,8 @@ class TritonPythonRuntime(Runtime):
                 threading.Thread(
                     target=self._loop.run_forever, name=f"triton-{self.config.name}", daemon=True
                 ).start()
-        return asyncio.run_coroutine_threadsafe(_with_calls(coroutine, self.calls), self._loop)
+        context = contextvars.copy_context()  # BLS's calls, and the calls' own context
+        return asyncio.run_coroutine_threadsafe(_in_context(coroutine, context), self._loop)
 
     def unload(self) -> None:
         try:
@@ -323,9 +325,12 @@ class _Collected:
         return self.responses[0] if len(self.responses) == 1 else None
 
 
-async def _with_calls(coroutine: Coroutine[Any, Any, Any], calls: Any) -> Any:
-    with pb_utils.calling_as(calls):
-        return await coroutine
+async def _in_context(coroutine: Coroutine[Any, Any, Any], context: contextvars.Context) -> Any:
+    """Run model code on the model's loop with the context variables of the thread that
+    called it (this task has its own copy of the loop's context, so setting them is local)."""
+    for variable, value in context.items():
+        variable.set(value)
+    return await coroutine
 
 
 def _spec(tensor: dict[str, Any], batch: list[int]) -> TensorSpec:
