@@ -244,8 +244,9 @@ class TritonPythonRuntime(Runtime):
                 responses.put(_FINAL)
 
         request = self._received(inputs, deliver)
+        context = contextvars.copy_context()  # what the calls carry reaches its thread
         threading.Thread(
-            target=self._execute_decoupled, args=(request, responses), daemon=True
+            target=context.run, args=(self._execute_decoupled, request, responses), daemon=True
         ).start()
         try:
             while (item := responses.get()) is not _FINAL:
