@@ -83,7 +83,7 @@ class TritonPythonModel:
         ones = np.ones(doubled.shape, np.int32)
         calls = [
             pb_utils.InferenceRequest(
-                model_name="addsub",
+                model_name=b"addsub",  # bytes, as a BYTES tensor's element gives a name
                 requested_output_names=["OUTPUT0", "OUTPUT1"],
                 inputs=[pb_utils.Tensor("INPUT0", doubled), pb_utils.Tensor("INPUT1", ones)],
             ).async_exec(),

@@ -118,11 +118,11 @@ class InferenceRequest:
 
     def __init__(
         self,
-        request_id: str = "",
+        request_id: str | bytes = "",
         correlation_id: int | str = 0,
         inputs: Sequence[Tensor] = (),
-        requested_output_names: Sequence[str] = (),
-        model_name: str = "",
+        requested_output_names: Sequence[str | bytes] = (),
+        model_name: str | bytes = "",
         model_version: int = -1,
         flags: int = 0,
         timeout: int = 0,
@@ -132,11 +132,11 @@ class InferenceRequest:
     ) -> None:
         if preferred_memory is not None and getattr(preferred_memory, "kind", 0) != 0:
             raise refused("PreferredMemory on the GPU", "BLS outputs are CPU numpy tensors")
-        self._id = request_id
+        self._id = _text(request_id)
         self._correlation_id = correlation_id
         self._inputs = list(inputs)
-        self._requested = list(requested_output_names)
-        self._model_name = model_name
+        self._requested = [_text(name) for name in requested_output_names]
+        self._model_name = _text(model_name)
         self._model_version = model_version
         self._flags = flags
         self._timeout = timeout
@@ -289,6 +289,11 @@ async def _close(stream: AsyncIterator[dict[str, np.ndarray]]) -> None:
     aclose = getattr(stream, "aclose", None)
     if aclose is not None:
         await aclose()
+
+
+def _text(value: str | bytes) -> str:
+    """A name given as bytes (a BYTES tensor's element) as text, as Triton's binding takes it."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _calls() -> ModelCalls:
