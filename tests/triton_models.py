@@ -359,7 +359,7 @@ output [{ name: "NAME" data_type: TYPE_STRING dims: [ 1 ] }]
 instance_group [{ count: 2 kind: KIND_CPU }]
 """
 
-# A config with only the backend: the model completes it (Triton's auto_complete_config).
+# No config.pbtxt: the model declares its tensors and batch size (auto_complete_config).
 AUTOCOMPLETE = """
 import triton_python_backend_utils as pb_utils
 
@@ -500,7 +500,7 @@ input [{ name: "MODE" data_type: TYPE_INT32 dims: [ 1 ] }]
 output [{ name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] }]
 """
 
-MODELS = {
+MODELS: dict[str, tuple[str, str | None]] = {
     "preprocess": (PREPROCESS, PREPROCESS_CONFIG),
     "bls": (BLS, BLS_CONFIG),
     "repeat": (REPEAT, REPEAT_CONFIG),
@@ -508,7 +508,7 @@ MODELS = {
     "raises": (RAISES, RAISES_CONFIG),
     "refused": (REFUSED, REFUSED_CONFIG),
     "instances": (INSTANCES, INSTANCES_CONFIG),
-    "autocomplete": (AUTOCOMPLETE, 'backend: "python"\n'),
+    "autocomplete": (AUTOCOMPLETE, None),  # no config.pbtxt: the model completes it
     "countdown": (COUNTDOWN, COUNTDOWN_CONFIG),
     "echo_request": (ECHO_REQUEST, ECHO_REQUEST_CONFIG),
     "wrong": (WRONG, WRONG_CONFIG),
@@ -517,11 +517,13 @@ MODELS = {
 }
 
 
-def python_model(root: Path, name: str, source: str, config: str) -> None:
+def python_model(root: Path, name: str, source: str, config: str | None) -> None:
+    """REPO/NAME/1/model.py and REPO/NAME/config.pbtxt (none when `config` is None)."""
     folder = root / name
     (folder / "1").mkdir(parents=True, exist_ok=True)
     (folder / "1" / "model.py").write_text(textwrap.dedent(source))
-    (folder / "config.pbtxt").write_text(textwrap.dedent(config))
+    if config is not None:
+        (folder / "config.pbtxt").write_text(textwrap.dedent(config))
 
 
 def triton_repository(root: Path) -> Path:

@@ -55,6 +55,9 @@ def test_config_reaches_the_model_and_says_python(server: ServerProcess) -> None
 
 
 def test_auto_complete_config_declares_the_tensors(server: ServerProcess) -> None:
+    """A model.py alone in its version folder: auto_complete_config gives its config."""
+    config = _http(server).get_model_config("autocomplete")
+    assert (config["backend"], config["max_batch_size"]) == ("python", 4)
     metadata = _http(server).get_model_metadata("autocomplete")
     assert [(t["name"], t["shape"]) for t in metadata["inputs"]] == [("X", [-1, 2])]
     data = np.array([[1, 2]], dtype=np.float32)

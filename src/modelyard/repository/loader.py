@@ -53,7 +53,13 @@ def load_version(
     runtime.calls = calls
     runtime.load()
     try:
-        config = complete(config, runtime.signature(), path.name, runtime.named_inputs)
+        config = complete(
+            config,
+            runtime.signature(),
+            path.name,
+            runtime.named_inputs,
+            runtime.declared_max_batch_size(),
+        )
     except BaseException:
         runtime.unload()
         raise

@@ -78,6 +78,11 @@ class Runtime(abc.ABC):
         or None when the artifact does not say (then the config must)."""
         return None
 
+    def declared_max_batch_size(self) -> int | None:
+        """The max_batch_size the model itself declares (a Triton model's
+        `auto_complete_config`), or None when it says nothing."""
+        return None
+
     @abc.abstractmethod
     def infer(self, inputs: Arrays) -> Arrays:
         """Run one inference; inputs are already validated against the config."""

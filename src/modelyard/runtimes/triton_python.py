@@ -156,6 +156,12 @@ class TritonPythonRuntime(Runtime):
             [_spec(t, batch) for t in self._completed.get("output", [])],
         )
 
+    def declared_max_batch_size(self) -> int | None:
+        """What `auto_complete_config` left as max_batch_size (None without one)."""
+        if "auto_complete_config" not in vars(type(self._models[0])):
+            return None
+        return int(self._completed.get("max_batch_size", 0))
+
     def _args(self, index: int) -> dict[str, str]:
         version = self.path.parent.name
         return {
