@@ -421,11 +421,14 @@ def text(name, value):
 class TritonPythonModel:
     def execute(self, requests):
         return [
-            pb_utils.InferenceResponse([
-                text("ID", request.request_id()),
-                text("PARAMS", request.parameters()),
-                text("NAMES", ",".join(request.requested_output_names())),
-            ])
+            pb_utils.InferenceResponse(
+                [
+                    text("ID", request.request_id()),
+                    text("PARAMS", request.parameters()),
+                    text("NAMES", ",".join(request.requested_output_names())),
+                ],
+                parameters={"inputs_seen": len(request.inputs()), "echo": True},
+            )
             for request in requests
         ]
 """

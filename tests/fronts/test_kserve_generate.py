@@ -54,6 +54,13 @@ def test_generate_and_generate_stream_on_triton_models(server: ServerProcess) ->
     assert [(e["OUT"], e["IDX"], e["id"]) for e in events] == [(4, 0, "7"), (5, 1, "7")]
 
 
+def test_generate_puts_response_parameters_beside_the_outputs(server: ServerProcess) -> None:
+    reply = httpx.post(f"{server.url}/v2/models/echo_request/generate", json={"IN": 1, "id": "x"})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert (body["inputs_seen"], body["echo"], body["ID"]) == (1, True, "x")
+
+
 def test_async_decoupled_model_streams(server: ServerProcess) -> None:
     url = f"{server.url}/v2/models/countdown/generate_stream"
     with httpx.stream("POST", url, json={"FROM": 3}) as stream:

@@ -137,6 +137,13 @@ def test_execute_sees_the_request_id_parameters_and_requested_outputs(
         assert result.as_numpy("ID")[0].decode() == "r-7"
         assert result.as_numpy("NAMES")[0].decode() == "ID,PARAMS,NAMES"
         assert json.loads(result.as_numpy("PARAMS")[0]) == {}
+        # the response's parameters reach the client
+        if module is httpclient:
+            assert result.get_response()["parameters"] == {"inputs_seen": 1, "echo": True}
+        else:
+            parameters = result.get_response().parameters
+            assert parameters["inputs_seen"].int64_param == 1
+            assert parameters["echo"].bool_param
 
 
 def test_each_instance_is_its_own_model_object(server: ServerProcess) -> None:

@@ -15,7 +15,7 @@ from modelyard.core.llm import LLMService
 from modelyard.core.models import ModelService, ServedModel
 from modelyard.core.types import InferRequest, InferResponse
 from modelyard.errors import Internal, ModelyardError, Unavailable, Unimplemented
-from modelyard.runtimes import Arrays, RequestArrays
+from modelyard.runtimes import Arrays, RequestArrays, ResponseArrays
 
 log = logging.getLogger("modelyard.dataplane")
 
@@ -65,7 +65,9 @@ class DataPlane:
                     raise Internal(f"model {model.name!r} failed: {exc!r}") from exc
                 raise
             model.stats.record_success(time.perf_counter_ns() - start, *timing)
-            return InferResponse(model.name, str(model.version), outputs, request.id)
+            return InferResponse(
+                model.name, str(model.version), outputs, request.id, _parameters(results)
+            )
 
     async def generate(self, request: InferRequest) -> InferResponse:
         """One response from any model (Triton's generate): a decoupled model must send
@@ -94,7 +96,10 @@ class DataPlane:
                     queued = time.perf_counter_ns()
                     async for outputs in stream:
                         selected = model.contract.select(outputs, request.outputs)
-                        yield InferResponse(model.name, str(model.version), selected, request.id)
+                        parameters = _parameters(outputs)
+                        yield InferResponse(
+                            model.name, str(model.version), selected, request.id, parameters
+                        )
                 done = time.perf_counter_ns()
                 model.stats.record_execution(rows, 0, done - queued, 0)
                 model.stats.record_success(done - start, queued - start, 0, done - queued, 0)
@@ -184,6 +189,11 @@ def _decoupled(name: str) -> str:
         "any number of responses per request, so it answers gRPC ModelStreamInfer and POST "
         f"/v2/models/{name}/generate_stream, not a single-response infer"
     )
+
+
+def _parameters(results: Arrays) -> dict[str, Any]:
+    """The parameters a model set on its response (Triton's Python backend), else none."""
+    return results.parameters if isinstance(results, ResponseArrays) else {}
 
 
 #: Request parameters the server reads itself; the rest reach models that read parameters.

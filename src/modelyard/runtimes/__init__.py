@@ -13,13 +13,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelyard.errors import ModelLoadError
-from modelyard.runtimes.base import Arrays, RequestArrays, Runtime, TemplateSource, TextModel
+from modelyard.runtimes.base import (
+    Arrays,
+    RequestArrays,
+    ResponseArrays,
+    Runtime,
+    TemplateSource,
+    TextModel,
+)
 
 __all__ = [
     "PICKLE_SUFFIXES",
     "RUNTIMES",
     "Arrays",
     "RequestArrays",
+    "ResponseArrays",
     "Runtime",
     "RuntimeInfo",
     "TemplateSource",

@@ -48,6 +48,17 @@ class RequestArrays(dict[str, np.ndarray]):
         self.outputs = outputs or []
 
 
+class ResponseArrays(dict[str, np.ndarray]):
+    """A response's output arrays with the parameters the model sets on it (Triton's
+    `InferenceResponse(parameters=...)`); the core sends them to the client."""
+
+    __slots__ = ("parameters",)
+
+    def __init__(self, arrays: Arrays, parameters: dict[str, Any]) -> None:
+        super().__init__(arrays)
+        self.parameters = parameters
+
+
 class Runtime(abc.ABC):
     """Load one model artifact and run inferences on it (called from worker threads)."""
 

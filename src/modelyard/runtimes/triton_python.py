@@ -37,7 +37,7 @@ from modelyard.errors import (
     Unimplemented,
 )
 from modelyard.runtimes import triton_pb_utils as pb_utils
-from modelyard.runtimes.base import Arrays, RequestArrays, Runtime, Signature
+from modelyard.runtimes.base import Arrays, RequestArrays, ResponseArrays, Runtime, Signature
 from modelyard.runtimes.triton_pb_tensors import bytes_objects
 from modelyard.spec.config import TRITON_TO_V2, TensorSpec
 
@@ -235,7 +235,9 @@ class TritonPythonRuntime(Runtime):
         error = response.error()
         if error is not None:
             return _TO_ERROR.get(error.code(), InvalidArgument)(error.message())
-        return {t.name(): bytes_objects(t.as_numpy()) for t in response.output_tensors()}
+        arrays = {t.name(): bytes_objects(t.as_numpy()) for t in response.output_tensors()}
+        parameters = json.loads(response.parameters())
+        return ResponseArrays(arrays, parameters) if parameters else arrays
 
     def infer_stream(self, inputs: Arrays) -> Iterator[Arrays]:
         if not self.config.decoupled:
