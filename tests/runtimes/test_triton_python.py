@@ -11,7 +11,6 @@ import json
 import queue
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -91,17 +90,20 @@ def test_a_batch_is_a_list_of_requests_and_an_error_fails_only_its_own(
 ) -> None:
     """Concurrent requests reach execute together (one request each, not concatenated); the
     one with a negative value gets the model's TritonError (INVALID_ARG: 400), others answer."""
-    client = _http(server)
+    client = _http(server)  # async_infer: concurrent requests on one client (greenlets)
+    rows = [np.full((1, 4), -1 if i == 3 else i, np.float32) for i in range(8)]
+    pending = [
+        client.async_infer("preprocess", [_input(httpclient, "INPUT0", row, "FP32")])
+        for row in rows
+    ]
 
-    def call(i: int) -> Any:
-        data = np.full((1, 4), -1 if i == 3 else i, dtype=np.float32)
+    def outcome(request: Any) -> Any:
         try:
-            return client.infer("preprocess", [_input(httpclient, "INPUT0", data, "FP32")])
+            return request.get_result()
         except InferenceServerException as exc:
             return exc
 
-    with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(call, range(8)))
+    results = [outcome(request) for request in pending]
     error = results[3]
     assert isinstance(error, InferenceServerException)
     assert error.status() == "400"
@@ -150,13 +152,10 @@ def test_each_instance_is_its_own_model_object(server: ServerProcess) -> None:
     client = _http(server)
     data = np.array([1], dtype=np.int32)
     started = time.monotonic()
-    with ThreadPoolExecutor(2) as pool:
-        results = list(
-            pool.map(
-                lambda _: client.infer("instances", [_input(httpclient, "IN", data, "INT32")]),
-                range(2),
-            )
-        )
+    pending = [
+        client.async_infer("instances", [_input(httpclient, "IN", data, "INT32")]) for _ in range(2)
+    ]
+    results = [request.get_result() for request in pending]
     assert time.monotonic() - started < 0.55  # both ran at once (0.3 s each)
     names = {r.as_numpy("NAME")[0].decode() for r in results}
     assert names == {"instances_0_0", "instances_0_1"}
