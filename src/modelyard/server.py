@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from modelyard.core.calls import CoreCalls
 from modelyard.core.dataplane import DataPlane
 from modelyard.core.llm import LLMService
 from modelyard.core.llm_metrics import LLMMetrics
@@ -25,6 +26,7 @@ from modelyard.core.models import ModelService
 from modelyard.fronts.auth import APIKeyMiddleware
 from modelyard.fronts.cors import CORS, origin_pattern
 from modelyard.fronts.http_common import error_response, guard, json_response, unexpected
+from modelyard.fronts.kserve_generate import KServeGenerate
 from modelyard.fronts.kserve_http import KServeHTTP
 from modelyard.fronts.kserve_infer import InferEndpoint, infer_target
 from modelyard.fronts.ollama import OllamaFront
@@ -64,11 +66,14 @@ class Modelyard:
         self.registry.register(ModelCollector(self.models))
         self.llm = LLMService(self.models, self.executor, stand_in=settings.tgi_model)
         self.dataplane = DataPlane(self.models, self.llm, self.executor)
+        self.calls = CoreCalls(self.dataplane)
+        self.models.calls = self.calls
         self.app = self._build_app()
 
     def _build_app(self) -> ASGIApp:
         limit = self.settings.max_request_bytes
         kserve = KServeHTTP(self.dataplane, self.models, limit)
+        generate = KServeGenerate(self.dataplane, self.models, limit)
         openai = OpenAIFront(self.llm, limit)
         ollama = OllamaFront(self.llm, self.models, limit)
         ollama_models = OllamaModels(self.models, limit)
@@ -81,6 +86,7 @@ class Modelyard:
             *ollama.routes(),
             *ollama_models.routes(),
             *kserve.routes(),
+            *generate.routes(),
             *openai.routes(),
             Route("/metrics", self._metrics, methods=["GET"]),
         ]
@@ -95,6 +101,7 @@ class Modelyard:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        self.calls.bind(asyncio.get_running_loop())
         await self.models.start()
         tasks = [asyncio.create_task(self._reap())]
         if self.settings.model_control_mode == "poll":

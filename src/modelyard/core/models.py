@@ -60,6 +60,7 @@ from modelyard.repository.residency import (
 from modelyard.repository.scan import ModelSource, read_entry, reread, scan
 from modelyard.repository.store import ModelStore, Progress, PullPolicy, check_name
 from modelyard.runtimes import runtime_suffixes
+from modelyard.spec.calls import ModelCalls
 from modelyard.spec.config import ModelConfig
 from modelyard.spec.pipeline import LATEST, PipelineSpec
 
@@ -99,6 +100,8 @@ class ModelService:
         self.control_mode = control_mode
         self.startup_models = list(startup_models)
         self.trust_pickle = trust_pickle
+        #: How loaded models call other models (BLS, composition); set by the composition root.
+        self.calls: ModelCalls | None = None
         self.residency = residency or ResidencyPolicy()
         self.watch = watch
         #: Models loaded at start stay until a request's keep-alive says otherwise (the
@@ -401,7 +404,7 @@ class ModelService:
 
     def _build(self, source: ModelSource, version: int) -> ServedModel:
         """On a worker thread: read the version from disk and build what serves it."""
-        loaded = load_version(source, version, self.trust_pickle)
+        loaded = load_version(source, version, self.trust_pickle, self.calls)
         try:
             return ServedModel(
                 loaded.name, loaded.version, loaded.config, loaded.runtime, self.watch

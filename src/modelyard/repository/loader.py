@@ -12,6 +12,7 @@ from modelyard.errors import ModelLoadError
 from modelyard.repository.autocomplete import complete
 from modelyard.repository.scan import ModelSource
 from modelyard.runtimes import PICKLE_SUFFIXES, Runtime, runtime_class
+from modelyard.spec.calls import ModelCalls
 from modelyard.spec.config import ModelConfig
 
 log = logging.getLogger("modelyard.repository")
@@ -27,8 +28,11 @@ class Loaded:
     runtime: Runtime
 
 
-def load_version(source: ModelSource, version: int, trust_pickle: bool) -> Loaded:
-    """Load one version on the calling (worker) thread and complete its config."""
+def load_version(
+    source: ModelSource, version: int, trust_pickle: bool, calls: ModelCalls | None = None
+) -> Loaded:
+    """Load one version on the calling (worker) thread and complete its config; `calls` is
+    how its model may call other models (BLS, composition)."""
     path = source.versions[version]
     config = source.config.replace(reasons=dict(source.config.reasons))
     config = advise_config(config, path)  # the advisor fills what the config leaves out
@@ -45,10 +49,17 @@ def load_version(source: ModelSource, version: int, trust_pickle: bool) -> Loade
         )
     if not path.exists():
         raise ModelLoadError(f"model {source.name!r}: {path} does not exist")
-    runtime = runtime_class(config.runtime)(path, config)
+    runtime = runtime_class(config.runtime, path)(path, config)
+    runtime.calls = calls
     runtime.load()
     try:
-        config = complete(config, runtime.signature(), path.name, runtime.named_inputs)
+        config = complete(
+            config,
+            runtime.signature(),
+            path.name,
+            runtime.named_inputs,
+            runtime.declared_max_batch_size(),
+        )
     except BaseException:
         runtime.unload()
         raise

@@ -13,16 +13,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelyard.errors import ModelLoadError
-from modelyard.runtimes.base import Arrays, Runtime, TemplateSource, TextModel
+from modelyard.runtimes.base import (
+    Arrays,
+    RequestArrays,
+    ResponseArrays,
+    Runtime,
+    TemplateSource,
+    TextModel,
+)
 
 __all__ = [
     "PICKLE_SUFFIXES",
     "RUNTIMES",
     "Arrays",
+    "RequestArrays",
+    "ResponseArrays",
     "Runtime",
     "RuntimeInfo",
     "TemplateSource",
     "TextModel",
+    "defines_triton_model",
     "runtime_class",
     "runtime_for_file",
     "runtime_suffixes",
@@ -67,6 +77,15 @@ RUNTIMES: dict[str, RuntimeInfo] = {
         "modelyard.runtimes.boosters", "LightGBMRuntime", "lightgbm", (".txt", ".lgb"), "model.txt"
     ),
     "python": RuntimeInfo("modelyard.runtimes.python", "PythonRuntime", "", (".py",), "model.py"),
+    # A model.py defining Triton's `class TritonPythonModel` (runtime "python" picks it).
+    "triton_python": RuntimeInfo(
+        "modelyard.runtimes.triton_python",
+        "TritonPythonRuntime",
+        "",
+        (".py",),
+        "model.py",
+        claims_suffixes=False,
+    ),
     "llamacpp": RuntimeInfo(
         "modelyard.runtimes.llamacpp", "LlamaCppRuntime", "llm", (".gguf",), "model.gguf"
     ),
@@ -90,7 +109,11 @@ _CLAIMED = {
 PICKLE_SUFFIXES = frozenset(suffix for info in RUNTIMES.values() for suffix in info.pickles)
 
 
-def runtime_class(name: str) -> type[Runtime]:
+def runtime_class(name: str, path: Path | None = None) -> type[Runtime]:
+    """The runtime class called `name`; for "python", Triton's Python backend when the file
+    at `path` defines `class TritonPythonModel` (a modelyard.Model otherwise)."""
+    if name == "python" and path is not None and defines_triton_model(path):
+        name = "triton_python"
     try:
         info = RUNTIMES[name]
     except KeyError:
@@ -104,6 +127,15 @@ def runtime_class(name: str) -> type[Runtime]:
         raise ModelLoadError(f"runtime {name!r} is not installed ({exc.name}): {hint}") from exc
     cls: type[Runtime] = getattr(module, info.cls)
     return cls
+
+
+def defines_triton_model(path: Path) -> bool:
+    """Whether a model.py defines Triton's `TritonPythonModel` class (read, not imported)."""
+    try:
+        source = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return any(line.startswith("class TritonPythonModel") for line in source.splitlines())
 
 
 def runtime_for_file(path: Path) -> str | None:
