@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelyard.core.dataplane import DataPlane
@@ -30,6 +30,7 @@ from modelyard.fronts.kserve_infer import InferEndpoint, infer_target
 from modelyard.fronts.ollama import OllamaFront
 from modelyard.fronts.ollama_models import OllamaModels
 from modelyard.fronts.openai import OpenAIFront, openai_error
+from modelyard.fronts.openapi import APIDocs
 from modelyard.repository.residency import ResidencyPolicy
 from modelyard.repository.store import PullPolicy
 from modelyard.settings import Settings
@@ -78,6 +79,9 @@ class Modelyard:
             *openai.routes(),
             Route("/metrics", self._metrics, methods=["GET"]),
         ]
+        # /openapi.json describes `routes` as they are once these are added too
+        routes += APIDocs(routes, secured=bool(self.settings.api_keys)).routes()
+        self.routes: list[BaseRoute] = routes
         handlers = {HTTPException: _http_error, Exception: _unexpected}
         app: ASGIApp = Starlette(
             routes=routes, lifespan=self._lifespan, exception_handlers=handlers
