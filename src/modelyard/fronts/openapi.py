@@ -51,13 +51,20 @@ class Op:
     error: str = "Error"
     #: Extra media types the body may come in (the KServe binary tensor extension).
     binary: bool = False
+    #: Answers other than OK and errors: status -> JSON schema (a model not ready: 400).
+    others: dict[str, Schema] = field(default_factory=dict)
 
 
 def _json(name: str) -> dict[str, Schema]:
     return {JSON: ref(name)}
 
 
-_READY = {JSON: {"type": "object", "properties": {"ready": {"type": "boolean"}}}}
+_READY_SCHEMA = {
+    "type": "object",
+    "properties": {"ready": {"type": "boolean"}},
+    "required": ["ready"],
+}
+_READY = {JSON: _READY_SCHEMA}
 _EMPTY: dict[str, Schema] = {}
 _KS, _OA, _OL, _SV = "KServe v2", "OpenAI", "Ollama", "Server"
 _STREAMED_OPENAI = {JSON: ref("Completion"), SSE: {"type": "string"}}
@@ -65,7 +72,12 @@ _STREAMED_OLLAMA = {JSON: ref("OllamaReply"), NDJSON: {"type": "string"}}
 
 _MODEL_ROUTES = {
     "": Op(_KS, "Model metadata: inputs, outputs, versions, platform", ok=_json("ModelMetadata")),
-    "/ready": Op(_KS, "Whether the model (version) is ready (400 when not)", ok=_READY),
+    "/ready": Op(
+        _KS,
+        "Whether the model (version) is ready (400 when not)",
+        ok=_READY,
+        others={"400": _READY_SCHEMA},
+    ),
     "/config": Op(_KS, "The model's config (Triton's model_config JSON)", ok={JSON: {}}),
     "/stats": Op(_KS, "Inference statistics of the model's versions", ok=_json("ModelStatistics")),
     "/infer": Op(
@@ -81,7 +93,12 @@ _MODEL_ROUTES = {
 OPERATIONS: dict[tuple[str, str], Op] = {
     ("GET", "/v2"): Op(_KS, "Server metadata and extensions", ok=_json("ServerMetadata")),
     ("GET", "/v2/health/live"): Op(_KS, "Liveness (open without a key)", ok=_EMPTY | {JSON: {}}),
-    ("GET", "/v2/health/ready"): Op(_KS, "Readiness: start-up models loaded", ok=_READY),
+    ("GET", "/v2/health/ready"): Op(
+        _KS,
+        "Readiness: start-up models loaded (503 when not)",
+        ok=_READY,
+        others={"503": _READY_SCHEMA},
+    ),
     ("GET", "/v2/models/stats"): Op(
         _KS, "Inference statistics of every loaded model", ok=_json("ModelStatistics")
     ),
@@ -253,6 +270,11 @@ def _operation(method: str, path: str, op: Op) -> dict[str, Any]:
             },
         },
     }
+    for status, schema in op.others.items():
+        out["responses"][status] = {
+            "description": "not ready",
+            "content": {JSON: {"schema": schema}},
+        }
     params = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
         for name in re.findall(r"{([^}]+)}", path)
