@@ -8,11 +8,11 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.fuzz import strategies
-from tests.fuzz.oracle import FUZZ, check_answer
+from tests.fuzz.oracle import CASES, FUZZ, check_answer
 from tests.server_process import ServerProcess
 
 ROUTES = {
@@ -43,7 +43,9 @@ def _short(body: Any) -> Any:
 
 @pytest.mark.parametrize("path", list(ROUTES))
 def test_bodies(fuzzed: ServerProcess, path: str) -> None:
-    @FUZZ
+    """CASES per front: each front's five routes share them."""
+
+    @settings(FUZZ, max_examples=max(8, CASES // 5))
     @given(body=ROUTES[path].map(_short))
     def check(body: Any) -> None:
         reply = httpx.post(fuzzed.url + path, content=json.dumps(body).encode(), timeout=10)
