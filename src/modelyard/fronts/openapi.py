@@ -47,7 +47,6 @@ class Op:
     summary: str
     body: str | None = None  # a component schema's name
     ok: dict[str, Schema] = field(default_factory=dict)  # media type -> schema
-    status: int = 200
     error: str = "Error"
     #: Extra media types the body may come in (the KServe binary tensor extension).
     binary: bool = False
@@ -65,7 +64,6 @@ _READY_SCHEMA = {
     "required": ["ready"],
 }
 _READY = {JSON: _READY_SCHEMA}
-_EMPTY: dict[str, Schema] = {}
 _KS, _OA, _OL, _SV = "KServe v2", "OpenAI", "Ollama", "Server"
 _STREAMED_OPENAI = {JSON: ref("Completion"), SSE: {"type": "string"}}
 _STREAMED_OLLAMA = {JSON: ref("OllamaReply"), NDJSON: {"type": "string"}}
@@ -92,7 +90,11 @@ _MODEL_ROUTES = {
 
 OPERATIONS: dict[tuple[str, str], Op] = {
     ("GET", "/v2"): Op(_KS, "Server metadata and extensions", ok=_json("ServerMetadata")),
-    ("GET", "/v2/health/live"): Op(_KS, "Liveness (open without a key)", ok=_EMPTY | {JSON: {}}),
+    ("GET", "/v2/health/live"): Op(
+        _KS,
+        "Liveness (open without a key)",
+        ok={JSON: {"type": "object", "properties": {"live": {"type": "boolean"}}}},
+    ),
     ("GET", "/v2/health/ready"): Op(
         _KS,
         "Readiness: start-up models loaded (503 when not)",
@@ -263,7 +265,7 @@ def _operation(method: str, path: str, op: Op) -> dict[str, Any]:
         "summary": op.summary,
         "operationId": f"{method.lower()}{re.sub(r'[^A-Za-z0-9]+', '_', path)}",
         "responses": {
-            str(op.status): ok,
+            "200": ok,
             "default": {
                 "description": "an error, with a message that says what to fix",
                 "content": {JSON: {"schema": ref(op.error)}},
