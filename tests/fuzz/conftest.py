@@ -12,7 +12,8 @@ from tests.server_process import ServerProcess
 @pytest.fixture(scope="package")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """The real server over a classic model (addsub), a BYTES model, the tiny LLM and the tiny
-    embedding model; explicit control, so the repository changes only when asked."""
+    embedding model, in the default control mode (ondemand): a fuzzed request may unload a
+    model (Ollama's keep_alive 0), and the next one that names it loads it again."""
     if importlib.util.find_spec("llama_cpp") is None:  # importing it leaks /dev/null handles
         pytest.skip("llama-cpp-python is not installed")
     from onnx import TensorProto
@@ -26,8 +27,7 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
     tiny_gguf(repo / "tiny.gguf")
     tiny_embedding(repo / "tiny_embed")
     log = tmp_path_factory.mktemp("fuzz-logs") / "server.log"
-    args = ("--model-control-mode", "explicit", "--load-model", "*")
-    with ServerProcess(str(repo), *args, log_path=log) as server:
+    with ServerProcess(str(repo), log_path=log) as server:
         yield server
 
 
