@@ -5,7 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fuzz.oracle import still_serving
+from tests.fuzz.oracle import report, still_serving
 from tests.server_process import ServerProcess
 
 
@@ -36,3 +36,11 @@ def fuzzed(fuzz_server: ServerProcess) -> Iterator[ServerProcess]:
     """The fuzz server, checked to still serve good requests after the test."""
     yield fuzz_server
     still_serving(fuzz_server)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    lines = report()
+    if lines:
+        terminalreporter.section("fuzz cases by front")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -5,7 +5,7 @@ many cases a run makes (MODELYARD_FUZZ_CASES per front; `make test` runs a few).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from collections import Counter
 
 import httpx
 import numpy as np
@@ -30,23 +30,27 @@ FUZZ = settings(
 )
 
 
-@dataclass
-class Tally:
-    """Answers by status, for the run's record."""
-
-    front: str
-    statuses: dict[int, int] = field(default_factory=dict)
-
-    def add(self, status: int) -> None:
-        self.statuses[status] = self.statuses.get(status, 0) + 1
-
-    def report(self) -> str:
-        total = sum(self.statuses.values())
-        return f"{self.front}: {total} cases, statuses {dict(sorted(self.statuses.items()))}"
+#: Cases sent, by front and by what came back (an HTTP status, a gRPC code, "closed").
+TALLY: Counter[tuple[str, str]] = Counter()
 
 
-def check_answer(reply: httpx.Response, what: object) -> None:
+def tally(front: str, outcome: object) -> None:
+    TALLY[front, str(outcome)] += 1
+
+
+def report() -> list[str]:
+    """One line per front: its cases and what came back, for the run's record."""
+    fronts = sorted({front for front, _ in TALLY})
+    lines = []
+    for front in fronts:
+        outcomes = {o: n for (f, o), n in sorted(TALLY.items()) if f == front}
+        lines.append(f"{front}: {sum(outcomes.values())} cases; {outcomes}")
+    return lines
+
+
+def check_answer(reply: httpx.Response, what: object, front: str) -> None:
     """A 5xx is a bug unless it is a model's own failure (none of the fuzz models fails)."""
+    tally(front, reply.status_code)
     assert reply.status_code < 500, f"{reply.status_code} for {what!r}: {reply.text[:500]}"
     assert reply.elapsed.total_seconds() < HANG_S, f"{what!r} took {reply.elapsed}"
 

@@ -43,20 +43,30 @@ names = st.sampled_from(
 
 
 def maybe(good: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    """Mostly `good`, sometimes any JSON value."""
-    return st.one_of(good, good, good, json_values)
+    """`good` nine times in ten, else any JSON value: most bodies get past the first check."""
+    return st.integers(0, 9).flatmap(lambda i: json_values if i == 0 else good)
 
 
 def body(
-    fields: dict[str, st.SearchStrategy[Any]], required: tuple[str, ...] = ()
+    fields: dict[str, st.SearchStrategy[Any]],
+    required: tuple[str, ...] = (),
+    good: dict[str, Any] | None = None,
 ) -> st.SearchStrategy[Any]:
     """An object with `required` fields usually there and the rest sometimes; now and then
-    not an object at all."""
+    not an object at all; and, given a `good` body, that body with one or two fields set from
+    `fields` (so requests get past the checks to the model)."""
     wanted = {k: maybe(v) for k, v in fields.items() if k in required}
     optional = {k: maybe(v) for k, v in fields.items() if k not in required}
     objects = st.fixed_dictionaries({}, optional={**wanted, **optional})
     full = st.fixed_dictionaries(wanted, optional=optional)
-    return st.one_of(full, full, full, objects, json_values)
+    choices = [full, full, objects, json_values]
+    if good is not None:
+        changed = st.lists(st.sampled_from(sorted(fields)), max_size=2, unique=True).flatmap(
+            lambda keys: st.fixed_dictionaries({k: maybe(fields[k]) for k in keys})
+        )
+        near = changed.map(lambda extra: {**good, **extra})
+        choices += [near, near]
+    return st.one_of(choices)
 
 
 # ---- KServe v2 ------------------------------------------------------------------------------
@@ -84,7 +94,27 @@ tensor_input = st.fixed_dictionaries(
         ),
     },
 )
-infer_body = body(
+
+
+@st.composite
+def addsub_request(draw: st.DrawFn) -> Any:
+    """A right request for addsub (two [n, 4] inputs), then maybe one part of it broken."""
+    n = draw(st.integers(1, 3))
+    values = st.lists(st.integers(-100, 100), min_size=4 * n, max_size=4 * n)
+    request: dict[str, Any] = {
+        "inputs": [
+            {"name": "INPUT0", "datatype": "FP32", "shape": [n, 4], "data": draw(values)},
+            {"name": "INPUT1", "datatype": "INT32", "shape": [n, 4], "data": draw(values)},
+        ]
+    }
+    if draw(st.booleans()):
+        item = request["inputs"][draw(st.integers(0, 1))]
+        key = draw(st.sampled_from(["name", "datatype", "shape", "data", "parameters"]))
+        item[key] = draw(json_values | edgy_ints | shapes)
+    return request
+
+
+infer_body = addsub_request() | body(
     {
         "inputs": st.lists(tensor_input, max_size=3),
         "outputs": st.lists(
@@ -193,6 +223,7 @@ chat_body = body(
         ),
     },
     ("model", "messages"),
+    {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
 )
 completion_body = body(
     {
@@ -202,6 +233,7 @@ completion_body = body(
         "logprobs": st.integers(-1, 25),
     },
     ("model", "prompt"),
+    {"model": "tiny", "prompt": "hi", "max_tokens": 4},
 )
 embedding_body = body(
     {
@@ -214,6 +246,7 @@ embedding_body = body(
         "dimensions": st.integers(-1, 100),
     },
     ("model", "input"),
+    {"model": "tiny_embed", "input": "hi"},
 )
 tokenize_body = body(
     {
@@ -254,8 +287,17 @@ generate_body = body(
         "context": token_ids,
     },
     ("model",),
+    {"model": "tiny", "prompt": "hi", "options": {"num_predict": 4}, "stream": False},
 )
-ollama_chat_body = body({**ollama_common, "messages": messages, "tools": tools_list}, ("model",))
+ollama_chat_body = body(
+    {**ollama_common, "messages": messages, "tools": tools_list},
+    ("model",),
+    {
+        "model": "tiny",
+        "messages": [{"role": "user", "content": "hi"}],
+        "options": {"num_predict": 4},
+    },
+)
 embed_body = body(
     {
         "model": names,
@@ -265,5 +307,6 @@ embed_body = body(
         "truncate": st.booleans(),
     },
     ("model",),
+    {"model": "tiny_embed", "input": "hi", "prompt": "hi"},
 )
 show_body = body({"model": names, "name": names}, ("model",))

@@ -18,7 +18,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from modelyard.fronts.h2.connection import CONTINUATION, DATA, HEADERS, SETTINGS, frame
 from tests.fuzz import strategies
-from tests.fuzz.oracle import FUZZ, HANG_S
+from tests.fuzz.oracle import FUZZ, HANG_S, tally
 from tests.server_process import ServerProcess
 
 #: What a bug looks like over gRPC (a model's own failure would be INTERNAL too; none fails).
@@ -34,7 +34,9 @@ def channel(fuzzed: ServerProcess) -> Iterator[grpc.Channel]:
 def _call(call: Any, message: Any) -> None:
     try:
         call(message, timeout=HANG_S)
+        tally("gRPC", "OK")
     except grpc.RpcError as exc:
+        tally("gRPC", exc.code().name)
         assert exc.code() not in BUGS, f"{exc.code()} {exc.details()} for {message!r}"
 
 
@@ -157,3 +159,4 @@ def test_frames_that_break_http2(
         start = time.monotonic()
         while sock.recv(65536):
             assert time.monotonic() - start < HANG_S
+    tally("HTTP/2 frames", "closed")

@@ -14,6 +14,7 @@ from tests.fuzz import strategies
 from tests.fuzz.oracle import FUZZ, check_answer
 from tests.server_process import ServerProcess
 
+FRONT = "KServe REST"
 paths = st.sampled_from(
     [
         "/v2/models/addsub/infer",
@@ -30,7 +31,7 @@ paths = st.sampled_from(
 @given(path=paths, document=strategies.infer_body)
 def test_json_bodies(fuzzed: ServerProcess, path: str, document: Any) -> None:
     reply = httpx.post(fuzzed.url + path, content=json.dumps(document).encode(), timeout=10)
-    check_answer(reply, document)
+    check_answer(reply, document, FRONT)
 
 
 @FUZZ
@@ -55,7 +56,7 @@ def test_binary_bodies(
         headers=[(b"inference-header-content-length", length.encode())],
         timeout=10,
     )
-    check_answer(reply, (document, blob, length))
+    check_answer(reply, (document, blob, length), FRONT)
 
 
 @FUZZ
@@ -65,4 +66,4 @@ def test_bytes_that_are_not_json(fuzzed: ServerProcess, raw: bytes, encoding: st
     reply = httpx.post(
         f"{fuzzed.url}/v2/models/addsub/infer", content=raw, headers=headers, timeout=10
     )
-    check_answer(reply, raw)
+    check_answer(reply, raw, FRONT)

@@ -29,6 +29,10 @@ ROUTES = {
 }
 
 
+def _front(path: str) -> str:
+    return "Ollama" if path.startswith("/api/") else "OpenAI"
+
+
 def _short(body: Any) -> Any:
     """At most 8 new tokens where a body asks for a plausible number or none."""
     if not isinstance(body, dict):
@@ -49,7 +53,7 @@ def test_bodies(fuzzed: ServerProcess, path: str) -> None:
     @given(body=ROUTES[path].map(_short))
     def check(body: Any) -> None:
         reply = httpx.post(fuzzed.url + path, content=json.dumps(body).encode(), timeout=10)
-        check_answer(reply, body)
+        check_answer(reply, body, _front(path))
 
     check()
 
@@ -57,4 +61,4 @@ def test_bodies(fuzzed: ServerProcess, path: str) -> None:
 @FUZZ
 @given(path=st.sampled_from(list(ROUTES)), raw=st.binary(max_size=100))
 def test_bytes_that_are_not_json(fuzzed: ServerProcess, path: str, raw: bytes) -> None:
-    check_answer(httpx.post(fuzzed.url + path, content=raw, timeout=10), raw)
+    check_answer(httpx.post(fuzzed.url + path, content=raw, timeout=10), raw, _front(path))
