@@ -83,6 +83,13 @@ async def test_docs_page_is_open_and_the_document_needs_the_key(tmp_path: Path) 
     assert (await _get(server, "/openapi.json")).status_code == 401
     keyed = await _get(server, "/openapi.json", authorization="Bearer sesame")
     assert keyed.status_code == 200 and keyed.json()["security"] == [{"apiKey": []}]
+    opened = set()
+    for path, operations in keyed.json()["paths"].items():  # the open ones say so
+        if operations.get("get", {}).get("security") == []:
+            sample = path.replace("{file}", "swagger-ui.css")
+            assert (await _get(server, sample)).status_code == 200, path
+            opened.add(path)
+    assert opened == {"/v2/health/live", "/docs", "/docs/{file}"}
 
 
 # ---- the readers accept what the schemas allow -----------------------------------------------

@@ -209,6 +209,9 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("GET", "/docs/{file}"): Op(_SV, "Swagger UI's static files", ok={"*/*": {}}),
 }
 
+#: The paths served without a key, as the document writes them.
+OPEN = frozenset({"/v2/health/live", "/docs", "/docs/{file}"})
+
 _PARAM = re.compile(r"{([^}:]+)(:[^}]+)?}")
 
 
@@ -235,7 +238,10 @@ def document(routes: Sequence[BaseRoute], secured: bool) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for method, path in route_operations(routes):
         op = OPERATIONS.get((method, path), Op("Undescribed", f"{method} {path}"))
-        paths.setdefault(path, {})[method.lower()] = _operation(method, path, op)
+        operation = _operation(method, path, op)
+        if secured and path in OPEN:
+            operation["security"] = []  # no key needed (fronts/auth.py's OPEN_PATHS)
+        paths.setdefault(path, {})[method.lower()] = operation
     out: dict[str, Any] = {
         "openapi": "3.0.3",
         "info": {
