@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -82,6 +83,30 @@ tensor = st.builds(
 
 
 @st.composite
+def addsub_requests(draw: st.DrawFn) -> pb.ModelInferRequest:
+    """A right request for addsub (raw contents), then maybe one part of it broken."""
+    n = draw(st.integers(1, 3))
+    request = pb.ModelInferRequest(model_name="addsub")
+    for name, datatype, dtype in (("INPUT0", "FP32", np.float32), ("INPUT1", "INT32", np.int32)):
+        request.inputs.add(name=name, datatype=datatype, shape=[n, 4])
+        request.raw_input_contents.append(np.arange(4 * n, dtype=dtype).tobytes())
+    broken = draw(st.sampled_from(["", "name", "datatype", "shape", "raw", "extra"]))
+    item = request.inputs[draw(st.integers(0, 1))]
+    if broken == "name":
+        item.name = draw(st.text(max_size=6))
+    elif broken == "datatype":
+        item.datatype = draw(st.sampled_from(["FP64", "BYTES", "BOOL", "", "INT8"]))
+    elif broken == "shape":
+        del item.shape[:]
+        item.shape.extend(draw(st.lists(st.integers(-2, 2**40), max_size=3)))
+    elif broken == "raw":
+        request.raw_input_contents[0] = draw(st.binary(max_size=64))
+    elif broken == "extra":
+        request.raw_input_contents.append(draw(st.binary(max_size=8)))
+    return request
+
+
+@st.composite
 def infer_requests(draw: st.DrawFn) -> pb.ModelInferRequest:
     request = pb.ModelInferRequest(
         model_name=draw(strategies.names),
@@ -102,7 +127,7 @@ def infer_requests(draw: st.DrawFn) -> pb.ModelInferRequest:
 
 
 @FUZZ
-@given(request=infer_requests())
+@given(request=addsub_requests() | infer_requests())
 def test_infer_messages(channel: grpc.Channel, request: pb.ModelInferRequest) -> None:
     _call(pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer, request)
 
