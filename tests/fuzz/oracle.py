@@ -63,7 +63,10 @@ def still_serving(server: ServerProcess) -> None:
     a.set_data_from_numpy(np.ones((1, 4), np.float32))
     b = httpclient.InferInput("INPUT1", [1, 4], "INT32")
     b.set_data_from_numpy(np.ones((1, 4), np.int32))
-    result = client.infer("addsub", [a, b])
+    try:
+        result = client.infer("addsub", [a, b])
+    finally:
+        client.close()
     assert (result.as_numpy("OUTPUT0") == 2).all()
     reply = httpx.post(
         f"{server.url}/v1/completions",

@@ -27,6 +27,13 @@ def client(fuzzed: ServerProcess) -> Iterator[openai.OpenAI]:
 
 
 @pytest.fixture
+def triton(fuzzed: ServerProcess) -> Iterator[httpclient.InferenceServerClient]:
+    client = httpclient.InferenceServerClient(fuzzed.http_addr, ssl=False)
+    yield client
+    client.close()
+
+
+@pytest.fixture
 def ollama_client(fuzzed: ServerProcess) -> Iterator[ollama.Client]:
     with ollama.Client(host=fuzzed.url) as client:
         yield client
@@ -71,20 +78,20 @@ def test_a_bad_request_leaves_concurrent_streams_alone(client: openai.OpenAI) ->
 # ---- defects 2 and 8: what a load request may change -----------------------------------------
 
 
-def test_a_load_config_cannot_switch_on_pickles(fuzzed: ServerProcess) -> None:
-    triton = httpclient.InferenceServerClient(fuzzed.http_addr, ssl=False)
+def test_a_load_config_cannot_switch_on_pickles(triton: httpclient.InferenceServerClient) -> None:
     config = '{"parameters": {"trust_pickle": {"string_value": "true"}}}'
     with pytest.raises(InferenceServerException, match="cannot set trust_pickle"):
         triton.load_model("addsub", config=config)
 
 
-def test_load_options_of_the_wrong_kind_are_400(fuzzed: ServerProcess) -> None:
+def test_load_options_of_the_wrong_kind_are_400(
+    fuzzed: ServerProcess, triton: httpclient.InferenceServerClient
+) -> None:
     url = f"{fuzzed.url}/v2/repository/models/addsub/load"
     bodies: list[object] = [{"parameters": []}, {"parameters": "x"}, {"parameters": {"config": 3}}]
     for body in bodies:
         reply = httpx.post(url, json=body)
         assert reply.status_code == 400, (body, reply.text)
-    triton = httpclient.InferenceServerClient(fuzzed.http_addr, ssl=False)
     with pytest.raises(InferenceServerException, match="file overrides are not supported"):
         triton.load_model("addsub", files={"file:1/model.onnx": b"x"})
 
