@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelyard.core.calls import CoreCalls
@@ -33,6 +33,7 @@ from modelyard.fronts.ollama import OllamaFront
 from modelyard.fronts.ollama_models import OllamaModels
 from modelyard.fronts.openai import OpenAIFront, openai_error
 from modelyard.fronts.openai import error_body as openai_error_body
+from modelyard.fronts.openapi import APIDocs
 from modelyard.fronts.tgi import TGIFront
 from modelyard.repository.residency import ResidencyPolicy
 from modelyard.repository.store import PullPolicy
@@ -90,6 +91,9 @@ class Modelyard:
             *openai.routes(),
             Route("/metrics", self._metrics, methods=["GET"]),
         ]
+        # /openapi.json describes `routes` as they are once these are added too
+        routes += APIDocs(routes, secured=bool(self.settings.api_keys)).routes()
+        self.routes: list[BaseRoute] = routes
         handlers = {HTTPException: _http_error, Exception: _unexpected}
         app: ASGIApp = Starlette(
             routes=routes, lifespan=self._lifespan, exception_handlers=handlers

@@ -1,4 +1,5 @@
-"""API-key check for every HTTP route except liveness (`Authorization: Bearer KEY`)."""
+"""API-key check for every HTTP route except liveness and the static Swagger UI page, which
+names nothing about the server and asks for the key itself (`Authorization: Bearer KEY`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import hmac
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-OPEN_PATHS = frozenset({"/v2/health/live"})
+from modelyard.fronts.openapi import STATIC
+
+OPEN_PATHS = frozenset({"/v2/health/live", "/docs", *(f"/docs/{name}" for name in STATIC)})
 
 
 def key_matches(header: str | None, keys: frozenset[str]) -> bool:

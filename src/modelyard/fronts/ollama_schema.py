@@ -157,8 +157,17 @@ def model_name(value: Any) -> tuple[str, str]:
     return asked.removesuffix(":latest"), asked
 
 
+#: A keep_alive this long or longer is forever (`now + 1e300 s` is no date: /api/ps broke).
+FOREVER_S = 100 * 365 * 86400.0
+
+
 def keep_alive(value: Any) -> float | None:
     """Seconds from Ollama's keep_alive (a duration string or seconds); -1.0: forever."""
+    seconds = _keep_alive(value)
+    return -1.0 if seconds is not None and seconds >= FOREVER_S else seconds
+
+
+def _keep_alive(value: Any) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool):

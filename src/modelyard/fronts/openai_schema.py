@@ -22,6 +22,9 @@ _REFUSED = (
     "structured_outputs",
     "guided_whitespace_pattern",
 )
+#: The most choices per prompt (`n`) and alternatives per token (`logprobs`) a request may ask.
+MAX_N = 16
+MAX_LOGPROBS = 20
 
 
 @dataclass
@@ -58,7 +61,9 @@ def read_chat(body: Any) -> ChatBody:
     common = _common(body)
     top = body.get("top_logprobs")
     if flag(body, "logprobs"):
-        common.params.logprobs = _int(top, "top_logprobs", 0, 20) if top is not None else 0
+        common.params.logprobs = (
+            _int(top, "top_logprobs", 0, MAX_LOGPROBS) if top is not None else 0
+        )
     elif top:
         raise InvalidArgument("top_logprobs needs logprobs: true")
     for name in ("functions", "function_call"):
@@ -87,7 +92,7 @@ def read_completion(body: Any) -> CompletionBody:
     if score_only:
         common.params.max_tokens = 0
     if body.get("logprobs") is not None:
-        common.params.logprobs = _int(body["logprobs"], "logprobs", 0, 20)
+        common.params.logprobs = _int(body["logprobs"], "logprobs", 0, MAX_LOGPROBS)
         if echo:  # the echoed prompt comes with its tokens' log-probabilities, as OpenAI's
             own = common.params.prompt_logprobs or 0
             common.params.prompt_logprobs = max(own, common.params.logprobs)
@@ -118,7 +123,7 @@ def _common(body: dict[str, Any]) -> Common:
     return Common(
         model,
         params,
-        _int(1 if body.get("n") is None else body["n"], "n", 1, 16),
+        _int(1 if body.get("n") is None else body["n"], "n", 1, MAX_N),
         stream,
         bool(options.get("include_usage")),
         _response_format(body.get("response_format")),
@@ -132,7 +137,7 @@ def _prompt_logprobs(value: Any) -> int | None:
         return None
     if value is True:
         return 1
-    return _int(value, "prompt_logprobs", 0, 20)
+    return _int(value, "prompt_logprobs", 0, MAX_LOGPROBS)
 
 
 def _response_format(value: Any) -> StructuredOutput | RegexOutput | None:

@@ -286,8 +286,11 @@ class Call:
     def _parse(self, payload: bytes) -> Any:
         try:
             return self.method.parse(payload)
-        except Exception as exc:  # protobuf's DecodeError
-            raise RPCError(Status.INTERNAL, f"cannot parse the request message: {exc}") from None
+        except Exception as exc:  # protobuf's DecodeError: the client sent it (grpc-go says
+            # INTERNAL; the client is the one to fix it, so INVALID_ARGUMENT, as HTTP's 400)
+            raise RPCError(
+                Status.INVALID_ARGUMENT, f"cannot parse the request message: {exc}"
+            ) from None
 
     async def _run(self, request: bytes | AsyncIterator[Any]) -> None:
         try:
