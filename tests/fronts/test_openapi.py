@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings, strategies
 from schemathesis.core.result import Ok
 
 from modelyard.errors import InvalidArgument
-from modelyard.fronts import ollama_schema, openai_schema
+from modelyard.fronts import ollama_schema, openai_schema, tgi_schema
 from modelyard.fronts.kserve_infer import infer_target
 from modelyard.fronts.openapi import OPERATIONS, route_operations
 from modelyard.server import Modelyard
@@ -105,6 +105,10 @@ NOT_IN_SCHEMA = (
     "which is not in tools",
     "function names must differ",
     "needs json_schema.schema",
+    # TGI's rules across fields and on a grammar's value
+    "must not be set when `best_of` > 1",
+    "you must use sampling when `best_of` is > 1",
+    "grammar",
 )
 
 
@@ -122,6 +126,7 @@ def _bodies(document: dict[str, Any], path: str) -> strategies.SearchStrategy[An
         ("/api/generate", ollama_schema.read_generate),
         ("/api/chat", ollama_schema.read_chat),
         ("/api/embed", ollama_schema.read_embed),
+        ("/generate", tgi_schema.read_generate),
     ],
 )
 def test_the_readers_accept_what_the_schema_allows(

@@ -64,7 +64,7 @@ _READY_SCHEMA = {
     "required": ["ready"],
 }
 _READY = {JSON: _READY_SCHEMA}
-_KS, _OA, _OL, _SV = "KServe v2", "OpenAI", "Ollama", "Server"
+_KS, _OA, _OL, _SV, _TGI = "KServe v2", "OpenAI", "Ollama", "Server", "TGI"
 _STREAMED_OPENAI = {JSON: ref("Completion"), SSE: {"type": "string"}}
 _STREAMED_OLLAMA = {JSON: ref("OllamaReply"), NDJSON: {"type": "string"}}
 
@@ -126,6 +126,54 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         for kind in ("systemsharedmemory", "cudasharedmemory")
         for method in ("GET", "POST")
     },
+    **{
+        ("POST", base + "/generate"): Op(
+            _KS,
+            "Triton's generate extension: inputs by tensor name in a flat JSON object, one "
+            "response (a decoupled model must send exactly one)",
+            ok={JSON: {"type": "object"}},
+        )
+        for base in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}")
+    },
+    **{
+        ("POST", base + "/generate_stream"): Op(
+            _KS,
+            "Triton's generate extension, every response as a server-sent event",
+            ok={SSE: {"type": "string"}},
+        )
+        for base in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}")
+    },
+    # TGI (text-generation-inference)
+    ("POST", "/generate"): Op(
+        _TGI,
+        "Generate text (TGI)",
+        "TGIGenerateRequest",
+        _json("TGIGenerated"),
+        error="TGIError",
+    ),
+    ("POST", "/generate_stream"): Op(
+        _TGI,
+        "Generate text as server-sent events of tokens (TGI)",
+        "TGIGenerateRequest",
+        {SSE: ref("TGIStreamEvent")},
+        error="TGIError",
+    ),
+    ("POST", "/"): Op(
+        _TGI,
+        "TGI's compat route: /generate in a list, or /generate_stream with stream: true; "
+        "embeddings when the body asks for them",
+        "TGIGenerateRequest",
+        {JSON: {"type": "array", "items": ref("TGIGenerated")}, SSE: ref("TGIStreamEvent")},
+        error="TGIError",
+    ),
+    ("POST", "/embed"): Op(
+        _TGI,
+        "Embeddings (TEI's route)",
+        "TGIEmbedRequest",
+        {JSON: {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}},
+        error="TGIError",
+    ),
+    ("GET", "/info"): Op(_TGI, "The text model served (TGI)", ok=_json("TGIInfo")),
     # OpenAI (as vLLM serves it)
     ("GET", "/v1/models"): Op(
         _OA, "The loaded text models", ok=_json("ModelList"), error="OpenAIError"
@@ -153,7 +201,11 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         error="OpenAIError",
     ),
     ("POST", "/tokenize"): Op(
-        _OA, "vLLM's tokenize", "TokenizeRequest", _json("Tokens"), error="OpenAIError"
+        _OA,
+        "vLLM's tokenize; a body with `inputs` is TGI's (a list of tokens back)",
+        "TokenizeRequest",
+        _json("Tokens"),
+        error="OpenAIError",
     ),
     ("POST", "/detokenize"): Op(
         _OA, "vLLM's detokenize", "DetokenizeRequest", _json("Detokenized"), error="OpenAIError"

@@ -10,7 +10,7 @@ from typing import Any
 
 from modelyard import tensors
 from modelyard.core import sampling, tools
-from modelyard.fronts import ollama_schema, openai_schema
+from modelyard.fronts import ollama_schema, openai_schema, tgi_schema
 
 Schema = dict[str, Any]
 
@@ -444,4 +444,111 @@ OLLAMA: dict[str, Schema] = {
     "OllamaVersion": _object({"version": _STRING, "modelyard": _STRING}, ("version",)),
 }
 
-SCHEMAS: dict[str, Schema] = {**ERRORS, **KSERVE, **OPENAI, **OLLAMA}
+# ---- TGI (text-generation-inference) ------------------------------------------------------
+
+_OPEN_UNIT = {"type": "number", "exclusiveMinimum": True, "minimum": 0, "exclusiveMaximum": True}
+_TGI_PARAMETERS = _object(
+    {
+        "max_new_tokens": _ints(1, 2**31 - 1),
+        "temperature": {"type": "number", "exclusiveMinimum": True, "minimum": 0},
+        "top_k": _ints(1, 2**31 - 1),
+        "top_p": {**_OPEN_UNIT, "maximum": 1},
+        "typical_p": {**_OPEN_UNIT, "maximum": 1},
+        "repetition_penalty": {
+            "type": "number",
+            "exclusiveMinimum": True,
+            "minimum": 0,
+            "maximum": 10,
+        },
+        "frequency_penalty": {"type": "number", "minimum": -2, "maximum": 2},
+        "stop": {
+            "type": "array",
+            "items": _STRING,
+            "maxItems": tgi_schema.MAX_STOP_SEQUENCES,
+        },
+        "seed": _ints(0, 2**63 - 1),
+        "do_sample": _BOOL,
+        "return_full_text": _BOOL,
+        "details": _BOOL,
+        "decoder_input_details": {
+            **_BOOL,
+            "description": "the prompt's tokens and logprobs (not when streaming)",
+        },
+        "truncate": _ints(1, 2**31 - 1),
+        "best_of": {
+            **_ints(1, tgi_schema.MAX_BEST_OF),
+            "description": "above 1: sampling, no seed, no stream",
+        },
+        "top_n_tokens": _ints(0, tgi_schema.MAX_TOP_N_TOKENS),
+        "grammar": _object(
+            {
+                "type": {"type": "string", "enum": ["json", "json_object", "json_schema", "regex"]},
+                "value": {"description": "a JSON schema, or a regular expression"},
+            },
+            ("type", "value"),
+        ),
+    },
+    additionalProperties=False,
+)
+_TGI_TOKEN = _object(
+    {
+        "id": _INT,
+        "text": _STRING,
+        "logprob": {"type": "number", "nullable": True},
+        "special": _BOOL,
+    }
+)
+TGI: dict[str, Schema] = {
+    "TGIError": _object(
+        {"error": _STRING, "error_type": _STRING},
+        ("error", "error_type"),
+        description="TGI's error shape: 422 validation, 424 generation, 429 overloaded",
+    ),
+    "TGIGenerateRequest": _object(
+        {
+            "inputs": {"type": "string", "minLength": 1},
+            "parameters": _TGI_PARAMETERS,
+            "stream": {**_BOOL, "description": "POST / only: stream as /generate_stream does"},
+            "model": {**_NAME, "description": "modelyard's addition: which text model"},
+        },
+        ("inputs",),
+    ),
+    "TGIGenerated": _object(
+        {
+            "generated_text": _STRING,
+            "details": {
+                **_object({"finish_reason": _STRING, "generated_tokens": _INT}),
+                "nullable": True,
+            },
+        },
+        ("generated_text",),
+    ),
+    "TGIStreamEvent": _object(
+        {
+            "index": _INT,
+            "token": _TGI_TOKEN,
+            "generated_text": {"type": "string", "nullable": True},
+            "details": {**_ANY_OBJECT, "nullable": True},
+        },
+        ("token",),
+        description="one server-sent event's data",
+    ),
+    "TGITokenizeRequest": _object(
+        {"inputs": {"type": "string", "minLength": 1}, "model": _NAME}, ("inputs",)
+    ),
+    "TGIEmbedRequest": _object(
+        {
+            "inputs": {"oneOf": [_STRING, {"type": "array", "items": _STRING}]},
+            "normalize": _BOOL,
+            "truncate": _BOOL,
+            "model": _NAME,
+        },
+        ("inputs",),
+    ),
+    "TGIInfo": _object(
+        {"model_id": _STRING, "max_input_tokens": _INT, "max_total_tokens": _INT},
+        ("model_id",),
+    ),
+}
+
+SCHEMAS: dict[str, Schema] = {**ERRORS, **KSERVE, **OPENAI, **OLLAMA, **TGI}
