@@ -65,7 +65,21 @@ _READY_SCHEMA = {
 }
 _READY = {JSON: _READY_SCHEMA}
 _KS, _OA, _OL, _SV, _TGI = "KServe v2", "OpenAI", "Ollama", "Server", "TGI"
-_STREAMED_OPENAI = {JSON: ref("Completion"), SSE: {"type": "string"}}
+
+
+def _events(data: str) -> Schema:
+    """A server-sent event (each one is checked against this): its `data` is `data`."""
+    return {
+        "type": "object",
+        "properties": {
+            "data": {"type": "string", "description": data},
+            "event": {"type": "string"},
+        },
+    }
+
+
+_STREAMED_OPENAI = {JSON: ref("Completion"), SSE: _events("a chunk as JSON, or [DONE]")}
+_TGI_EVENTS = _events("a TGIStreamEvent as JSON")
 _STREAMED_OLLAMA = {JSON: ref("OllamaReply"), NDJSON: {"type": "string"}}
 
 _MODEL_ROUTES = {
@@ -139,7 +153,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         ("POST", base + "/generate_stream"): Op(
             _KS,
             "Triton's generate extension, every response as a server-sent event",
-            ok={SSE: {"type": "string"}},
+            ok={SSE: _events("a response as JSON (Triton's generate shape), or an error")},
         )
         for base in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}")
     },
@@ -155,7 +169,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         _TGI,
         "Generate text as server-sent events of tokens (TGI)",
         "TGIGenerateRequest",
-        {SSE: ref("TGIStreamEvent")},
+        {SSE: _TGI_EVENTS},
         error="TGIError",
     ),
     ("POST", "/"): Op(
@@ -163,7 +177,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "TGI's compat route: /generate in a list, or /generate_stream with stream: true; "
         "embeddings when the body asks for them",
         "TGIGenerateRequest",
-        {JSON: {"type": "array", "items": ref("TGIGenerated")}, SSE: ref("TGIStreamEvent")},
+        {JSON: {"type": "array", "items": ref("TGIGenerated")}, SSE: _TGI_EVENTS},
         error="TGIError",
     ),
     ("POST", "/embed"): Op(
