@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from modelyard.core.calls import CoreCalls
 from modelyard.core.dataplane import DataPlane
 from modelyard.core.llm import LLMService
 from modelyard.core.llm_metrics import LLMMetrics
@@ -62,6 +63,9 @@ class Modelyard:
         self.registry.register(ModelCollector(self.models))
         self.llm = LLMService(self.models, self.executor)
         self.dataplane = DataPlane(self.models, self.llm, self.executor)
+        # Models call each other through the same data plane and LLM service (composition).
+        self.calls = CoreCalls(self.dataplane, self.llm)
+        self.models.calls = self.calls.bound
         self.app = self._build_app()
 
     def _build_app(self) -> ASGIApp:
@@ -89,6 +93,7 @@ class Modelyard:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        self.calls.loop = asyncio.get_running_loop()
         await self.models.start()
         tasks = [asyncio.create_task(self._reap())]
         if self.settings.model_control_mode == "poll":

@@ -225,7 +225,11 @@ class Batcher:
                     result = exc
                 self._finish(batch, started, result)
                 continue
-            future = loop.run_in_executor(self.executor, _execute, self.runtime, parts)
+            future: asyncio.Future[_Outcome]
+            if self.runtime.asynchronous:  # awaited on the loop: no thread per execution
+                future = asyncio.ensure_future(_execute_async(self.runtime, parts))
+            else:
+                future = loop.run_in_executor(self.executor, _execute, self.runtime, parts)
             future.add_done_callback(functools.partial(self._settle, batch, started))
 
     def _inline(self, batch: list[_Request]) -> bool:
@@ -233,6 +237,7 @@ class Batcher:
         queued or running, no larger than lone requests measured within the inline limit."""
         return (
             len(batch) == 1
+            and not self.runtime.asynchronous
             and self._running == 1
             and not self._heap
             and 0 < _elements(batch[0].inputs) <= self._inline_elements
@@ -348,10 +353,31 @@ def _execute(runtime: Runtime, parts: list[Arrays]) -> _Outcome:
         results = runtime.infer(parts[0])
         t1 = time.perf_counter_ns()
         return [results], 0, t1 - t0, 0
-    joined = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    joined = _join(parts)
     t1 = time.perf_counter_ns()
     results = runtime.infer(joined)
     t2 = time.perf_counter_ns()
+    return _split_back(results, parts, t0, t1, t2)
+
+
+async def _execute_async(runtime: Runtime, parts: list[Arrays]) -> _Outcome:
+    """`_execute` for an asynchronous runtime, on the event loop."""
+    t0 = time.perf_counter_ns()
+    if len(parts) == 1:
+        results = await runtime.infer_async(parts[0])
+        return [results], 0, time.perf_counter_ns() - t0, 0
+    joined = _join(parts)
+    t1 = time.perf_counter_ns()
+    results = await runtime.infer_async(joined)
+    t2 = time.perf_counter_ns()
+    return _split_back(results, parts, t0, t1, t2)
+
+
+def _join(parts: list[Arrays]) -> Arrays:
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+
+def _split_back(results: Arrays, parts: list[Arrays], t0: int, t1: int, t2: int) -> _Outcome:
     sizes = [len(next(iter(p.values()))) for p in parts]
     split = _split(results, sizes)
     return split, t1 - t0, t2 - t1, time.perf_counter_ns() - t2

@@ -96,7 +96,12 @@ class DataPlane:
             return
         if model.batcher is None:
             raise Unavailable(f"model {model.name!r} is not serving yet")
-        async with model.batcher.slots, contextlib.aclosing(self._pull(model, request)) as out:
+        pulled = (
+            model.runtime.infer_stream_async(request.inputs)
+            if model.runtime.asynchronous
+            else self._pull(model, request)
+        )
+        async with model.batcher.slots, contextlib.aclosing(pulled) as out:
             yield out
 
     async def _pull(

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from concurrent.futures import Executor
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -58,6 +58,7 @@ from modelyard.repository.residency import (
 from modelyard.repository.scan import ModelSource, read_entry, scan
 from modelyard.repository.store import ModelStore, Progress, PullPolicy, check_name
 from modelyard.runtimes import runtime_suffixes
+from modelyard.spec.calls import ModelCalls
 from modelyard.spec.config import ModelConfig
 
 __all__ = [
@@ -87,6 +88,7 @@ class ModelService:
         watch: EngineWatch | None = None,
         keep_startup: bool = False,
         pull: PullPolicy | None = None,
+        calls: Callable[[str], ModelCalls] | None = None,
     ) -> None:
         self.roots = [Path(r) for r in roots]
         self.executor = executor
@@ -99,6 +101,8 @@ class ModelService:
         #: default keep-alive is for models that requests load).
         self.keep_startup = keep_startup
         self.pull_policy = pull or PullPolicy()
+        #: What the model of a given name may call other models through (composition, BLS).
+        self.calls = calls
         self.entries: dict[str, ModelEntry] = {}
         self.store = ModelStore(self.roots[0]) if self.roots else None
         self._loading = asyncio.Lock()
@@ -216,10 +220,9 @@ class ModelService:
 
     def ready_version(self, name: str, version: str | None = None) -> bool:
         try:
-            self.get(name, version)
+            return self.get(name, version).ready
         except ModelyardError:
             return False
-        return True
 
     def residents(self) -> list[Residence]:
         """Every loaded model: its estimate, when it unloads if left idle, its context."""
@@ -370,7 +373,8 @@ class ModelService:
 
     def _build(self, source: ModelSource, version: int) -> ServedModel:
         """On a worker thread: read the version from disk and build what serves it."""
-        loaded = load_version(source, version, self.trust_pickle)
+        calls = self.calls(source.name) if self.calls is not None else None
+        loaded = load_version(source, version, self.trust_pickle, calls)
         try:
             return ServedModel(
                 loaded.name, loaded.version, loaded.config, loaded.runtime, self.watch

@@ -96,8 +96,14 @@ class ServedModel:
     def serve(self, executor: Executor) -> None:
         """Start accepting requests (on the event loop): a tensor model's queue and batcher.
         A generator's KServe requests go to its engine instead."""
+        self.runtime.serve()
         if self.engine is None:
             self.batcher = Batcher(self.runtime, executor, self.stats, batch_policy(self.config))
+
+    @property
+    def ready(self) -> bool:
+        """Whether it answers now: its runtime is up (a worker process is not restarting)."""
+        return self.runtime.ready
 
     @property
     def generates(self) -> bool:

@@ -11,7 +11,8 @@ from modelyard.advisor.apply import advise_config
 from modelyard.errors import ModelLoadError
 from modelyard.repository.autocomplete import complete
 from modelyard.repository.scan import ModelSource
-from modelyard.runtimes import PICKLE_SUFFIXES, Runtime, runtime_class
+from modelyard.runtimes import PICKLE_SUFFIXES, Runtime, build_runtime
+from modelyard.spec.calls import ModelCalls
 from modelyard.spec.config import ModelConfig
 
 log = logging.getLogger("modelyard.repository")
@@ -27,8 +28,11 @@ class Loaded:
     runtime: Runtime
 
 
-def load_version(source: ModelSource, version: int, trust_pickle: bool) -> Loaded:
-    """Load one version on the calling (worker) thread and complete its config."""
+def load_version(
+    source: ModelSource, version: int, trust_pickle: bool, calls: ModelCalls | None = None
+) -> Loaded:
+    """Load one version on the calling (worker) thread and complete its config; `calls` is
+    what the model may call other models through (None: nothing)."""
     path = source.versions[version]
     config = source.config.replace(reasons=dict(source.config.reasons))
     config = advise_config(config, path)  # the advisor fills what the config leaves out
@@ -45,7 +49,8 @@ def load_version(source: ModelSource, version: int, trust_pickle: bool) -> Loade
         )
     if not path.exists():
         raise ModelLoadError(f"model {source.name!r}: {path} does not exist")
-    runtime = runtime_class(config.runtime)(path, config)
+    runtime = build_runtime(config.runtime, path, config)
+    runtime.calls = calls
     runtime.load()
     try:
         config = complete(config, runtime.signature(), path.name, runtime.named_inputs)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from modelyard.errors import ModelLoadError
 from modelyard.runtimes.base import Arrays, Runtime, TemplateSource, TextModel
+from modelyard.spec.config import ModelConfig
 
 __all__ = [
     "PICKLE_SUFFIXES",
@@ -23,6 +24,8 @@ __all__ = [
     "RuntimeInfo",
     "TemplateSource",
     "TextModel",
+    "build_runtime",
+    "isolation",
     "runtime_class",
     "runtime_for_file",
     "runtime_suffixes",
@@ -44,6 +47,9 @@ class RuntimeInfo:
     claims_suffixes: bool = True
     #: Suffixes whose files are pickles: loading them runs code (--trust-pickle).
     pickles: tuple[str, ...] = ()
+    #: Whether its models run in a worker process by default (user code that may crash or
+    #: hang); the model parameter `isolation` (process | thread) decides per model.
+    isolated: bool = False
 
 
 RUNTIMES: dict[str, RuntimeInfo] = {
@@ -66,7 +72,9 @@ RUNTIMES: dict[str, RuntimeInfo] = {
     "lightgbm": RuntimeInfo(
         "modelyard.runtimes.boosters", "LightGBMRuntime", "lightgbm", (".txt", ".lgb"), "model.txt"
     ),
-    "python": RuntimeInfo("modelyard.runtimes.python", "PythonRuntime", "", (".py",), "model.py"),
+    "python": RuntimeInfo(
+        "modelyard.runtimes.python", "PythonRuntime", "", (".py",), "model.py", isolated=True
+    ),
     "llamacpp": RuntimeInfo(
         "modelyard.runtimes.llamacpp", "LlamaCppRuntime", "llm", (".gguf",), "model.gguf"
     ),
@@ -104,6 +112,31 @@ def runtime_class(name: str) -> type[Runtime]:
         raise ModelLoadError(f"runtime {name!r} is not installed ({exc.name}): {hint}") from exc
     cls: type[Runtime] = getattr(module, info.cls)
     return cls
+
+
+def isolation(name: str, config: ModelConfig) -> str:
+    """Where a model of runtime `name` runs: "process" (a worker process) or "thread" (in the
+    server), from its `isolation` parameter or the runtime's default."""
+    info = RUNTIMES.get(name)
+    default = "process" if info is not None and info.isolated else "thread"
+    mode = config.parameters.get("isolation", default).strip().lower()
+    if mode not in ("process", "thread"):
+        raise ModelLoadError(
+            f"parameter isolation must be 'process' (a worker process) or 'thread' (in the "
+            f"server), got {mode!r}"
+        )
+    return mode
+
+
+def build_runtime(name: str, path: Path, config: ModelConfig) -> Runtime:
+    """The runtime that serves one model version: the runtime itself, or a proxy to it in a
+    worker process when the model is isolated."""
+    if isolation(name, config) == "process":
+        from modelyard.runtimes.worker import WorkerRuntime
+
+        runtime_class(name)  # a missing runtime is a clear error here, not in the worker
+        return WorkerRuntime(path, config, hosted=name)
+    return runtime_class(name)(path, config)
 
 
 def runtime_for_file(path: Path) -> str | None:

@@ -1,0 +1,180 @@
+"""Crash isolation: any runtime, run in its own worker process and proxied.
+
+`WorkerRuntime` is the runtime the core sees; the real one (named by `hosted`) lives in a
+child process (`child.py`), reached over a socket pair with arrays in shared memory
+(`wire.py`). A worker that segfaults, exits or is killed fails its in-flight requests at once
+with a 503 that says why, and is started again (the model reloaded, with backoff); the model
+is not ready meanwhile. A request that runs past the model's `execution_timeout_s` gets a 504
+and its worker is killed and restarted. Unloading the model unloads it in the worker (its
+`unload` / `finalize` runs) and ends the process, killing it after a grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator
+from pathlib import Path
+
+from modelyard.errors import Internal, ModelLoadError, Unavailable
+from modelyard.runtimes.base import Arrays, Runtime, Signature
+from modelyard.runtimes.worker.process import WorkerProcess
+from modelyard.spec.config import ModelConfig
+
+__all__ = ["UNLOAD_GRACE_S", "WorkerRuntime", "execution_timeout"]
+
+log = logging.getLogger("modelyard.worker")
+
+#: Seconds a worker may take to unload before it is killed.
+UNLOAD_GRACE_S = 10.0
+#: Restart delays double from the first to the last after each failed start.
+RESTART_DELAYS = (0.25, 30.0)
+
+
+class WorkerRuntime(Runtime):
+    """The server's proxy for a runtime that runs in a worker process."""
+
+    name = "worker"
+    asynchronous = True
+
+    def __init__(self, path: Path, config: ModelConfig, hosted: str) -> None:
+        super().__init__(path, config)
+        self.hosted = hosted
+        self.timeout = execution_timeout(config.parameters.get("execution_timeout_s"))
+        self._process: WorkerProcess | None = None
+        self._signature: Signature | None = None
+        self._attached: asyncio.Task[None] | None = None
+        self._restart: asyncio.Task[None] | None = None
+        self._down = ""  # why the worker is down while it restarts
+        self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def load(self) -> None:
+        process = self._new_process()
+        self._signature = process.start()
+        self._process = process
+
+    def signature(self) -> Signature | None:
+        return self._signature
+
+    @property
+    def pid(self) -> int:
+        """The worker's process id (0 while none runs)."""
+        return self._process.pid if self._process is not None and not self._down else 0
+
+    @property
+    def ready(self) -> bool:
+        return self._process is not None and not self._down and not self._closing
+
+    def serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        if self._process is not None:
+            self._attached = asyncio.create_task(self._process.attach())
+
+    # ---- inference -----------------------------------------------------------------------
+
+    def infer(self, inputs: Arrays) -> Arrays:
+        if self._loop is None:
+            raise Internal(f"model {self.config.name!r}'s worker is not serving yet")
+        return asyncio.run_coroutine_threadsafe(self.infer_async(inputs), self._loop).result()
+
+    async def infer_async(self, inputs: Arrays) -> Arrays:
+        process = await self._live()
+        return await process.infer(inputs, self.timeout)
+
+    async def infer_stream_async(self, inputs: Arrays) -> AsyncGenerator[Arrays, None]:
+        process = await self._live()
+        async with contextlib.aclosing(process.stream(inputs, self.timeout)) as responses:
+            async for outputs in responses:
+                yield outputs
+
+    async def _live(self) -> WorkerProcess:
+        if self._down or self._process is None:
+            raise Unavailable(
+                f"model {self.config.name!r}'s worker process is restarting after it died "
+                f"({self._down or 'not started'}); retry shortly"
+            )
+        if self._attached is None:
+            self.serve()
+        assert self._attached is not None
+        await self._attached
+        return self._process
+
+    # ---- deaths and restarts -------------------------------------------------------------
+
+    def _new_process(self) -> WorkerProcess:
+        process = WorkerProcess(self.hosted, self.path, self.config)
+        process.calls = self.calls
+        process.on_death = self._died
+        return process
+
+    def _died(self, process: WorkerProcess, reason: str) -> None:
+        """On the event loop: the worker died; restart it unless the model is going away."""
+        if self._closing or process is not self._process:
+            return
+        log.error("model %s's worker process died (%s); restarting", self.config.name, reason)
+        self._down = reason
+        self._restart = asyncio.create_task(self._restart_loop())
+
+    async def _restart_loop(self) -> None:
+        delay, longest = RESTART_DELAYS
+        while not self._closing:
+            process = self._new_process()
+            try:
+                await asyncio.to_thread(process.start)
+                await process.attach()
+            except Exception as exc:
+                log.error("restarting model %s's worker failed: %s", self.config.name, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, longest)
+                continue
+            self._process, self._attached = process, None
+            self._attached = asyncio.create_task(_done())
+            self._down = ""
+            log.info("model %s's worker process restarted (pid %d)", self.config.name, process.pid)
+            return
+
+    # ---- unloading -----------------------------------------------------------------------
+
+    def unload(self) -> None:
+        """Blocking, on a worker thread: unload the model in the worker and end it."""
+        self._closing = True
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            stop = asyncio.run_coroutine_threadsafe(self._stop(), loop)
+            stop.result(UNLOAD_GRACE_S * 2 + 5)
+        elif self._process is not None:
+            self._process.stop_blocking(UNLOAD_GRACE_S)
+
+    async def _stop(self) -> None:
+        if self._restart is not None:
+            self._restart.cancel()
+        process = self._process
+        if process is None:
+            return
+        if self._attached is not None:
+            await asyncio.wait([self._attached])
+            await process.stop(UNLOAD_GRACE_S)
+        else:
+            await asyncio.to_thread(process.stop_blocking, UNLOAD_GRACE_S)
+
+
+async def _done() -> None:
+    """An attach that has already happened."""
+
+
+def execution_timeout(value: str | None) -> float | None:
+    """The model parameter `execution_timeout_s`: seconds one execution may take before its
+    worker is killed and restarted (unset or 0: no limit)."""
+    if value is None or not value.strip():
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise ModelLoadError(
+            f"parameter execution_timeout_s must be seconds (0: no limit), got {value!r}"
+        )
+    return seconds or None

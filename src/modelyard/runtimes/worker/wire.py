@@ -1,0 +1,211 @@
+"""The worker's wire format: framed messages over a Unix socket pair, arrays beside them.
+
+A frame is 8 bytes (header length, payload length, little-endian u32), a JSON header, then
+the payload: the raw bytes of the small arrays the header describes, back to back. An array
+larger than `SHM_THRESHOLD` bytes never enters the socket: the sender writes it into a fresh
+POSIX shared-memory file (/dev/shm) and sends its path; the receiver maps it copy-on-write,
+unlinks it at once (the mapping keeps it alive until the array is freed) and wraps it in a
+numpy array without copying. Arrays are never pickled. BYTES tensors travel in the KServe
+binary form (u32 length before each element).
+
+    header {"op": ..., "id": ..., "a": [[name, dtype, shape, where], ...], ...}
+    where:  an int (bytes in the payload) | a string (a shared-memory path)
+
+The header is JSON, so a worker (which runs model code) can never make the server run code
+by what it sends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import itertools
+import mmap
+import os
+import socket
+import struct
+import tempfile
+from asyncio import StreamReader
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import orjson
+
+from modelyard.errors import (
+    Code,
+    DeadlineExceeded,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    ModelyardError,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
+from modelyard.spec.config import DynamicBatching, ModelConfig, TensorSpec, VersionPolicy
+from modelyard.tensors import from_binary, to_binary
+
+Arrays = dict[str, np.ndarray]
+Header = dict[str, Any]
+
+#: Arrays larger than this (bytes) go through shared memory; smaller ones inline.
+SHM_THRESHOLD = 64 * 1024
+SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+_PREFIX = struct.Struct("<II")
+_names = itertools.count()
+
+
+def shm_prefix(tag: str) -> str:
+    """The path prefix of the shared-memory files one side of one worker writes (the server
+    side's tag names the server and the worker, the worker side's its own pid)."""
+    return os.path.join(SHM_DIR, f"modelyard-{tag}-")
+
+
+def sweep(prefix: str) -> None:
+    """Remove files left by a side that died before the other read them."""
+    for path in glob.glob(glob.escape(prefix) + "*"):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+# ---- frames ---------------------------------------------------------------------------------
+
+
+def encode(header: Header, arrays: Arrays | None = None, prefix: str = "") -> bytes:
+    """One frame: `header`, with `arrays` described in it and carried beside it."""
+    payload: list[bytes | memoryview] = []
+    if arrays is not None:
+        header["a"] = [_put(name, a, payload, prefix) for name, a in arrays.items()]
+    head = orjson.dumps(header, option=orjson.OPT_SERIALIZE_NUMPY)
+    size = sum(len(p) for p in payload)
+    return b"".join([_PREFIX.pack(len(head), size), head, *payload])
+
+
+def decode(head: bytes, payload: bytes) -> tuple[Header, Arrays | None]:
+    header: Header = orjson.loads(head)
+    specs = header.pop("a", None)
+    if specs is None:
+        return header, None
+    arrays: Arrays = {}
+    offset = 0
+    view = memoryview(payload)
+    for name, dtype, shape, where in specs:
+        if isinstance(where, str):
+            data: Any = _map(where)
+        else:
+            data, offset = view[offset : offset + where], offset + where
+        arrays[name] = _array(name, dtype, shape, data)
+    return header, arrays
+
+
+async def read(reader: StreamReader) -> tuple[Header, Arrays | None]:
+    """The next frame (asyncio.IncompleteReadError at end of stream)."""
+    head_len, size = _PREFIX.unpack(await reader.readexactly(_PREFIX.size))
+    body = await reader.readexactly(head_len + size)
+    return decode(body[:head_len], body[head_len:])
+
+
+def read_blocking(sock: socket.socket) -> tuple[Header, Arrays | None]:
+    """The next frame from a blocking socket (ConnectionError at end of stream)."""
+    head_len, size = _PREFIX.unpack(_exactly(sock, _PREFIX.size))
+    body = _exactly(sock, head_len + size)
+    return decode(body[:head_len], body[head_len:])
+
+
+def _exactly(sock: socket.socket, count: int) -> bytes:
+    chunks, left = [], count
+    while left:
+        chunk = sock.recv(min(left, 1 << 20))
+        if not chunk:
+            raise ConnectionError("the other side closed the connection")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+# ---- arrays ---------------------------------------------------------------------------------
+
+
+def _put(name: str, array: np.ndarray, payload: list[bytes | memoryview], prefix: str) -> list[Any]:
+    if array.dtype.kind in "OSU":
+        dtype, data = "BYTES", memoryview(to_binary(array))
+    else:
+        array = np.ascontiguousarray(array)
+        if array.dtype.byteorder == ">":
+            array = array.astype(array.dtype.newbyteorder("<"))
+        dtype, data = array.dtype.str, memoryview(array.reshape(-1).data).cast("B")
+    if data.nbytes > SHM_THRESHOLD and prefix:
+        return [name, dtype, list(array.shape), _write_shm(data, prefix)]
+    payload.append(data)
+    return [name, dtype, list(array.shape), data.nbytes]
+
+
+def _write_shm(data: memoryview, prefix: str) -> str:
+    path = f"{prefix}{next(_names)}"
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    try:
+        written = 0
+        while written < data.nbytes:
+            written += os.write(fd, data[written:])
+    finally:
+        os.close(fd)
+    return path
+
+
+def _map(path: str) -> mmap.mmap:
+    """Map a shared-memory file copy-on-write and unlink it (the mapping keeps it alive)."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        size = os.fstat(fd).st_size
+        return mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+
+
+def _array(name: str, dtype: str, shape: list[int], data: Any) -> np.ndarray:
+    if dtype == "BYTES":
+        return from_binary(name, "BYTES", shape, data)
+    return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(shape)
+
+
+# ---- errors and configs ---------------------------------------------------------------------
+
+_ERRORS: dict[str, type[ModelyardError]] = {
+    Code.INVALID_ARGUMENT: InvalidArgument,
+    Code.FAILED_PRECONDITION: FailedPrecondition,
+    Code.NOT_FOUND: NotFound,
+    Code.UNAVAILABLE: Unavailable,
+    Code.RESOURCE_EXHAUSTED: ResourceExhausted,
+    Code.DEADLINE_EXCEEDED: DeadlineExceeded,
+}
+
+
+def error_header(exc: BaseException) -> Header:
+    """What a failure sends: a modelyard error keeps its code, anything else is INTERNAL."""
+    if isinstance(exc, ModelyardError):
+        return {"code": exc.code.value, "msg": exc.message}
+    return {"code": Code.INTERNAL.value, "msg": repr(exc)}
+
+
+def error_from(header: Header) -> ModelyardError:
+    return _ERRORS.get(header.get("code", ""), Internal)(str(header.get("msg", "")))
+
+
+def config_to_wire(config: ModelConfig) -> Header:
+    return asdict(config)
+
+
+def config_from_wire(data: Header) -> ModelConfig:
+    fields = dict(data)
+    fields["inputs"] = [TensorSpec(**t) for t in fields["inputs"]]
+    fields["outputs"] = [TensorSpec(**t) for t in fields["outputs"]]
+    fields["version_policy"] = VersionPolicy(**fields["version_policy"])
+    if fields["dynamic_batching"] is not None:
+        fields["dynamic_batching"] = DynamicBatching(**fields["dynamic_batching"])
+    return ModelConfig(**fields)
+
+
+def specs_from_wire(data: list[Header]) -> list[TensorSpec]:
+    return [TensorSpec(**t) for t in data]

@@ -1,0 +1,335 @@
+"""Python models in their worker processes, through the real server and the real clients: a
+crash (segfault, os._exit) or a hang fails only that model's requests, with a clear 5xx, while
+other models answer; the worker restarts and the model answers again. Composition calls go
+through the server's core; big tensors cross in shared memory; a generator streams over gRPC."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from tests.models import addsub_onnx
+from tests.server_process import ServerProcess
+
+FP32_IO = """\
+runtime: python
+inputs: [{name: x, datatype: FP32, shape: [-1]}]
+outputs: [{name: y, datatype: FP32, shape: [-1]}]
+"""
+
+CRASHING = """\
+import ctypes
+import os
+import modelyard
+
+
+class Crashing(modelyard.Model):
+    def predict(self, inputs):
+        x = inputs["x"]
+        if float(x.sum()) < 0:
+            if self.parameters.get("how") == "exit":
+                os._exit(1)
+            ctypes.string_at(0)  # a segfault
+        return {"y": x + 1}
+"""
+
+HANGING = """\
+import time
+import modelyard
+
+
+class Hanging(modelyard.Model):
+    def predict(self, inputs):
+        if float(inputs["x"].sum()) < 0:
+            time.sleep(3600)
+        return {"y": inputs["x"]}
+"""
+
+PIPELINE = """\
+import numpy as np
+import modelyard
+
+
+class Pipeline(modelyard.Model):
+    async def predict(self, inputs):
+        x = inputs["x"].reshape(1, 4)
+        out = await self.models.infer(
+            "addsub", {"INPUT0": x, "INPUT1": np.ones((1, 4), dtype=np.int32)},
+            outputs=["OUTPUT0"],
+        )
+        total = out["OUTPUT0"].reshape(4)
+        return {"y": np.where(total > 3, total * 100, total).astype(np.float32)}
+"""
+
+SYNC_PIPELINE = """\
+import numpy as np
+import modelyard
+
+
+class SyncPipeline(modelyard.Model):
+    def predict(self, inputs):
+        x = inputs["x"].reshape(1, 4)
+        call = self.models.infer("addsub", {"INPUT0": x, "INPUT1": np.zeros((1, 4), np.int32)})
+        out = self.models.blocking(call)
+        return {"y": out["OUTPUT1"].reshape(4) - 1}
+"""
+
+SELF_CALLING = """\
+import modelyard
+
+
+class Narcissus(modelyard.Model):
+    async def predict(self, inputs):
+        return await self.models.infer("narcissus", inputs)
+"""
+
+PID = """\
+import os
+import numpy as np
+import modelyard
+
+
+class Pid(modelyard.Model):
+    def predict(self, inputs):
+        return {"y": inputs["x"] * 2, "pid": np.array([os.getpid()], dtype=np.int64)}
+"""
+
+PID_IO = """\
+runtime: python
+inputs: [{name: x, datatype: FP32, shape: [-1]}]
+outputs: [{name: y, datatype: FP32, shape: [-1]}, {name: pid, datatype: INT64, shape: [1]}]
+"""
+
+STREAM = """\
+import numpy as np
+import modelyard
+
+
+class Words(modelyard.Model):
+    def predict(self, inputs):
+        n = int(inputs["N"].reshape(-1)[0])
+        for i in range(n):
+            yield {"WORD": np.array([f"word{i}".encode()], dtype=object)}
+"""
+
+STREAM_IO = """\
+runtime: python
+inputs: [{name: N, datatype: INT32, shape: [1]}]
+outputs: [{name: WORD, datatype: BYTES, shape: [1]}]
+"""
+
+
+def _model(root: Path, name: str, code: str, config: str, **parameters: str) -> None:
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / "model.py").write_text(code)
+    extra = "".join(f"\n  {k}: {v!r}" for k, v in parameters.items())
+    (folder / "model.yaml").write_text(config + (f"parameters:{extra}\n" if extra else ""))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    root = tmp_path_factory.mktemp("worker-repo")
+    _model(root, "segv", CRASHING, FP32_IO)
+    _model(root, "quits", CRASHING, FP32_IO, how="exit")
+    _model(root, "hangs", HANGING, FP32_IO, execution_timeout_s="1")
+    _model(root, "pipeline", PIPELINE, FP32_IO)
+    _model(root, "sync_pipeline", SYNC_PIPELINE, FP32_IO)
+    _model(root, "narcissus", SELF_CALLING, FP32_IO)
+    _model(root, "pid", PID, PID_IO)
+    _model(root, "pid_thread", PID, PID_IO, isolation="thread")
+    _model(root, "words", STREAM, STREAM_IO)
+    addsub_onnx(root / "addsub" / "1" / "model.onnx")
+    (root / "addsub" / "config.pbtxt").write_text(
+        'platform: "onnxruntime_onnx"\nmax_batch_size: 8\n'
+    )
+    log = tmp_path_factory.mktemp("worker-logs") / "server.log"
+    args = ("--model-control-mode", "explicit", "--load-model", "*")
+    with ServerProcess(str(root), *args, log_path=log) as process:
+        yield process
+
+
+def _infer(server: ServerProcess, model: str, x: list[float]) -> httpx.Response:
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [len(x)], "data": x}]}
+    return httpx.post(f"{server.url}/v2/models/{model}/infer", json=body, timeout=30)
+
+
+def _ready(server: ServerProcess, model: str) -> bool:
+    return httpx.get(f"{server.url}/v2/models/{model}/ready", timeout=5).status_code == 200
+
+
+def _wait_ready(server: ServerProcess, model: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not _ready(server, model):
+        assert time.monotonic() < deadline, f"{model} did not come back: {server.log()[-3000:]}"
+        time.sleep(0.05)
+
+
+class _Steady:
+    """Another model answering throughout, on a thread; counts its answers and failures."""
+
+    def __init__(self, server: ServerProcess) -> None:
+        self.client = httpclient.InferenceServerClient(server.http_addr)
+        self.answers = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        x = np.arange(4, dtype=np.float32).reshape(1, 4)
+        inputs = [
+            httpclient.InferInput("INPUT0", [1, 4], "FP32"),
+            httpclient.InferInput("INPUT1", [1, 4], "INT32"),
+        ]
+        inputs[0].set_data_from_numpy(x)
+        inputs[1].set_data_from_numpy(np.ones((1, 4), dtype=np.int32))
+        while not self._stop.is_set():
+            try:
+                out = self.client.infer("addsub", inputs).as_numpy("OUTPUT0")
+                assert out is not None and out.tolist() == [[1.0, 2.0, 3.0, 4.0]]
+                self.answers += 1
+            except Exception as exc:  # counted, asserted on below
+                self.failures.append(repr(exc))
+
+    def __enter__(self) -> _Steady:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@pytest.mark.parametrize(("model", "how"), [("segv", "signal SIGSEGV"), ("quits", "exit code 1")])
+def test_a_crash_fails_only_its_requests_and_the_worker_restarts(
+    server: ServerProcess, model: str, how: str
+) -> None:
+    assert _infer(server, model, [1.0]).json()["outputs"][0]["data"] == [2.0]
+    with _Steady(server) as steady:
+        before = steady.answers
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            crashes = list(pool.map(lambda _: _infer(server, model, [-1.0]), range(4)))
+        for response in crashes:
+            assert response.status_code in (500, 503), response.text
+        first = crashes[0].json()["error"]
+        assert f"model {model!r}'s worker process" in first
+        assert any(how in r.json()["error"] for r in crashes), [r.text for r in crashes]
+        _wait_ready(server, model)
+        assert _infer(server, model, [1.0]).json()["outputs"][0]["data"] == [2.0]
+        time.sleep(0.2)
+    assert steady.answers > before and not steady.failures
+    assert httpx.get(f"{server.url}/v2/health/live").status_code == 200
+
+
+def test_readiness_is_false_while_the_worker_restarts(server: ServerProcess) -> None:
+    assert _ready(server, "segv")
+    assert _infer(server, "segv", [-5.0]).status_code == 503
+    assert not _ready(server, "segv")  # the restart takes longer than this request
+    refused = _infer(server, "segv", [1.0])
+    assert refused.status_code == 503 and "restarting" in refused.json()["error"]
+    _wait_ready(server, "segv")
+
+
+def test_a_hang_past_the_execution_timeout_is_killed_and_restarted(
+    server: ServerProcess,
+) -> None:
+    started = time.monotonic()
+    response = _infer(server, "hangs", [-1.0])
+    assert response.status_code == 504, response.text
+    assert "execution_timeout_s (1 s)" in response.json()["error"]
+    assert time.monotonic() - started < 5
+    _wait_ready(server, "hangs")
+    assert _infer(server, "hangs", [3.0]).json()["outputs"][0]["data"] == [3.0]
+
+
+def test_composition_calls_another_model_through_the_server(server: ServerProcess) -> None:
+    response = _infer(server, "pipeline", [0.0, 1.0, 2.0, 3.0])
+    assert response.json()["outputs"][0]["data"] == [1.0, 2.0, 3.0, 400.0]
+    sync = _infer(server, "sync_pipeline", [5.0, 6.0, 7.0, 8.0])
+    assert sync.json()["outputs"][0]["data"] == [4.0, 5.0, 6.0, 7.0]
+    stats = httpx.get(f"{server.url}/v2/models/addsub/stats").json()
+    assert stats["model_stats"][0]["inference_count"] >= 2  # the calls went through the core
+
+
+def test_a_model_may_not_call_itself(server: ServerProcess) -> None:
+    response = _infer(server, "narcissus", [1.0])
+    assert response.status_code == 400
+    assert "called itself" in response.json()["error"]
+
+
+def test_big_tensors_cross_in_shared_memory(server: ServerProcess) -> None:
+    client = httpclient.InferenceServerClient(server.http_addr)
+    x = np.random.default_rng(0).random(300_000, dtype=np.float32)  # 1.2 MB each way
+    data = httpclient.InferInput("x", [x.size], "FP32")
+    data.set_data_from_numpy(x, binary_data=True)
+    result = client.infer("pid", [data])
+    np.testing.assert_array_equal(result.as_numpy("y"), x * 2)
+    pid = int(result.as_numpy("pid")[0])
+    assert server.process is not None and pid != server.process.pid
+    leftovers = [p for p in os.listdir("/dev/shm") if p.startswith(f"modelyard-c{pid}-")]
+    assert not leftovers
+
+
+def test_isolation_thread_runs_in_the_server_process(server: ServerProcess) -> None:
+    body = _infer(server, "pid_thread", [1.0]).json()
+    pid = next(o for o in body["outputs"] if o["name"] == "pid")["data"][0]
+    assert server.process is not None and pid == server.process.pid
+
+
+def test_a_generator_streams_through_the_worker_over_grpc(server: ServerProcess) -> None:
+    client = grpcclient.InferenceServerClient(server.grpc_addr)
+    results: list[object] = []
+    done = threading.Event()
+
+    def callback(result: object, error: InferenceServerException | None) -> None:
+        results.append(error or result)
+        if len(results) == 3 or error is not None:
+            done.set()
+
+    n = grpcclient.InferInput("N", [1], "INT32")
+    n.set_data_from_numpy(np.array([3], dtype=np.int32))
+    client.start_stream(callback=callback)
+    try:
+        client.async_stream_infer("words", [n])
+        assert done.wait(30)
+    finally:
+        client.stop_stream()
+    words = [r.as_numpy("WORD")[0] for r in results if isinstance(r, grpcclient.InferResult)]
+    assert words == [b"word0", b"word1", b"word2"]
+
+
+def test_unloading_stops_the_worker(server: ServerProcess) -> None:
+    body = _infer(server, "pid", [1.0]).json()
+    pid = next(o for o in body["outputs"] if o["name"] == "pid")["data"][0]
+    response = httpx.post(f"{server.url}/v2/repository/models/pid/unload", timeout=30)
+    assert response.status_code == 200, response.text
+    deadline = time.monotonic() + 15
+    while os.path.exists(f"/proc/{pid}") and _state(pid) != "Z":
+        assert time.monotonic() < deadline, "the worker outlived its model"
+        time.sleep(0.05)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0]
+    except OSError:
+        return "gone"
+
+
+def test_a_bad_isolation_parameter_is_a_clear_load_error(tmp_path: Path) -> None:
+    _model(tmp_path, "odd", PID, PID_IO, isolation="container")
+    with ServerProcess(str(tmp_path), "--model-control-mode", "explicit") as process:
+        response = httpx.post(f"{process.url}/v2/repository/models/odd/load", timeout=30)
+    assert response.status_code == 400
+    assert "isolation must be 'process'" in response.json()["error"]
