@@ -59,6 +59,7 @@ class Modelyard:
             watch=LLMMetrics(self.registry),
             keep_startup=settings.keep_alive_s is None,
             pull=PullPolicy(settings.pull_from, settings.pull_code),
+            threads=settings.worker_threads,
         )
         self.registry.register(ModelCollector(self.models))
         self.llm = LLMService(self.models, self.executor)

@@ -43,6 +43,7 @@ from modelyard.errors import (
     Unavailable,
 )
 from modelyard.runtimes import Arrays, Runtime
+from modelyard.runtimes.worker import execution_timeout
 from modelyard.spec.config import ModelConfig
 
 #: (queue, compute_input, compute_infer, compute_output) nanoseconds of one request.
@@ -70,6 +71,10 @@ class BatchPolicy:
     default_priority: int = 0
     default_timeout_us: int = 0
     inline_max_us: int = DEFAULT_INLINE_MAX_US
+    #: Seconds one execution may run before its requests fail with DEADLINE_EXCEEDED and
+    #: the model counts as hung (None: no limit). A worker process is killed and restarted
+    #: at this deadline by its runtime; a thread cannot be, so it keeps its slot until done.
+    execution_timeout_s: float | None = None
 
 
 def batch_policy(config: ModelConfig) -> BatchPolicy:
@@ -81,6 +86,7 @@ def batch_policy(config: ModelConfig) -> BatchPolicy:
         max_batch_size=config.max_batch_size,
         instances=config.instance_count,
         inline_max_us=_inline_max_us(config.parameters.get("inline_max_us")),
+        execution_timeout_s=execution_timeout(config.parameters.get("execution_timeout_s")),
     )
     if batching is not None:
         policy.max_queue_delay_us = batching.max_queue_delay_us
@@ -125,6 +131,7 @@ class Batcher:
         self._order = itertools.count()
         self._queued_rows = 0
         self._running = 0  # executions started and not yet finished
+        self._started: dict[int, float] = {}  # monotonic start of each running execution
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         target = max(policy.preferred_batch_sizes, default=policy.max_batch_size)
@@ -139,6 +146,19 @@ class Batcher:
     @property
     def queue_depth(self) -> int:
         return len(self._heap)
+
+    def overdue(self) -> int:
+        """Executions running past the model's execution_timeout_s (hung ones)."""
+        limit = self.policy.execution_timeout_s
+        if limit is None:
+            return 0
+        now = time.monotonic()
+        return sum(1 for t in list(self._started.values()) if now - t > limit)
+
+    @property
+    def hung(self) -> bool:
+        """Every instance is held by an execution past its deadline: nothing can run."""
+        return self.overdue() >= self.policy.instances
 
     async def submit(
         self, inputs: Arrays, rows: int, parameters: dict[str, Any]
@@ -230,7 +250,26 @@ class Batcher:
                 future = asyncio.ensure_future(_execute_async(self.runtime, parts))
             else:
                 future = loop.run_in_executor(self.executor, _execute, self.runtime, parts)
+                self._watch(loop, future, batch)
             future.add_done_callback(functools.partial(self._settle, batch, started))
+
+    def _watch(
+        self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], batch: list[_Request]
+    ) -> None:
+        """Track a thread's execution; past the execution timeout, fail its requests (the
+        thread keeps the slot until it returns: the model's cap on threads holds)."""
+        key = id(future)
+        self._started[key] = time.monotonic()
+        future.add_done_callback(lambda _: self._started.pop(key, None))
+        limit = self.policy.execution_timeout_s
+        if limit is None:
+            return
+        error = DeadlineExceeded(
+            f"model {self.runtime.config.name!r} ran past its execution_timeout_s ({limit:g} s); "
+            "it is not ready until the execution returns"
+        )
+        handle = loop.call_later(limit, _fail, batch, error)
+        future.add_done_callback(lambda _: handle.cancel())
 
     def _inline(self, batch: list[_Request]) -> bool:
         """Whether this batch runs on the event loop thread: a lone request with nothing else
@@ -322,6 +361,12 @@ class Batcher:
             self._inline_elements = max(self._inline_elements, elements)
         elif elements <= self._inline_elements:
             self._inline_elements = elements - 1
+
+
+def _fail(batch: list[_Request], error: Exception) -> None:
+    for request in batch:
+        if not request.future.done():
+            request.future.set_exception(error)
 
 
 def _elements(inputs: Arrays) -> int:

@@ -89,6 +89,7 @@ class ModelService:
         keep_startup: bool = False,
         pull: PullPolicy | None = None,
         calls: Callable[[str], ModelCalls] | None = None,
+        threads: int = 0,
     ) -> None:
         self.roots = [Path(r) for r in roots]
         self.executor = executor
@@ -103,6 +104,8 @@ class ModelService:
         self.pull_policy = pull or PullPolicy()
         #: What the model of a given name may call other models through (composition, BLS).
         self.calls = calls
+        #: Worker threads in `executor` (0: unknown; no model is capped, no starvation seen).
+        self.threads = threads
         self.entries: dict[str, ModelEntry] = {}
         self.store = ModelStore(self.roots[0]) if self.roots else None
         self._loading = asyncio.Lock()
@@ -121,9 +124,16 @@ class ModelService:
 
     @property
     def ready(self) -> bool:
-        """Whether the server takes requests: started (start-up models loaded) and not
-        draining."""
-        return self._started and not self._draining
+        """Whether the server takes requests: started (start-up models loaded), not draining,
+        and its worker threads not all held by hung executions (`starved`)."""
+        return self._started and not self._draining and not self.starved
+
+    @property
+    def starved(self) -> bool:
+        """Every shared worker thread is held by an execution past its model's
+        execution_timeout_s: no in-process model can run, nor any load."""
+        hung = sum(m.threads_hung for m in self.loaded())
+        return bool(self.threads) and hung >= self.threads
 
     def drain(self) -> None:
         """The server is shutting down: say not ready from now on."""
@@ -364,7 +374,7 @@ class ModelService:
         try:
             for version in selected:
                 served = await loop.run_in_executor(self.executor, self._build, source, version)
-                served.serve(self.executor)
+                served.serve(self.executor, self.threads)
                 loaded[version] = served
         except BaseException:
             await self._retire(loaded.values())
