@@ -6,6 +6,7 @@ through the server's core; big tensors cross in shared memory; a generator strea
 from __future__ import annotations
 
 import concurrent.futures
+import importlib.util
 import os
 import threading
 import time
@@ -333,3 +334,50 @@ def test_a_bad_isolation_parameter_is_a_clear_load_error(tmp_path: Path) -> None
         response = httpx.post(f"{process.url}/v2/repository/models/odd/load", timeout=30)
     assert response.status_code == 400
     assert "isolation must be 'process'" in response.json()["error"]
+
+
+RAG = """\
+import numpy as np
+import modelyard
+
+
+class Rag(modelyard.Model):
+    async def predict(self, inputs):
+        question = inputs["question"].reshape(-1)[0].decode()
+        vectors = await self.models.embed("tiny_embed", [question, "another text"])
+        answer = await self.models.generate("tiny", question, max_tokens=4, temperature=0)
+        return {
+            "answer": np.array([answer.encode()], dtype=object),
+            "dims": np.array([len(vectors), len(vectors[0])], dtype=np.int64),
+        }
+"""
+
+RAG_IO = """\
+runtime: python
+inputs: [{name: question, datatype: BYTES, shape: [1]}]
+outputs: [{name: answer, datatype: BYTES, shape: [1]}, {name: dims, datatype: INT64, shape: [2]}]
+"""
+
+
+def test_composition_embeds_and_generates_with_the_servers_llms(tmp_path: Path) -> None:
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("llama-cpp-python is not installed")
+    from tests.llm_models import tiny_embedding, tiny_gguf
+
+    tiny_gguf(tmp_path / "tiny.gguf")
+    tiny_embedding(tmp_path / "tiny_embed")
+    _model(tmp_path, "rag", RAG, RAG_IO)
+    args = ("--model-control-mode", "explicit", "--load-model", "*")
+    with ServerProcess(str(tmp_path), *args) as process:
+        body = {
+            "inputs": [{"name": "question", "datatype": "BYTES", "shape": [1], "data": ["hello"]}]
+        }
+        response = httpx.post(f"{process.url}/v2/models/rag/infer", json=body, timeout=60)
+        outputs = {o["name"]: o["data"] for o in response.json()["outputs"]}
+        direct = httpx.post(
+            f"{process.url}/v1/completions",
+            json={"model": "tiny", "prompt": "hello", "max_tokens": 4, "temperature": 0},
+            timeout=60,
+        ).json()
+    assert outputs["dims"] == [2, 64]
+    assert outputs["answer"] == [direct["choices"][0]["text"]]
