@@ -76,7 +76,11 @@ class WorkerProcess:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, env.get("PYTHONPATH")]))
         command = [sys.executable, "-m", "modelyard.runtimes.worker.child", str(theirs.fileno())]
         with theirs:
-            self.process = subprocess.Popen(command, pass_fds=[theirs.fileno()], env=env)
+            # Its own session: a Ctrl-C meant for the server must not kill the worker first
+            # (the server unloads it); it ends by itself when the server's socket closes.
+            self.process = subprocess.Popen(
+                command, pass_fds=[theirs.fileno()], env=env, start_new_session=True
+            )
         self.sock = ours
         request = {
             "op": "load",
