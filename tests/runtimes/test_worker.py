@@ -104,6 +104,9 @@ import modelyard
 class Pid(modelyard.Model):
     def predict(self, inputs):
         return {"y": inputs["x"] * 2, "pid": np.array([os.getpid()], dtype=np.int64)}
+
+    def unload(self):
+        (self.path / "unloaded.txt").write_text(str(os.getpid()))
 """
 
 PID_IO = """\
@@ -140,7 +143,7 @@ def _model(root: Path, name: str, code: str, config: str, **parameters: str) -> 
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def worker_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("worker-repo")
     _model(root, "segv", CRASHING, FP32_IO)
     _model(root, "quits", CRASHING, FP32_IO, how="exit")
@@ -150,14 +153,20 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     _model(root, "narcissus", SELF_CALLING, FP32_IO)
     _model(root, "pid", PID, PID_IO)
     _model(root, "pid_thread", PID, PID_IO, isolation="thread")
+    _model(root, "goner", PID, PID_IO)
     _model(root, "words", STREAM, STREAM_IO)
     addsub_onnx(root / "addsub" / "1" / "model.onnx")
     (root / "addsub" / "config.pbtxt").write_text(
         'platform: "onnxruntime_onnx"\nmax_batch_size: 8\n'
     )
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(worker_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     log = tmp_path_factory.mktemp("worker-logs") / "server.log"
     args = ("--model-control-mode", "explicit", "--load-model", "*")
-    with ServerProcess(str(root), *args, log_path=log) as process:
+    with ServerProcess(str(worker_repo), *args, log_path=log) as process:
         yield process
 
 
@@ -310,11 +319,14 @@ def test_a_generator_streams_through_the_worker_over_grpc(server: ServerProcess)
     assert words == [b"word0", b"word1", b"word2"]
 
 
-def test_unloading_stops_the_worker(server: ServerProcess) -> None:
-    body = _infer(server, "pid", [1.0]).json()
+def test_unloading_runs_unload_in_the_worker_and_stops_it(
+    server: ServerProcess, worker_repo: Path
+) -> None:
+    body = _infer(server, "goner", [1.0]).json()
     pid = next(o for o in body["outputs"] if o["name"] == "pid")["data"][0]
-    response = httpx.post(f"{server.url}/v2/repository/models/pid/unload", timeout=30)
+    response = httpx.post(f"{server.url}/v2/repository/models/goner/unload", timeout=30)
     assert response.status_code == 200, response.text
+    assert (worker_repo / "goner" / "unloaded.txt").read_text() == str(pid)
     deadline = time.monotonic() + 15
     while os.path.exists(f"/proc/{pid}") and _state(pid) != "Z":
         assert time.monotonic() < deadline, "the worker outlived its model"

@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -262,10 +263,15 @@ def _request(
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
-    sock = socket.socket(fileno=int(sys.argv[1]))
-    asyncio.run(Worker(sock).serve())
-    sys.stdout.flush()
-    os._exit(0)  # threads a hung model holds must not keep the process alive
+    worker = Worker(socket.socket(fileno=int(sys.argv[1])))
+    asyncio.run(worker.serve())
+    if worker.pool is not None:
+        stopping = threading.Thread(target=worker.pool.shutdown, daemon=True)
+        stopping.start()
+        stopping.join(1.0)
+        if stopping.is_alive():  # a hung model's thread must not keep the process alive
+            sys.stdout.flush()
+            os._exit(0)
 
 
 if __name__ == "__main__":

@@ -128,6 +128,7 @@ def _exactly(sock: socket.socket, count: int) -> bytes:
 
 
 def _put(name: str, array: np.ndarray, payload: list[bytes | memoryview], prefix: str) -> list[Any]:
+    shape = list(array.shape)
     if array.dtype.kind in "OSU":
         dtype, data = "BYTES", memoryview(to_binary(array))
     else:
@@ -136,9 +137,9 @@ def _put(name: str, array: np.ndarray, payload: list[bytes | memoryview], prefix
             array = array.astype(array.dtype.newbyteorder("<"))
         dtype, data = array.dtype.str, memoryview(array.reshape(-1).data).cast("B")
     if data.nbytes > SHM_THRESHOLD and prefix:
-        return [name, dtype, list(array.shape), _write_shm(data, prefix)]
+        return [name, dtype, shape, _write_shm(data, prefix)]
     payload.append(data)
-    return [name, dtype, list(array.shape), data.nbytes]
+    return [name, dtype, shape, data.nbytes]
 
 
 def _write_shm(data: memoryview, prefix: str) -> str:

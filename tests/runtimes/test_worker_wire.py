@@ -1,0 +1,100 @@
+"""The worker's wire format: every datatype survives a round trip, small arrays inline and large
+ones through shared memory that the receiver cleans up, and errors keep their codes."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import numpy as np
+import pytest
+
+from modelyard.errors import DeadlineExceeded, Internal, InvalidArgument, ModelLoadError
+from modelyard.runtimes.worker import execution_timeout, wire
+
+ARRAYS: dict[str, np.ndarray] = {
+    "fp32": np.arange(12, dtype=np.float32).reshape(3, 4),
+    "fp16": np.array([1.5, -2.0], dtype=np.float16),
+    "bool": np.array([[True, False]]),
+    "int64_big_endian": np.array([1, 2, 3], dtype=">i8"),
+    "strided": np.arange(20, dtype=np.int32).reshape(4, 5)[:, ::2],
+    "scalar": np.array(7.0),
+    "empty": np.zeros((0, 3), dtype=np.float32),
+    "bytes": np.array([b"a", b"", "\u00e9".encode()], dtype=object),
+    "text": np.array(["x", "yz"]),
+}
+
+
+def _round_trip(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        ours.sendall(wire.encode({"op": "infer", "id": 1}, arrays, prefix))
+        header, decoded = wire.read_blocking(theirs)
+    assert header == {"op": "infer", "id": 1}
+    assert decoded is not None
+    return decoded
+
+
+def test_every_kind_of_array_survives_a_round_trip() -> None:
+    decoded = _round_trip(ARRAYS, "")
+    for name, array in ARRAYS.items():
+        got = decoded[name]
+        assert got.shape == array.shape, name
+        if array.dtype.kind in "OU":
+            expected = [v if isinstance(v, bytes) else v.encode() for v in array.reshape(-1)]
+            assert list(got.reshape(-1)) == expected
+        else:
+            np.testing.assert_array_equal(got, array)
+            assert got.dtype == array.dtype.newbyteorder("=")
+
+
+def test_large_arrays_cross_in_shared_memory_and_are_unlinked_on_arrival() -> None:
+    prefix = wire.shm_prefix(f"test{os.getpid()}")
+    big = np.random.default_rng(1).random((512, 64))  # 256 KiB
+    small = np.ones(4, dtype=np.float32)
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        frame = wire.encode({"op": "result", "id": 2}, {"big": big, "small": small}, prefix)
+        assert len(frame) < wire.SHM_THRESHOLD  # the big one is not in the frame
+        assert any(p.startswith(os.path.basename(prefix)) for p in os.listdir(wire.SHM_DIR))
+        ours.sendall(frame)
+        _, decoded = wire.read_blocking(theirs)
+    assert decoded is not None
+    np.testing.assert_array_equal(decoded["big"], big)
+    np.testing.assert_array_equal(decoded["small"], small)
+    decoded["big"][0, 0] = -1.0  # mapped copy-on-write: the receiver may write
+    assert not [p for p in os.listdir(wire.SHM_DIR) if p.startswith(os.path.basename(prefix))]
+
+
+def test_sweep_removes_what_a_dead_side_left() -> None:
+    prefix = wire.shm_prefix(f"sweep{os.getpid()}")
+    wire.encode({"op": "x"}, {"big": np.zeros(wire.SHM_THRESHOLD, dtype=np.uint8)}, prefix)
+    wire.sweep(prefix)
+    assert not [p for p in os.listdir(wire.SHM_DIR) if p.startswith(os.path.basename(prefix))]
+
+
+def test_errors_keep_their_code() -> None:
+    header = wire.error_header(DeadlineExceeded("too slow"))
+    assert isinstance(wire.error_from(header), DeadlineExceeded)
+    assert str(wire.error_from(header)) == "too slow"
+    other = wire.error_from(wire.error_header(ValueError("boom")))
+    assert isinstance(other, Internal) and "boom" in str(other)
+    assert isinstance(wire.error_from(wire.error_header(InvalidArgument("x"))), InvalidArgument)
+
+
+def test_a_closed_socket_ends_the_read() -> None:
+    ours, theirs = socket.socketpair()
+    ours.close()
+    with theirs, pytest.raises(ConnectionError):
+        wire.read_blocking(theirs)
+
+
+@pytest.mark.parametrize(("value", "seconds"), [(None, None), ("0", None), ("2.5", 2.5)])
+def test_execution_timeout_reads_seconds(value: str | None, seconds: float | None) -> None:
+    assert execution_timeout(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "nan"])
+def test_a_bad_execution_timeout_is_a_load_error(value: str) -> None:
+    with pytest.raises(ModelLoadError, match="execution_timeout_s must be seconds"):
+        execution_timeout(value)
