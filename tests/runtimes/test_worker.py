@@ -8,6 +8,7 @@ from __future__ import annotations
 import concurrent.futures
 import importlib.util
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ outputs: [{name: y, datatype: FP32, shape: [-1]}]
 CRASHING = """\
 import ctypes
 import os
+import signal
 import modelyard
 
 
@@ -97,6 +99,7 @@ class Narcissus(modelyard.Model):
 
 PID = """\
 import os
+import signal
 import numpy as np
 import modelyard
 
@@ -150,10 +153,13 @@ def worker_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _model(root, "hangs", HANGING, FP32_IO, execution_timeout_s="1")
     _model(root, "pipeline", PIPELINE, FP32_IO)
     _model(root, "sync_pipeline", SYNC_PIPELINE, FP32_IO)
+    _model(root, "pipeline_thread", PIPELINE, FP32_IO, isolation="thread")
+    _model(root, "sync_pipeline_thread", SYNC_PIPELINE, FP32_IO, isolation="thread")
     _model(root, "narcissus", SELF_CALLING, FP32_IO)
     _model(root, "pid", PID, PID_IO)
     _model(root, "pid_thread", PID, PID_IO, isolation="thread")
     _model(root, "goner", PID, PID_IO)
+    _model(root, "victim", PID, PID_IO)
     _model(root, "words", STREAM, STREAM_IO)
     addsub_onnx(root / "addsub" / "1" / "model.onnx")
     (root / "addsub" / "config.pbtxt").write_text(
@@ -251,6 +257,28 @@ def test_readiness_is_false_while_the_worker_restarts(server: ServerProcess) -> 
     _wait_ready(server, "segv")
 
 
+def _pid_of(server: ServerProcess, model: str) -> int:
+    response = _infer(server, model, [1.0])
+    assert response.status_code == 200, response.text
+    pid: int = next(o for o in response.json()["outputs"] if o["name"] == "pid")["data"][0]
+    return pid
+
+
+def test_a_worker_killed_while_idle_is_noticed_and_restarted(server: ServerProcess) -> None:
+    pid = _pid_of(server, "victim")
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while True:  # the next answers come from a new worker, after some 503s at most
+        response = _infer(server, "victim", [1.0])
+        if response.status_code == 200:
+            break
+        assert response.status_code == 503, response.text
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert _pid_of(server, "victim") != pid
+    assert "model victim's worker process died (signal SIGKILL)" in server.log()
+
+
 def test_a_hang_past_the_execution_timeout_is_killed_and_restarted(
     server: ServerProcess,
 ) -> None:
@@ -264,12 +292,13 @@ def test_a_hang_past_the_execution_timeout_is_killed_and_restarted(
 
 
 def test_composition_calls_another_model_through_the_server(server: ServerProcess) -> None:
-    response = _infer(server, "pipeline", [0.0, 1.0, 2.0, 3.0])
-    assert response.json()["outputs"][0]["data"] == [1.0, 2.0, 3.0, 400.0]
-    sync = _infer(server, "sync_pipeline", [5.0, 6.0, 7.0, 8.0])
-    assert sync.json()["outputs"][0]["data"] == [4.0, 5.0, 6.0, 7.0]
+    for suffix in ("", "_thread"):  # in a worker process, and in the server process
+        response = _infer(server, f"pipeline{suffix}", [0.0, 1.0, 2.0, 3.0])
+        assert response.json()["outputs"][0]["data"] == [1.0, 2.0, 3.0, 400.0]
+        sync = _infer(server, f"sync_pipeline{suffix}", [5.0, 6.0, 7.0, 8.0])
+        assert sync.json()["outputs"][0]["data"] == [4.0, 5.0, 6.0, 7.0]
     stats = httpx.get(f"{server.url}/v2/models/addsub/stats").json()
-    assert stats["model_stats"][0]["inference_count"] >= 2  # the calls went through the core
+    assert stats["model_stats"][0]["inference_count"] >= 4  # the calls went through the core
 
 
 def test_a_model_may_not_call_itself(server: ServerProcess) -> None:
@@ -340,12 +369,28 @@ def _state(pid: int) -> str:
         return "gone"
 
 
-def test_a_bad_isolation_parameter_is_a_clear_load_error(tmp_path: Path) -> None:
+CRASHES_AT_LOAD = """\
+import ctypes
+import modelyard
+
+
+class Doomed(modelyard.Model):
+    def load(self):
+        ctypes.string_at(0)
+"""
+
+
+def test_models_that_cannot_load_are_clear_load_errors(tmp_path: Path) -> None:
     _model(tmp_path, "odd", PID, PID_IO, isolation="container")
+    _model(tmp_path, "doomed", CRASHES_AT_LOAD, FP32_IO)
     with ServerProcess(str(tmp_path), "--model-control-mode", "explicit") as process:
-        response = httpx.post(f"{process.url}/v2/repository/models/odd/load", timeout=30)
-    assert response.status_code == 400
-    assert "isolation must be 'process'" in response.json()["error"]
+        odd = httpx.post(f"{process.url}/v2/repository/models/odd/load", timeout=30)
+        doomed = httpx.post(f"{process.url}/v2/repository/models/doomed/load", timeout=30)
+        assert httpx.get(f"{process.url}/v2/health/live").status_code == 200
+    assert odd.status_code == 400
+    assert "isolation must be 'process'" in odd.json()["error"]
+    assert doomed.status_code == 400
+    assert "worker process died while loading (signal SIGSEGV)" in doomed.json()["error"]
 
 
 RAG = """\
