@@ -97,6 +97,24 @@ class Narcissus(modelyard.Model):
         return await self.models.infer("narcissus", inputs)
 """
 
+PING_PONG = """\
+import modelyard
+
+
+class PingPong(modelyard.Model):
+    async def predict(self, inputs):
+        return await self.models.infer(self.parameters["other"], inputs)
+"""
+
+SYNC_PING_PONG = """\
+import modelyard
+
+
+class SyncPingPong(modelyard.Model):
+    def predict(self, inputs):
+        return self.models.blocking(self.models.infer(self.parameters["other"], inputs))
+"""
+
 PID = """\
 import os
 import signal
@@ -159,6 +177,9 @@ def worker_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _model(root, "pid", PID, PID_IO)
     _model(root, "pid_thread", PID, PID_IO, isolation="thread")
     _model(root, "goner", PID, PID_IO)
+    loop = FP32_IO.replace("runtime: python", "runtime: python\ninstances: 12")
+    _model(root, "ping", PING_PONG, loop, other="pong")
+    _model(root, "pong", SYNC_PING_PONG, loop, other="ping")
     _model(root, "victim", PID, PID_IO)
     _model(root, "words", STREAM, STREAM_IO)
     addsub_onnx(root / "addsub" / "1" / "model.onnx")
@@ -305,6 +326,15 @@ def test_a_model_may_not_call_itself(server: ServerProcess) -> None:
     response = _infer(server, "narcissus", [1.0])
     assert response.status_code == 400
     assert "called itself" in response.json()["error"]
+
+
+def test_models_calling_each_other_in_a_loop_end_at_the_depth_limit(
+    server: ServerProcess,
+) -> None:
+    response = _infer(server, "ping", [1.0])
+    assert response.status_code == 400, response.text
+    assert "17 calls deep, past the limit of 16" in response.json()["error"]
+    assert _infer(server, "pid", [1.0]).status_code == 200
 
 
 def test_big_tensors_cross_in_shared_memory(server: ServerProcess) -> None:

@@ -23,6 +23,7 @@ bound, and never under concurrent load, where batches form.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import heapq
 import itertools
@@ -44,6 +45,7 @@ from modelyard.errors import (
 )
 from modelyard.runtimes import Arrays, Runtime
 from modelyard.runtimes.worker import execution_timeout
+from modelyard.spec.calls import call_depth
 from modelyard.spec.config import ModelConfig
 
 #: (queue, compute_input, compute_infer, compute_output) nanoseconds of one request.
@@ -116,6 +118,7 @@ class _Request:
     arrival_ns: int
     deadline: float | None
     future: asyncio.Future[tuple[Arrays, Timing]]
+    depth: int = 0
 
 
 class Batcher:
@@ -161,9 +164,10 @@ class Batcher:
         return self.overdue() >= self.policy.instances
 
     async def submit(
-        self, inputs: Arrays, rows: int, parameters: dict[str, Any]
+        self, inputs: Arrays, rows: int, parameters: dict[str, Any], depth: int = 0
     ) -> tuple[Arrays, Timing]:
-        """Queue one request; return its outputs and where its time went."""
+        """Queue one request; return its outputs and where its time went. `depth`: how deep
+        in calls between models the request is (spec.calls.call_depth)."""
         if len(self._heap) >= self.policy.max_queue_size:
             raise ResourceExhausted(
                 f"the queue of this model is full ({self.policy.max_queue_size} requests); "
@@ -181,6 +185,7 @@ class Batcher:
             time.perf_counter_ns(),
             time.monotonic() + timeout_us / 1e6 if timeout_us else None,
             asyncio.get_running_loop().create_future(),
+            depth,
         )
         heapq.heappush(self._heap, (priority, next(self._order), request))
         self._queued_rows += rows
@@ -246,10 +251,12 @@ class Batcher:
                 self._finish(batch, started, result)
                 continue
             future: asyncio.Future[_Outcome]
+            context = _at_depth(max(r.depth for r in batch))
             if self.runtime.asynchronous:  # awaited on the loop: no thread per execution
-                future = asyncio.ensure_future(_execute_async(self.runtime, parts))
+                future = context.run(asyncio.ensure_future, _execute_async(self.runtime, parts))
             else:
-                future = loop.run_in_executor(self.executor, _execute, self.runtime, parts)
+                work = functools.partial(context.run, _execute, self.runtime, parts)
+                future = loop.run_in_executor(self.executor, work)
                 self._watch(loop, future, batch)
             future.add_done_callback(functools.partial(self._settle, batch, started))
 
@@ -361,6 +368,15 @@ class Batcher:
             self._inline_elements = max(self._inline_elements, elements)
         elif elements <= self._inline_elements:
             self._inline_elements = elements - 1
+
+
+def _at_depth(depth: int) -> contextvars.Context:
+    """The context an execution runs in: it carries the batch's call depth, for the calls
+    its model makes (spec.calls)."""
+    context = contextvars.copy_context()
+    if context.get(call_depth, 0) != depth:
+        context.run(call_depth.set, depth)
+    return context
 
 
 def _fail(batch: list[_Request], error: Exception) -> None:

@@ -3,9 +3,10 @@ modelyard composition) run on the same data plane and LLM service as a client's 
 through their leases, batchers, engines and statistics, never around them.
 
 Each model gets its own view (`CoreCalls.bound(name)`), which refuses calls to itself (the
-call would wait for the instance that makes it). Calls between models that call each other
-can still chain; `MAX_NESTED` caps how many model-made calls may be in flight at once, so
-such a loop fails with a clear error instead of growing without end.
+call would wait for the instance that makes it). Every call is one level deeper than the
+execution that makes it (`spec.calls.call_depth`, carried through batchers and worker
+processes); past `MAX_CALL_DEPTH` a call is refused, so models that call each other in a loop
+fail with a clear error. `MAX_NESTED` caps how many model-made calls may be in flight at once.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from modelyard.core.sampling import sampling_params
 from modelyard.core.types import InferRequest, RequestedOutput
 from modelyard.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from modelyard.runtimes import Arrays
-from modelyard.spec.calls import ModelCalls
+from modelyard.spec.calls import MAX_CALL_DEPTH, ModelCalls, call_depth
 
 T = TypeVar("T")
 
@@ -112,7 +113,8 @@ class BoundCalls:
             raise FailedPrecondition(
                 "blocking() waits from a worker thread; in async code use await"
             )
-        return asyncio.run_coroutine_threadsafe(_awaited(call), loop).result()
+        waiting = _awaited(call, call_depth.get())  # the depth of the thread's execution
+        return asyncio.run_coroutine_threadsafe(waiting, loop).result()
 
     # ---- helpers ---------------------------------------------------------------------------
 
@@ -124,21 +126,30 @@ class BoundCalls:
         outputs: Sequence[str] | None,
         parameters: Mapping[str, Any] | None,
     ) -> InferRequest:
-        self._check_target(model)
+        depth = self._check_target(model)
         return InferRequest(
             model,
             dict(inputs),
             version or None,
             outputs=None if outputs is None else [RequestedOutput(o) for o in outputs],
             parameters=dict(parameters or {}),
+            depth=depth,
         )
 
-    def _check_target(self, model: str) -> None:
+    def _check_target(self, model: str) -> int:
+        """The depth of a call to `model`, or a clear refusal."""
         if model == self.caller:
             raise InvalidArgument(
                 f"model {model!r} called itself; a model may not call itself (the call would "
                 "wait for the very instance that makes it)"
             )
+        depth = call_depth.get() + 1
+        if depth > MAX_CALL_DEPTH:
+            raise FailedPrecondition(
+                f"model {self.caller!r} called {model!r} {depth} calls deep, past the limit of "
+                f"{MAX_CALL_DEPTH}; do these models call each other in a loop?"
+            )
+        return depth
 
     @contextlib.contextmanager
     def _counted(self) -> Iterator[None]:
@@ -154,5 +165,6 @@ class BoundCalls:
             self.core.in_flight -= 1
 
 
-async def _awaited(call: Awaitable[T]) -> T:
+async def _awaited(call: Awaitable[T], depth: int) -> T:
+    call_depth.set(depth)
     return await call

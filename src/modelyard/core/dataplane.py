@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from concurrent.futures import Executor
 from typing import Any
 
@@ -16,6 +17,7 @@ from modelyard.core.models import ModelService, ServedModel
 from modelyard.core.types import InferRequest, InferResponse
 from modelyard.errors import Internal, ModelyardError, Unavailable
 from modelyard.runtimes import Arrays
+from modelyard.spec.calls import call_depth
 
 log = logging.getLogger("modelyard.dataplane")
 
@@ -53,7 +55,7 @@ class DataPlane:
                     raise Unavailable(f"model {model.name!r} is not serving yet")
                 else:
                     results, timing = await model.batcher.submit(
-                        request.inputs, rows, request.parameters
+                        request.inputs, rows, request.parameters, request.depth
                     )
                 outputs = contract.select(results, request.outputs)
             except BaseException as exc:
@@ -96,6 +98,7 @@ class DataPlane:
             return
         if model.batcher is None:
             raise Unavailable(f"model {model.name!r} is not serving yet")
+        call_depth.set(request.depth)  # this request's task runs the stream
         pulled = (
             model.runtime.infer_stream_async(request.inputs)
             if model.runtime.asynchronous
@@ -111,8 +114,9 @@ class DataPlane:
         until the worker's current step ends, even if the consumer goes away."""
         loop = asyncio.get_running_loop()
         iterator = iter(model.runtime.infer_stream(request.inputs))
+        context = contextvars.copy_context()  # the call depth, for calls the model makes
         while True:
-            step = loop.run_in_executor(self.executor, next, iterator, None)
+            step = loop.run_in_executor(self.executor, context.run, _step, iterator)
             try:
                 item = await asyncio.shield(step)
             except asyncio.CancelledError:
@@ -162,3 +166,7 @@ class DataPlane:
             entry = self.models.entry(name)
             models = list(entry.versions.values())
         return [m.stats.to_json(m.name, str(m.version)) for m in models]
+
+
+def _step(iterator: Iterator[Arrays]) -> Arrays | None:
+    return next(iterator, None)

@@ -15,13 +15,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import itertools
 import logging
 import os
 import socket
 import sys
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,6 +39,7 @@ from modelyard.errors import FailedPrecondition, Internal
 from modelyard.runtimes import Runtime, runtime_class
 from modelyard.runtimes.worker import wire
 from modelyard.runtimes.worker.wire import Arrays, Header
+from modelyard.spec.calls import call_depth
 
 T = TypeVar("T")
 log = logging.getLogger("modelyard.worker")
@@ -69,6 +79,7 @@ class Worker:
     def _start(self, header: Header, arrays: Arrays | None) -> None:
         handlers = {"load": self._load, "infer": self._infer, "stream": self._stream}
         ident = header["id"]
+        call_depth.set(header.get("depth", 0))  # copied into the task: its calls carry it
         task = asyncio.create_task(handlers[header["op"]](ident, header, arrays or {}))
         self.tasks[ident] = task
         task.add_done_callback(lambda _: self.tasks.pop(ident, None))
@@ -102,7 +113,8 @@ class Worker:
                 outputs = await runtime.infer_async(inputs)
             else:
                 loop = asyncio.get_running_loop()
-                outputs = await loop.run_in_executor(self.pool, runtime.infer, inputs)
+                work = functools.partial(contextvars.copy_context().run, runtime.infer, inputs)
+                outputs = await loop.run_in_executor(self.pool, work)
         except Exception as exc:
             await self.send({"op": "error", "id": ident, **wire.error_header(exc)})
             return
@@ -127,8 +139,9 @@ class Worker:
             return
         loop = asyncio.get_running_loop()
         iterator = iter(runtime.infer_stream(inputs))
+        context = contextvars.copy_context()
         while True:
-            item = await loop.run_in_executor(self.pool, next, iterator, None)
+            item = await loop.run_in_executor(self.pool, context.run, _step, iterator)
             if item is None:
                 return
             yield item
@@ -205,7 +218,10 @@ class ChildCalls:
         if running is loop:
             raise FailedPrecondition("blocking() waits from a thread; in async code use await")
 
+        depth = call_depth.get()  # the depth of this thread's execution
+
         async def wait() -> T:
+            call_depth.set(depth)
             return await call
 
         return asyncio.run_coroutine_threadsafe(wait(), loop).result()
@@ -228,7 +244,8 @@ class ChildCalls:
         queue: asyncio.Queue[tuple[Header, Arrays | None]] = asyncio.Queue()
         self._waiting[ident] = queue
         try:
-            await self.worker.send({"op": "call", "id": ident, **request}, inputs)
+            header = {"op": "call", "id": ident, "depth": call_depth.get(), **request}
+            await self.worker.send(header, inputs)
             while True:
                 header, arrays = await queue.get()
                 if header["op"] == "c.error":
@@ -243,6 +260,10 @@ class ChildCalls:
         queue = self._waiting.get(header["id"])
         if queue is not None:
             queue.put_nowait((header, arrays))
+
+
+def _step(iterator: Iterator[Arrays]) -> Arrays | None:
+    return next(iterator, None)
 
 
 def _request(

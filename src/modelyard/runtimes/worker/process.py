@@ -32,7 +32,7 @@ from modelyard.errors import (
 )
 from modelyard.runtimes.worker import wire
 from modelyard.runtimes.worker.wire import Arrays, Header
-from modelyard.spec.calls import ModelCalls
+from modelyard.spec.calls import ModelCalls, call_depth
 from modelyard.spec.config import ModelConfig, TensorSpec
 
 log = logging.getLogger("modelyard.worker")
@@ -134,7 +134,7 @@ class WorkerProcess:
         self._waiting[ident] = queue
         finished = False
         try:
-            await self._send({"op": op, "id": ident}, inputs)
+            await self._send({"op": op, "id": ident, "depth": call_depth.get()}, inputs)
             while True:
                 header, arrays = await self._next(queue, timeout)
                 if header["op"] == "error":
@@ -204,6 +204,7 @@ class WorkerProcess:
 
     async def _serve_call(self, header: Header, arrays: Arrays | None) -> None:
         ident = header["id"]
+        call_depth.set(header.get("depth", 0))  # this task's: calls it makes are deeper
         try:
             if self.calls is None:
                 raise FailedPrecondition("models may not call other models in this server")
