@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,18 +26,36 @@ ARRAYS: dict[str, np.ndarray] = {
 }
 
 
-def _round_trip(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+def _round_trip(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     ours, theirs = socket.socketpair()
     with ours, theirs:
-        ours.sendall(wire.encode({"op": "infer", "id": 1}, arrays, prefix))
+        ours.sendall(wire.encode({"op": "infer", "id": 1}, arrays))
         header, decoded = wire.read_blocking(theirs)
     assert header == {"op": "infer", "id": 1}
     assert decoded is not None
     return decoded
 
 
+@pytest.fixture
+def pair(tmp_path: Path) -> tuple[wire.Shm, wire.Shm]:
+    """A sender's and a receiver's shared memory, one ring between them."""
+    path = str(tmp_path / "ring")
+    sender = wire.Shm(wire.shm_prefix(f"test{os.getpid()}"), out=wire.Ring(path, create=True))
+    return sender, wire.Shm("", into=wire.Ring(path))
+
+
+def _send(
+    sender: wire.Shm, receiver: wire.Shm, arrays: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    frame = wire.encode({"op": "result"}, arrays, sender)
+    head_len = int.from_bytes(frame[:4], "little")
+    _, decoded = wire.decode(frame[8 : 8 + head_len], frame[8 + head_len :], receiver)
+    assert decoded is not None
+    return decoded
+
+
 def test_every_kind_of_array_survives_a_round_trip() -> None:
-    decoded = _round_trip(ARRAYS, "")
+    decoded = _round_trip(ARRAYS)
     for name, array in ARRAYS.items():
         got = decoded[name]
         assert got.shape == array.shape, name
@@ -48,29 +67,50 @@ def test_every_kind_of_array_survives_a_round_trip() -> None:
             assert got.dtype == array.dtype.newbyteorder("=")
 
 
-def test_large_arrays_cross_in_shared_memory_and_are_unlinked_on_arrival() -> None:
-    prefix = wire.shm_prefix(f"test{os.getpid()}")
-    big = np.random.default_rng(1).random((512, 64))  # 256 KiB
+def _files(prefix: str) -> list[str]:
+    return [p for p in os.listdir(wire.SHM_DIR) if p.startswith(os.path.basename(prefix))]
+
+
+def test_large_arrays_cross_in_the_ring_and_wrap_around_it(
+    pair: tuple[wire.Shm, wire.Shm],
+) -> None:
+    sender, receiver = pair
+    rng = np.random.default_rng(1)
     small = np.ones(4, dtype=np.float32)
-    ours, theirs = socket.socketpair()
-    with ours, theirs:
-        frame = wire.encode({"op": "result", "id": 2}, {"big": big, "small": small}, prefix)
-        assert len(frame) < wire.SHM_THRESHOLD  # the big one is not in the frame
-        assert any(p.startswith(os.path.basename(prefix)) for p in os.listdir(wire.SHM_DIR))
-        ours.sendall(frame)
-        _, decoded = wire.read_blocking(theirs)
+    for _ in range(3 * wire.RING_BYTES // (3 << 20)):  # 3 MiB at a time, three laps
+        big = rng.random((3 << 20) // 8)
+        decoded = _send(sender, receiver, {"big": big, "small": small})
+        np.testing.assert_array_equal(decoded["big"], big)
+        np.testing.assert_array_equal(decoded["small"], small)
+        decoded["big"][0] = -1.0  # the receiver owns its copy
+    assert not _files(sender.prefix)
+
+
+def test_what_the_ring_cannot_take_crosses_in_a_file_unlinked_on_arrival(
+    pair: tuple[wire.Shm, wire.Shm],
+) -> None:
+    sender, receiver = pair
+    held = [np.full(wire.RING_BYTES * 2 // 5, i, dtype=np.uint8) for i in range(3)]
+    frame = wire.encode({"op": "result"}, {f"a{i}": a for i, a in enumerate(held)}, sender)
+    assert len(frame) < wire.SHM_THRESHOLD  # none of them is in the frame
+    assert len(_files(sender.prefix)) == 1  # two took the ring, it was full for the third
+    head_len = int.from_bytes(frame[:4], "little")
+    _, decoded = wire.decode(frame[8 : 8 + head_len], frame[8 + head_len :], receiver)
     assert decoded is not None
-    np.testing.assert_array_equal(decoded["big"], big)
-    np.testing.assert_array_equal(decoded["small"], small)
-    decoded["big"][0, 0] = -1.0  # mapped copy-on-write: the receiver may write
-    assert not [p for p in os.listdir(wire.SHM_DIR) if p.startswith(os.path.basename(prefix))]
+    for i, array in enumerate(held):
+        np.testing.assert_array_equal(decoded[f"a{i}"], array)
+    decoded["a2"][0] = 7  # a file is mapped copy-on-write: the receiver may write
+    assert not _files(sender.prefix)
+    too_big = np.zeros(wire.RING_BYTES, dtype=np.uint8)  # over half the ring: a file
+    np.testing.assert_array_equal(_send(sender, receiver, {"x": too_big})["x"], too_big)
 
 
 def test_sweep_removes_what_a_dead_side_left() -> None:
-    prefix = wire.shm_prefix(f"sweep{os.getpid()}")
-    wire.encode({"op": "x"}, {"big": np.zeros(wire.SHM_THRESHOLD, dtype=np.uint8)}, prefix)
-    wire.sweep(prefix)
-    assert not [p for p in os.listdir(wire.SHM_DIR) if p.startswith(os.path.basename(prefix))]
+    shm = wire.Shm(wire.shm_prefix(f"sweep{os.getpid()}"))
+    wire.encode({"op": "x"}, {"big": np.zeros(wire.SHM_THRESHOLD + 1, dtype=np.uint8)}, shm)
+    assert _files(shm.prefix)
+    wire.sweep(shm.prefix)
+    assert not _files(shm.prefix)
 
 
 def test_errors_keep_their_code() -> None:

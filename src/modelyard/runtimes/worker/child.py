@@ -50,7 +50,7 @@ class Worker:
         self.sock = sock
         self.runtime: Runtime | None = None
         self.pool: ThreadPoolExecutor | None = None
-        self.prefix = wire.shm_prefix(f"c{os.getpid()}")
+        self.shm = wire.Shm(wire.shm_prefix(f"c{os.getpid()}"))
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.calls = ChildCalls(self)
         self._writer: asyncio.StreamWriter | None = None
@@ -60,7 +60,7 @@ class Worker:
         self.calls.loop = asyncio.get_running_loop()
         while True:
             try:
-                header, arrays = await wire.read(reader)
+                header, arrays = await wire.read(reader, self.shm)
             except (asyncio.IncompleteReadError, ConnectionError):
                 return  # the server went away
             op = header["op"]
@@ -86,13 +86,15 @@ class Worker:
 
     async def send(self, header: Header, arrays: Arrays | None = None) -> None:
         assert self._writer is not None
-        self._writer.write(wire.encode(header, arrays, self.prefix))
+        self._writer.write(wire.encode(header, arrays, self.shm))
         await self._writer.drain()
 
     # ---- requests ------------------------------------------------------------------------
 
     async def _load(self, ident: int, header: Header, _: Arrays) -> None:
         try:
+            down, up = header["rings"]
+            self.shm.into, self.shm.out = wire.Ring(down), wire.Ring(up)
             config = wire.config_from_wire(header["config"])
             runtime = runtime_class(header["runtime"])(Path(header["path"]), config)
             runtime.calls = self.calls

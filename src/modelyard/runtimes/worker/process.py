@@ -50,7 +50,7 @@ class WorkerProcess:
         self.runtime = runtime
         self.path = path
         self.config = config
-        self.prefix = wire.shm_prefix(f"p{os.getpid()}-{next(_serials)}")
+        self.shm = wire.Shm(wire.shm_prefix(f"p{os.getpid()}-{next(_serials)}"))
         self.process: subprocess.Popen[bytes] | None = None
         self.sock: socket.socket | None = None
         self.on_death: Callable[[WorkerProcess, str], None] | None = None
@@ -82,12 +82,15 @@ class WorkerProcess:
                 command, pass_fds=[theirs.fileno()], env=env, start_new_session=True
             )
         self.sock = ours
+        rings = [f"{self.shm.prefix}ring-down", f"{self.shm.prefix}ring-up"]
+        self.shm.out, self.shm.into = (wire.Ring(path, create=True) for path in rings)
         request = {
             "op": "load",
             "id": 0,
             "runtime": self.runtime,
             "path": str(self.path),
             "config": wire.config_to_wire(self.config),
+            "rings": rings,
         }
         try:
             ours.sendall(wire.encode(request))
@@ -98,6 +101,8 @@ class WorkerProcess:
                 f"model {self.config.name!r}'s worker process died while loading "
                 f"({describe_exit(code)})"
             ) from None
+        finally:
+            wire.sweep(self.shm.prefix)  # the worker has opened the rings (or died)
         if header["op"] == "error":
             self.stop_blocking(5.0)
             raise ModelLoadError(str(header["msg"]))
@@ -164,13 +169,13 @@ class WorkerProcess:
     async def _send(self, header: Header, arrays: Arrays | None = None) -> None:
         if self._writer is None or self._writer.is_closing():
             raise Unavailable(f"model {self.config.name!r}'s worker process is gone")
-        self._writer.write(wire.encode(header, arrays, self.prefix))
+        self._writer.write(wire.encode(header, arrays, self.shm))
         await self._writer.drain()
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         try:
             while True:
-                header, arrays = await wire.read(reader)
+                header, arrays = await wire.read(reader, self.shm)
                 if header["op"] == "call":
                     task = asyncio.create_task(self._serve_call(header, arrays))
                     self._calls.add(task)
@@ -187,7 +192,7 @@ class WorkerProcess:
         """The socket ended: fail what waits, say why, clean up after the worker."""
         code = await asyncio.to_thread(self._wait, 10.0)
         reason = self._kill_reason or describe_exit(code)
-        wire.sweep(self.prefix)
+        wire.sweep(self.shm.prefix)
         wire.sweep(wire.shm_prefix(f"c{self.pid}"))
         for task in list(self._calls):
             task.cancel()
@@ -270,7 +275,7 @@ class WorkerProcess:
         if self._wait(grace) is None:
             self.kill("stopped")
             self._wait(grace)
-        wire.sweep(self.prefix)
+        wire.sweep(self.shm.prefix)
 
     def _wait(self, timeout: float) -> int | None:
         if self.process is None:

@@ -2,14 +2,22 @@
 
 A frame is 8 bytes (header length, payload length, little-endian u32), a JSON header, then
 the payload: the raw bytes of the small arrays the header describes, back to back. An array
-larger than `SHM_THRESHOLD` bytes never enters the socket: the sender writes it into a fresh
-POSIX shared-memory file (/dev/shm) and sends its path; the receiver maps it copy-on-write,
-unlinks it at once (the mapping keeps it alive until the array is freed) and wraps it in a
-numpy array without copying. Arrays are never pickled. BYTES tensors travel in the KServe
-binary form (u32 length before each element).
+larger than `SHM_THRESHOLD` bytes never enters the socket; it goes through shared memory:
+
+- a **ring** (`Ring`): each direction of each worker has one shared-memory arena of
+  `RING_BYTES`. The sender copies the array in at its head; the receiver, reading frames in
+  order, copies it out and moves the tail (a word in the arena) past it. No system call, no
+  page fault after the first lap: two memory copies per array.
+- a **file**, for an array larger than half the ring or one that finds the ring full: the
+  sender writes it into a fresh POSIX shared-memory file (/dev/shm) and sends its path; the
+  receiver maps it copy-on-write, unlinks it at once (the mapping keeps it alive until the
+  array is freed) and wraps it without copying.
+
+Arrays are never pickled. BYTES tensors travel in the KServe binary form (u32 length before
+each element).
 
     header {"op": ..., "id": ..., "a": [[name, dtype, shape, where], ...], ...}
-    where:  an int (bytes in the payload) | a string (a shared-memory path)
+    where:  an int (bytes in the payload) | [start, size] (in the ring) | a path (a file)
 
 The header is JSON, so a worker (which runs model code) can never make the server run code
 by what it sends.
@@ -26,7 +34,7 @@ import socket
 import struct
 import tempfile
 from asyncio import StreamReader
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -51,6 +59,9 @@ Header = dict[str, Any]
 
 #: Arrays larger than this (bytes) go through shared memory; smaller ones inline.
 SHM_THRESHOLD = 64 * 1024
+#: The arena of each direction of each worker (memory is taken as it is first used).
+RING_BYTES = 32 * 1024 * 1024
+_RING_HEADER = 64
 SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
 _PREFIX = struct.Struct("<II")
 _names = itertools.count()
@@ -72,17 +83,64 @@ def sweep(prefix: str) -> None:
 # ---- frames ---------------------------------------------------------------------------------
 
 
-def encode(header: Header, arrays: Arrays | None = None, prefix: str = "") -> bytes:
+class Ring:
+    """One direction's shared arena. The sender owns `head` (a count of bytes ever placed);
+    the receiver writes `tail` (bytes ever taken) into the arena's first word."""
+
+    def __init__(self, path: str, create: bool = False) -> None:
+        flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0)
+        fd = os.open(path, flags, 0o600)
+        try:
+            if create:
+                os.ftruncate(fd, _RING_HEADER + RING_BYTES)
+            self._mm = mmap.mmap(fd, _RING_HEADER + RING_BYTES)
+        finally:
+            os.close(fd)
+        self._tail = np.frombuffer(self._mm, dtype=np.uint64, count=1)
+        self._data = np.frombuffer(self._mm, dtype=np.uint8, offset=_RING_HEADER)
+        self._head = 0
+
+    def put(self, data: memoryview) -> list[int] | None:
+        """Copy `data` in (sender); its [start, size], or None when it does not fit now."""
+        size = data.nbytes
+        offset = self._head % RING_BYTES
+        start = self._head if offset + size <= RING_BYTES else self._head + RING_BYTES - offset
+        if size > RING_BYTES // 2 or start + size - int(self._tail[0]) > RING_BYTES:
+            return None
+        offset = start % RING_BYTES
+        self._data[offset : offset + size] = np.frombuffer(data, dtype=np.uint8)
+        self._head = start + size
+        return [start, size]
+
+    def take(self, start: int, size: int) -> np.ndarray:
+        """Copy an array's bytes out (receiver, in frame order) and free their room."""
+        offset = start % RING_BYTES
+        out = self._data[offset : offset + size].copy()
+        self._tail[0] = start + size
+        return out
+
+
+@dataclass
+class Shm:
+    """One side's shared memory: the ring it writes, the ring it reads, and the path prefix
+    of the files it writes for arrays the ring cannot take."""
+
+    prefix: str
+    out: Ring | None = None
+    into: Ring | None = None
+
+
+def encode(header: Header, arrays: Arrays | None = None, shm: Shm | None = None) -> bytes:
     """One frame: `header`, with `arrays` described in it and carried beside it."""
     payload: list[bytes | memoryview] = []
     if arrays is not None:
-        header["a"] = [_put(name, a, payload, prefix) for name, a in arrays.items()]
+        header["a"] = [_put(name, a, payload, shm) for name, a in arrays.items()]
     head = orjson.dumps(header, option=orjson.OPT_SERIALIZE_NUMPY)
     size = sum(len(p) for p in payload)
     return b"".join([_PREFIX.pack(len(head), size), head, *payload])
 
 
-def decode(head: bytes, payload: bytes) -> tuple[Header, Arrays | None]:
+def decode(head: bytes, payload: bytes, shm: Shm | None = None) -> tuple[Header, Arrays | None]:
     header: Header = orjson.loads(head)
     specs = header.pop("a", None)
     if specs is None:
@@ -93,21 +151,26 @@ def decode(head: bytes, payload: bytes) -> tuple[Header, Arrays | None]:
     for name, dtype, shape, where in specs:
         if isinstance(where, str):
             data: Any = _map(where)
+        elif isinstance(where, list):
+            if shm is None or shm.into is None:
+                raise ConnectionError("an array came through a ring this side does not read")
+            data = shm.into.take(*where)
         else:
             data, offset = view[offset : offset + where], offset + where
         arrays[name] = _array(name, dtype, shape, data)
     return header, arrays
 
 
-async def read(reader: StreamReader) -> tuple[Header, Arrays | None]:
+async def read(reader: StreamReader, shm: Shm | None = None) -> tuple[Header, Arrays | None]:
     """The next frame (asyncio.IncompleteReadError at end of stream)."""
     head_len, size = _PREFIX.unpack(await reader.readexactly(_PREFIX.size))
     body = await reader.readexactly(head_len + size)
-    return decode(body[:head_len], body[head_len:])
+    return decode(body[:head_len], body[head_len:], shm)
 
 
 def read_blocking(sock: socket.socket) -> tuple[Header, Arrays | None]:
-    """The next frame from a blocking socket (ConnectionError at end of stream)."""
+    """The next frame from a blocking socket, without arrays in shared memory
+    (ConnectionError at end of stream)."""
     head_len, size = _PREFIX.unpack(_exactly(sock, _PREFIX.size))
     body = _exactly(sock, head_len + size)
     return decode(body[:head_len], body[head_len:])
@@ -127,7 +190,9 @@ def _exactly(sock: socket.socket, count: int) -> bytes:
 # ---- arrays ---------------------------------------------------------------------------------
 
 
-def _put(name: str, array: np.ndarray, payload: list[bytes | memoryview], prefix: str) -> list[Any]:
+def _put(
+    name: str, array: np.ndarray, payload: list[bytes | memoryview], shm: Shm | None
+) -> list[Any]:
     shape = list(array.shape)
     if array.dtype.kind in "OSU":
         dtype, data = "BYTES", memoryview(to_binary(array))
@@ -136,8 +201,9 @@ def _put(name: str, array: np.ndarray, payload: list[bytes | memoryview], prefix
         if array.dtype.byteorder == ">":
             array = array.astype(array.dtype.newbyteorder("<"))
         dtype, data = array.dtype.str, memoryview(array.reshape(-1).data).cast("B")
-    if data.nbytes > SHM_THRESHOLD and prefix:
-        return [name, dtype, shape, _write_shm(data, prefix)]
+    if data.nbytes > SHM_THRESHOLD and shm is not None:
+        where = shm.out.put(data) if shm.out is not None else None
+        return [name, dtype, shape, where or _write_shm(data, shm.prefix)]
     payload.append(data)
     return [name, dtype, shape, data.nbytes]
 
@@ -167,7 +233,7 @@ def _map(path: str) -> mmap.mmap:
 
 def _array(name: str, dtype: str, shape: list[int], data: Any) -> np.ndarray:
     if dtype == "BYTES":
-        return from_binary(name, "BYTES", shape, data)
+        return from_binary(name, "BYTES", shape, memoryview(data))
     return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(shape)
 
 
