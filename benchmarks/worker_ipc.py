@@ -6,6 +6,10 @@ binary extension, side by side in one server, runs interleaved.
 
 c=1: latency of sequential requests (p50, p99); c=16: requests per second of 16 concurrent
 clients. Payloads: 16 bytes (inline in the socket frame) and 1 MiB (through shared memory).
+
+Then the same echo without HTTP, runtime to runtime in this process: a worker thread's
+`PythonRuntime.infer` (what the batcher does for `isolation: thread`) against
+`WorkerRuntime.infer_async` (a round trip to the worker process), sequentially.
 """
 
 from __future__ import annotations
@@ -121,6 +125,44 @@ async def measure(base: str, seconds: float, rounds: int) -> dict[str, dict[str,
     return results
 
 
+async def direct(root: Path, count: int) -> list[tuple[str, float, float]]:
+    from modelyard.runtimes.python import PythonRuntime
+    from modelyard.runtimes.worker import WorkerRuntime
+    from modelyard.spec.config import ModelConfig, TensorSpec
+
+    path = root / "echo_thread" / "model.py"
+    config = ModelConfig(
+        "echo",
+        "python",
+        inputs=[TensorSpec("x", "FP32", [-1])],
+        outputs=[TensorSpec("y", "FP32", [-1])],
+    )
+    worker, local = WorkerRuntime(path, config, "python"), PythonRuntime(path, config)
+    worker.load()
+    local.load()
+    worker.serve()
+    loop = asyncio.get_running_loop()
+    rows = []
+    try:
+        for size, elements in (("16 B", 4), ("1 MiB", 262_144)):
+            inputs = {"x": np.ones(elements, dtype=np.float32)}
+            for isolation in ("thread", "process"):
+                times = []
+                for _ in range(count):
+                    start = time.perf_counter()
+                    if isolation == "thread":
+                        await loop.run_in_executor(None, local.infer, inputs)
+                    else:
+                        await worker.infer_async(inputs)
+                    times.append(time.perf_counter() - start)
+                times = sorted(times[count // 10 :])  # the first tenth warms up
+                p50, p99 = statistics.median(times), times[int(len(times) * 0.99)]
+                rows.append((f"{size} {isolation}", p50 * 1e6, p99 * 1e6))
+    finally:
+        await asyncio.to_thread(worker.unload)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -160,10 +202,14 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(30)
+        rows = asyncio.run(direct(root, 2000))
     print(f"{'payload / isolation':24} {'c=1 p50 ms':>11} {'c=1 p99 ms':>11} {'c=16 req/s':>11}")
     for name, row in results.items():
         p50, p99, rps = (statistics.median(row[k]) for k in ("p50_ms", "p99_ms", "c16_rps"))
         print(f"{name:24} {p50:11.2f} {p99:11.2f} {rps:11.0f}")
+    print(f"\n{'runtime to runtime':24} {'p50 us':>11} {'p99 us':>11}")
+    for name, p50_us, p99_us in rows:
+        print(f"{name:24} {p50_us:11.0f} {p99_us:11.0f}")
 
 
 if __name__ == "__main__":
