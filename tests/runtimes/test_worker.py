@@ -130,6 +130,21 @@ class Pid(modelyard.Model):
         (self.path / "unloaded.txt").write_text(str(os.getpid()))
 """
 
+LEAKY = """\
+import os
+import numpy as np
+import modelyard
+
+
+class Leaky(modelyard.Model):
+    def load(self):
+        self.hoard = []
+
+    def predict(self, inputs):
+        self.hoard.append(b"x" * (40 << 20))
+        return {"y": inputs["x"], "pid": np.array([os.getpid()], dtype=np.int64)}
+"""
+
 PID_IO = """\
 runtime: python
 inputs: [{name: x, datatype: FP32, shape: [-1]}]
@@ -181,6 +196,7 @@ def worker_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _model(root, "ping", PING_PONG, loop, other="pong")
     _model(root, "pong", SYNC_PING_PONG, loop, other="ping")
     _model(root, "victim", PID, PID_IO)
+    _model(root, "leaky", LEAKY, PID_IO, max_rss_mb="250")
     _model(root, "words", STREAM, STREAM_IO)
     addsub_onnx(root / "addsub" / "1" / "model.onnx")
     (root / "addsub" / "config.pbtxt").write_text(
@@ -298,6 +314,22 @@ def test_a_worker_killed_while_idle_is_noticed_and_restarted(server: ServerProce
         time.sleep(0.05)
     assert _pid_of(server, "victim") != pid
     assert "model victim's worker process died (signal SIGKILL)" in server.log()
+
+
+def test_a_worker_past_max_rss_mb_is_replaced_without_failing_a_request(
+    server: ServerProcess,
+) -> None:
+    pids = []
+    for _ in range(12):  # 40 MB more per call: past 250 MiB within a few calls
+        pids.append(_pid_of(server, "leaky"))
+        time.sleep(0.55)  # the memory is checked at most twice a second
+    assert len(set(pids)) >= 2, pids
+    assert "replacing model leaky's worker process: its memory" in server.log()
+    first = pids[0]
+    deadline = time.monotonic() + 20
+    while os.path.exists(f"/proc/{first}") and _state(first) != "Z":
+        assert time.monotonic() < deadline, "the replaced worker was not stopped"
+        time.sleep(0.05)
 
 
 def test_a_hang_past_the_execution_timeout_is_killed_and_restarted(

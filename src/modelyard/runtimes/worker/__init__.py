@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncGenerator
 from pathlib import Path
 
@@ -22,12 +23,14 @@ from modelyard.runtimes.base import Arrays, Runtime, Signature
 from modelyard.runtimes.worker.process import WorkerProcess
 from modelyard.spec.config import ModelConfig
 
-__all__ = ["UNLOAD_GRACE_S", "WorkerRuntime", "execution_timeout"]
+__all__ = ["UNLOAD_GRACE_S", "WorkerRuntime", "execution_timeout", "max_rss_bytes"]
 
 log = logging.getLogger("modelyard.worker")
 
 #: Seconds a worker may take to unload before it is killed.
 UNLOAD_GRACE_S = 10.0
+#: Seconds a replaced worker (max_rss_mb) has to finish its requests before it is unloaded.
+RECYCLE_DRAIN_S = 60.0
 #: Restart delays double from the first to the last after each failed start.
 RESTART_DELAYS = (0.25, 30.0)
 
@@ -42,6 +45,9 @@ class WorkerRuntime(Runtime):
         super().__init__(path, config)
         self.hosted = hosted
         self.timeout = execution_timeout(config.parameters.get("execution_timeout_s"))
+        self.max_rss = max_rss_bytes(config.parameters.get("max_rss_mb"))
+        self._memory_checked = 0.0
+        self._recycling: asyncio.Task[None] | None = None
         self._process: WorkerProcess | None = None
         self._signature: Signature | None = None
         self._attached: asyncio.Task[None] | None = None
@@ -81,13 +87,19 @@ class WorkerRuntime(Runtime):
 
     async def infer_async(self, inputs: Arrays) -> Arrays:
         process = await self._live()
-        return await process.infer(inputs, self.timeout)
+        try:
+            return await process.infer(inputs, self.timeout)
+        finally:
+            self._check_memory(process)
 
     async def infer_stream_async(self, inputs: Arrays) -> AsyncGenerator[Arrays, None]:
         process = await self._live()
-        async with contextlib.aclosing(process.stream(inputs, self.timeout)) as responses:
-            async for outputs in responses:
-                yield outputs
+        try:
+            async with contextlib.aclosing(process.stream(inputs, self.timeout)) as responses:
+                async for outputs in responses:
+                    yield outputs
+        finally:
+            self._check_memory(process)
 
     async def _live(self) -> WorkerProcess:
         if self._down or self._process is None:
@@ -135,6 +147,42 @@ class WorkerRuntime(Runtime):
             log.info("model %s's worker process restarted (pid %d)", self.config.name, process.pid)
             return
 
+    # ---- memory --------------------------------------------------------------------------
+
+    def _check_memory(self, process: WorkerProcess) -> None:
+        """After an execution (at most twice a second): a worker grown past `max_rss_mb`
+        is replaced, without failing a request (a model that leaks)."""
+        now = time.monotonic()
+        if self.max_rss is None or self._recycling is not None or now < self._memory_checked:
+            return
+        self._memory_checked = now + 0.5
+        rss = process.rss_bytes()
+        if rss > self.max_rss and process is self._process and not self._closing:
+            reason = f"its memory ({rss >> 20} MiB) passed max_rss_mb ({self.max_rss >> 20})"
+            self._recycling = asyncio.create_task(self._recycle(process, reason))
+
+    async def _recycle(self, old: WorkerProcess, reason: str) -> None:
+        """Start a new worker, send new requests to it, let the old one finish its requests,
+        then unload it."""
+        log.warning("replacing model %s's worker process: %s", self.config.name, reason)
+        try:
+            new = self._new_process()
+            try:
+                await asyncio.to_thread(new.start)
+                await new.attach()
+            except Exception as exc:
+                log.error("model %s: a new worker did not start: %s", self.config.name, exc)
+                return
+            if self._closing or old is not self._process:
+                await new.stop(UNLOAD_GRACE_S)
+                return
+            self._process, self._attached = new, asyncio.create_task(_done())
+            with contextlib.suppress(TimeoutError):  # its requests finish, or time out
+                await asyncio.wait_for(old.idle(), RECYCLE_DRAIN_S)
+            await old.stop(UNLOAD_GRACE_S)
+        finally:
+            self._recycling = None
+
     # ---- unloading -----------------------------------------------------------------------
 
     def unload(self) -> None:
@@ -162,6 +210,16 @@ class WorkerRuntime(Runtime):
 
 async def _done() -> None:
     """An attach that has already happened."""
+
+
+def max_rss_bytes(value: str | None) -> int | None:
+    """The model parameter `max_rss_mb`: the memory a worker may grow to before it is
+    replaced (unset or 0: no limit)."""
+    if value is None or not value.strip():
+        return None
+    if not value.strip().isdigit():
+        raise ModelLoadError(f"parameter max_rss_mb must be whole MiB (0: no limit), got {value!r}")
+    return int(value) << 20 or None
 
 
 def execution_timeout(value: str | None) -> float | None:

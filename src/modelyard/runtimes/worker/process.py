@@ -40,6 +40,7 @@ log = logging.getLogger("modelyard.worker")
 #: The folder holding the modelyard package, put on the worker's PYTHONPATH.
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])
 _serials = itertools.count()
+_PAGE = os.sysconf("SC_PAGE_SIZE")
 Answer = tuple[Header, Arrays | None]
 
 
@@ -234,6 +235,19 @@ class WorkerProcess:
             async for item in stream:
                 await self._send({"op": "c.item", "id": ident}, item)
             await self._send({"op": "c.end", "id": ident})
+
+    def rss_bytes(self) -> int:
+        """The worker's resident memory (0 when it cannot be read)."""
+        try:
+            with open(f"/proc/{self.pid}/statm", "rb") as statm:
+                return int(statm.read().split()[1]) * _PAGE
+        except (OSError, ValueError, IndexError):
+            return 0
+
+    async def idle(self) -> None:
+        """Wait until no request waits on this worker."""
+        while self._waiting:
+            await asyncio.sleep(0.05)
 
     # ---- stopping ------------------------------------------------------------------------
 
