@@ -117,10 +117,9 @@ class Worker:
                 loop = asyncio.get_running_loop()
                 work = functools.partial(contextvars.copy_context().run, runtime.infer, inputs)
                 outputs = await loop.run_in_executor(self.pool, work)
-        except Exception as exc:
+            await self.send({"op": "result", "id": ident}, outputs)
+        except Exception as exc:  # the model's, or outputs the wire cannot carry
             await self.send({"op": "error", "id": ident, **wire.error_header(exc)})
-            return
-        await self.send({"op": "result", "id": ident}, outputs)
 
     async def _stream(self, ident: int, header: Header, inputs: Arrays) -> None:
         try:

@@ -16,6 +16,7 @@ import itertools
 import logging
 import os
 import signal
+import site
 import socket
 import subprocess
 import sys
@@ -73,14 +74,12 @@ class WorkerProcess:
     def start(self) -> tuple[list[TensorSpec], list[TensorSpec]] | None:
         """Spawn the worker and load the model in it; return the signature it reports."""
         ours, theirs = socket.socketpair()
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, env.get("PYTHONPATH")]))
         command = [sys.executable, "-m", "modelyard.runtimes.worker.child", str(theirs.fileno())]
         with theirs:
             # Its own session: a Ctrl-C meant for the server must not kill the worker first
             # (the server unloads it); it ends by itself when the server's socket closes.
             self.process = subprocess.Popen(
-                command, pass_fds=[theirs.fileno()], env=env, start_new_session=True
+                command, pass_fds=[theirs.fileno()], env=_environment(), start_new_session=True
             )
         self.sock = ours
         rings = [f"{self.shm.prefix}ring-down", f"{self.shm.prefix}ring-up"]
@@ -140,7 +139,13 @@ class WorkerProcess:
         self._waiting[ident] = queue
         finished = False
         try:
-            await self._send({"op": op, "id": ident, "depth": call_depth.get()}, inputs)
+            try:
+                await self._send({"op": op, "id": ident, "depth": call_depth.get()}, inputs)
+            except (ConnectionError, OSError):  # it just died: the reader will say how
+                if self._reader is None or self._reader.done():
+                    raise Unavailable(
+                        f"model {self.config.name!r}'s worker process is gone; restarting"
+                    ) from None
             while True:
                 header, arrays = await self._next(queue, timeout)
                 if header["op"] == "error":
@@ -298,6 +303,17 @@ class WorkerProcess:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             return None
+
+
+def _environment() -> dict[str, str]:
+    """The server's environment, with the folder holding this modelyard on PYTHONPATH when
+    the interpreter would not find it by itself (a source checkout). An installed package is
+    left alone: site-packages on PYTHONPATH would shadow the standard library."""
+    env = dict(os.environ)
+    installed = [*site.getsitepackages(), site.getusersitepackages()]
+    if not any(os.path.realpath(p) == os.path.realpath(_PACKAGE_ROOT) for p in installed):
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, env.get("PYTHONPATH")]))
+    return env
 
 
 def describe_exit(code: int | None) -> str:
