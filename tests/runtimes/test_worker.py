@@ -5,6 +5,7 @@ through the server's core; big tensors cross in shared memory; a generator strea
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import importlib.util
 import os
@@ -21,6 +22,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+import modelyard
 from tests.models import addsub_onnx
 from tests.server_process import ServerProcess
 
@@ -163,6 +165,18 @@ class Words(modelyard.Model):
             yield {"WORD": np.array([f"word{i}".encode()], dtype=object)}
 """
 
+RELAY = """\
+import numpy as np
+import modelyard
+
+
+class Relay(modelyard.Model):
+    async def predict(self, inputs):
+        n = np.array([3], dtype=np.int32)
+        words = [r["WORD"][0] async for r in self.models.infer_stream("words", {"N": n})]
+        return {"WORD": np.array([b" ".join(words)], dtype=object)}
+"""
+
 STREAM_IO = """\
 runtime: python
 inputs: [{name: N, datatype: INT32, shape: [1]}]
@@ -198,6 +212,7 @@ def worker_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _model(root, "victim", PID, PID_IO)
     _model(root, "leaky", LEAKY, PID_IO, max_rss_mb="250")
     _model(root, "words", STREAM, STREAM_IO)
+    _model(root, "relay", RELAY, STREAM_IO)
     addsub_onnx(root / "addsub" / "1" / "model.onnx")
     (root / "addsub" / "config.pbtxt").write_text(
         'platform: "onnxruntime_onnx"\nmax_batch_size: 8\n'
@@ -352,6 +367,18 @@ def test_composition_calls_another_model_through_the_server(server: ServerProces
         assert sync.json()["outputs"][0]["data"] == [4.0, 5.0, 6.0, 7.0]
     stats = httpx.get(f"{server.url}/v2/models/addsub/stats").json()
     assert stats["model_stats"][0]["inference_count"] >= 4  # the calls went through the core
+
+
+def test_composition_reads_a_decoupled_models_stream(server: ServerProcess) -> None:
+    body = {"inputs": [{"name": "N", "datatype": "INT32", "shape": [1], "data": [1]}]}
+    response = httpx.post(f"{server.url}/v2/models/relay/infer", json=body, timeout=30)
+    assert response.json()["outputs"][0]["data"] == ["word0 word1 word2"]
+
+
+def test_a_model_outside_a_server_has_no_models_to_call() -> None:
+    model = modelyard.Model("alone", 1, Path("."), {})
+    with pytest.raises(RuntimeError, match="when a modelyard server runs the model"):
+        asyncio.run(model.models.infer("other", {}))
 
 
 def test_a_model_may_not_call_itself(server: ServerProcess) -> None:
