@@ -105,13 +105,34 @@ def test_hung_models_hold_their_share_and_readiness_tells(server: ServerProcess)
     assert _infer(server, "stuck_a", 2.0).json()["outputs"][0]["data"] == [2.0]
 
 
-def test_a_bad_max_threads_is_a_clear_load_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+def test_a_bad_max_threads_is_a_clear_load_error(tmp_path: Path, isolation: str) -> None:
     (tmp_path / "odd").mkdir()
     (tmp_path / "odd" / "model.py").write_text(STUCK)
     (tmp_path / "odd" / "model.yaml").write_text(
-        STUCK_YAML.replace("isolation: thread", "isolation: thread, max_threads: lots")
+        STUCK_YAML.replace("isolation: thread", f"isolation: {isolation}, max_threads: lots")
     )
     with ServerProcess(str(tmp_path), "--model-control-mode", "explicit") as process:
         response = httpx.post(f"{process.url}/v2/repository/models/odd/load", timeout=30)
+        workers = _children(process)
     assert response.status_code == 400
     assert "max_threads must be a positive integer" in response.json()["error"]
+    assert not workers  # a worker that loaded was stopped again
+
+
+def _children(server: ServerProcess) -> list[int]:
+    """The server's live child processes (its workers), once they have had time to end."""
+    assert server.process is not None
+    deadline = time.monotonic() + 10
+    while True:
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == server.process.pid and fields[0] != "Z":
+                children.append(int(stat.parent.name))
+        if not children or time.monotonic() > deadline:
+            return children
+        time.sleep(0.05)

@@ -374,7 +374,11 @@ class ModelService:
         try:
             for version in selected:
                 served = await loop.run_in_executor(self.executor, self._build, source, version)
-                served.serve(self.executor, self.threads)
+                try:
+                    served.serve(self.executor, self.threads)
+                except BaseException:  # a setting it serves with is wrong: free what loaded
+                    await loop.run_in_executor(self.executor, served.close)
+                    raise
                 loaded[version] = served
         except BaseException:
             await self._retire(loaded.values())
