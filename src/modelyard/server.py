@@ -25,12 +25,14 @@ from modelyard.core.metrics import ModelCollector
 from modelyard.core.models import ModelService
 from modelyard.fronts.auth import APIKeyMiddleware
 from modelyard.fronts.cors import CORS, origin_pattern
-from modelyard.fronts.http_common import error_response, json_response, unexpected
+from modelyard.fronts.http_common import error_response, guard, json_response, unexpected
 from modelyard.fronts.kserve_http import KServeHTTP
 from modelyard.fronts.kserve_infer import InferEndpoint, infer_target
 from modelyard.fronts.ollama import OllamaFront
 from modelyard.fronts.ollama_models import OllamaModels
 from modelyard.fronts.openai import OpenAIFront, openai_error
+from modelyard.fronts.openai import error_body as openai_error_body
+from modelyard.fronts.tgi import TGIFront
 from modelyard.repository.residency import ResidencyPolicy
 from modelyard.repository.store import PullPolicy
 from modelyard.settings import Settings
@@ -62,7 +64,7 @@ class Modelyard:
             threads=settings.worker_threads,
         )
         self.registry.register(ModelCollector(self.models))
-        self.llm = LLMService(self.models, self.executor)
+        self.llm = LLMService(self.models, self.executor, stand_in=settings.tgi_model)
         self.dataplane = DataPlane(self.models, self.llm, self.executor)
         # Models call each other through the same data plane and LLM service (composition).
         self.calls = CoreCalls(self.dataplane, self.llm)
@@ -75,8 +77,12 @@ class Modelyard:
         openai = OpenAIFront(self.llm, limit)
         ollama = OllamaFront(self.llm, self.models, limit)
         ollama_models = OllamaModels(self.models, limit)
-        # "/" answers as Ollama's does ("Ollama is running"): clients probe it.
+        # TGI's /tokenize hands vLLM's requests (no `inputs`) on to the OpenAI front's.
+        tgi = TGIFront(self.llm, limit, guard(openai.tokenize, openai_error_body))
+        # GET / answers as Ollama's does ("Ollama is running"): clients probe it; POST / is
+        # TGI's compat route.
         routes = [
+            *tgi.routes(),
             *ollama.routes(),
             *ollama_models.routes(),
             *kserve.routes(),
@@ -176,7 +182,7 @@ def _log_models(models: ModelService) -> None:
                 "model %s version %d READY on runtime %s (%s); max_batch_size %d",
                 name,
                 version.version,
-                config.runtime,
+                config.runtime or config.platform,  # a pipeline: platform ensemble
                 reason,
                 config.max_batch_size,
             )

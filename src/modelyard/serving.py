@@ -9,15 +9,24 @@ import logging
 import os
 import socket
 import sys
+import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
 from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from modelyard.errors import FailedPrecondition
+from modelyard.errors import FailedPrecondition, Unavailable
 from modelyard.fronts.kserve_grpc import create_server, grpc_address
+from modelyard.fronts.limits import (
+    BodyBudget,
+    BodyGuard,
+    ConnectionCap,
+    connection_cap,
+    http_protocol,
+    sweep,
+)
 from modelyard.server import Modelyard
 from modelyard.settings import Settings
 from modelyard.threads import bound_openmp_spin
@@ -27,18 +36,14 @@ log = logging.getLogger("modelyard")
 
 def run(settings: Settings, *, demo: bool = False, started: float | None = None) -> None:
     bound_openmp_spin()  # before any model library loads OpenMP
+    limits = settings.limits
+    cap = ConnectionCap(connection_cap(limits.max_connections))
+    budget = BodyBudget(limits.max_body_memory_bytes)
     server = Modelyard(settings)
-    app = _WithGRPC(server.app)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.http_port,
-        log_level=settings.log_level,
-        access_log=False,
-        timeout_graceful_shutdown=5,
-        log_config=None,
-    )
-    http = _Server(config, server.models.drain)
+    app = _WithGRPC(BodyGuard(server.app, budget), settings.shutdown_timeout_s)
+    protocol = http_protocol(limits, cap)
+    config = _config(app, settings, protocol, host=settings.host, port=settings.http_port)
+    http = _Server(config, server, app, settings.shutdown_timeout_s)
     begin = started if started is not None else time.perf_counter()
 
     async def main() -> None:
@@ -50,33 +55,118 @@ def run(settings: Settings, *, demo: bool = False, started: float | None = None)
                 settings.grpc_port,
                 api_keys=settings.api_keys,
                 max_message_bytes=settings.grpc_max_message_bytes,
+                limits=limits,
+                cap=cap,
+                budget=budget,
             )
         except OSError as exc:
             raise FailedPrecondition(f"{exc}; choose another --grpc-port") from None
-        second = _second_port(server, settings)
+        second = _second_port(app, settings, protocol)
         task = asyncio.create_task(http.serve())
         while not http.started and not task.done():
             await asyncio.sleep(0.01)
         if http.started:
             _banner(settings, demo, time.perf_counter() - begin)
+            log.info(
+                "limits: %d connections, %d bytes of request bodies in flight, headers %d "
+                "bytes and %d fields, %g s to send headers, %g s for a body, %g s idle",
+                cap.limit,
+                budget.limit,
+                limits.max_header_bytes,
+                limits.max_headers,
+                limits.header_timeout_s,
+                limits.body_timeout_s,
+                limits.idle_timeout_s,
+            )
+        watched = [http.server_state.connections]
         if second is not None:
-            await _follow(http, second, task)
-        await task
+            watched.append(second[0].server_state.connections)
+        sweeper = asyncio.create_task(sweep(watched))
+        try:
+            if second is not None:
+                await _follow(http, second, task)
+            await task
+        finally:
+            sweeper.cancel()
 
     _run_loop(main())
 
 
-class _Server(uvicorn.Server):
-    """uvicorn's server, telling the core when it starts to drain: readiness (HTTP and gRPC)
-    turns false before the last requests finish."""
+def _config(
+    app: ASGIApp, settings: Settings, protocol: type[asyncio.Protocol], **where: Any
+) -> uvicorn.Config:
+    grace = settings.shutdown_timeout_s
+    drain_s: Any = grace - _cut_margin(grace) / 2  # what is still running then is cancelled
+    return uvicorn.Config(
+        app,
+        http=protocol,
+        log_level=settings.log_level,
+        access_log=False,
+        timeout_keep_alive=settings.limits.idle_timeout_s,  # type: ignore[arg-type]
+        timeout_graceful_shutdown=drain_s,
+        log_config=None,
+        **where,
+    )
 
-    def __init__(self, config: uvicorn.Config, on_drain: Callable[[], None]) -> None:
+
+#: Seconds before the end of the shutdown grace at which streams still open are cut (each
+#: gets its final error event; a quarter of the grace when that is less), and after its end
+#: at which the process exits regardless.
+CUT_S = 2.0
+EXIT_MARGIN_S = 1.0
+
+
+def _cut_margin(grace: float) -> float:
+    return min(CUT_S, grace / 4)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server with modelyard's shutdown: readiness (HTTP and gRPC) turns false
+    first; the listeners close; requests in flight finish; near the end of the grace,
+    generations still running are cut (each stream ends with its front's error event); then
+    gRPC clients get GOAWAY and the models unload; when the grace is spent the process exits
+    even if a model thread hangs (`run` owns its process)."""
+
+    def __init__(
+        self, config: uvicorn.Config, core: Modelyard, front: _WithGRPC, grace: float
+    ) -> None:
         super().__init__(config)
-        self.on_drain = on_drain
+        self.core = core
+        self.front = front
+        self.grace = grace
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        self.on_drain()
-        await super().shutdown(sockets)
+        log.info(
+            "shutting down: not ready; finishing requests in flight (%g s at most)", self.grace
+        )
+        _exit_after(self.grace + EXIT_MARGIN_S)
+        self.core.models.drain()
+        self.front.stop_accepting()
+        when = self.grace - _cut_margin(self.grace)
+        cut = asyncio.get_running_loop().call_later(when, self._cut)
+        try:
+            await super().shutdown(sockets)
+        finally:
+            cut.cancel()
+
+    def _cut(self) -> None:
+        error = Unavailable("the server is shutting down; retry the request")
+        if cut := self.core.llm.cut(error):
+            log.warning("shutdown grace nearly spent: ended %d running generations", cut)
+
+
+def _exit_after(seconds: float) -> None:
+    """End the process in `seconds` whatever still runs (a hung model thread)."""
+
+    def exit_now() -> None:
+        log.error("shutdown grace spent with work still running; exiting now")
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(1)
+
+    timer = threading.Timer(seconds, exit_now)
+    timer.daemon = True
+    timer.start()
 
 
 class _Follower(uvicorn.Server):
@@ -88,7 +178,9 @@ class _Follower(uvicorn.Server):
         yield
 
 
-def _second_port(server: Modelyard, settings: Settings) -> tuple[_Follower, socket.socket] | None:
+def _second_port(
+    app: ASGIApp, settings: Settings, protocol: type[asyncio.Protocol]
+) -> tuple[_Follower, socket.socket] | None:
     """The server for --ollama-port, its socket bound now so a port in use fails at once."""
     if not settings.ollama_port:
         return None
@@ -99,15 +191,7 @@ def _second_port(server: Modelyard, settings: Settings) -> tuple[_Follower, sock
     except OSError as exc:
         sock.close()
         raise FailedPrecondition(f"{exc}; choose another --ollama-port") from None
-    config = uvicorn.Config(
-        server.app,
-        lifespan="off",
-        log_level=settings.log_level,
-        access_log=False,
-        timeout_graceful_shutdown=5,
-        log_config=None,
-    )
-    return _Follower(config), sock
+    return _Follower(_config(app, settings, protocol, lifespan="off")), sock
 
 
 async def _follow(
@@ -140,11 +224,23 @@ def _run_loop(main: Coroutine[Any, Any, None]) -> None:
 
 class _WithGRPC:
     """The app, with the gRPC server started once the app has started (models loaded, before
-    HTTP listens) and stopped before the app shuts down (models unloaded)."""
+    HTTP listens) and stopped before the app shuts down (models unloaded).
 
-    def __init__(self, app: ASGIApp) -> None:
+    At SIGTERM its listener closes at once, while the connections open keep answering (a
+    client's readiness check says false); once HTTP has drained, they get GOAWAY and what
+    is left of the grace."""
+
+    def __init__(self, app: ASGIApp, grace: float) -> None:
         self.app = app
+        self.grace = grace
         self.grpc: Any = None
+        self.deadline: float | None = None  # loop time by which gRPC calls must end
+
+    def stop_accepting(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.deadline = loop.time() + self.grace - _cut_margin(self.grace) / 2
+        if self.grpc is not None:
+            self.grpc.close_listener()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "lifespan" or self.grpc is None:
@@ -155,7 +251,9 @@ class _WithGRPC:
         async def receive_stopping() -> Message:
             message = await receive()
             if message["type"] == "lifespan.shutdown":
-                await grpc_server.stop(GRPC_GRACE_S)
+                now = asyncio.get_running_loop().time()
+                deadline = self.deadline if self.deadline is not None else now + self.grace
+                await grpc_server.stop(max(0.0, deadline - now))
             return message
 
         async def send_starting(message: Message) -> None:
@@ -165,8 +263,6 @@ class _WithGRPC:
 
         await self.app(scope, receive_stopping, send_starting)
 
-
-GRPC_GRACE_S = 5.0
 
 _CONTROL = {
     "none": "every model loaded at start; the repository is locked (no load, unload, pull, "

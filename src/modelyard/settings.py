@@ -16,6 +16,20 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 @dataclass(frozen=True)
+class Limits:
+    """Limits on what clients may hold, on the HTTP and gRPC ports alike."""
+
+    max_header_bytes: int = 64 * 1024
+    max_headers: int = 100
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 60.0
+    idle_timeout_s: float = 5.0
+    grpc_idle_timeout_s: float = 300.0
+    max_connections: int = 0
+    max_body_memory_bytes: int = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
 class Settings:
     repositories: tuple[Path, ...] = ()
     host: str = "127.0.0.1"
@@ -29,6 +43,9 @@ class Settings:
     poll_interval_s: float = 5.0
     trust_pickle: bool = False
     api_keys: frozenset[str] = field(default_factory=frozenset)
+    #: The model TGI's routes serve when a request names none, and that TGI clients' stand-in
+    #: names ("tgi", "dummy") mean on /v1; "": the one loaded text generator.
+    tgi_model: str = ""
     #: Browser origins allowed beside the defaults (fronts/cors.py).
     cors_origins: tuple[str, ...] = ()
     #: Folders whose models `pull` may copy in by path (none: paths are refused).
@@ -42,6 +59,14 @@ class Settings:
     max_loaded_models: int = 0  # 0: no limit
     memory_budget_bytes: int = 0  # 0: no budget
     log_level: str = "info"
+    #: What one client may hold (docs/security.md): a request's header lines (bytes, count),
+    #: the time to send a request's headers and its body, idle time between requests, open
+    #: connections (0: the open-files limit less a reserve) and request bodies in flight.
+    limits: Limits = field(default_factory=Limits)
+    #: SIGTERM: readiness turns false, new connections are refused, requests in flight
+    #: finish; streams still open near the end get a final error event; the process exits
+    #: when the grace is spent, even with a model thread still busy.
+    shutdown_timeout_s: float = 30.0
 
     @property
     def default_keep_alive_s(self) -> float | None:

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from modelyard.errors import Code, InvalidArgument, ModelyardError, ResourceExhausted, Unavailable
-from modelyard.fronts import ollama
+from modelyard.fronts import ollama, tgi
 from modelyard.fronts.http_common import HTTP_STATUS, error_body, guard
 from modelyard.fronts.openai import error_body as openai_body
 
@@ -68,3 +68,18 @@ def test_retry_after_on_429_and_503(error: Exception, status: int, retry: bool) 
 def test_ollama_answers_a_full_queue_with_503() -> None:
     response = _call(ResourceExhausted("full"), error_body, ollama.STATUS)
     assert response.status_code == 503 and orjson.loads(response.body) == {"error": "full"}
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "kind"),
+    [
+        (InvalidArgument("bad"), 422, "validation"),
+        (ResourceExhausted("full"), 429, "overloaded"),
+        (Unavailable("loading"), 503, "unavailable"),
+        (RuntimeError("boom"), 424, "generation"),
+    ],
+)
+def test_tgi_answers_in_its_shape_and_statuses(error: Exception, status: int, kind: str) -> None:
+    response = _call(error, tgi.error_body, tgi.TGI_STATUS)
+    assert response.status_code == status
+    assert orjson.loads(response.body)["error_type"] == kind

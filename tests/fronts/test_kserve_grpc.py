@@ -794,6 +794,8 @@ def test_stops_cleanly_with_an_open_stream(model_repo: Path, tmp_path: Path) -> 
         "explicit",
         "--load-model",
         "countdown",
+        "--shutdown-timeout",
+        "3",
         log_path=tmp_path / "log",
     ).start()
     try:
@@ -809,5 +811,5 @@ def test_stops_cleanly_with_an_open_stream(model_repo: Path, tmp_path: Path) -> 
                 error = arrivals.get(timeout=10)[2]
     finally:
         own.stop()
-    assert took < 9, took  # 5 s of grace for the stream, then the process ends
+    assert took < 3 + 2, took  # 3 s of grace for the stream, then the process ends
     assert "Finished server process" in own.log()

@@ -11,7 +11,13 @@ import pytest
 
 from modelyard.errors import InvalidArgument
 from modelyard.spec.config import ModelConfig
-from modelyard.spec.generation import StructuredOutput, Tool, ToolCalling, ToolSyntax
+from modelyard.spec.generation import (
+    Constraint,
+    StructuredOutput,
+    Tool,
+    ToolCalling,
+    ToolSyntax,
+)
 
 SYNTAX = ToolSyntax()
 WEATHER = Tool(
@@ -51,7 +57,7 @@ class Checker:
         for token in range(self.backend.n_vocab):
             self.tokens.setdefault(self.backend.piece(token), token)
 
-    def accepts(self, constraint: ToolCalling, text: str) -> bool:
+    def accepts(self, constraint: Constraint, text: str) -> bool:
         from modelyard.runtimes.llamacpp_grammar import gbnf
 
         grammar = self.lc.llama_sampler_init_grammar(

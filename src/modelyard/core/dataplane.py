@@ -12,12 +12,14 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from concurrent.futures import Executor
 from typing import Any
 
+from modelyard.core import pipeline
 from modelyard.core.llm import LLMService
 from modelyard.core.models import ModelService, ServedModel
-from modelyard.core.types import InferRequest, InferResponse
+from modelyard.core.types import InferRequest, InferResponse, RequestedOutput
 from modelyard.errors import Internal, ModelyardError, Unavailable
 from modelyard.runtimes import Arrays
 from modelyard.spec.calls import call_depth
+from modelyard.spec.pipeline import LATEST, Step
 
 log = logging.getLogger("modelyard.dataplane")
 
@@ -29,6 +31,10 @@ PLATFORMS = {
     "xgboost": "xgboost",
     "lightgbm": "lightgbm",
 }
+
+
+#: Request parameters an ensemble passes on to each step's request.
+STEP_PARAMETERS = ("priority", "timeout")
 
 
 class DataPlane:
@@ -49,6 +55,10 @@ class DataPlane:
                     contract.check_requested(request.outputs)
                 if model.engine is not None:  # a text generator: its engine, never a worker
                     results = await self.llm.infer(model, request.inputs)
+                    timing = (0, 0, time.perf_counter_ns() - start, 0)
+                    model.stats.record_execution(rows, *timing[1:])
+                elif model.pipeline is not None:  # an ensemble: its steps, as a DAG
+                    results = await self._pipeline(model, request)
                     timing = (0, 0, time.perf_counter_ns() - start, 0)
                     model.stats.record_execution(rows, *timing[1:])
                 elif model.batcher is None:
@@ -96,12 +106,17 @@ class DataPlane:
             async with contextlib.aclosing(self.llm.infer_stream(model, request.inputs)) as out:
                 yield out
             return
+        if model.pipeline is not None:
+            yield self._pipeline_once(model, request)
+            return
         if model.batcher is None:
             raise Unavailable(f"model {model.name!r} is not serving yet")
         call_depth.set(request.depth)  # this request's task runs the stream
+        runtime = model.runtime
+        assert runtime is not None  # a model with a batcher has a runtime
         pulled = (
-            model.runtime.infer_stream_async(request.inputs)
-            if model.runtime.asynchronous
+            runtime.infer_stream_async(request.inputs)
+            if runtime.asynchronous
             else self._pull(model, request)
         )
         async with model.batcher.slots, contextlib.aclosing(pulled) as out:
@@ -113,7 +128,9 @@ class DataPlane:
         """Pull the runtime's iterator on a worker thread, one item at a time; the slot is held
         until the worker's current step ends, even if the consumer goes away."""
         loop = asyncio.get_running_loop()
-        iterator = iter(model.runtime.infer_stream(request.inputs))
+        runtime = model.runtime
+        assert runtime is not None  # a model with a batcher has a runtime
+        iterator = iter(runtime.infer_stream(request.inputs))
         context = contextvars.copy_context()  # the call depth, for calls the model makes
         while True:
             step = loop.run_in_executor(self.executor, context.run, _step, iterator)
@@ -125,6 +142,39 @@ class DataPlane:
             if item is None:
                 return
             yield item
+
+    # ---- pipelines ---------------------------------------------------------------------------
+
+    async def _pipeline(self, model: ServedModel, request: InferRequest) -> Arrays:
+        """Run an ensemble's steps, each a request to its model through `infer`; the step
+        models stay leased (never evicted) until the last step ends."""
+        assert model.pipeline is not None
+        spec = model.pipeline
+        params = {k: v for k, v in request.parameters.items() if k in STEP_PARAMETERS}
+
+        async def step(index: int, step: Step, inputs: Arrays) -> Arrays:
+            version = None if step.version == LATEST else str(step.version)
+            outputs = [RequestedOutput(name) for name in step.outputs]
+            call = InferRequest(step.model, inputs, version, request.id, outputs, dict(params))
+            try:
+                return (await self.infer(call)).outputs
+            except ModelyardError as exc:
+                raise pipeline.step_error(model.name, index, step, exc) from exc
+
+        async with contextlib.AsyncExitStack() as held:
+            for index, each in enumerate(spec.steps):
+                version = None if each.version == LATEST else str(each.version)
+                try:
+                    await held.enter_async_context(self.models.lease(each.model, version))
+                except ModelyardError as exc:
+                    raise pipeline.step_error(model.name, index, each, exc) from exc
+            return await pipeline.run(spec, request.inputs, step)
+
+    async def _pipeline_once(
+        self, model: ServedModel, request: InferRequest
+    ) -> AsyncGenerator[Arrays, None]:
+        """An ensemble's one response, for a streaming call."""
+        yield await self._pipeline(model, request)
 
     # ---- metadata --------------------------------------------------------------------------
 
@@ -165,7 +215,22 @@ class DataPlane:
         else:
             entry = self.models.entry(name)
             models = list(entry.versions.values())
+        for ensemble in [m for m in models if m.pipeline is not None] if name else []:
+            models += self._steps_of(ensemble, models)
         return [m.stats.to_json(m.name, str(m.version)) for m in models]
+
+    def _steps_of(self, ensemble: ServedModel, listed: list[ServedModel]) -> list[ServedModel]:
+        """The loaded versions an ensemble's steps run on (Triton lists an ensemble's
+        statistics with its composing models')."""
+        assert ensemble.pipeline is not None
+        out = []
+        for step in ensemble.pipeline.steps:
+            version = None if step.version == LATEST else str(step.version)
+            with contextlib.suppress(ModelyardError):
+                found = self.models.get(step.model, version)
+                if found not in listed and found not in out:
+                    out.append(found)
+        return out
 
 
 def _step(iterator: Iterator[Arrays]) -> Arrays | None:

@@ -35,6 +35,10 @@ class ModelEntry:
     keep_alive_s: float | None = None
     #: Seconds the last load took (Ollama's load_duration).
     load_seconds: float = 0.0
+    #: Loaded by its own name (a request, the start-up set), not only as a pipeline's step.
+    alone: bool = False
+    #: Pipelines that loaded this model as their step (unloading the last one unloads it).
+    needed_by: set[str] = field(default_factory=set)
 
     @property
     def name(self) -> str:

@@ -22,6 +22,7 @@ import contextlib
 import functools
 import logging
 import os
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from concurrent.futures import Executor
 from typing import Any
@@ -44,7 +45,9 @@ from modelyard.spec.generation import (
     TEXT_OUTPUT,
     Constraint,
     Delta,
+    Finish,
     GenerationRequest,
+    RegexOutput,
     SamplingParams,
     StructuredOutput,
     ToolCalling,
@@ -54,6 +57,11 @@ log = logging.getLogger("modelyard.llm")
 
 #: Texts longer than this are tokenized on a worker thread rather than on the event loop.
 _INLINE_TOKENIZE_CHARS = 8192
+#: Model names that clients of one-model servers send: TGI's documented "tgi", and
+#: huggingface_hub's "dummy" when its InferenceClient was given a server's URL. Unless a
+#: model has that name, they stand for the server's stand-in (--tgi-model) or the one loaded
+#: text generator.
+STAND_INS = frozenset({"tgi", "dummy"})
 #: What to change when a client sends another tokenizer's ids (langchain's OpenAIEmbeddings
 #: sends tiktoken's by default).
 _FOREIGN_IDS = (
@@ -63,16 +71,30 @@ _FOREIGN_IDS = (
 
 
 class LLMService:
-    def __init__(self, models: ModelService, executor: Executor) -> None:
+    def __init__(self, models: ModelService, executor: Executor, stand_in: str = "") -> None:
+        """`stand_in`: the model the stand-in names (`STAND_INS`) mean ("": the one loaded
+        text generator)."""
         self.models = models
         self.executor = executor
+        self.stand_in = stand_in
+        #: Generations running now, for `cut`.
+        self.live: weakref.WeakSet[Generation] = weakref.WeakSet()
 
     @contextlib.asynccontextmanager
     async def session(self, name: str, keep_alive_s: float | None = None) -> AsyncIterator[Session]:
         """The text model `name`, loaded first in `ondemand` mode and held until the block
         ends (or until what the block hands its exit stack to ends)."""
         async with self.models.lease(name, keep_alive_s=keep_alive_s) as model:
-            yield Session(model, self.executor)
+            yield Session(model, self.executor, self.live)
+
+    def cut(self, error: ModelyardError) -> int:
+        """End every running generation now with `error` (the server is shutting down): each
+        one's consumer gets it as the generation's error (a stream's front sends its final
+        error event), even when the engine thread is stuck. Returns how many were cut."""
+        cut = list(self.live)
+        for generation in cut:
+            generation.cut(error)
+        return len(cut)
 
     def get(self, name: str) -> Session:
         """A loaded text model, for what needs no hold (listings, metadata)."""
@@ -99,12 +121,20 @@ class LLMService:
             f"({', '.join(names) or 'none'})"
         )
 
+    def resolve(self, name: str) -> str:
+        """`name`, or when `name` is a stand-in (`STAND_INS`) that no model is called, the
+        server's stand-in model or the one loaded generator."""
+        if name in STAND_INS and name not in self.models.entries:
+            return self.stand_in or self.name_or_only(None)
+        return name
+
     # ---- KServe v2 on a text generator -----------------------------------------------------
 
     async def infer(self, model: ServedModel, inputs: Arrays) -> Arrays:
         """The whole text for a KServe request (its model already leased)."""
         parts = []
-        async with contextlib.aclosing(_kserve_generation(model, self.executor, inputs)) as gen:
+        generation = _kserve_generation(model, self.executor, inputs, self.live)
+        async with contextlib.aclosing(generation) as gen:
             async for _, delta in gen:
                 parts.append(delta.text)
         return _text_output("".join(parts))
@@ -113,7 +143,8 @@ class LLMService:
         self, model: ServedModel, inputs: Arrays
     ) -> AsyncGenerator[Arrays, None]:
         """One response per delta, for decoupled streaming (ModelStreamInfer)."""
-        async with contextlib.aclosing(_kserve_generation(model, self.executor, inputs)) as gen:
+        generation = _kserve_generation(model, self.executor, inputs, self.live)
+        async with contextlib.aclosing(generation) as gen:
             async for _, delta in gen:
                 if delta.text or delta.finish is not None:
                     yield _text_output(delta.text)
@@ -122,7 +153,12 @@ class LLMService:
 class Session:
     """What one request asks of one held text model."""
 
-    def __init__(self, model: ServedModel, executor: Executor) -> None:
+    def __init__(
+        self,
+        model: ServedModel,
+        executor: Executor,
+        live: weakref.WeakSet[Generation] | None = None,
+    ) -> None:
         if model.text is None:
             raise InvalidArgument(
                 f"model {model.name!r} is not a language model (runtime "
@@ -132,6 +168,7 @@ class Session:
         self.text: TextModel = model.text
         self.name = model.name
         self.executor = executor
+        self.live = live
 
     @property
     def n_ctx(self) -> int:
@@ -196,6 +233,11 @@ class Session:
             return self.text.detokenize([token]).encode()
         return engine.backend.piece(token)
 
+    def ends(self, token: int) -> bool:
+        """Whether `token` ends generation (EOS, EOT): a special token."""
+        engine = self.model.engine
+        return engine is not None and engine.backend.is_end(token)
+
     def pieces(self, tokens: list[int]) -> str:
         """Token ids as text, the way `piece` renders each (offsets into it add up); ids are
         checked first, as nothing outside the vocabulary may reach the model's tables."""
@@ -205,7 +247,7 @@ class Session:
     def constrain(
         self,
         params: SamplingParams,
-        structured: StructuredOutput | None,
+        structured: StructuredOutput | RegexOutput | None,
         tools: ToolRequest | None = None,
     ) -> None:
         """Make the output follow `structured`, and call `tools` as they ask (checked now:
@@ -213,6 +255,8 @@ class Session:
         and tool calls."""
         constraint: Constraint | None = structured
         if tools is not None:
+            if isinstance(structured, RegexOutput):
+                raise InvalidArgument("a regex output cannot be combined with tools")
             constraint = tools.constraint(tool_prompt.SYNTAX, structured)
         if constraint is not None:
             self.text.check_structured(constraint)
@@ -233,7 +277,10 @@ class Session:
             GenerationRequest(os.urandom(12).hex(), prompt, p)
             for prompt, p in zip(prompts, params, strict=True)
         ]
-        return Generation(engine, self.name, requests)
+        generation = Generation(engine, self.name, requests)
+        if self.live is not None:
+            self.live.add(generation)
+        return generation
 
     # ---- tokens ----------------------------------------------------------------------------
 
@@ -329,6 +376,12 @@ class Generation:
     async def aclose(self) -> None:
         self._abort()
 
+    def cut(self, error: ModelyardError) -> None:
+        """End the sequences still running with `error`, without waiting for the engine."""
+        for index in self._running:
+            delta = Delta("", [], 0, 0, finish=Finish.ERROR, error=error)
+            self._queue.put_nowait((index, delta))
+
     def _abort(self) -> None:
         for index in self._running:
             self.engine.abort(self.requests[index].id)
@@ -341,10 +394,10 @@ def _deliver(loop: asyncio.AbstractEventLoop, put: Any, index: int, delta: Delta
 
 
 async def _kserve_generation(
-    model: ServedModel, executor: Executor, inputs: Arrays
+    model: ServedModel, executor: Executor, inputs: Arrays, live: weakref.WeakSet[Generation]
 ) -> AsyncGenerator[tuple[int, Delta], None]:
     """A KServe request's generation: `text_input`, and `sampling_parameters` as JSON."""
-    session = Session(model, executor)
+    session = Session(model, executor, live)
     options: Any = {}
     if SAMPLING_PARAMETERS in inputs:
         raw = _text(inputs[SAMPLING_PARAMETERS].reshape(-1)[0])

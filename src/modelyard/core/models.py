@@ -23,6 +23,7 @@ import time
 from collections.abc import AsyncGenerator, Callable, Iterable
 from concurrent.futures import Executor
 from contextlib import AbstractAsyncContextManager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from modelyard.core.entries import (
     ModelStatus,
     Residence,
 )
+from modelyard.core.pipeline import resolve, uses
 from modelyard.core.served import EngineWatch, ServedModel
 from modelyard.errors import (
     FailedPrecondition,
@@ -55,11 +57,12 @@ from modelyard.repository.residency import (
     expired,
     victims,
 )
-from modelyard.repository.scan import ModelSource, read_entry, scan
+from modelyard.repository.scan import ModelSource, read_entry, reread, scan
 from modelyard.repository.store import ModelStore, Progress, PullPolicy, check_name
 from modelyard.runtimes import runtime_suffixes
 from modelyard.spec.calls import ModelCalls
 from modelyard.spec.config import ModelConfig
+from modelyard.spec.pipeline import LATEST, PipelineSpec
 
 __all__ = [
     "Lease",
@@ -73,6 +76,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("modelyard.models")
+
+#: The pipelines whose steps the current task is loading, outermost first.
+_LOADING: ContextVar[tuple[str, ...]] = ContextVar("modelyard_loading_pipelines", default=())
 
 
 class ModelService:
@@ -276,12 +282,31 @@ class ModelService:
     # ---- load and unload -------------------------------------------------------------------
 
     async def load(
-        self, name: str, options: LoadOptions | None = None, *, _internal: bool = False
+        self,
+        name: str,
+        options: LoadOptions | None = None,
+        *,
+        _internal: bool = False,
+        _for: str | None = None,
     ) -> None:
-        """Load (or reload from disk) every version the model's policy selects."""
+        """Load (or reload from disk) every version the model's policy selects; a pipeline
+        loads its step models first (`_for`: the pipeline a step is loaded for)."""
         if not _internal:
             self._check_control("load")
         entry = await self._entry_for_load(name)
+        if _for is None:
+            entry.alone = True
+        else:
+            entry.needed_by.add(_for)
+        try:
+            await self._load_steps(entry, options)
+            await self._load_entry(entry, options)
+        except BaseException:
+            await self._release_steps(entry)  # those loaded for a pipeline that did not load
+            raise
+
+    async def _load_entry(self, entry: ModelEntry, options: LoadOptions | None) -> None:
+        name = entry.name
         async with self._budget_lock(), entry.lock:
             source = await asyncio.to_thread(self._reread, entry.source)
             if options is not None and options.config is not None:
@@ -311,8 +336,10 @@ class ModelService:
         entry = self.entries.get(name)
         if entry is None:
             raise NotFound(f"unknown model {name!r}")
+        self._check_not_a_step(name, "unload")
         async with entry.lock:
             await self._unload_versions(entry)
+        await self._release_steps(entry)
 
     async def reap(self) -> list[str]:
         """Unload every idle model whose keep-alive has run out; return their names."""
@@ -352,6 +379,8 @@ class ModelService:
     def _estimate(self, source: ModelSource) -> int:
         if not (self.residency.memory_budget or self.residency.max_loaded):
             return 0
+        if source.config.pipeline is not None:
+            return 0  # its steps count as the models they are
         selected = source.config.version_policy.select(list(source.versions))
         return sum(estimate_bytes(source.config, source.versions[v]) for v in selected)
 
@@ -369,6 +398,8 @@ class ModelService:
         selected = source.config.version_policy.select(list(source.versions))
         if not selected:
             raise ModelLoadError(f"model {source.name!r} has no version folder to load")
+        if source.config.pipeline is not None:
+            return {v: self._pipeline_version(source, v) for v in selected}
         loop = asyncio.get_running_loop()
         loaded: dict[int, ServedModel] = {}
         try:
@@ -399,6 +430,8 @@ class ModelService:
 
     async def _unload_versions(self, entry: ModelEntry) -> None:
         versions, entry.versions = entry.versions, {}
+        entry.alone = False
+        entry.needed_by.clear()
         entry.state, entry.reason = UNAVAILABLE, "unloaded"
         await self._retire(versions.values())
 
@@ -416,6 +449,117 @@ class ModelService:
                 f"cannot {action} models in model control mode {self.control_mode!r}; "
                 "start the server with --model-control-mode explicit"
             )
+
+    # ---- pipelines -------------------------------------------------------------------------
+
+    def pipelines_using(self, name: str) -> list[str]:
+        """The loaded pipelines that have `name` as a step."""
+        return sorted(
+            e.name
+            for e in list(self.entries.values())
+            if e.versions and any(name in uses(v.pipeline) for v in e.versions.values())
+        )
+
+    def _check_not_a_step(self, name: str, action: str) -> None:
+        users = self.pipelines_using(name)
+        if users:
+            raise FailedPrecondition(
+                f"cannot {action} model {name!r}: it is a step of the loaded ensemble "
+                f"{', '.join(users)}; unload the ensemble first"
+            )
+
+    def pipeline_estimate(self, name: str) -> int:
+        """Bytes loading the pipeline `name` would add: its step models not loaded yet."""
+        pipeline = self.entry(name).source.config.pipeline
+        return self._steps_estimate(pipeline) if pipeline is not None else 0
+
+    def _steps_estimate(self, pipeline: PipelineSpec) -> int:
+        steps = [self.entries.get(m) for m in pipeline.models]
+        return sum(
+            estimate_bytes(e.source.config, e.source.versions[v])
+            for e in steps
+            if e is not None and not e.versions
+            for v in e.source.config.version_policy.select(list(e.source.versions))
+        )
+
+    async def _load_steps(self, entry: ModelEntry, options: LoadOptions | None) -> None:
+        """Load a pipeline's step models that are not loaded yet, each for this pipeline (a
+        pipeline whose steps lead back to it is refused)."""
+        entry.source = await asyncio.to_thread(self._reread, entry.source)
+        config = entry.source.config
+        if options is not None and options.config is not None:
+            config = _override(config, options.config, entry.name)
+        if config.pipeline is None:
+            return
+        chain = _LOADING.get()
+        if entry.name in chain:
+            cycle = " -> ".join([*chain, entry.name])
+            raise ModelLoadError(f"ensembles use each other in a cycle: {cycle}")
+        token = _LOADING.set((*chain, entry.name))
+        try:
+            await self._load_each_step(entry, config.pipeline)
+        finally:
+            _LOADING.reset(token)
+
+    async def _load_each_step(self, entry: ModelEntry, pipeline: PipelineSpec) -> None:
+        budget = self.residency.memory_budget
+        needed = await asyncio.to_thread(self._steps_estimate, pipeline) if budget else 0
+        if needed > budget:
+            raise ModelLoadError(
+                f"ensemble {entry.name!r}: its steps not loaded yet need about "
+                f"{needed / 2**20:.0f} MiB, more than the memory budget (--memory-budget)"
+            )
+        for index, step in enumerate(pipeline.steps):  # all known before any loads
+            if step.model not in self.entries or step.model == entry.name:
+                entry.state, entry.reason = UNAVAILABLE, f"no step model {step.model!r}"
+                raise ModelLoadError(
+                    f"ensemble {entry.name!r} {step.describe(index)}: no such model in the "
+                    "repository"
+                )
+        for index, step in enumerate(pipeline.steps):
+            found = self.entries[step.model]
+            try:
+                async with found.lock:  # a load of it under way ends first
+                    loaded = bool(found.versions)
+                if not loaded:
+                    await self.load(step.model, _internal=True, _for=entry.name)
+            except ModelyardError as exc:
+                error = ModelLoadError(
+                    f"ensemble {entry.name!r} {step.describe(index)} did not load: {exc.message}"
+                )
+                if not entry.versions:
+                    entry.state, entry.reason = UNAVAILABLE, error.message
+                raise error from exc
+
+    def _pipeline_version(self, source: ModelSource, version: int) -> ServedModel:
+        """A pipeline version checked against its loaded step models."""
+        pipeline = source.config.pipeline
+        assert pipeline is not None
+        configs = []
+        for index, step in enumerate(pipeline.steps):
+            wanted = None if step.version == LATEST else str(step.version)
+            try:
+                configs.append(self.get(step.model, wanted).config)
+            except ModelyardError as exc:
+                raise ModelLoadError(
+                    f"ensemble {source.name!r} {step.describe(index)}: {exc.message}"
+                ) from exc
+        return ServedModel(source.name, version, resolve(source.config, configs), None)
+
+    async def _release_steps(self, entry: ModelEntry) -> None:
+        """After a pipeline unloads: unload its steps that were loaded only for it."""
+        pipeline = entry.source.config.pipeline
+        for name in pipeline.models if pipeline is not None else []:
+            step = self.entries.get(name)
+            if step is None or not step.versions:
+                continue
+            step.needed_by.discard(entry.name)
+            if step.alone or step.needed_by or self.pipelines_using(name):
+                continue
+            log.info("unloading %s, loaded only as a step of %s", name, entry.name)
+            async with step.lock:
+                await self._unload_versions(step)
+            await self._release_steps(step)
 
     # ---- the repository's entries ----------------------------------------------------------
 
@@ -461,9 +605,7 @@ class ModelService:
         return None
 
     def _reread(self, current: ModelSource) -> ModelSource:
-        if not current.path.exists():
-            return current
-        return read_entry(current.path) or current
+        return reread(current)
 
     # ---- pull, copy, delete ----------------------------------------------------------------
 
@@ -483,6 +625,7 @@ class ModelService:
                 f"model {name!r} is in {path.parent}; pull, copy and delete change only the "
                 f"first repository folder ({store.root})"
             )
+        self._check_not_a_step(name, "delete")
         await self.forget(name)
         await store.remove(path)
         log.info("deleted model %s (%s)", name, path)

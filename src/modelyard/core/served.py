@@ -4,7 +4,8 @@ The repository reads a version from disk into a config and a loaded runtime; the
 everything that serves it around them, at load time and in one place: the input contract and
 statistics for every model; the generation engine (with its metrics observer) and the chat
 template for a runtime that generates text; the batcher for every other model. A runtime
-never builds any of these.
+never builds any of these. A pipeline (`core/pipeline.py`) has no runtime: its steps' models
+serve it.
 
 A `ServedModel` also counts the leases that hold it (`core.models.ModelService.lease`): it is
 never unloaded or evicted while one is held.
@@ -50,7 +51,7 @@ class ServedModel:
         name: str,
         version: int,
         config: ModelConfig,
-        runtime: Runtime,
+        runtime: Runtime | None,
         watch: EngineWatch | None = None,
     ) -> None:
         self.name = name
@@ -63,6 +64,8 @@ class ServedModel:
         self.text: TextModel | None = runtime if isinstance(runtime, TextModel) else None
         self.template: chat.ChatTemplate | None = None
         self.engine: Engine | None = None
+        #: A pipeline's steps (no runtime, no batcher: its steps' models run them).
+        self.pipeline = config.pipeline
         self._watch = watch
         self._leases = 0
         self._idle = asyncio.Event()
@@ -95,14 +98,18 @@ class ServedModel:
 
     def serve(self, executor: Executor, max_threads: int = 0) -> None:
         """Start accepting requests (on the event loop): a tensor model's queue and batcher.
-        A generator's KServe requests go to its engine instead. A model whose executions run
-        on the shared worker threads may hold at most `max_threads` of them at once (0: no
-        cap), however many instances it asks for, so that no model can starve the others."""
-        self.runtime.serve()
+        A generator's KServe requests go to its engine instead; a pipeline has neither. A
+        model whose executions run on the shared worker threads may hold at most
+        `max_threads` of them at once (0: no cap), however many instances it asks for, so that
+        no model can starve the others."""
+        runtime = self.runtime
+        if runtime is None:
+            return
+        runtime.serve()
         if self.engine is None:
             policy = batch_policy(self.config)
             cap = _thread_cap(self.config, max_threads)
-            if not self.runtime.asynchronous and cap and policy.instances > cap:
+            if not runtime.asynchronous and cap and policy.instances > cap:
                 log.warning(
                     "model %s asks for %d instances; it may hold %d of the server's worker "
                     "threads (parameter max_threads)",
@@ -114,19 +121,19 @@ class ServedModel:
                 self.config.reasons["instance_count"] = (
                     f"capped at {cap}, the worker threads one model may hold (max_threads)"
                 )
-            self.batcher = Batcher(self.runtime, executor, self.stats, policy)
+            self.batcher = Batcher(runtime, executor, self.stats, policy)
 
     @property
     def ready(self) -> bool:
         """Whether it answers now: its runtime is up (a worker process is not restarting)
         and not every instance is hung past the model's execution_timeout_s."""
         hung = self.batcher is not None and self.batcher.hung
-        return self.runtime.ready and not hung
+        return (self.runtime is None or self.runtime.ready) and not hung
 
     @property
     def threads_hung(self) -> int:
         """Shared worker threads held by this model's executions past their deadline."""
-        if self.batcher is None or self.runtime.asynchronous:
+        if self.batcher is None or self.runtime is None or self.runtime.asynchronous:
             return 0
         return self.batcher.overdue()
 
@@ -178,7 +185,8 @@ class ServedModel:
                 self._watch.detach(self.name, self.engine)
             self.engine = None
         try:
-            self.runtime.unload()
+            if self.runtime is not None:
+                self.runtime.unload()
         except Exception:
             log.exception("unloading %s version %d failed", self.name, self.version)
 

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from modelyard.errors import Code, Internal, InvalidArgument, ModelyardError, PayloadTooLarge
 
@@ -160,6 +160,23 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
     if len(data) > limit:
         raise PayloadTooLarge(f"decompressed body is over the limit of {limit} bytes")
     return data
+
+
+def replayed(request: Request, body: bytes) -> Request:
+    """`request` with its (already read and inflated) `body` to be read again, for a handler
+    that hands a request on to another after looking at its body."""
+    dropped = (b"content-encoding", b"content-length")
+    headers = [(k, v) for k, v in request.scope["headers"] if k not in dropped]
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if sent:
+            return await request.receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return Request({**request.scope, "headers": headers}, receive)
 
 
 def parse_json(data: bytes | memoryview) -> Any:

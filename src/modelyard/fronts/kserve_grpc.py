@@ -22,7 +22,15 @@ from modelyard.core.dataplane import DataPlane
 from modelyard.core.models import LoadOptions, ModelService
 from modelyard.errors import Code, Internal, ModelyardError, PayloadTooLarge, Unauthenticated
 from modelyard.fronts.auth import key_matches
-from modelyard.fronts.h2.rpc import Context, GRPCServer, Method, RPCError, Status, bind
+from modelyard.fronts.h2.limits import Admission, Budget, ConnectionLimits
+from modelyard.fronts.h2.rpc import (
+    Context,
+    GRPCServer,
+    Method,
+    RPCError,
+    Status,
+    bind,
+)
 from modelyard.fronts.http_common import unexpected
 from modelyard.fronts.kserve_grpc_codec import (
     ENABLE_EMPTY_FINAL,
@@ -34,6 +42,7 @@ from modelyard.fronts.kserve_grpc_codec import (
     stream_error,
     stream_response,
 )
+from modelyard.settings import Limits
 
 log = logging.getLogger("modelyard.grpc")
 
@@ -304,6 +313,9 @@ def create_server(
     *,
     api_keys: frozenset[str],
     max_message_bytes: int,
+    limits: Limits | None = None,
+    cap: Admission | None = None,
+    budget: Budget | None = None,
 ) -> GRPCServer:
     """The KServe v2 gRPC server, bound to host:port but not started. Raises `OSError` when
     the port cannot be bound."""
@@ -313,4 +325,12 @@ def create_server(
         sock = bind(host, port)
     except OSError as exc:
         raise OSError(f"cannot serve gRPC on {address}: {exc.strerror or exc}") from exc
-    return GRPCServer(methods(servicer), sock, max_message_bytes)
+    limits = limits or Limits()
+    connection_limits = ConnectionLimits(
+        limits.max_headers,
+        limits.max_header_bytes,
+        limits.header_timeout_s,
+        limits.grpc_idle_timeout_s,
+        limits.body_timeout_s,
+    )
+    return GRPCServer(methods(servicer), sock, max_message_bytes, connection_limits, cap, budget)

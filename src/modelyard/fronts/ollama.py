@@ -225,9 +225,9 @@ async def _stream(reply: Reply, first: Delta, rest: Generation) -> AsyncIterator
                 yield ndjson(chunk)
         yield ndjson(reply.final())
     except ModelyardError as exc:
-        yield ndjson({"error": exc.message})
+        yield ndjson(reply.failed(exc.message))
     except Exception as exc:
-        yield ndjson({"error": unexpected(exc, "an Ollama stream").message})
+        yield ndjson(reply.failed(unexpected(exc, "an Ollama stream").message))
 
 
 async def _collect(reply: Reply, first: Delta, rest: Generation) -> Response:

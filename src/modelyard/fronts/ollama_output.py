@@ -126,6 +126,13 @@ class Reply:
             chunk["logprobs"] = self.logprobs
         return chunk
 
+    def failed(self, message: str) -> dict[str, Any]:
+        """The last chunk of a stream that broke off: `done`, with the `error`."""
+        self.finish = Finish.ERROR
+        chunk = self.final()
+        chunk["error"] = message
+        return chunk
+
     def _chunk(self, text: str, done: bool, calls: list[ToolCall] | None = None) -> dict[str, Any]:
         chunk: dict[str, Any] = {"model": self.model, "created_at": timestamp()}
         if self.chat:

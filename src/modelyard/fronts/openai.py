@@ -130,6 +130,7 @@ class OpenAIFront:
 
     async def chat_completions(self, request: Request) -> Response:
         body = read_chat(await self._json(request))
+        body.model = self.llm.resolve(body.model)  # TGI clients' "tgi" / "dummy"
         async with contextlib.AsyncExitStack() as stack:
             session = await stack.enter_async_context(self.llm.session(body.model))
             prompt = await session.chat(
@@ -143,6 +144,7 @@ class OpenAIFront:
 
     async def completions(self, request: Request) -> Response:
         body = read_completion(await self._json(request))
+        body.model = self.llm.resolve(body.model)
         async with contextlib.AsyncExitStack() as stack:
             session = await stack.enter_async_context(self.llm.session(body.model))
             prompts = [

@@ -8,9 +8,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelyard import __version__
 from modelyard.core.tool_calls import ToolCall, gather
 from modelyard.fronts.openai_tools import delta_calls, message_calls
 from modelyard.spec.generation import Delta, Finish, TokenLogprob
+
+#: OpenAI's `system_fingerprint`: which server build answered (text-generation's client
+#: requires one on chat completions).
+FINGERPRINT = f"modelyard-{__version__}"
 
 _FINISH = {
     Finish.STOP: "stop",
@@ -105,6 +110,7 @@ class Choices:
             "object": "chat.completion" if self.chat else "text_completion",
             "created": self.created,
             "model": self.model,
+            "system_fingerprint": FINGERPRINT,
             "choices": out,
             "usage": self.usage(),
         }
@@ -169,6 +175,7 @@ class Choices:
             "object": kind,
             "created": self.created,
             "model": self.model,
+            "system_fingerprint": FINGERPRINT,
             "choices": [],
             "usage": self.usage(),
         }
@@ -195,6 +202,7 @@ def chat_chunk(
         "object": "chat.completion.chunk",
         "created": choices.created,
         "model": choices.model,
+        "system_fingerprint": FINGERPRINT,
         "choices": [
             {"index": index, "delta": message, "logprobs": logprobs, "finish_reason": finish}
         ],
@@ -231,6 +239,7 @@ def completion_chunk(
         "object": "text_completion",
         "created": choices.created,
         "model": choices.model,
+        "system_fingerprint": FINGERPRINT,
         "choices": [item],
     }
     if usage:

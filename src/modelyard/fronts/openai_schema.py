@@ -10,7 +10,7 @@ from modelyard.core import chat, tools
 from modelyard.core.sampling import sampling_params
 from modelyard.core.tools import ToolRequest
 from modelyard.errors import InvalidArgument
-from modelyard.spec.generation import SamplingParams, StructuredOutput
+from modelyard.spec.generation import RegexOutput, SamplingParams, StructuredOutput
 
 #: Structured-output fields of other servers; refused loudly (use response_format).
 _REFUSED = (
@@ -32,7 +32,7 @@ class Common:
     stream: bool = False
     include_usage: bool = False
     #: Structured output to enforce.
-    structured: StructuredOutput | None = None
+    structured: StructuredOutput | RegexOutput | None = None
     #: vLLM's `prompt_logprobs` was asked for: answer with its `prompt_logprobs` field.
     show_prompt_logprobs: bool = False
 
@@ -118,7 +118,7 @@ def _common(body: dict[str, Any]) -> Common:
     return Common(
         model,
         params,
-        _int(body.get("n", 1), "n", 1, 16),
+        _int(1 if body.get("n") is None else body["n"], "n", 1, 16),
         stream,
         bool(options.get("include_usage")),
         _response_format(body.get("response_format")),
@@ -135,14 +135,14 @@ def _prompt_logprobs(value: Any) -> int | None:
     return _int(value, "prompt_logprobs", 0, 20)
 
 
-def _response_format(value: Any) -> StructuredOutput | None:
+def _response_format(value: Any) -> StructuredOutput | RegexOutput | None:
     if value is None:
         return None
     kind = value.get("type") if isinstance(value, dict) else None
     if kind == "text":
         return None
-    if kind == "json_object":
-        return StructuredOutput()
+    if kind in ("json_object", "json", "regex"):
+        return _tgi_format(kind, value.get("value"))
     if kind == "json_schema":
         spec = value.get("json_schema")
         schema = spec.get("schema") if isinstance(spec, dict) else None
@@ -154,6 +154,20 @@ def _response_format(value: Any) -> StructuredOutput | None:
     raise InvalidArgument(
         f"response_format type {kind!r} is not supported; use text, json_object or json_schema"
     )
+
+
+def _tgi_format(kind: str, value: Any) -> StructuredOutput | RegexOutput:
+    """TGI's response formats: a JSON schema as `value` of `json_object` (huggingface_hub
+    sends json_schema that way) or `json`, and a regular expression as `value` of `regex`."""
+    if kind == "regex":
+        if not isinstance(value, str) or not value:
+            raise InvalidArgument("response_format regex needs value, a regular expression")
+        return RegexOutput(value)
+    if value is None:
+        return StructuredOutput()
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"response_format {kind} value must be a JSON Schema object")
+    return StructuredOutput(value or None)
 
 
 def _prompts(value: Any) -> list[str | list[int]]:

@@ -5,9 +5,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from modelyard.errors import InvalidArgument
+from modelyard.repository.pipelines import pipeline_from_triton, pipeline_from_yaml
 from modelyard.spec.config import (
     TRITON_TO_V2,
     DynamicBatching,
@@ -15,6 +17,7 @@ from modelyard.spec.config import (
     TensorSpec,
     VersionPolicy,
 )
+from modelyard.spec.pipeline import PipelineSpec
 from modelyard.tensors import DATATYPES
 
 # ---- Triton config.pbtxt -------------------------------------------------------------------
@@ -55,6 +58,8 @@ def from_triton_json(data: dict[str, Any], name: str) -> ModelConfig:
     )
     if "dynamic_batching" in data:
         config.dynamic_batching = _batching_from_triton(data["dynamic_batching"])
+    if data.get("platform") == "ensemble" or "ensemble_scheduling" in data:
+        config.pipeline = _pipeline_of(pipeline_from_triton, data, config)
     config.trust_pickle = _bool_param(config.parameters.get("trust_pickle"))
     config.reasons = {k: "config.pbtxt" for k in data}
     for key in ("platform", "backend"):
@@ -75,6 +80,7 @@ _KNOWN_TRITON_KEYS = {
     "default_model_filename",
     "parameters",
     "dynamic_batching",
+    "ensemble_scheduling",
 }
 
 # Triton platform/backend names -> modelyard runtimes.
@@ -86,6 +92,7 @@ _PLATFORMS = {
     "xgboost": "xgboost",
     "lightgbm": "lightgbm",
     "fil": None,
+    "ensemble": None,  # a pipeline: no runtime of its own (config.pipeline)
 }
 
 
@@ -149,6 +156,7 @@ _YAML_KEYS = {
     "dynamic_batching",
     "trust_pickle",
     "platform",
+    "pipeline",
 }
 
 
@@ -176,6 +184,8 @@ def from_yaml(data: Any, name: str) -> ModelConfig:
         parameters={str(k): str(v) for k, v in (data.get("parameters") or {}).items()},
         trust_pickle=data.get("trust_pickle"),
     )
+    if "pipeline" in data:
+        config.pipeline = _pipeline_of(pipeline_from_yaml, data, config)
     if "dynamic_batching" in data:
         batching = data["dynamic_batching"] or {}
         config.dynamic_batching = DynamicBatching(
@@ -188,6 +198,18 @@ def from_yaml(data: Any, name: str) -> ModelConfig:
         )
     config.reasons = {k: "model.yaml" for k in data}
     return config
+
+
+def _pipeline_of(
+    reader: Callable[[Any, ModelConfig], PipelineSpec], data: dict[str, Any], config: ModelConfig
+) -> PipelineSpec:
+    """Read a pipeline section with `reader` and check its wiring against the config's own
+    inputs and outputs."""
+    pipeline = reader(data, config)
+    inputs = [t.name for t in config.inputs]
+    pipeline.check(config.name, inputs, [t.name for t in config.outputs])
+    config.reasons["pipeline"] = "ensemble_scheduling" if "pipeline" not in data else "pipeline"
+    return pipeline
 
 
 def _tensor_from_yaml(data: Any, model: str) -> TensorSpec:

@@ -4,12 +4,17 @@
     REPO/NAME/model.yaml + files (or <version>/ folders)          simple layout
     REPO/NAME.onnx | .joblib | .skops | .ubj | .json | .txt     a bare file; its stem is the name
 
+A folder with an OVMS `config.json` (`model_config_list`) is read as OVMS reads it instead: its
+models and pipelines are those the file lists (`repository/ovms.py`). A pipeline (an ensemble,
+a `model.yaml` `pipeline:`) has no file of its own: its versions are its (empty) folders.
+
 Nothing is loaded here; a model whose config does not read is reported with its error.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +38,8 @@ class ModelSource:
     config: ModelConfig
     versions: dict[int, Path] = field(default_factory=dict)
     error: str | None = None
+    #: The OVMS config.json that lists this model (None: found by its own files).
+    listed_in: Path | None = None
 
 
 def scan(roots: list[Path]) -> dict[str, ModelSource]:
@@ -41,17 +48,45 @@ def scan(roots: list[Path]) -> dict[str, ModelSource]:
     for root in roots:
         if not root.is_dir():
             raise FileNotFoundError(f"model repository {root} is not a folder")
-        for entry in sorted(root.iterdir()):
-            source = read_entry(entry)
-            if source is None:
-                continue
+        for source in _sources(root):
             if source.name in found:
                 log.warning(
-                    "model %r in %s is shadowed by %s", source.name, entry, found[source.name].path
+                    "model %r in %s is shadowed by %s",
+                    source.name,
+                    source.path,
+                    found[source.name].path,
                 )
                 continue
             found[source.name] = source
     return found
+
+
+def _sources(root: Path) -> Iterator[ModelSource]:
+    """The models of one repository folder: those an OVMS `config.json` lists when the folder
+    has one, else every entry that is a model."""
+    from modelyard.repository.ovms import is_ovms_config, read_ovms
+
+    if is_ovms_config(root / "config.json"):
+        yield from read_ovms(root / "config.json")
+        return
+    for entry in sorted(root.iterdir()):
+        source = read_entry(entry)
+        if source is not None:
+            yield source
+
+
+def reread(source: ModelSource) -> ModelSource:
+    """The model as it is on disk now (before a load), or as it was if it is gone."""
+    if source.listed_in is not None:
+        from modelyard.repository.ovms import read_ovms
+
+        if not source.listed_in.exists():
+            return source
+        again = {s.name: s for s in read_ovms(source.listed_in)}
+        return again.get(source.name, source)
+    if not source.path.exists():
+        return source
+    return read_entry(source.path) or source
 
 
 def read_entry(entry: Path) -> ModelSource | None:
@@ -98,6 +133,8 @@ def _read_folder(folder: Path) -> ModelSource | None:
     else:
         return None
     version_dirs = {int(p.name): p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()}
+    if config.pipeline is not None:  # a pipeline's versions hold no files of their own
+        return ModelSource(folder.name, folder, layout, config, version_dirs or {1: folder})
     if not version_dirs and layout == "simple":
         version_dirs = {1: folder}
     versions = {v: _artifact(d, config) for v, d in version_dirs.items()}

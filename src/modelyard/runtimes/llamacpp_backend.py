@@ -253,6 +253,8 @@ def _stages(backend: LlamaBackend, params: SamplingParams) -> list[Any]:
         return [*stages, lc.llama_sampler_init_greedy()]
     if params.top_k > 0:
         stages.append(lc.llama_sampler_init_top_k(params.top_k))
+    if params.typical_p < 1.0:
+        stages.append(lc.llama_sampler_init_typical(params.typical_p, 1))
     if params.top_p < 1.0:
         stages.append(lc.llama_sampler_init_top_p(params.top_p, 1))
     if params.min_p > 0.0:

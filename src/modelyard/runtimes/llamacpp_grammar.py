@@ -17,8 +17,10 @@ from typing import Any
 import orjson
 
 from modelyard.errors import InvalidArgument
+from modelyard.runtimes.llamacpp_regex import regex_gbnf
 from modelyard.spec.generation import (
     Constraint,
+    RegexOutput,
     StructuredOutput,
     Tool,
     ToolCalling,
@@ -31,6 +33,8 @@ def gbnf(constraint: Constraint) -> str:
     cannot be expressed)."""
     if isinstance(constraint, ToolCalling):
         return _tool_gbnf(_key(constraint))
+    if isinstance(constraint, RegexOutput):
+        return regex_gbnf(constraint.pattern)
     if constraint.schema is None:
         from llama_cpp import llama_grammar
 

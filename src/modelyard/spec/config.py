@@ -13,6 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelyard.spec.pipeline import PipelineSpec
 from modelyard.tensors import DATATYPES
 
 # Triton's TYPE_* enum names <-> v2 datatypes.
@@ -70,6 +71,8 @@ class ModelConfig:
     parameters: dict[str, str] = field(default_factory=dict)
     dynamic_batching: DynamicBatching | None = None
     trust_pickle: bool | None = None
+    #: The steps of a pipeline (Triton's ensemble_scheduling); None for a single model.
+    pipeline: PipelineSpec | None = None
     # Where each setting came from ("config", "inferred from model.onnx", ...), shown to users.
     reasons: dict[str, str] = field(default_factory=dict)
     # The Triton JSON form of everything read, so fields modelyard does not use survive.
@@ -95,6 +98,8 @@ class ModelConfig:
         )
         if self.dynamic_batching is not None:
             out["dynamic_batching"] = _batching_to_triton(self.dynamic_batching)
+        if self.pipeline is not None:
+            out["ensemble_scheduling"] = self.pipeline.to_triton()
         return out
 
 

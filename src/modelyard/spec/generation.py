@@ -33,6 +33,14 @@ class StructuredOutput:
 
 
 @dataclass(frozen=True, slots=True)
+class RegexOutput:
+    """Output that matches the regular expression `pattern` as a whole (TGI's `regex`
+    grammar). A backend that cannot enforce a pattern refuses it (InvalidArgument)."""
+
+    pattern: str
+
+
+@dataclass(frozen=True, slots=True)
 class Tool:
     """A function the model may call: its name, what it does, its arguments' JSON Schema."""
 
@@ -71,7 +79,7 @@ class ToolCalling:
 
 
 #: What a generation's output must look like (compiled by the backend into its own form).
-Constraint = StructuredOutput | ToolCalling
+Constraint = StructuredOutput | RegexOutput | ToolCalling
 
 
 @dataclass(slots=True)
@@ -80,6 +88,7 @@ class SamplingParams:
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0  # 0: off
+    typical_p: float = 1.0  # locally typical sampling; 1.0: off
     min_p: float = 0.0
     repetition_penalty: float = 1.0
     presence_penalty: float = 0.0

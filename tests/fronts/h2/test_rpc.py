@@ -16,6 +16,7 @@ import pytest
 from modelyard.fronts.h2.connection import (
     COMPRESSION_ERROR,
     CONTINUATION,
+    DATA,
     FRAME_SIZE_ERROR,
     GOAWAY,
     HEADERS,
@@ -25,6 +26,7 @@ from modelyard.fronts.h2.connection import (
     SETTINGS,
     frame,
 )
+from modelyard.fronts.h2.limits import ConnectionLimits
 from modelyard.fronts.h2.rpc import (
     Context,
     GRPCServer,
@@ -320,3 +322,45 @@ def test_pings_are_answered_and_unknown_frames_ignored() -> None:
         return _frames(received)
 
     assert (PING, 0, b"12345678") in asyncio.run(run())
+
+
+def test_a_unary_request_that_arrives_too_slowly_is_ended_and_frees_its_budget() -> None:
+    """A message's prefix takes its length from the body budget; a request still incomplete
+    at the body deadline ends with DEADLINE_EXCEEDED, and the bytes go back."""
+    from modelyard.fronts.h2.hpack import encode_literal
+    from modelyard.fronts.limits import BodyBudget
+
+    fields = {
+        ":method": "POST",
+        ":scheme": "http",
+        ":path": PATH + "Echo",
+        "content-type": "application/grpc",
+        "te": "trailers",
+    }
+    block = b"".join(encode_literal(k, v) for k, v in fields.items())
+    sent = PREFACE + frame(HEADERS, 0x4, 1, block)
+    sent += frame(DATA, 0, 1, b"\x00" + (1000).to_bytes(4, "big") + b"x" * 10)
+    budget = BodyBudget(4096)
+
+    async def run() -> tuple[bytes, list[int]]:
+        limits = ConnectionLimits(body_timeout_s=0.3)
+        server = GRPCServer(
+            Handlers().methods(), bind("127.0.0.1", 0), 1 << 20, limits, None, budget
+        )
+        await server.start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.sock.getsockname()[1])
+        writer.write(sent)
+        held, received = [], b""
+        await asyncio.sleep(0.1)
+        held.append(budget.used)
+        while b"--body-timeout" not in received:
+            received += await asyncio.wait_for(reader.read(4096), 5)
+        held.append(budget.used)
+        writer.close()
+        await server.stop(0.1)
+        return received, held
+
+    received, held = asyncio.run(run())
+    assert held == [1000, 0]
+    trailers = [payload for kind, stream, payload in _frames(received) if kind == HEADERS]
+    assert any(b"grpc-status" in t and b"4" in t for t in trailers)

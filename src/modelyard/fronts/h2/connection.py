@@ -26,8 +26,9 @@ DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY = rang
 WINDOW_UPDATE, CONTINUATION = 8, 9
 END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
 NO_ERROR, PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR = 0x0, 0x1, 0x3, 0x6
-REFUSED_STREAM, COMPRESSION_ERROR = 0x7, 0x9
+REFUSED_STREAM, COMPRESSION_ERROR, ENHANCE_YOUR_CALM = 0x7, 0x9, 0xB
 HEADER_TABLE_SIZE, MAX_CONCURRENT_STREAMS, INITIAL_WINDOW_SIZE, MAX_FRAME_SIZE = 0x1, 0x3, 0x4, 0x5
+MAX_HEADER_LIST_SIZE = 0x6
 
 #: What this server tells clients: windows large enough that a request of several MiB
 #: arrives without waiting for a WINDOW_UPDATE, frames up to 1 MiB.
@@ -123,8 +124,16 @@ class H2Connection(asyncio.Protocol):
         open_stream: Callable[[Stream], Receiver],
         on_close: Callable[[H2Connection], None],
         indexable: frozenset[Header] = frozenset(),
+        max_headers: int = 100,
+        max_header_bytes: int = HEADER_BLOCK_LIMIT,
     ) -> None:
         self.open_stream = open_stream
+        self.max_headers = max_headers
+        self.max_header_bytes = max_header_bytes
+        #: When the connection last had no stream open, and when the header block being
+        #: received began (loop time; for the server's sweep of idle and slow clients).
+        self.idle_since = 0.0
+        self.head_since = 0.0
         self.on_close = on_close
         self.encoder = Encoder(indexable)
         self.transport: asyncio.Transport | None = None
@@ -147,10 +156,12 @@ class H2Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass of it
+        self.idle_since = self.head_since = asyncio.get_running_loop().time()
         settings = {
             MAX_CONCURRENT_STREAMS: STREAM_LIMIT,
             INITIAL_WINDOW_SIZE: WINDOW,
             MAX_FRAME_SIZE: FRAME_LIMIT,
+            MAX_HEADER_LIST_SIZE: self.max_header_bytes,
         }
         payload = b"".join(struct.pack(">HI", key, value) for key, value in settings.items())
         self._write(frame(SETTINGS, 0, 0, payload))
@@ -248,6 +259,7 @@ class H2Connection(asyncio.Protocol):
             payload = _unpad(payload) if flags & PADDED else payload
             payload = payload[5:] if flags & PRIORITY_FLAG else payload
             self.headers_in = (stream_id, flags, bytearray())
+            self.head_since = asyncio.get_running_loop().time()
         elif self.headers_in is None or self.headers_in[0] != stream_id:
             raise ConnectionError_(PROTOCOL_ERROR, "CONTINUATION without HEADERS")
         assert self.headers_in is not None
@@ -274,11 +286,26 @@ class H2Connection(asyncio.Protocol):
         if self.going_away or len(self.streams) >= STREAM_LIMIT:
             self._write(frame(RST_STREAM, 0, stream_id, _u32(REFUSED_STREAM)))
             return
+        if not self._headers_fit(headers):
+            self._write(frame(RST_STREAM, 0, stream_id, _u32(ENHANCE_YOUR_CALM)))
+            return
         stream = self.streams[stream_id] = Stream(stream_id, headers, self)
         self.idle.clear()
         stream.receiver = self.open_stream(stream)
         if flags & END_STREAM and stream.open:
             self._remote_end(stream)
+
+    def _headers_fit(self, headers: Sequence[Header]) -> bool:
+        """Within the header limits (count, and RFC 9113's list size: names, values and 32
+        bytes each)? A refused stream is reset with ENHANCE_YOUR_CALM."""
+        if len(headers) > self.max_headers:
+            log.info("refused a stream with %d header fields", len(headers))
+            return False
+        size = sum(len(name) + len(value) + 32 for name, value in headers)
+        if size > self.max_header_bytes:
+            log.info("refused a stream with %d bytes of header fields", size)
+            return False
+        return True
 
     def _remote_end(self, stream: Stream) -> None:
         stream.remote_done = True
@@ -401,6 +428,7 @@ class H2Connection(asyncio.Protocol):
         self.blocked.pop(stream.id, None)
         if not self.streams:
             self.idle.set()
+            self.idle_since = asyncio.get_running_loop().time()
             if self.going_away:
                 self.close()
 
@@ -425,6 +453,21 @@ class H2Connection(asyncio.Protocol):
         self._write(frame(GOAWAY, 0, 0, _u32(self.last_stream_id) + _u32(NO_ERROR)))
         if not self.streams:
             self.close()
+
+    def check(self, now: float, header_timeout: float, idle_timeout: float) -> None:
+        """Called by the server's sweep: a client that sends no preface or a header block
+        too slowly is cut off; one idle too long gets GOAWAY."""
+        if not self.preface_seen or self.headers_in is not None:
+            if now - self.head_since > header_timeout:
+                log.info(
+                    "closing an HTTP/2 connection whose headers took over %g s", header_timeout
+                )
+                self._write(
+                    frame(GOAWAY, 0, 0, _u32(self.last_stream_id) + _u32(ENHANCE_YOUR_CALM))
+                )
+                self.close()
+        elif not self.streams and not self.going_away and now - self.idle_since > idle_timeout:
+            self.go_away()
 
     def close(self) -> None:
         if self.transport is not None:

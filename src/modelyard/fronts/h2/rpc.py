@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import quote
 
 from modelyard.fronts.h2.connection import Fields, H2Connection, Stream
+from modelyard.fronts.h2.limits import Admission, Budget, ConnectionLimits, Full
 
 log = logging.getLogger("modelyard.grpc")
 
@@ -132,6 +133,8 @@ class Call:
         self.headers_sent = False
         self.encoding = "identity"
         self.context = Context([], None)
+        self.held = 0  # bytes of the body budget this call's request holds
+        self.counted = False  # whether the message being buffered has taken its bytes
 
     def begin(self) -> None:
         """Read the call's headers; a streaming call's handler starts now, a unary one's once
@@ -153,6 +156,16 @@ class Call:
         if self.method.client_streaming:
             self.queue = asyncio.Queue()
             self._start(self._requests())
+        else:
+            self.server.arriving(self)
+
+    def too_slow(self) -> None:
+        """The sweep's verdict: the request did not arrive within the body deadline."""
+        seconds = self.server.limits.body_timeout_s
+        self._refuse(
+            Status.DEADLINE_EXCEEDED,
+            f"the request message took over {seconds:g} s to arrive (--body-timeout)",
+        )
 
     # ---- the request side (Receiver) -----------------------------------------------------
 
@@ -162,7 +175,7 @@ class Call:
                 self.buffer += chunk
                 self._messages()
             else:  # one whole message in one frame
-                self._within_limit(len(chunk) - 5)
+                self._hold(self._within_limit(len(chunk) - 5))
                 self._message(chunk[0], chunk[5:])
         except RPCError as exc:
             self._refuse(exc.status, exc.message)
@@ -171,10 +184,14 @@ class Call:
         buffer = self.buffer
         while len(buffer) >= 5:
             length = self._within_limit(_length(buffer))
+            if not self.counted:
+                self._hold(length)
+                self.counted = True
             if len(buffer) < 5 + length:
                 return
             flag, payload = buffer[0], bytes(buffer[5 : 5 + length])
             del buffer[: 5 + length]
+            self.counted = False
             self._message(flag, payload)
 
     def _within_limit(self, length: int) -> int:
@@ -186,6 +203,25 @@ class Call:
                 f"Received message larger than max ({length} vs. {limit})",
             )
         return length
+
+    def _hold(self, length: int) -> None:
+        """A unary call's request counts against the body budget until the call ends
+        (a streaming call's messages are handed on as they come)."""
+        budget = self.server.budget
+        if budget is None or self.queue is not None:
+            return
+        if not budget.take(length):
+            raise RPCError(
+                Status.RESOURCE_EXHAUSTED,
+                f"the server holds {budget.used} bytes of requests, its budget is "
+                f"{budget.limit} (--max-body-memory); retry shortly",
+            )
+        self.held += length
+
+    def _release(self) -> None:
+        if self.held and self.server.budget is not None:
+            self.server.budget.give(self.held)
+            self.held = 0
 
     def _message(self, flag: int, payload: bytes) -> None:
         if flag:
@@ -230,12 +266,16 @@ class Call:
 
     def reset(self) -> None:
         self._cancel_timer()
+        self.server.arrived(self)
         if self.task is not None:
             self.task.cancel()
+        else:
+            self._release()
 
     # ---- running the handler -------------------------------------------------------------
 
     def _start(self, request: bytes | AsyncIterator[Any]) -> None:
+        self.server.arrived(self)
         self.task = self.server.spawn(self._run(request))
 
     async def _requests(self) -> AsyncIterator[Any]:
@@ -268,6 +308,8 @@ class Call:
         except Exception as exc:
             log.exception("gRPC handler failed")
             self._finish(Status.INTERNAL, f"unexpected error: {exc!r}")
+        finally:
+            self._release()
 
     def _message_bytes(self, response: Any) -> bytes:
         payload: bytes = response.SerializeToString()
@@ -296,6 +338,7 @@ class Call:
 
     def _finish(self, status: Status, message: str) -> None:
         self._cancel_timer()
+        self.server.arrived(self)
         block = trailers(status, message)
         if not self.headers_sent:  # trailers-only
             self.headers_sent = True
@@ -305,6 +348,8 @@ class Call:
     def _refuse(self, status: Status, message: str) -> None:
         """End the call now, before or instead of its handler."""
         self.buffer.clear()
+        if self.task is None:
+            self._release()
         if self.task is not None:
             self.task.cancel()
         self._finish(status, message)
@@ -339,23 +384,64 @@ class GRPCServer:
     """gRPC on one listening socket (bound by `bind`), in the running event loop."""
 
     def __init__(
-        self, methods: dict[str, Method], sock: socket.socket, max_message_bytes: int
+        self,
+        methods: dict[str, Method],
+        sock: socket.socket,
+        max_message_bytes: int,
+        limits: ConnectionLimits | None = None,
+        admission: Admission | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self.methods = methods
+        self.budget = budget
         self.sock = sock
         self.max_message_bytes = max_message_bytes
+        self.limits = limits or ConnectionLimits()
+        self.admission = admission
         self.server: asyncio.AbstractServer | None = None
         self.connections: set[H2Connection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
+        self.sweeper: asyncio.Task[None] | None = None
+        #: Unary calls whose request is still arriving, and the loop time it must be in by.
+        self.pending: dict[Call, float] = {}
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(self._connect, sock=self.sock)
+        self.sweeper = loop.create_task(self._sweep())
 
-    def _connect(self) -> H2Connection:
-        connection = H2Connection(self._open, self.connections.discard, INDEXED)
+    def _connect(self) -> asyncio.Protocol:
+        if self.admission is not None and not self.admission.enter("gRPC"):
+            return Full()
+        limits = self.limits
+        connection = H2Connection(
+            self._open, self._closed, INDEXED, limits.max_headers, limits.max_header_bytes
+        )
         self.connections.add(connection)
         return connection
+
+    def _closed(self, connection: H2Connection) -> None:
+        self.connections.discard(connection)
+        if self.admission is not None:
+            self.admission.leave()
+
+    def arriving(self, call: Call) -> None:
+        self.pending[call] = asyncio.get_running_loop().time() + self.limits.body_timeout_s
+
+    def arrived(self, call: Call) -> None:
+        self.pending.pop(call, None)
+
+    async def _sweep(self, every: float = 0.5) -> None:
+        loop = asyncio.get_running_loop()
+        limits = self.limits
+        while True:
+            await asyncio.sleep(every)
+            now = loop.time()
+            for connection in list(self.connections):
+                connection.check(now, limits.header_timeout_s, limits.idle_timeout_s)
+            for call, deadline in list(self.pending.items()):
+                if now > deadline:
+                    call.too_slow()
 
     def _open(self, stream: Stream) -> Any:
         path = next((v for k, v in stream.headers if k == ":path"), "")
@@ -375,8 +461,15 @@ class GRPCServer:
         task.add_done_callback(self.tasks.discard)
         return task
 
+    def close_listener(self) -> None:
+        """Take no new connections; those open go on."""
+        if self.server is not None:
+            self.server.close()
+
     async def stop(self, grace: float) -> None:
         """Refuse new calls, let open ones finish for `grace` seconds, then cancel the rest."""
+        if self.sweeper is not None:
+            self.sweeper.cancel()
         if self.server is not None:
             self.server.close()
         for connection in list(self.connections):
