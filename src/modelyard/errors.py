@@ -12,6 +12,8 @@ wire status; nothing else in the code base decides statuses.
     ├── Unavailable                 UNAVAILABLE        model not ready / unloading
     ├── ResourceExhausted           RESOURCE_EXHAUSTED queue full
     ├── DeadlineExceeded            DEADLINE_EXCEEDED  request past its timeout
+    ├── Unimplemented               UNIMPLEMENTED      a call this model cannot answer (a
+    │                                                  decoupled model asked for one response)
     ├── ModelLoadError              FAILED_PRECONDITION  a model file that does not load
     └── Internal                    INTERNAL           a model that raised while predicting
 
@@ -33,6 +35,7 @@ class Code(str, enum.Enum):
     UNAVAILABLE = "UNAVAILABLE"
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    UNIMPLEMENTED = "UNIMPLEMENTED"
     INTERNAL = "INTERNAL"
 
 
@@ -76,6 +79,10 @@ class ResourceExhausted(ModelyardError):
 
 class DeadlineExceeded(ModelyardError):
     code = Code.DEADLINE_EXCEEDED
+
+
+class Unimplemented(ModelyardError):
+    code = Code.UNIMPLEMENTED
 
 
 class ModelLoadError(ModelyardError):

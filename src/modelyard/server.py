@@ -26,6 +26,7 @@ from modelyard.core.models import ModelService
 from modelyard.fronts.auth import APIKeyMiddleware
 from modelyard.fronts.cors import CORS, origin_pattern
 from modelyard.fronts.http_common import error_response, guard, json_response, unexpected
+from modelyard.fronts.kserve_generate import KServeGenerate
 from modelyard.fronts.kserve_http import KServeHTTP
 from modelyard.fronts.kserve_infer import InferEndpoint, infer_target
 from modelyard.fronts.ollama import OllamaFront
@@ -74,6 +75,7 @@ class Modelyard:
     def _build_app(self) -> ASGIApp:
         limit = self.settings.max_request_bytes
         kserve = KServeHTTP(self.dataplane, self.models, limit)
+        generate = KServeGenerate(self.dataplane, self.models, limit)
         openai = OpenAIFront(self.llm, limit)
         ollama = OllamaFront(self.llm, self.models, limit)
         ollama_models = OllamaModels(self.models, limit)
@@ -86,6 +88,7 @@ class Modelyard:
             *ollama.routes(),
             *ollama_models.routes(),
             *kserve.routes(),
+            *generate.routes(),
             *openai.routes(),
             Route("/metrics", self._metrics, methods=["GET"]),
         ]

@@ -81,7 +81,7 @@ RUNTIME_RULES: tuple[Rule, ...] = (
         "python",
         ("format == python",),
         runtime="python",
-        reason="a model.py subclass of modelyard.Model runs as its author wrote it",
+        reason="a model.py (modelyard.Model or TritonPythonModel) runs as its author wrote it",
     ),
     Rule(
         "hf-folder",

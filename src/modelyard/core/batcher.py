@@ -40,6 +40,7 @@ from modelyard.errors import (
     Internal,
     InvalidArgument,
     ModelLoadError,
+    ModelyardError,
     ResourceExhausted,
     Unavailable,
 )
@@ -50,8 +51,9 @@ from modelyard.spec.config import ModelConfig
 
 #: (queue, compute_input, compute_infer, compute_output) nanoseconds of one request.
 Timing = tuple[int, int, int, int]
-#: One execution: each request's outputs, then input, infer and output nanoseconds.
-_Outcome = tuple[list[Arrays], int, int, int]
+#: One execution: each request's outputs (or the error of that request alone), then input,
+#: infer and output nanoseconds.
+_Outcome = tuple[list[Arrays | ModelyardError], int, int, int]
 
 #: Queue size used when a model's config sets none (Triton's 0 means unbounded; an unbounded
 #: queue turns overload into ever-growing latency instead of a 429).
@@ -356,7 +358,11 @@ class Batcher:
             self._measured_lone(batch[0].inputs, input_ns + infer_ns + output_ns)
         self.stats.record_execution(sum(r.rows for r in batch), input_ns, infer_ns, output_ns)
         for request, arrays in zip(batch, outputs, strict=True):
-            if not request.future.done():
+            if request.future.done():
+                continue
+            if isinstance(arrays, ModelyardError):  # this request's own error (infer_many)
+                request.future.set_exception(arrays)
+            else:
                 timing = (started - request.arrival_ns, input_ns, infer_ns, output_ns)
                 request.future.set_result((arrays, timing))
 
@@ -410,6 +416,8 @@ def _timeout_us(value: Any, default: int) -> int:
 def _execute(runtime: Runtime, parts: list[Arrays]) -> _Outcome:
     """On a worker thread: concatenate, run once, split back. Returns outputs and timings."""
     t0 = time.perf_counter_ns()
+    if runtime.takes_request_lists:
+        return runtime.infer_many(parts), 0, time.perf_counter_ns() - t0, 0
     if len(parts) == 1:
         results = runtime.infer(parts[0])
         t1 = time.perf_counter_ns()
@@ -424,6 +432,8 @@ def _execute(runtime: Runtime, parts: list[Arrays]) -> _Outcome:
 async def _execute_async(runtime: Runtime, parts: list[Arrays]) -> _Outcome:
     """`_execute` for an asynchronous runtime, on the event loop."""
     t0 = time.perf_counter_ns()
+    if runtime.takes_request_lists:
+        return await runtime.infer_many_async(parts), 0, time.perf_counter_ns() - t0, 0
     if len(parts) == 1:
         results = await runtime.infer_async(parts[0])
         return [results], 0, time.perf_counter_ns() - t0, 0
@@ -440,7 +450,7 @@ def _join(parts: list[Arrays]) -> Arrays:
 
 def _split_back(results: Arrays, parts: list[Arrays], t0: int, t1: int, t2: int) -> _Outcome:
     sizes = [len(next(iter(p.values()))) for p in parts]
-    split = _split(results, sizes)
+    split: list[Arrays | ModelyardError] = [*_split(results, sizes)]
     return split, t1 - t0, t2 - t1, time.perf_counter_ns() - t2
 
 

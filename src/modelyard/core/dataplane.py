@@ -16,8 +16,8 @@ from modelyard.core import pipeline
 from modelyard.core.llm import LLMService
 from modelyard.core.models import ModelService, ServedModel
 from modelyard.core.types import InferRequest, InferResponse, RequestedOutput
-from modelyard.errors import Internal, ModelyardError, Unavailable
-from modelyard.runtimes import Arrays
+from modelyard.errors import Internal, ModelyardError, Unavailable, Unimplemented
+from modelyard.runtimes import Arrays, RequestArrays, ResponseArrays
 from modelyard.spec.calls import call_depth
 from modelyard.spec.pipeline import LATEST, Step
 
@@ -47,6 +47,8 @@ class DataPlane:
 
     async def infer(self, request: InferRequest) -> InferResponse:
         async with self.models.lease(request.model, request.version) as model:
+            if model.config.decoupled:
+                raise Unimplemented(_decoupled(model.name))
             start = time.perf_counter_ns()
             try:
                 contract = model.contract
@@ -54,7 +56,7 @@ class DataPlane:
                 if request.outputs:
                     contract.check_requested(request.outputs)
                 if model.engine is not None:  # a text generator: its engine, never a worker
-                    results = await self.llm.infer(model, request.inputs)
+                    results = await self.llm.infer(model, request.inputs, request.parameters)
                     timing = (0, 0, time.perf_counter_ns() - start, 0)
                     model.stats.record_execution(rows, *timing[1:])
                 elif model.pipeline is not None:  # an ensemble: its steps, as a DAG
@@ -65,7 +67,7 @@ class DataPlane:
                     raise Unavailable(f"model {model.name!r} is not serving yet")
                 else:
                     results, timing = await model.batcher.submit(
-                        request.inputs, rows, request.parameters, request.depth
+                        _inputs(model, request), rows, request.parameters, request.depth
                     )
                 outputs = contract.select(results, request.outputs)
             except BaseException as exc:
@@ -75,7 +77,25 @@ class DataPlane:
                     raise Internal(f"model {model.name!r} failed: {exc!r}") from exc
                 raise
             model.stats.record_success(time.perf_counter_ns() - start, *timing)
-            return InferResponse(model.name, str(model.version), outputs, request.id)
+            return InferResponse(
+                model.name, str(model.version), outputs, request.id, _parameters(results)
+            )
+
+    async def generate(self, request: InferRequest) -> InferResponse:
+        """One response from any model (Triton's generate): a decoupled model must send
+        exactly one for this request."""
+        async with self.models.lease(request.model, request.version) as model:
+            decoupled = model.config.decoupled
+        if not decoupled:
+            return await self.infer(request)
+        async with contextlib.aclosing(self.infer_stream(request)) as stream:
+            responses = [response async for response in stream]
+        if len(responses) != 1:
+            raise Internal(
+                f"generate expects the model to produce exactly 1 response, it sent "
+                f"{len(responses)}; use generate_stream for a model that sends any number"
+            )
+        return responses[0]
 
     async def infer_stream(self, request: InferRequest) -> AsyncGenerator[InferResponse, None]:
         """Every response a (possibly decoupled) model produces for one request, as produced."""
@@ -88,7 +108,10 @@ class DataPlane:
                     queued = time.perf_counter_ns()
                     async for outputs in stream:
                         selected = model.contract.select(outputs, request.outputs)
-                        yield InferResponse(model.name, str(model.version), selected, request.id)
+                        parameters = _parameters(outputs)
+                        yield InferResponse(
+                            model.name, str(model.version), selected, request.id, parameters
+                        )
                 done = time.perf_counter_ns()
                 model.stats.record_execution(rows, 0, done - queued, 0)
                 model.stats.record_success(done - start, queued - start, 0, done - queued, 0)
@@ -103,7 +126,8 @@ class DataPlane:
         """The model's responses: a text generator's deltas from its engine, or the runtime's
         iterator pulled on a worker thread inside one of the model's instance slots."""
         if model.engine is not None:
-            async with contextlib.aclosing(self.llm.infer_stream(model, request.inputs)) as out:
+            stream = self.llm.infer_stream(model, request.inputs, request.parameters)
+            async with contextlib.aclosing(stream) as out:
                 yield out
             return
         if model.pipeline is not None:
@@ -130,7 +154,7 @@ class DataPlane:
         loop = asyncio.get_running_loop()
         runtime = model.runtime
         assert runtime is not None  # a model with a batcher has a runtime
-        iterator = iter(runtime.infer_stream(request.inputs))
+        iterator = iter(runtime.infer_stream(_inputs(model, request)))
         context = contextvars.copy_context()  # the call depth, for calls the model makes
         while True:
             step = loop.run_in_executor(self.executor, context.run, _step, iterator)
@@ -235,3 +259,30 @@ class DataPlane:
 
 def _step(iterator: Iterator[Arrays]) -> Arrays | None:
     return next(iterator, None)
+
+
+def _decoupled(name: str) -> str:
+    return (
+        f"model {name!r} is decoupled (model_transaction_policy decoupled: true): it may send "
+        "any number of responses per request, so it answers gRPC ModelStreamInfer and POST "
+        f"/v2/models/{name}/generate_stream, not a single-response infer"
+    )
+
+
+def _parameters(results: Arrays) -> dict[str, Any]:
+    """The parameters a model set on its response (Triton's Python backend), else none."""
+    return results.parameters if isinstance(results, ResponseArrays) else {}
+
+
+#: Request parameters the server reads itself; the rest reach models that read parameters.
+_SERVER_PARAMETERS = frozenset({"priority", "timeout", "binary_data_output"})
+
+
+def _inputs(model: ServedModel, request: InferRequest) -> Arrays:
+    """The request's inputs, with its id, parameters and requested outputs for a runtime that
+    reads them (Triton's Python backend)."""
+    if model.runtime is None or not model.runtime.takes_request_lists:
+        return request.inputs
+    parameters = {k: v for k, v in request.parameters.items() if k not in _SERVER_PARAMETERS}
+    outputs = [o.name for o in request.outputs or ()]
+    return RequestArrays(request.inputs, request.id or "", parameters, outputs)

@@ -23,7 +23,7 @@ import functools
 import logging
 import os
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from concurrent.futures import Executor
 from typing import Any
 
@@ -130,20 +130,24 @@ class LLMService:
 
     # ---- KServe v2 on a text generator -----------------------------------------------------
 
-    async def infer(self, model: ServedModel, inputs: Arrays) -> Arrays:
-        """The whole text for a KServe request (its model already leased)."""
+    async def infer(
+        self, model: ServedModel, inputs: Arrays, parameters: Mapping[str, Any] | None = None
+    ) -> Arrays:
+        """The whole text for a KServe request (its model already leased); sampling options
+        come from `sampling_parameters`, else from the request's parameters (as Triton's vLLM
+        backend reads them)."""
         parts = []
-        generation = _kserve_generation(model, self.executor, inputs, self.live)
+        generation = _kserve_generation(model, self.executor, inputs, self.live, parameters)
         async with contextlib.aclosing(generation) as gen:
             async for _, delta in gen:
                 parts.append(delta.text)
         return _text_output("".join(parts))
 
     async def infer_stream(
-        self, model: ServedModel, inputs: Arrays
+        self, model: ServedModel, inputs: Arrays, parameters: Mapping[str, Any] | None = None
     ) -> AsyncGenerator[Arrays, None]:
         """One response per delta, for decoupled streaming (ModelStreamInfer)."""
-        generation = _kserve_generation(model, self.executor, inputs, self.live)
+        generation = _kserve_generation(model, self.executor, inputs, self.live, parameters)
         async with contextlib.aclosing(generation) as gen:
             async for _, delta in gen:
                 if delta.text or delta.finish is not None:
@@ -394,11 +398,16 @@ def _deliver(loop: asyncio.AbstractEventLoop, put: Any, index: int, delta: Delta
 
 
 async def _kserve_generation(
-    model: ServedModel, executor: Executor, inputs: Arrays, live: weakref.WeakSet[Generation]
+    model: ServedModel,
+    executor: Executor,
+    inputs: Arrays,
+    live: weakref.WeakSet[Generation],
+    parameters: Mapping[str, Any] | None = None,
 ) -> AsyncGenerator[tuple[int, Delta], None]:
-    """A KServe request's generation: `text_input`, and `sampling_parameters` as JSON."""
+    """A KServe request's generation: `text_input`, and `sampling_parameters` as JSON (else
+    the request's parameters)."""
     session = Session(model, executor, live)
-    options: Any = {}
+    options: Any = parameters or {}
     if SAMPLING_PARAMETERS in inputs:
         raw = _text(inputs[SAMPLING_PARAMETERS].reshape(-1)[0])
         try:

@@ -131,6 +131,8 @@ def encode_response(request: InferRequest, response: InferResponse) -> tuple[byt
     }
     if response.id is not None:
         document["id"] = response.id
+    if response.parameters:
+        document["parameters"] = response.parameters
     header = orjson.dumps(document)
     if not blobs:
         return header, None

@@ -55,6 +55,7 @@ _ERROR_TYPES = {
     Code.UNAVAILABLE: "service_unavailable_error",
     Code.RESOURCE_EXHAUSTED: "rate_limit_error",
     Code.DEADLINE_EXCEEDED: "timeout_error",
+    Code.UNIMPLEMENTED: "invalid_request_error",
     Code.INTERNAL: "server_error",
 }
 

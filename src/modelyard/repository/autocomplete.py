@@ -17,8 +17,10 @@ def complete(
     signature: tuple[list[TensorSpec], list[TensorSpec]] | None,
     artifact: str,
     named_inputs: bool = True,
+    declared_max_batch_size: int | None = None,
 ) -> ModelConfig:
-    """The config with inputs, outputs and max_batch_size filled in from the signature."""
+    """The config with inputs, outputs and max_batch_size filled in from the signature (and
+    the max_batch_size the model declares itself, when it does)."""
     if signature is None:
         if not config.inputs or not config.outputs:
             raise ModelLoadError(
@@ -31,7 +33,10 @@ def complete(
         _check_names(config, config.inputs, sig_inputs, "input", artifact)
     _check_names(config, config.outputs, sig_outputs, "output", artifact)
     out = config.replace(reasons=dict(config.reasons))
-    if "max_batch_size" not in config.reasons and _batchable(sig_inputs + sig_outputs):
+    if "max_batch_size" not in config.reasons and declared_max_batch_size is not None:
+        out.max_batch_size = declared_max_batch_size
+        out.reasons["max_batch_size"] = f"declared by {artifact} (auto_complete_config)"
+    elif "max_batch_size" not in config.reasons and _batchable(sig_inputs + sig_outputs):
         out.max_batch_size = DEFAULT_MAX_BATCH_SIZE
         out.reasons["max_batch_size"] = (
             f"every input and output of {artifact} has a dynamic first dimension "

@@ -32,7 +32,7 @@ def load_version(
     source: ModelSource, version: int, trust_pickle: bool, calls: ModelCalls | None = None
 ) -> Loaded:
     """Load one version on the calling (worker) thread and complete its config; `calls` is
-    what the model may call other models through (None: nothing)."""
+    how its model may call other models (BLS, composition)."""
     path = source.versions[version]
     config = source.config.replace(reasons=dict(source.config.reasons))
     config = advise_config(config, path)  # the advisor fills what the config leaves out
@@ -53,7 +53,13 @@ def load_version(
     runtime.calls = calls
     runtime.load()
     try:
-        config = complete(config, runtime.signature(), path.name, runtime.named_inputs)
+        config = complete(
+            config,
+            runtime.signature(),
+            path.name,
+            runtime.named_inputs,
+            runtime.declared_max_batch_size(),
+        )
     except BaseException:
         runtime.unload()
         raise

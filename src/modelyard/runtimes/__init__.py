@@ -13,19 +13,30 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelyard.errors import ModelLoadError
-from modelyard.runtimes.base import Arrays, Runtime, TemplateSource, TextModel
+from modelyard.runtimes.base import (
+    Arrays,
+    RequestArrays,
+    ResponseArrays,
+    Runtime,
+    TemplateSource,
+    TextModel,
+)
 from modelyard.spec.config import ModelConfig
 
 __all__ = [
     "PICKLE_SUFFIXES",
     "RUNTIMES",
     "Arrays",
+    "RequestArrays",
+    "ResponseArrays",
     "Runtime",
     "RuntimeInfo",
     "TemplateSource",
     "TextModel",
     "build_runtime",
+    "defines_triton_model",
     "isolation",
+    "resolved_runtime",
     "runtime_class",
     "runtime_for_file",
     "runtime_suffixes",
@@ -75,6 +86,15 @@ RUNTIMES: dict[str, RuntimeInfo] = {
     "python": RuntimeInfo(
         "modelyard.runtimes.python", "PythonRuntime", "", (".py",), "model.py", isolated=True
     ),
+    # A model.py defining Triton's `class TritonPythonModel` (runtime "python" picks it).
+    "triton_python": RuntimeInfo(
+        "modelyard.runtimes.triton_python",
+        "TritonPythonRuntime",
+        "",
+        (".py",),
+        "model.py",
+        claims_suffixes=False,
+    ),
     "llamacpp": RuntimeInfo(
         "modelyard.runtimes.llamacpp", "LlamaCppRuntime", "llm", (".gguf",), "model.gguf"
     ),
@@ -98,7 +118,18 @@ _CLAIMED = {
 PICKLE_SUFFIXES = frozenset(suffix for info in RUNTIMES.values() for suffix in info.pickles)
 
 
-def runtime_class(name: str) -> type[Runtime]:
+def resolved_runtime(name: str, path: Path | None = None) -> str:
+    """The runtime that serves the file at `path` under runtime `name`: for "python", Triton's
+    Python backend ("triton_python") when the file defines `class TritonPythonModel`."""
+    if name == "python" and path is not None and defines_triton_model(path):
+        return "triton_python"
+    return name
+
+
+def runtime_class(name: str, path: Path | None = None) -> type[Runtime]:
+    """The runtime class called `name`; for "python", Triton's Python backend when the file
+    at `path` defines `class TritonPythonModel` (a modelyard.Model otherwise)."""
+    name = resolved_runtime(name, path)
     try:
         info = RUNTIMES[name]
     except KeyError:
@@ -130,13 +161,24 @@ def isolation(name: str, config: ModelConfig) -> str:
 
 def build_runtime(name: str, path: Path, config: ModelConfig) -> Runtime:
     """The runtime that serves one model version: the runtime itself, or a proxy to it in a
-    worker process when the model is isolated."""
+    worker process when the model is isolated. `name` is resolved first (`resolved_runtime`),
+    so a worker hosts the runtime the file asks for ("python" may be "triton_python")."""
+    name = resolved_runtime(name, path)
     if isolation(name, config) == "process":
         from modelyard.runtimes.worker import WorkerRuntime
 
         runtime_class(name)  # a missing runtime is a clear error here, not in the worker
         return WorkerRuntime(path, config, hosted=name)
     return runtime_class(name)(path, config)
+
+
+def defines_triton_model(path: Path) -> bool:
+    """Whether a model.py defines Triton's `TritonPythonModel` class (read, not imported)."""
+    try:
+        source = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return any(line.startswith("class TritonPythonModel") for line in source.splitlines())
 
 
 def runtime_for_file(path: Path) -> str | None:

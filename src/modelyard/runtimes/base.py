@@ -19,13 +19,44 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from modelyard.errors import InvalidArgument
+from modelyard.errors import InvalidArgument, ModelyardError
 from modelyard.spec.calls import ModelCalls
 from modelyard.spec.config import ModelConfig, TensorSpec
 from modelyard.spec.generation import Backend, Constraint
 
 Arrays = dict[str, np.ndarray]
 Signature = tuple[list[TensorSpec], list[TensorSpec]]
+
+
+class RequestArrays(dict[str, np.ndarray]):
+    """A request's input arrays with what else its client sent: its id, its parameters and
+    the outputs it asked for (empty: all). The core passes these to runtimes that read them
+    (`takes_request_lists`: Triton's Python backend); to every other runtime, plain arrays."""
+
+    __slots__ = ("id", "outputs", "parameters")
+
+    def __init__(
+        self,
+        arrays: Arrays,
+        id: str = "",
+        parameters: dict[str, Any] | None = None,
+        outputs: list[str] | None = None,
+    ) -> None:
+        super().__init__(arrays)
+        self.id = id
+        self.parameters = parameters or {}
+        self.outputs = outputs or []
+
+
+class ResponseArrays(dict[str, np.ndarray]):
+    """A response's output arrays with the parameters the model sets on it (Triton's
+    `InferenceResponse(parameters=...)`); the core sends them to the client."""
+
+    __slots__ = ("parameters",)
+
+    def __init__(self, arrays: Arrays, parameters: dict[str, Any]) -> None:
+        super().__init__(arrays)
+        self.parameters = parameters
 
 
 class Runtime(abc.ABC):
@@ -43,6 +74,11 @@ class Runtime(abc.ABC):
     #: core awaits it on the event loop instead of holding a worker thread per execution.
     #: (An instance attribute: a Python model is asynchronous when its `predict` is.)
     asynchronous: bool = False
+    #: True when a batch reaches the model as a list of requests (`infer_many`, as Triton's
+    #: Python backend's `execute(requests)`) instead of one concatenated array per input; each
+    #: request's inputs are then `RequestArrays`. (An instance attribute: a worker's proxy
+    #: takes request lists when the runtime it hosts does.)
+    takes_request_lists: bool = False
 
     def __init__(self, path: Path, config: ModelConfig) -> None:
         self.path = path
@@ -59,9 +95,19 @@ class Runtime(abc.ABC):
         or None when the artifact does not say (then the config must)."""
         return None
 
+    def declared_max_batch_size(self) -> int | None:
+        """The max_batch_size the model itself declares (a Triton model's
+        `auto_complete_config`), or None when it says nothing."""
+        return None
+
     @abc.abstractmethod
     def infer(self, inputs: Arrays) -> Arrays:
         """Run one inference; inputs are already validated against the config."""
+
+    def infer_many(self, parts: list[Arrays]) -> list[Arrays | ModelyardError]:
+        """Run a batch given as a list of requests (runtimes with `takes_request_lists`): one
+        result per request, or the error that fails that request alone."""
+        return [self.infer(inputs) for inputs in parts]
 
     def infer_stream(self, inputs: Arrays) -> Iterator[Arrays]:
         """Several responses for one request (decoupled models); by default just one."""
@@ -70,6 +116,10 @@ class Runtime(abc.ABC):
     async def infer_async(self, inputs: Arrays) -> Arrays:
         """`infer` for an `asynchronous` runtime, awaited on the event loop."""
         raise NotImplementedError(f"runtime {self.name!r} has no asynchronous infer")
+
+    async def infer_many_async(self, parts: list[Arrays]) -> list[Arrays | ModelyardError]:
+        """`infer_many` for an `asynchronous` runtime that `takes_request_lists`."""
+        raise NotImplementedError(f"runtime {self.name!r} has no asynchronous infer_many")
 
     def infer_stream_async(self, inputs: Arrays) -> AsyncGenerator[Arrays, None]:
         """`infer_stream` for an `asynchronous` runtime: every response as produced."""

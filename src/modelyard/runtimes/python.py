@@ -34,7 +34,8 @@ class PythonRuntime(Runtime):
         if len(classes) != 1:
             found = ", ".join(c.__name__ for c in classes) or "none"
             raise ModelLoadError(
-                f"{self.path} must define exactly one subclass of modelyard.Model (found {found})"
+                f"{self.path} must define exactly one subclass of modelyard.Model (found "
+                f"{found}), or Triton's `class TritonPythonModel` (docs/python-backend.md)"
             )
         if not self.config.inputs or not self.config.outputs:
             raise ModelLoadError(

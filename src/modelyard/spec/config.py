@@ -78,6 +78,13 @@ class ModelConfig:
     # The Triton JSON form of everything read, so fields modelyard does not use survive.
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def decoupled(self) -> bool:
+        """Whether the model may send any number of responses per request (Triton's
+        `model_transaction_policy { decoupled: true }`)."""
+        policy = self.extra.get("model_transaction_policy") or {}
+        return bool(policy.get("decoupled", False))
+
     def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)
 
