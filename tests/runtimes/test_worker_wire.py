@@ -10,7 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelyard.errors import DeadlineExceeded, Internal, InvalidArgument, ModelLoadError
+from modelyard.errors import (
+    DeadlineExceeded,
+    Internal,
+    InvalidArgument,
+    ModelLoadError,
+    ModelyardError,
+    Unimplemented,
+)
+from modelyard.runtimes import RequestArrays, ResponseArrays
 from modelyard.runtimes.worker import execution_timeout, wire
 
 ARRAYS: dict[str, np.ndarray] = {
@@ -138,3 +146,39 @@ def test_execution_timeout_reads_seconds(value: str | None, seconds: float | Non
 def test_a_bad_execution_timeout_is_a_load_error(value: str) -> None:
     with pytest.raises(ModelLoadError, match="execution_timeout_s must be seconds"):
         execution_timeout(value)
+
+
+def test_a_list_of_requests_and_its_answers_cross_in_one_frame_each() -> None:
+    parts: list[dict[str, np.ndarray]] = [
+        RequestArrays({"x": np.array([1.0], np.float32)}, "a", {"k": 1}, ["y"]),
+        RequestArrays({"x": np.array([2.0, 3.0], np.float32)}, "b", {}, []),
+        {"x": np.array([4.0], np.float32)},  # plain arrays (no id or parameters)
+    ]
+    specs, arrays = wire.pack_many(parts)
+    header = {"op": "many", "id": 1, "reqs": specs}
+    decoded, received = wire.decode(*_split(wire.encode(header, arrays)))
+    back = wire.unpack_many(decoded["reqs"], received or {})
+    assert [type(p) for p in back] == [RequestArrays, RequestArrays, dict]
+    first, second = back[0], back[1]
+    assert isinstance(first, RequestArrays) and isinstance(second, RequestArrays)
+    assert (first.id, first.parameters, first.outputs) == ("a", {"k": 1}, ["y"])
+    assert second.id == "b"
+    np.testing.assert_array_equal(second["x"], [2.0, 3.0])
+
+    results: list[dict[str, np.ndarray] | ModelyardError] = [
+        ResponseArrays({"y": np.array([2.0], np.float32)}, {"seen": "a"}),
+        Unimplemented("not this one"),
+        {"y": np.array([8.0], np.float32)},
+    ]
+    specs, arrays = wire.pack_results(results)
+    decoded, received = wire.decode(*_split(wire.encode({"op": "result", "res": specs}, arrays)))
+    answers = wire.unpack_results(decoded["res"], received or {})
+    assert isinstance(answers[0], ResponseArrays) and answers[0].parameters == {"seen": "a"}
+    assert isinstance(answers[1], Unimplemented) and answers[1].message == "not this one"
+    assert not isinstance(answers[2], ModelyardError)
+    np.testing.assert_array_equal(answers[2]["y"], [8.0])
+
+
+def _split(frame: bytes) -> tuple[bytes, bytes]:
+    head = int.from_bytes(frame[:4], "little")
+    return frame[8 : 8 + head], frame[8 + head :]

@@ -139,7 +139,7 @@ class DataPlane:
         runtime = model.runtime
         assert runtime is not None  # a model with a batcher has a runtime
         pulled = (
-            runtime.infer_stream_async(request.inputs)
+            runtime.infer_stream_async(_inputs(model, request))
             if runtime.asynchronous
             else self._pull(model, request)
         )

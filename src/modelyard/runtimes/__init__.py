@@ -94,6 +94,7 @@ RUNTIMES: dict[str, RuntimeInfo] = {
         (".py",),
         "model.py",
         claims_suffixes=False,
+        isolated=True,  # in a worker process, as Triton runs it in a stub process
     ),
     "llamacpp": RuntimeInfo(
         "modelyard.runtimes.llamacpp", "LlamaCppRuntime", "llm", (".gguf",), "model.gguf"

@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncGenerator
 from pathlib import Path
 
-from modelyard.errors import Internal, ModelLoadError, Unavailable
+from modelyard.errors import Internal, ModelLoadError, ModelyardError, Unavailable
 from modelyard.runtimes.base import Arrays, Runtime, Signature
 from modelyard.runtimes.worker.process import WorkerProcess
 from modelyard.spec.config import ModelConfig
@@ -44,6 +44,11 @@ class WorkerRuntime(Runtime):
     def __init__(self, path: Path, config: ModelConfig, hosted: str) -> None:
         super().__init__(path, config)
         self.hosted = hosted
+        from modelyard.runtimes import runtime_class
+
+        # Triton's Python backend takes a batch as a list of requests; so does its proxy.
+        self.takes_request_lists = runtime_class(hosted).takes_request_lists
+        self._declared: int | None = None
         self.timeout = execution_timeout(config.parameters.get("execution_timeout_s"))
         self.max_rss = max_rss_bytes(config.parameters.get("max_rss_mb"))
         self._memory_checked = 0.0
@@ -59,10 +64,14 @@ class WorkerRuntime(Runtime):
     def load(self) -> None:
         process = self._new_process()
         self._signature = process.start()
+        self._declared = process.declared_max_batch_size
         self._process = process
 
     def signature(self) -> Signature | None:
         return self._signature
+
+    def declared_max_batch_size(self) -> int | None:
+        return self._declared
 
     @property
     def pid(self) -> int:
@@ -84,6 +93,19 @@ class WorkerRuntime(Runtime):
         if self._loop is None:
             raise Internal(f"model {self.config.name!r}'s worker is not serving yet")
         return asyncio.run_coroutine_threadsafe(self.infer_async(inputs), self._loop).result()
+
+    def infer_many(self, parts: list[Arrays]) -> list[Arrays | ModelyardError]:
+        if self._loop is None:
+            raise Internal(f"model {self.config.name!r}'s worker is not serving yet")
+        many = self.infer_many_async(parts)
+        return asyncio.run_coroutine_threadsafe(many, self._loop).result()
+
+    async def infer_many_async(self, parts: list[Arrays]) -> list[Arrays | ModelyardError]:
+        process = await self._live()
+        try:
+            return await process.infer_many(parts, self.timeout)
+        finally:
+            self._check_memory(process)
 
     async def infer_async(self, inputs: Arrays) -> Arrays:
         process = await self._live()

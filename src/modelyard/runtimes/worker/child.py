@@ -77,7 +77,12 @@ class Worker:
                 self._start(header, arrays)
 
     def _start(self, header: Header, arrays: Arrays | None) -> None:
-        handlers = {"load": self._load, "infer": self._infer, "stream": self._stream}
+        handlers = {
+            "load": self._load,
+            "infer": self._infer,
+            "many": self._many,
+            "stream": self._stream,
+        }
         ident = header["id"]
         call_depth.set(header.get("depth", 0))  # copied into the task: its calls carry it
         task = asyncio.create_task(handlers[header["op"]](ident, header, arrays or {}))
@@ -106,10 +111,12 @@ class Worker:
         self.pool = ThreadPoolExecutor(max(1, config.instance_count), "modelyard-worker")
         signature = runtime.signature()
         sig = None if signature is None else [[vars(s) for s in side] for side in signature]
-        await self.send({"op": "loaded", "id": ident, "sig": sig})
+        declared = runtime.declared_max_batch_size()
+        await self.send({"op": "loaded", "id": ident, "sig": sig, "mbs": declared})
 
     async def _infer(self, ident: int, header: Header, inputs: Arrays) -> None:
         runtime = self._runtime()
+        inputs = wire.request_from(header, inputs)
         try:
             if runtime.asynchronous:
                 outputs = await runtime.infer_async(inputs)
@@ -117,15 +124,31 @@ class Worker:
                 loop = asyncio.get_running_loop()
                 work = functools.partial(contextvars.copy_context().run, runtime.infer, inputs)
                 outputs = await loop.run_in_executor(self.pool, work)
-            await self.send({"op": "result", "id": ident}, outputs)
+            await self.send({"op": "result", "id": ident, **wire.response_header(outputs)}, outputs)
         except Exception as exc:  # the model's, or outputs the wire cannot carry
             await self.send({"op": "error", "id": ident, **wire.error_header(exc)})
 
+    async def _many(self, ident: int, header: Header, arrays: Arrays) -> None:
+        """A batch as a list of requests (`Runtime.infer_many`: Triton's execute(requests));
+        each request's outputs or its own error go back in one frame."""
+        runtime = self._runtime()
+        try:
+            parts = wire.unpack_many(header["reqs"], arrays)
+            loop = asyncio.get_running_loop()
+            work = functools.partial(contextvars.copy_context().run, runtime.infer_many, parts)
+            results = await loop.run_in_executor(self.pool, work)
+            specs, outputs = wire.pack_results(results)
+            await self.send({"op": "result", "id": ident, "res": specs}, outputs)
+        except Exception as exc:
+            await self.send({"op": "error", "id": ident, **wire.error_header(exc)})
+
     async def _stream(self, ident: int, header: Header, inputs: Arrays) -> None:
+        inputs = wire.request_from(header, inputs)
         try:
             async with contextlib.aclosing(self._responses(inputs)) as responses:
                 async for outputs in responses:
-                    await self.send({"op": "item", "id": ident}, outputs)
+                    item = {"op": "item", "id": ident, **wire.response_header(outputs)}
+                    await self.send(item, outputs)
         except Exception as exc:
             await self.send({"op": "error", "id": ident, **wire.error_header(exc)})
             return

@@ -29,6 +29,7 @@ from modelyard.errors import (
     DeadlineExceeded,
     FailedPrecondition,
     ModelLoadError,
+    ModelyardError,
     Unavailable,
 )
 from modelyard.runtimes.worker import wire
@@ -64,6 +65,8 @@ class WorkerProcess:
         self._kill_reason = ""
         self._stopping = False
         self._calls: set[asyncio.Task[None]] = set()
+        #: The max_batch_size the hosted model declares (Runtime.declared_max_batch_size).
+        self.declared_max_batch_size: int | None = None
 
     @property
     def pid(self) -> int:
@@ -106,6 +109,7 @@ class WorkerProcess:
         if header["op"] == "error":
             self.stop_blocking(5.0)
             raise ModelLoadError(str(header["msg"]))
+        self.declared_max_batch_size = header.get("mbs")
         sig = header.get("sig")
         return None if sig is None else (wire.specs_from_wire(sig[0]), wire.specs_from_wire(sig[1]))
 
@@ -118,20 +122,33 @@ class WorkerProcess:
         self._reader = asyncio.create_task(self._read(reader))
 
     async def infer(self, inputs: Arrays, timeout: float | None) -> Arrays:
-        async with contextlib.aclosing(self._request("infer", inputs, timeout)) as answers:
-            async for _, arrays in answers:
-                return arrays or {}
+        extra = wire.request_header(inputs)
+        async with contextlib.aclosing(self._request("infer", inputs, timeout, extra)) as answers:
+            async for header, arrays in answers:
+                return wire.response_from(header, arrays or {})
+        raise Unavailable(f"model {self.config.name!r}'s worker process ended the request")
+
+    async def infer_many(
+        self, parts: list[Arrays], timeout: float | None
+    ) -> list[Arrays | ModelyardError]:
+        """A batch as a list of requests; each request's outputs or its own error."""
+        specs, arrays = wire.pack_many(parts)
+        request = self._request("many", arrays, timeout, {"reqs": specs})
+        async with contextlib.aclosing(request) as answers:
+            async for header, outputs in answers:
+                return wire.unpack_results(header["res"], outputs or {})
         raise Unavailable(f"model {self.config.name!r}'s worker process ended the request")
 
     async def stream(self, inputs: Arrays, timeout: float | None) -> AsyncGenerator[Arrays, None]:
-        async with contextlib.aclosing(self._request("stream", inputs, timeout)) as answers:
+        extra = wire.request_header(inputs)
+        async with contextlib.aclosing(self._request("stream", inputs, timeout, extra)) as answers:
             async for header, arrays in answers:
                 if header["op"] == "end":
                     return
-                yield arrays or {}
+                yield wire.response_from(header, arrays or {})
 
     async def _request(
-        self, op: str, inputs: Arrays, timeout: float | None
+        self, op: str, inputs: Arrays, timeout: float | None, extra: Header | None = None
     ) -> AsyncGenerator[Answer, None]:
         """Send one request; yield its answers up to the last ("result" or "end")."""
         ident = next(self._ids)
@@ -140,7 +157,8 @@ class WorkerProcess:
         finished = False
         try:
             try:
-                await self._send({"op": op, "id": ident, "depth": call_depth.get()}, inputs)
+                header = {"op": op, "id": ident, "depth": call_depth.get(), **(extra or {})}
+                await self._send(header, inputs)
             except (ConnectionError, OSError):  # it just died: the reader will say how
                 if self._reader is None or self._reader.done():
                     raise Unavailable(

@@ -50,7 +50,9 @@ from modelyard.errors import (
     NotFound,
     ResourceExhausted,
     Unavailable,
+    Unimplemented,
 )
+from modelyard.runtimes.base import RequestArrays, ResponseArrays
 from modelyard.spec.config import DynamicBatching, ModelConfig, TensorSpec, VersionPolicy
 from modelyard.tensors import from_binary, to_binary
 
@@ -246,6 +248,7 @@ _ERRORS: dict[str, type[ModelyardError]] = {
     Code.UNAVAILABLE: Unavailable,
     Code.RESOURCE_EXHAUSTED: ResourceExhausted,
     Code.DEADLINE_EXCEEDED: DeadlineExceeded,
+    Code.UNIMPLEMENTED: Unimplemented,
 }
 
 
@@ -258,6 +261,76 @@ def error_header(exc: BaseException) -> Header:
 
 def error_from(header: Header) -> ModelyardError:
     return _ERRORS.get(header.get("code", ""), Internal)(str(header.get("msg", "")))
+
+
+# ---- what travels beside the arrays (Triton's Python backend) -------------------------------
+
+
+def request_header(inputs: Arrays) -> Header:
+    """Header fields for a request's id, parameters and requested outputs (RequestArrays)."""
+    if isinstance(inputs, RequestArrays):
+        return {"rq": {"id": inputs.id, "p": inputs.parameters, "o": inputs.outputs}}
+    return {}
+
+
+def request_from(header: Header, arrays: Arrays) -> Arrays:
+    rq = header.get("rq")
+    if rq is None:
+        return arrays
+    return RequestArrays(arrays, rq["id"], rq["p"], rq["o"])
+
+
+def response_header(outputs: Arrays) -> Header:
+    """Header fields for the parameters a model set on its response (ResponseArrays)."""
+    if isinstance(outputs, ResponseArrays) and outputs.parameters:
+        return {"rp": outputs.parameters}
+    return {}
+
+
+def response_from(header: Header, arrays: Arrays) -> Arrays:
+    rp = header.get("rp")
+    return ResponseArrays(arrays, rp) if rp else arrays
+
+
+def pack_many(parts: list[Arrays]) -> tuple[list[Header], Arrays]:
+    """A list of requests (`Runtime.infer_many`) as one frame: each request's array names and
+    fields in the header, its arrays named `INDEX/NAME` beside it."""
+    specs: list[Header] = []
+    arrays: Arrays = {}
+    for index, part in enumerate(parts):
+        specs.append({"n": list(part), **request_header(part)})
+        arrays.update((f"{index}/{name}", array) for name, array in part.items())
+    return specs, arrays
+
+
+def unpack_many(specs: list[Header], arrays: Arrays) -> list[Arrays]:
+    return [
+        request_from(spec, {name: arrays[f"{index}/{name}"] for name in spec["n"]})
+        for index, spec in enumerate(specs)
+    ]
+
+
+def pack_results(results: list[Arrays | ModelyardError]) -> tuple[list[Header], Arrays]:
+    """`infer_many`'s answers as one frame: each request's outputs, or the error that fails
+    that request alone."""
+    specs: list[Header] = []
+    arrays: Arrays = {}
+    for index, result in enumerate(results):
+        if isinstance(result, BaseException):
+            specs.append(error_header(result))
+            continue
+        specs.append({"n": list(result), **response_header(result)})
+        arrays.update((f"{index}/{name}", array) for name, array in result.items())
+    return specs, arrays
+
+
+def unpack_results(specs: list[Header], arrays: Arrays) -> list[Arrays | ModelyardError]:
+    return [
+        error_from(spec)
+        if "code" in spec
+        else response_from(spec, {name: arrays[f"{index}/{name}"] for name in spec["n"]})
+        for index, spec in enumerate(specs)
+    ]
 
 
 def config_to_wire(config: ModelConfig) -> Header:
