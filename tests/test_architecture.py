@@ -17,15 +17,16 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "modelyard"
 LEAVES = ("errors", "tensors", "spec", "threads", "settings", "model")
 LAYERS: dict[str, int] = {
     "errors": 0,
-    **dict.fromkeys(["tensors", "threads", "settings", "model"], 1),
+    **dict.fromkeys(["tensors", "threads", "settings"], 1),
     "spec": 2,
-    "runtimes": 3,
-    "advisor": 4,
-    "repository": 5,
-    "core": 6,
-    "fronts": 7,
+    "model": 3,  # the user's Model: it offers spec's ModelCalls as self.models
+    "runtimes": 4,
+    "advisor": 5,
+    "repository": 6,
+    "core": 7,
+    "fronts": 8,
 }
-APPLICATION = 8
+APPLICATION = 9
 
 
 def _unit(module: str) -> str:

@@ -63,12 +63,14 @@ class Modelyard:
             watch=LLMMetrics(self.registry),
             keep_startup=settings.keep_alive_s is None,
             pull=PullPolicy(settings.pull_from, settings.pull_code),
+            threads=settings.worker_threads,
         )
         self.registry.register(ModelCollector(self.models))
         self.llm = LLMService(self.models, self.executor, stand_in=settings.tgi_model)
         self.dataplane = DataPlane(self.models, self.llm, self.executor)
-        self.calls = CoreCalls(self.dataplane)
-        self.models.calls = self.calls
+        # Models call each other through the same data plane and LLM service (composition).
+        self.calls = CoreCalls(self.dataplane, self.llm)
+        self.models.calls = self.calls.bound
         self.app = self._build_app()
 
     def _build_app(self) -> ASGIApp:
@@ -105,7 +107,7 @@ class Modelyard:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        self.calls.bind(asyncio.get_running_loop())
+        self.calls.loop = asyncio.get_running_loop()
         await self.models.start()
         tasks = [asyncio.create_task(self._reap())]
         if self.settings.model_control_mode == "poll":

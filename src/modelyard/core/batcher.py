@@ -23,6 +23,7 @@ bound, and never under concurrent load, where batches form.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import heapq
 import itertools
@@ -44,6 +45,8 @@ from modelyard.errors import (
     Unavailable,
 )
 from modelyard.runtimes import Arrays, Runtime
+from modelyard.runtimes.worker import execution_timeout
+from modelyard.spec.calls import call_depth
 from modelyard.spec.config import ModelConfig
 
 #: (queue, compute_input, compute_infer, compute_output) nanoseconds of one request.
@@ -72,6 +75,10 @@ class BatchPolicy:
     default_priority: int = 0
     default_timeout_us: int = 0
     inline_max_us: int = DEFAULT_INLINE_MAX_US
+    #: Seconds one execution may run before its requests fail with DEADLINE_EXCEEDED and
+    #: the model counts as hung (None: no limit). A worker process is killed and restarted
+    #: at this deadline by its runtime; a thread cannot be, so it keeps its slot until done.
+    execution_timeout_s: float | None = None
 
 
 def batch_policy(config: ModelConfig) -> BatchPolicy:
@@ -83,6 +90,7 @@ def batch_policy(config: ModelConfig) -> BatchPolicy:
         max_batch_size=config.max_batch_size,
         instances=config.instance_count,
         inline_max_us=_inline_max_us(config.parameters.get("inline_max_us")),
+        execution_timeout_s=execution_timeout(config.parameters.get("execution_timeout_s")),
     )
     if batching is not None:
         policy.max_queue_delay_us = batching.max_queue_delay_us
@@ -112,6 +120,7 @@ class _Request:
     arrival_ns: int
     deadline: float | None
     future: asyncio.Future[tuple[Arrays, Timing]]
+    depth: int = 0
 
 
 class Batcher:
@@ -127,6 +136,7 @@ class Batcher:
         self._order = itertools.count()
         self._queued_rows = 0
         self._running = 0  # executions started and not yet finished
+        self._started: dict[int, float] = {}  # monotonic start of each running execution
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         target = max(policy.preferred_batch_sizes, default=policy.max_batch_size)
@@ -142,10 +152,24 @@ class Batcher:
     def queue_depth(self) -> int:
         return len(self._heap)
 
+    def overdue(self) -> int:
+        """Executions running past the model's execution_timeout_s (hung ones)."""
+        limit = self.policy.execution_timeout_s
+        if limit is None:
+            return 0
+        now = time.monotonic()
+        return sum(1 for t in list(self._started.values()) if now - t > limit)
+
+    @property
+    def hung(self) -> bool:
+        """Every instance is held by an execution past its deadline: nothing can run."""
+        return self.overdue() >= self.policy.instances
+
     async def submit(
-        self, inputs: Arrays, rows: int, parameters: dict[str, Any]
+        self, inputs: Arrays, rows: int, parameters: dict[str, Any], depth: int = 0
     ) -> tuple[Arrays, Timing]:
-        """Queue one request; return its outputs and where its time went."""
+        """Queue one request; return its outputs and where its time went. `depth`: how deep
+        in calls between models the request is (spec.calls.call_depth)."""
         if len(self._heap) >= self.policy.max_queue_size:
             raise ResourceExhausted(
                 f"the queue of this model is full ({self.policy.max_queue_size} requests); "
@@ -163,6 +187,7 @@ class Batcher:
             time.perf_counter_ns(),
             time.monotonic() + timeout_us / 1e6 if timeout_us else None,
             asyncio.get_running_loop().create_future(),
+            depth,
         )
         heapq.heappush(self._heap, (priority, next(self._order), request))
         self._queued_rows += rows
@@ -227,14 +252,40 @@ class Batcher:
                     result = exc
                 self._finish(batch, started, result)
                 continue
-            future = loop.run_in_executor(self.executor, _execute, self.runtime, parts)
+            future: asyncio.Future[_Outcome]
+            context = _at_depth(max(r.depth for r in batch))
+            if self.runtime.asynchronous:  # awaited on the loop: no thread per execution
+                future = context.run(asyncio.ensure_future, _execute_async(self.runtime, parts))
+            else:
+                work = functools.partial(context.run, _execute, self.runtime, parts)
+                future = loop.run_in_executor(self.executor, work)
+                self._watch(loop, future, batch)
             future.add_done_callback(functools.partial(self._settle, batch, started))
+
+    def _watch(
+        self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], batch: list[_Request]
+    ) -> None:
+        """Track a thread's execution; past the execution timeout, fail its requests (the
+        thread keeps the slot until it returns: the model's cap on threads holds)."""
+        key = id(future)
+        self._started[key] = time.monotonic()
+        future.add_done_callback(lambda _: self._started.pop(key, None))
+        limit = self.policy.execution_timeout_s
+        if limit is None:
+            return
+        error = DeadlineExceeded(
+            f"model {self.runtime.config.name!r} ran past its execution_timeout_s ({limit:g} s); "
+            "it is not ready until the execution returns"
+        )
+        handle = loop.call_later(limit, _fail, batch, error)
+        future.add_done_callback(lambda _: handle.cancel())
 
     def _inline(self, batch: list[_Request]) -> bool:
         """Whether this batch runs on the event loop thread: a lone request with nothing else
         queued or running, no larger than lone requests measured within the inline limit."""
         return (
             len(batch) == 1
+            and not self.runtime.asynchronous
             and self._running == 1
             and not self._heap
             and 0 < _elements(batch[0].inputs) <= self._inline_elements
@@ -325,6 +376,21 @@ class Batcher:
             self._inline_elements = elements - 1
 
 
+def _at_depth(depth: int) -> contextvars.Context:
+    """The context an execution runs in: it carries the batch's call depth, for the calls
+    its model makes (spec.calls)."""
+    context = contextvars.copy_context()
+    if context.get(call_depth, 0) != depth:
+        context.run(call_depth.set, depth)
+    return context
+
+
+def _fail(batch: list[_Request], error: Exception) -> None:
+    for request in batch:
+        if not request.future.done():
+            request.future.set_exception(error)
+
+
 def _elements(inputs: Arrays) -> int:
     return sum(array.size for array in inputs.values())
 
@@ -356,10 +422,33 @@ def _execute(runtime: Runtime, parts: list[Arrays]) -> _Outcome:
         results = runtime.infer(parts[0])
         t1 = time.perf_counter_ns()
         return [results], 0, t1 - t0, 0
-    joined = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    joined = _join(parts)
     t1 = time.perf_counter_ns()
     results = runtime.infer(joined)
     t2 = time.perf_counter_ns()
+    return _split_back(results, parts, t0, t1, t2)
+
+
+async def _execute_async(runtime: Runtime, parts: list[Arrays]) -> _Outcome:
+    """`_execute` for an asynchronous runtime, on the event loop."""
+    t0 = time.perf_counter_ns()
+    if runtime.takes_request_lists:
+        return await runtime.infer_many_async(parts), 0, time.perf_counter_ns() - t0, 0
+    if len(parts) == 1:
+        results = await runtime.infer_async(parts[0])
+        return [results], 0, time.perf_counter_ns() - t0, 0
+    joined = _join(parts)
+    t1 = time.perf_counter_ns()
+    results = await runtime.infer_async(joined)
+    t2 = time.perf_counter_ns()
+    return _split_back(results, parts, t0, t1, t2)
+
+
+def _join(parts: list[Arrays]) -> Arrays:
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+
+def _split_back(results: Arrays, parts: list[Arrays], t0: int, t1: int, t2: int) -> _Outcome:
     sizes = [len(next(iter(p.values()))) for p in parts]
     split: list[Arrays | ModelyardError] = [*_split(results, sizes)]
     return split, t1 - t0, t2 - t1, time.perf_counter_ns() - t2

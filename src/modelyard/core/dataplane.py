@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from concurrent.futures import Executor
 from typing import Any
 
@@ -17,6 +18,7 @@ from modelyard.core.models import ModelService, ServedModel
 from modelyard.core.types import InferRequest, InferResponse, RequestedOutput
 from modelyard.errors import Internal, ModelyardError, Unavailable, Unimplemented
 from modelyard.runtimes import Arrays, RequestArrays, ResponseArrays
+from modelyard.spec.calls import call_depth
 from modelyard.spec.pipeline import LATEST, Step
 
 log = logging.getLogger("modelyard.dataplane")
@@ -65,7 +67,7 @@ class DataPlane:
                     raise Unavailable(f"model {model.name!r} is not serving yet")
                 else:
                     results, timing = await model.batcher.submit(
-                        _inputs(model, request), rows, request.parameters
+                        _inputs(model, request), rows, request.parameters, request.depth
                     )
                 outputs = contract.select(results, request.outputs)
             except BaseException as exc:
@@ -133,7 +135,15 @@ class DataPlane:
             return
         if model.batcher is None:
             raise Unavailable(f"model {model.name!r} is not serving yet")
-        async with model.batcher.slots, contextlib.aclosing(self._pull(model, request)) as out:
+        call_depth.set(request.depth)  # this request's task runs the stream
+        runtime = model.runtime
+        assert runtime is not None  # a model with a batcher has a runtime
+        pulled = (
+            runtime.infer_stream_async(_inputs(model, request))
+            if runtime.asynchronous
+            else self._pull(model, request)
+        )
+        async with model.batcher.slots, contextlib.aclosing(pulled) as out:
             yield out
 
     async def _pull(
@@ -145,8 +155,9 @@ class DataPlane:
         runtime = model.runtime
         assert runtime is not None  # a model with a batcher has a runtime
         iterator = iter(runtime.infer_stream(_inputs(model, request)))
+        context = contextvars.copy_context()  # the call depth, for calls the model makes
         while True:
-            step = loop.run_in_executor(self.executor, next, iterator, None)
+            step = loop.run_in_executor(self.executor, context.run, _step, iterator)
             try:
                 item = await asyncio.shield(step)
             except asyncio.CancelledError:
@@ -244,6 +255,10 @@ class DataPlane:
                 if found not in listed and found not in out:
                     out.append(found)
         return out
+
+
+def _step(iterator: Iterator[Arrays]) -> Arrays | None:
+    return next(iterator, None)
 
 
 def _decoupled(name: str) -> str:

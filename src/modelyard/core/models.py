@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from concurrent.futures import Executor
 from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
@@ -94,20 +94,24 @@ class ModelService:
         watch: EngineWatch | None = None,
         keep_startup: bool = False,
         pull: PullPolicy | None = None,
+        calls: Callable[[str], ModelCalls] | None = None,
+        threads: int = 0,
     ) -> None:
         self.roots = [Path(r) for r in roots]
         self.executor = executor
         self.control_mode = control_mode
         self.startup_models = list(startup_models)
         self.trust_pickle = trust_pickle
-        #: How loaded models call other models (BLS, composition); set by the composition root.
-        self.calls: ModelCalls | None = None
         self.residency = residency or ResidencyPolicy()
         self.watch = watch
         #: Models loaded at start stay until a request's keep-alive says otherwise (the
         #: default keep-alive is for models that requests load).
         self.keep_startup = keep_startup
         self.pull_policy = pull or PullPolicy()
+        #: What the model of a given name may call other models through (composition, BLS).
+        self.calls = calls
+        #: Worker threads in `executor` (0: unknown; no model is capped, no starvation seen).
+        self.threads = threads
         self.entries: dict[str, ModelEntry] = {}
         self.store = ModelStore(self.roots[0]) if self.roots else None
         self._loading = asyncio.Lock()
@@ -126,9 +130,16 @@ class ModelService:
 
     @property
     def ready(self) -> bool:
-        """Whether the server takes requests: started (start-up models loaded) and not
-        draining."""
-        return self._started and not self._draining
+        """Whether the server takes requests: started (start-up models loaded), not draining,
+        and its worker threads not all held by hung executions (`starved`)."""
+        return self._started and not self._draining and not self.starved
+
+    @property
+    def starved(self) -> bool:
+        """Every shared worker thread is held by an execution past its model's
+        execution_timeout_s: no in-process model can run, nor any load."""
+        hung = sum(m.threads_hung for m in self.loaded())
+        return bool(self.threads) and hung >= self.threads
 
     def drain(self) -> None:
         """The server is shutting down: say not ready from now on."""
@@ -225,10 +236,9 @@ class ModelService:
 
     def ready_version(self, name: str, version: str | None = None) -> bool:
         try:
-            self.get(name, version)
+            return self.get(name, version).ready
         except ModelyardError:
             return False
-        return True
 
     def residents(self) -> list[Residence]:
         """Every loaded model: its estimate, when it unloads if left idle, its context."""
@@ -395,7 +405,11 @@ class ModelService:
         try:
             for version in selected:
                 served = await loop.run_in_executor(self.executor, self._build, source, version)
-                served.serve(self.executor)
+                try:
+                    served.serve(self.executor, self.threads)
+                except BaseException:  # a setting it serves with is wrong: free what loaded
+                    await loop.run_in_executor(self.executor, served.close)
+                    raise
                 loaded[version] = served
         except BaseException:
             await self._retire(loaded.values())
@@ -404,7 +418,8 @@ class ModelService:
 
     def _build(self, source: ModelSource, version: int) -> ServedModel:
         """On a worker thread: read the version from disk and build what serves it."""
-        loaded = load_version(source, version, self.trust_pickle, self.calls)
+        calls = self.calls(source.name) if self.calls is not None else None
+        loaded = load_version(source, version, self.trust_pickle, calls)
         try:
             return ServedModel(
                 loaded.name, loaded.version, loaded.config, loaded.runtime, self.watch

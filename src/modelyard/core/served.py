@@ -96,11 +96,46 @@ class ServedModel:
                 f"one per sequence slot of the engine ({backend.n_slots}, n_seq_max)"
             )
 
-    def serve(self, executor: Executor) -> None:
+    def serve(self, executor: Executor, max_threads: int = 0) -> None:
         """Start accepting requests (on the event loop): a tensor model's queue and batcher.
-        A generator's KServe requests go to its engine instead."""
-        if self.engine is None and self.runtime is not None:
-            self.batcher = Batcher(self.runtime, executor, self.stats, batch_policy(self.config))
+        A generator's KServe requests go to its engine instead; a pipeline has neither. A
+        model whose executions run on the shared worker threads may hold at most
+        `max_threads` of them at once (0: no cap), however many instances it asks for, so that
+        no model can starve the others."""
+        runtime = self.runtime
+        if runtime is None:
+            return
+        runtime.serve()
+        if self.engine is None:
+            policy = batch_policy(self.config)
+            cap = _thread_cap(self.config, max_threads)
+            if not runtime.asynchronous and cap and policy.instances > cap:
+                log.warning(
+                    "model %s asks for %d instances; it may hold %d of the server's worker "
+                    "threads (parameter max_threads)",
+                    self.name,
+                    policy.instances,
+                    cap,
+                )
+                policy.instances = self.config.instance_count = cap
+                self.config.reasons["instance_count"] = (
+                    f"capped at {cap}, the worker threads one model may hold (max_threads)"
+                )
+            self.batcher = Batcher(runtime, executor, self.stats, policy)
+
+    @property
+    def ready(self) -> bool:
+        """Whether it answers now: its runtime is up (a worker process is not restarting)
+        and not every instance is hung past the model's execution_timeout_s."""
+        hung = self.batcher is not None and self.batcher.hung
+        return (self.runtime is None or self.runtime.ready) and not hung
+
+    @property
+    def threads_hung(self) -> int:
+        """Shared worker threads held by this model's executions past their deadline."""
+        if self.batcher is None or self.runtime is None or self.runtime.asynchronous:
+            return 0
+        return self.batcher.overdue()
 
     @property
     def generates(self) -> bool:
@@ -154,6 +189,14 @@ class ServedModel:
                 self.runtime.unload()
         except Exception:
             log.exception("unloading %s version %d failed", self.name, self.version)
+
+
+def _thread_cap(config: ModelConfig, pool: int) -> int:
+    """The model parameter `max_threads`, or by default half the pool (at least one)."""
+    value = config.parameters.get("max_threads")
+    if value is not None:
+        return _count(value, 1, "max_threads")
+    return max(1, pool // 2) if pool else 0
 
 
 def _count(value: str | None, default: int, name: str) -> int:

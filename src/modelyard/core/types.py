@@ -23,6 +23,8 @@ class InferRequest:
     id: str | None = None
     outputs: list[RequestedOutput] | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
+    #: 0 for a client's request; n for a call a model made at depth n - 1 (spec.calls).
+    depth: int = 0
 
 
 @dataclass(slots=True)

@@ -11,7 +11,7 @@ from modelyard.advisor.apply import advise_config
 from modelyard.errors import ModelLoadError
 from modelyard.repository.autocomplete import complete
 from modelyard.repository.scan import ModelSource
-from modelyard.runtimes import PICKLE_SUFFIXES, Runtime, runtime_class
+from modelyard.runtimes import PICKLE_SUFFIXES, Runtime, build_runtime
 from modelyard.spec.calls import ModelCalls
 from modelyard.spec.config import ModelConfig
 
@@ -49,7 +49,7 @@ def load_version(
         )
     if not path.exists():
         raise ModelLoadError(f"model {source.name!r}: {path} does not exist")
-    runtime = runtime_class(config.runtime, path)(path, config)
+    runtime = build_runtime(config.runtime, path, config)
     runtime.calls = calls
     runtime.load()
     try:

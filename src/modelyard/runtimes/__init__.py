@@ -21,6 +21,7 @@ from modelyard.runtimes.base import (
     TemplateSource,
     TextModel,
 )
+from modelyard.spec.config import ModelConfig
 
 __all__ = [
     "PICKLE_SUFFIXES",
@@ -32,7 +33,10 @@ __all__ = [
     "RuntimeInfo",
     "TemplateSource",
     "TextModel",
+    "build_runtime",
     "defines_triton_model",
+    "isolation",
+    "resolved_runtime",
     "runtime_class",
     "runtime_for_file",
     "runtime_suffixes",
@@ -54,6 +58,9 @@ class RuntimeInfo:
     claims_suffixes: bool = True
     #: Suffixes whose files are pickles: loading them runs code (--trust-pickle).
     pickles: tuple[str, ...] = ()
+    #: Whether its models run in a worker process by default (user code that may crash or
+    #: hang); the model parameter `isolation` (process | thread) decides per model.
+    isolated: bool = False
 
 
 RUNTIMES: dict[str, RuntimeInfo] = {
@@ -76,7 +83,9 @@ RUNTIMES: dict[str, RuntimeInfo] = {
     "lightgbm": RuntimeInfo(
         "modelyard.runtimes.boosters", "LightGBMRuntime", "lightgbm", (".txt", ".lgb"), "model.txt"
     ),
-    "python": RuntimeInfo("modelyard.runtimes.python", "PythonRuntime", "", (".py",), "model.py"),
+    "python": RuntimeInfo(
+        "modelyard.runtimes.python", "PythonRuntime", "", (".py",), "model.py", isolated=True
+    ),
     # A model.py defining Triton's `class TritonPythonModel` (runtime "python" picks it).
     "triton_python": RuntimeInfo(
         "modelyard.runtimes.triton_python",
@@ -85,6 +94,7 @@ RUNTIMES: dict[str, RuntimeInfo] = {
         (".py",),
         "model.py",
         claims_suffixes=False,
+        isolated=True,  # in a worker process, as Triton runs it in a stub process
     ),
     "llamacpp": RuntimeInfo(
         "modelyard.runtimes.llamacpp", "LlamaCppRuntime", "llm", (".gguf",), "model.gguf"
@@ -109,11 +119,18 @@ _CLAIMED = {
 PICKLE_SUFFIXES = frozenset(suffix for info in RUNTIMES.values() for suffix in info.pickles)
 
 
+def resolved_runtime(name: str, path: Path | None = None) -> str:
+    """The runtime that serves the file at `path` under runtime `name`: for "python", Triton's
+    Python backend ("triton_python") when the file defines `class TritonPythonModel`."""
+    if name == "python" and path is not None and defines_triton_model(path):
+        return "triton_python"
+    return name
+
+
 def runtime_class(name: str, path: Path | None = None) -> type[Runtime]:
     """The runtime class called `name`; for "python", Triton's Python backend when the file
     at `path` defines `class TritonPythonModel` (a modelyard.Model otherwise)."""
-    if name == "python" and path is not None and defines_triton_model(path):
-        name = "triton_python"
+    name = resolved_runtime(name, path)
     try:
         info = RUNTIMES[name]
     except KeyError:
@@ -127,6 +144,33 @@ def runtime_class(name: str, path: Path | None = None) -> type[Runtime]:
         raise ModelLoadError(f"runtime {name!r} is not installed ({exc.name}): {hint}") from exc
     cls: type[Runtime] = getattr(module, info.cls)
     return cls
+
+
+def isolation(name: str, config: ModelConfig) -> str:
+    """Where a model of runtime `name` runs: "process" (a worker process) or "thread" (in the
+    server), from its `isolation` parameter or the runtime's default."""
+    info = RUNTIMES.get(name)
+    default = "process" if info is not None and info.isolated else "thread"
+    mode = config.parameters.get("isolation", default).strip().lower()
+    if mode not in ("process", "thread"):
+        raise ModelLoadError(
+            f"parameter isolation must be 'process' (a worker process) or 'thread' (in the "
+            f"server), got {mode!r}"
+        )
+    return mode
+
+
+def build_runtime(name: str, path: Path, config: ModelConfig) -> Runtime:
+    """The runtime that serves one model version: the runtime itself, or a proxy to it in a
+    worker process when the model is isolated. `name` is resolved first (`resolved_runtime`),
+    so a worker hosts the runtime the file asks for ("python" may be "triton_python")."""
+    name = resolved_runtime(name, path)
+    if isolation(name, config) == "process":
+        from modelyard.runtimes.worker import WorkerRuntime
+
+        runtime_class(name)  # a missing runtime is a clear error here, not in the worker
+        return WorkerRuntime(path, config, hosted=name)
+    return runtime_class(name)(path, config)
 
 
 def defines_triton_model(path: Path) -> bool:

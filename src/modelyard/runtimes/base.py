@@ -12,7 +12,7 @@ config; library errors are translated into `modelyard.errors` here.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -69,10 +69,16 @@ class Runtime(abc.ABC):
     #: waiting on I/O or locks), so a short one may run on the event loop thread while the
     #: model is idle (see core/batcher.py).
     inline_safe: ClassVar[bool] = False
+    #: True when `infer_async` / `infer_stream_async` are how this runtime runs: it waits on
+    #: another process (a worker) or on `async def` model code rather than computing, so the
+    #: core awaits it on the event loop instead of holding a worker thread per execution.
+    #: (An instance attribute: a Python model is asynchronous when its `predict` is.)
+    asynchronous: bool = False
     #: True when a batch reaches the model as a list of requests (`infer_many`, as Triton's
     #: Python backend's `execute(requests)`) instead of one concatenated array per input; each
-    #: request's inputs are then `RequestArrays`.
-    takes_request_lists: ClassVar[bool] = False
+    #: request's inputs are then `RequestArrays`. (An instance attribute: a worker's proxy
+    #: takes request lists when the runtime it hosts does.)
+    takes_request_lists: bool = False
 
     def __init__(self, path: Path, config: ModelConfig) -> None:
         self.path = path
@@ -106,6 +112,26 @@ class Runtime(abc.ABC):
     def infer_stream(self, inputs: Arrays) -> Iterator[Arrays]:
         """Several responses for one request (decoupled models); by default just one."""
         yield self.infer(inputs)
+
+    async def infer_async(self, inputs: Arrays) -> Arrays:
+        """`infer` for an `asynchronous` runtime, awaited on the event loop."""
+        raise NotImplementedError(f"runtime {self.name!r} has no asynchronous infer")
+
+    async def infer_many_async(self, parts: list[Arrays]) -> list[Arrays | ModelyardError]:
+        """`infer_many` for an `asynchronous` runtime that `takes_request_lists`."""
+        raise NotImplementedError(f"runtime {self.name!r} has no asynchronous infer_many")
+
+    def infer_stream_async(self, inputs: Arrays) -> AsyncGenerator[Arrays, None]:
+        """`infer_stream` for an `asynchronous` runtime: every response as produced."""
+        raise NotImplementedError(f"runtime {self.name!r} has no asynchronous infer_stream")
+
+    def serve(self) -> None:  # noqa: B027 - optional hook
+        """Called on the event loop when the loaded model starts serving."""
+
+    @property
+    def ready(self) -> bool:
+        """Whether the runtime can answer now (False while a worker process restarts)."""
+        return True
 
     def unload(self) -> None:  # noqa: B027 - optional hook
         """Free what `load` took."""

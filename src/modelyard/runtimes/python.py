@@ -6,7 +6,8 @@ import importlib.util
 import inspect
 import sys
 import types
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +44,12 @@ class PythonRuntime(Runtime):
             )
         version = int(self.path.parent.name) if self.path.parent.name.isdigit() else 1
         self.model = classes[0](self.config.name, version, self.path.parent, self.config.parameters)
+        if self.calls is not None:
+            self.model.models = self.calls
+        predict = self.model.predict
+        self.asynchronous = inspect.iscoroutinefunction(predict) or inspect.isasyncgenfunction(
+            predict
+        )
         try:
             self.model.load()
         except Exception as exc:
@@ -78,6 +85,29 @@ class PythonRuntime(Runtime):
                 yield _arrays(result)
                 return
             for item in result:
+                yield _arrays(item)
+        except ModelyardError:
+            raise
+        except Exception as exc:
+            raise Internal(f"model {self.config.name!r} raised {exc!r}") from exc
+
+    async def infer_async(self, inputs: Arrays) -> Arrays:
+        results = [item async for item in self.infer_stream_async(inputs)]
+        if len(results) != 1:
+            raise Internal(
+                f"model {self.config.name!r} produced {len(results)} responses; "
+                "use a streaming call (gRPC ModelStreamInfer) for models that yield"
+            )
+        return results[0]
+
+    async def infer_stream_async(self, inputs: Arrays) -> AsyncGenerator[Arrays, None]:
+        """An `async def predict`: awaited (or iterated, when it yields) on the loop."""
+        try:
+            result: Any = self.model.predict(inputs)
+            if inspect.isawaitable(result):
+                yield _arrays(await result)
+                return
+            async for item in result:
                 yield _arrays(item)
         except ModelyardError:
             raise

@@ -13,12 +13,21 @@ this object from a thread that is not the loop.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
 T = TypeVar("T")
 Arrays = dict[str, np.ndarray]
+
+#: How deep in calls between models the execution running in this context is: 0 for a
+#: client's request, 1 for a call a model made while serving one, and so on. The core sets it
+#: around each execution (a batch takes its deepest request's), worker processes carry it both
+#: ways, and a call deeper than `MAX_CALL_DEPTH` is refused, so models that call each other in
+#: a loop fail with a clear error instead of recursing without end.
+call_depth: ContextVar[int] = ContextVar("modelyard_call_depth", default=0)
+MAX_CALL_DEPTH = 16
 
 
 class ModelCalls(Protocol):
