@@ -306,3 +306,60 @@ def _save(graph: GraphProto, path: Path) -> None:
     model.ir_version = 8
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, path)
+
+
+# ---- the same ensemble with Triton Python-backend (pb_utils) steps ----------------------------
+
+PB_PREPROCESS = textwrap.dedent("""\
+    import numpy as np
+    import triton_python_backend_utils as pb_utils
+
+
+    class TritonPythonModel:
+        def execute(self, requests):
+            responses = []
+            for request in requests:
+                raw = pb_utils.get_input_tensor_by_name(request, "RAW").as_numpy()
+                a = pb_utils.Tensor("A", (raw + 1).astype(np.float32))
+                b = pb_utils.Tensor("B", raw.astype(np.int32))
+                responses.append(pb_utils.InferenceResponse(output_tensors=[a, b]))
+            return responses
+    """)
+
+PB_POSTPROCESS = textwrap.dedent("""\
+    import triton_python_backend_utils as pb_utils
+
+
+    class TritonPythonModel:
+        def execute(self, requests):
+            responses = []
+            for request in requests:
+                total = pb_utils.get_input_tensor_by_name(request, "SUM").as_numpy()
+                diff = pb_utils.get_input_tensor_by_name(request, "DIFF").as_numpy()
+                if (total < -1000).any():
+                    error = pb_utils.TritonError("postprocess refuses a SUM below -1000")
+                    responses.append(pb_utils.InferenceResponse(error=error))
+                    continue
+                product = pb_utils.Tensor("PRODUCT", total * diff)
+                responses.append(pb_utils.InferenceResponse(output_tensors=[product]))
+            return responses
+    """)
+
+
+def pb_utils_pipeline_repository(root: Path) -> Path:
+    """The ensemble of `pipeline_repository` with its Python steps written as Triton
+    Python-backend models (pb_utils), the way Triton's docs write them."""
+    for name in ("preprocess", "postprocess"):
+        (root / name / "1").mkdir(parents=True)
+    (root / "preprocess" / "1" / "model.py").write_text(PB_PREPROCESS)
+    (root / "preprocess" / "config.pbtxt").write_text(PREPROCESS_CONFIG)
+    (root / "postprocess" / "1" / "model.py").write_text(PB_POSTPROCESS)
+    (root / "postprocess" / "config.pbtxt").write_text(POSTPROCESS_CONFIG)
+    addsub_onnx(root / "addsub" / "1" / "model.onnx", scale=1.0)
+    addsub_onnx(root / "addsub" / "2" / "model.onnx", scale=10.0)
+    (root / "addsub" / "config.pbtxt").write_text(
+        'platform: "onnxruntime_onnx"\nmax_batch_size: 16\nversion_policy: { all { } }\n'
+    )
+    (root / "pipeline" / "1").mkdir(parents=True)
+    (root / "pipeline" / "config.pbtxt").write_text(ENSEMBLE_CONFIG)
+    return root

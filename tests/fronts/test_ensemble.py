@@ -20,7 +20,12 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.pipeline_models import expected, ovms_repository, pipeline_repository
+from tests.pipeline_models import (
+    expected,
+    ovms_repository,
+    pb_utils_pipeline_repository,
+    pipeline_repository,
+)
 from tests.server_process import ServerProcess
 
 CYCLE = """\
@@ -383,3 +388,25 @@ def test_memory_budget_counts_the_steps_not_loaded(repo: Path, tmp_path: Path) -
             _http_infer(client, "pipeline", RAW)
         assert "its steps not loaded yet need about" in str(err.value.message())
         assert _state(client) == {}
+
+
+def test_an_ensemble_of_triton_python_backend_steps(tmp_path: Path) -> None:
+    """Triton's docs' shape: pb_utils preprocess -> ONNX -> pb_utils postprocess, over HTTP
+    and gRPC; a postprocess error (InferenceResponse(error=...)) reaches the client as that
+    step's error while the other requests of its batch succeed."""
+    repo = pb_utils_pipeline_repository(tmp_path / "repo")
+    with (
+        ServerProcess(str(repo), log_path=tmp_path / "server.log") as server,
+        httpclient.InferenceServerClient(server.http_addr) as http,
+        grpcclient.InferenceServerClient(server.grpc_addr) as grpc,
+    ):
+        np.testing.assert_allclose(_http_infer(http, "pipeline", RAW), expected(RAW))
+        result = grpc.infer("pipeline", [_grpc_input("RAW", RAW)]).as_numpy("RESULT")
+        np.testing.assert_allclose(result, expected(RAW))
+        bad = np.full((1, 4), -60.0, dtype=np.float32)  # SUM = (-59 + -60) * 10 = -1190
+        with pytest.raises(InferenceServerException) as error:
+            _http_infer(http, "pipeline", bad)
+        message = error.value.message()
+        assert "step 3 (model 'postprocess')" in message, message
+        assert "SUM below -1000" in message, message
+        np.testing.assert_allclose(_http_infer(http, "pipeline", RAW), expected(RAW))

@@ -108,6 +108,7 @@ NOT_IN_SCHEMA = (
     # TGI's rules across fields and on a grammar's value
     "must not be set when `best_of` > 1",
     "you must use sampling when `best_of` is > 1",
+    "is not supported when streaming tokens",
     "grammar",
 )
 

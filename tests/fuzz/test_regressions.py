@@ -3,6 +3,7 @@ server with the real clients; each leaves the server serving (the `fuzzed` fixtu
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from tests.models import slow_model
 from tests.server_process import ServerProcess
 
 
@@ -168,3 +170,32 @@ def test_a_keep_alive_past_any_date_is_forever(ollama_client: ollama.Client) -> 
     (row,) = [m for m in ollama_client.ps().models if m.model == "tiny:latest"]
     assert row.expires_at is not None and row.expires_at.year > 2200
     ollama_client.generate(model="tiny", keep_alive="5m")  # back to what the others expect
+
+
+# ---- defect 8: unloading under requests in flight is 503 (unavailable), not 429 --------------
+
+
+def test_unload_under_requests_in_flight_answers_503(tmp_path: Path) -> None:
+    slow_model(tmp_path, "slow", "", delay=1.0)
+    args = ("--model-control-mode", "explicit", "--load-model", "slow")
+    body = {"inputs": [{"name": "X", "shape": [1], "datatype": "FP32", "data": [1.0]}]}
+
+    async def run(url: str) -> tuple[list[httpx.Response], httpx.Response, httpx.Response]:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            infer = "/v2/models/slow/infer"
+            running = [asyncio.create_task(client.post(infer, json=body)) for _ in range(4)]
+            await asyncio.sleep(0.4)  # the first executes, three wait in the queue
+            unload = asyncio.create_task(client.post("/v2/repository/models/slow/unload"))
+            await asyncio.sleep(0.3)
+            late = await client.post(infer, json=body)
+            answers = [await request for request in running]
+            assert (await unload).status_code == 200
+            assert (await client.post("/v2/repository/models/slow/load")).status_code == 200
+            return answers, late, await client.post(infer, json=body)
+
+    with ServerProcess(str(tmp_path), *args) as server:
+        answers, late, again = asyncio.run(run(server.url))
+    assert late.status_code == 503 and "not ready" in late.json()["error"]
+    assert [a.status_code for a in answers] == [200, 503, 503, 503]
+    assert all("was unloaded" in a.json()["error"] for a in answers[1:])
+    assert again.status_code == 200  # loaded again, it serves

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -117,17 +118,23 @@ class LlamaCppRuntime(Runtime, TextModel):
     # ---- Runtime -----------------------------------------------------------------------------
 
     def load(self) -> None:
-        _init_library()
         settings = LlamaSettings.read(self.config.parameters, self.config.name)
-        params = lc.llama_model_default_params()
-        self.model = lc.llama_model_load_from_file(str(self.path).encode(), params)
-        if not self.model:
-            raise ModelLoadError(f"model {self.config.name!r}: llama.cpp cannot load {self.path}")
-        try:
-            self._setup(settings)
-        except BaseException:
-            self.unload()
-            raise
+        # one load at a time: the server loads its start-up models concurrently, and two
+        # threads initialising llama.cpp's backends or loading at once corrupted the heap
+        # ("double free detected in tcache" at start, now and then)
+        with _LOADING:
+            _init_library()
+            params = lc.llama_model_default_params()
+            self.model = lc.llama_model_load_from_file(str(self.path).encode(), params)
+            if not self.model:
+                raise ModelLoadError(
+                    f"model {self.config.name!r}: llama.cpp cannot load {self.path}"
+                )
+            try:
+                self._setup(settings)
+            except BaseException:
+                self.unload()
+                raise
 
     def _setup(self, settings: LlamaSettings) -> None:
         self.vocab = lc.llama_model_get_vocab(self.model)
@@ -200,12 +207,13 @@ class LlamaCppRuntime(Runtime, TextModel):
             if part is not None:
                 part.close()
         self.generator = self.embedder = None
-        if self.ctx:
-            lc.llama_free(self.ctx)
-            self.ctx = None
-        if self.model:
-            lc.llama_model_free(self.model)
-            self.model = None
+        with _LOADING:  # not while another model loads
+            if self.ctx:
+                lc.llama_free(self.ctx)
+                self.ctx = None
+            if self.model:
+                lc.llama_model_free(self.model)
+                self.model = None
 
     # ---- TextModel ---------------------------------------------------------------------------
 
@@ -310,6 +318,11 @@ def _log_callback(level: int, text: bytes, user_data: Any) -> None:
         message = text.decode("utf-8", "replace").rstrip()
         if message:
             log.log(logging.WARNING if level == 3 else logging.ERROR, "llama.cpp: %s", message)
+
+
+#: Held while a model loads or is freed (see `LlamaCppRuntime.load`); re-entrant, since a
+#: load that fails frees what it made.
+_LOADING = threading.RLock()
 
 
 def _init_library() -> None:
