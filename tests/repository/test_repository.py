@@ -80,3 +80,12 @@ def test_python_model_without_signature(tmp_path: Path) -> None:
     rows = describe_repository(Settings(repositories=(tmp_path,)))
     assert "must declare its inputs and outputs" in rows[0]["error"]
     assert ModelLoadError.code.value == "FAILED_PRECONDITION"
+
+
+def test_a_model_folder_given_as_the_repository_is_that_model(model_repo: Path) -> None:
+    """`modelyard serve repo/addsub`: the folder holds config.pbtxt, so it is one model."""
+    found = scan([model_repo / "addsub"])
+    assert list(found) == ["addsub"]
+    assert sorted(found["addsub"].versions) == [1, 2]
+    yaml_model = scan([model_repo / "countdown"])  # model.yaml + model.py
+    assert list(yaml_model) == ["countdown"]

@@ -47,39 +47,43 @@ class DataPlane:
 
     async def infer(self, request: InferRequest) -> InferResponse:
         async with self.models.lease(request.model, request.version) as model:
-            if model.config.decoupled:
-                raise Unimplemented(_decoupled(model.name))
-            start = time.perf_counter_ns()
-            try:
-                contract = model.contract
-                rows = contract.check(request.inputs)
-                if request.outputs:
-                    contract.check_requested(request.outputs)
-                if model.engine is not None:  # a text generator: its engine, never a worker
-                    results = await self.llm.infer(model, request.inputs, request.parameters)
-                    timing = (0, 0, time.perf_counter_ns() - start, 0)
-                    model.stats.record_execution(rows, *timing[1:])
-                elif model.pipeline is not None:  # an ensemble: its steps, as a DAG
-                    results = await self._pipeline(model, request)
-                    timing = (0, 0, time.perf_counter_ns() - start, 0)
-                    model.stats.record_execution(rows, *timing[1:])
-                elif model.batcher is None:
-                    raise Unavailable(f"model {model.name!r} is not serving yet")
-                else:
-                    results, timing = await model.batcher.submit(
-                        _inputs(model, request), rows, request.parameters, request.depth
-                    )
-                outputs = contract.select(results, request.outputs)
-            except BaseException as exc:
-                model.stats.record_failure(time.perf_counter_ns() - start)
-                if not isinstance(exc, ModelyardError | asyncio.CancelledError):
-                    log.exception("model %s failed", model.name)
-                    raise Internal(f"model {model.name!r} failed: {exc!r}") from exc
-                raise
-            model.stats.record_success(time.perf_counter_ns() - start, *timing)
-            return InferResponse(
-                model.name, str(model.version), outputs, request.id, _parameters(results)
-            )
+            return await self._infer_on(model, request)
+
+    async def _infer_on(self, model: ServedModel, request: InferRequest) -> InferResponse:
+        """`request` on `model`, a version the caller holds leased."""
+        if model.config.decoupled:
+            raise Unimplemented(_decoupled(model.name))
+        start = time.perf_counter_ns()
+        try:
+            contract = model.contract
+            rows = contract.check(request.inputs)
+            if request.outputs:
+                contract.check_requested(request.outputs)
+            if model.engine is not None:  # a text generator: its engine, never a worker
+                results = await self.llm.infer(model, request.inputs, request.parameters)
+                timing = (0, 0, time.perf_counter_ns() - start, 0)
+                model.stats.record_execution(rows, *timing[1:])
+            elif model.pipeline is not None:  # an ensemble: its steps, as a DAG
+                results = await self._pipeline(model, request)
+                timing = (0, 0, time.perf_counter_ns() - start, 0)
+                model.stats.record_execution(rows, *timing[1:])
+            elif model.batcher is None:
+                raise Unavailable(f"model {model.name!r} is not serving yet")
+            else:
+                results, timing = await model.batcher.submit(
+                    _inputs(model, request), rows, request.parameters, request.depth
+                )
+            outputs = contract.select(results, request.outputs)
+        except BaseException as exc:
+            model.stats.record_failure(time.perf_counter_ns() - start)
+            if not isinstance(exc, ModelyardError | asyncio.CancelledError):
+                log.exception("model %s failed", model.name)
+                raise Internal(f"model {model.name!r} failed: {exc!r}") from exc
+            raise
+        model.stats.record_success(time.perf_counter_ns() - start, *timing)
+        return InferResponse(
+            model.name, str(model.version), outputs, request.id, _parameters(results)
+        )
 
     async def generate(self, request: InferRequest) -> InferResponse:
         """One response from any model (Triton's generate): a decoupled model must send
@@ -176,12 +180,15 @@ class DataPlane:
         spec = model.pipeline
         params = {k: v for k, v in request.parameters.items() if k in STEP_PARAMETERS}
 
+        leased: list[ServedModel] = []
+
         async def step(index: int, step: Step, inputs: Arrays) -> Arrays:
-            version = None if step.version == LATEST else str(step.version)
             outputs = [RequestedOutput(name) for name in step.outputs]
-            call = InferRequest(step.model, inputs, version, request.id, outputs, dict(params))
+            call = InferRequest(
+                step.model, inputs, None, request.id, outputs, dict(params), request.depth
+            )
             try:
-                return (await self.infer(call)).outputs
+                return (await self._infer_on(leased[index], call)).outputs
             except ModelyardError as exc:
                 raise pipeline.step_error(model.name, index, step, exc) from exc
 
@@ -189,9 +196,12 @@ class DataPlane:
             for index, each in enumerate(spec.steps):
                 version = None if each.version == LATEST else str(each.version)
                 try:
-                    await held.enter_async_context(self.models.lease(each.model, version))
+                    lease = self.models.lease(each.model, version)
+                    leased.append(await held.enter_async_context(lease))
                 except ModelyardError as exc:
                     raise pipeline.step_error(model.name, index, each, exc) from exc
+            # each step runs on the version leased here, for the whole request (a reload
+            # in between changes nothing for it, as for any holder of a lease)
             return await pipeline.run(spec, request.inputs, step)
 
     async def _pipeline_once(

@@ -124,6 +124,13 @@ class ModelService:
         """Find the models and load the start-up set; the service is ready afterwards."""
         for name, source in scan(self.roots).items():
             self.entries[name] = ModelEntry(source)
+        if not self.entries and self.roots:
+            log.warning(
+                "no models in %s: a repository holds one entry per model (NAME/config.pbtxt + "
+                "NAME/1/model.onnx, NAME/model.yaml, or a model file such as NAME.onnx); a "
+                "model's own folder may be served too",
+                ", ".join(map(str, self.roots)),
+            )
         wanted = list(self.entries) if self._load_all_at_start() else self.startup_models
         await asyncio.gather(*[self._load_at_start(name) for name in wanted])
         self._started = True

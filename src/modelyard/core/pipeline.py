@@ -41,7 +41,19 @@ async def run(spec: PipelineSpec, inputs: Arrays, call: StepCall) -> Arrays:
     running: dict[asyncio.Task[Arrays], int] = {}
     try:
         while pending or running:
-            for index in [i for i in pending if _ready(spec.steps[i], tensors, produced)]:
+            ready = [i for i in pending if _ready(spec.steps[i], tensors, produced)]
+            if len(ready) == 1 and not running:
+                # the only step that can run now (a chain's next step): awaited in place,
+                # without a task of its own (most of a short step's overhead)
+                index = ready[0]
+                pending.remove(index)
+                step = spec.steps[index]
+                args = {k: tensors[t] for k, t in step.inputs.items() if t in tensors}
+                outputs = await call(index, step, args)
+                for model_output, tensor in step.outputs.items():
+                    tensors[tensor] = outputs[model_output]
+                continue
+            for index in ready:
                 pending.remove(index)
                 step = spec.steps[index]
                 args = {k: tensors[t] for k, t in step.inputs.items() if t in tensors}

@@ -69,6 +69,12 @@ def _sources(root: Path) -> Iterator[ModelSource]:
     if is_ovms_config(root / "config.json"):
         yield from read_ovms(root / "config.json")
         return
+    if (root / "config.pbtxt").is_file() or (root / "model.yaml").is_file():
+        # one model's folder given as the repository (`modelyard serve repo/mlp`): that model
+        source = read_entry(root)
+        if source is not None:
+            yield source
+        return
     for entry in sorted(root.iterdir()):
         source = read_entry(entry)
         if source is not None:
