@@ -7,6 +7,7 @@ import inspect
 import sys
 import types
 from collections.abc import AsyncGenerator, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,18 +57,7 @@ class PythonRuntime(Runtime):
             raise ModelLoadError(f"{classes[0].__name__}.load() failed: {exc!r}") from exc
 
     def _import(self) -> types.ModuleType:
-        module_name = f"modelyard_user_models.{self.config.name}_{abs(hash(self.path))}"
-        spec = importlib.util.spec_from_file_location(module_name, self.path)
-        if spec is None or spec.loader is None:
-            raise ModelLoadError(f"cannot import {self.path}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        try:
-            spec.loader.exec_module(module)
-        except Exception as exc:
-            sys.modules.pop(module_name, None)
-            raise ModelLoadError(f"importing {self.path} failed: {exc!r}") from exc
-        return module
+        return import_model_file(self.path, f"modelyard_user_models.{self.config.name}")
 
     def infer(self, inputs: Arrays) -> Arrays:
         results = list(self.infer_stream(inputs))
@@ -122,3 +112,20 @@ def _arrays(result: object) -> Arrays:
     if not isinstance(result, dict):
         raise Internal(f"predict() must return a dict of arrays, not {type(result).__name__}")
     return {str(k): v if isinstance(v, np.ndarray) else np.asarray(v) for k, v in result.items()}
+
+
+def import_model_file(path: Path, prefix: str) -> types.ModuleType:
+    """Import a model's `model.py` under a module name of its own (`prefix` and the path's
+    hash: two models' files never replace each other); an error says which file failed."""
+    module_name = f"{prefix}_{abs(hash(path))}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ModelLoadError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(module_name, None)
+        raise ModelLoadError(f"importing {path} failed: {exc!r}") from exc
+    return module

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import importlib.util
 import json
 import queue
 import sys
@@ -38,6 +37,7 @@ from modelyard.errors import (
 )
 from modelyard.runtimes import triton_pb_utils as pb_utils
 from modelyard.runtimes.base import Arrays, RequestArrays, ResponseArrays, Runtime, Signature
+from modelyard.runtimes.python import import_model_file
 from modelyard.runtimes.triton_pb_tensors import bytes_objects
 from modelyard.spec.config import TRITON_TO_V2, TensorSpec
 
@@ -114,18 +114,7 @@ class TritonPythonRuntime(Runtime):
         for folder in (str(self.path.parent), str(self.path.parent.parent)):
             if folder not in sys.path:
                 sys.path.append(folder)  # as Triton: model.py imports modules beside it
-        module_name = f"modelyard_triton_models.{self.config.name}_{abs(hash(self.path))}"
-        spec = importlib.util.spec_from_file_location(module_name, self.path)
-        if spec is None or spec.loader is None:
-            raise ModelLoadError(f"cannot import {self.path}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        try:
-            spec.loader.exec_module(module)
-        except Exception as exc:
-            sys.modules.pop(module_name, None)
-            raise ModelLoadError(f"importing {self.path} failed: {exc!r}") from exc
-        return module
+        return import_model_file(self.path, f"modelyard_triton_models.{self.config.name}")
 
     def _auto_complete(self, model_class: type) -> dict[str, Any]:
         """The config in Triton's JSON form, completed by the model's own
