@@ -5,6 +5,7 @@ worker thread. What serves the loaded runtime (batcher, engine) is the core's to
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 
 from modelyard.advisor.apply import advise_config
@@ -26,6 +27,15 @@ class Loaded:
     version: int
     config: ModelConfig
     runtime: Runtime
+
+
+#: Models whose load runs native libraries (onnxruntime, llama.cpp, the boosters...) load one at
+#: a time: the server loads its start-up models concurrently, and two libraries initialising at
+#: once corrupted the heap now and then ("double free or corruption" at start).
+_NATIVE_LOADS = threading.Lock()
+#: Runtimes whose load runs the user's code (in the server or a worker process): not serialised,
+#: since a model's load may call another model, which may have to load first.
+_USER_CODE = frozenset({"python", "worker"})
 
 
 def load_version(
@@ -51,7 +61,11 @@ def load_version(
         raise ModelLoadError(f"model {source.name!r}: {path} does not exist")
     runtime = build_runtime(config.runtime, path, config)
     runtime.calls = calls
-    runtime.load()
+    if runtime.name in _USER_CODE:
+        runtime.load()  # may call other models (which may load): never behind the lock
+    else:
+        with _NATIVE_LOADS:
+            runtime.load()
     try:
         config = complete(
             config,
