@@ -177,7 +177,19 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "TGI's compat route: /generate in a list, or /generate_stream with stream: true; "
         "embeddings when the body asks for them",
         "TGIGenerateRequest",
-        {JSON: {"type": "array", "items": ref("TGIGenerated")}, SSE: _TGI_EVENTS},
+        {
+            JSON: {
+                "type": "array",
+                "items": {
+                    "oneOf": [
+                        ref("TGIGenerated"),
+                        {"type": "array", "items": {"type": "number"}},
+                    ],
+                    "description": "generations, or one embedding per input",
+                },
+            },
+            SSE: _TGI_EVENTS,
+        },
         error="TGIError",
     ),
     ("POST", "/embed"): Op(
