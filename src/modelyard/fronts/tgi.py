@@ -27,6 +27,7 @@ from modelyard import __version__
 from modelyard.core.llm import Generation, LLMService, Session
 from modelyard.errors import Code, InvalidArgument, ModelyardError
 from modelyard.fronts.http_common import (
+    HTTP_STATUS,
     HeldStream,
     guard,
     json_response,
@@ -53,14 +54,9 @@ MODEL_HEADER = "X-Modelyard-Model"
 
 #: The one table from protocol-neutral codes to TGI's statuses, and TGI's error types.
 TGI_STATUS = {
+    **HTTP_STATUS,
     Code.INVALID_ARGUMENT: 422,
     Code.FAILED_PRECONDITION: 422,
-    Code.PAYLOAD_TOO_LARGE: 413,
-    Code.UNAUTHENTICATED: 401,
-    Code.NOT_FOUND: 404,
-    Code.UNAVAILABLE: 503,
-    Code.RESOURCE_EXHAUSTED: 429,
-    Code.DEADLINE_EXCEEDED: 504,
     Code.INTERNAL: 424,
 }
 _ERROR_TYPES = {
