@@ -183,8 +183,8 @@ def pipeline_repository(root: Path) -> Path:
     (root / "pipeline_yaml").mkdir()
     (root / "pipeline_yaml" / "model.yaml").write_text(PIPELINE_YAML)
     slow = "instance_group [ { count: 1 } ]\n"
-    slow_model(root, "slow_left", slow, delay=0.4)
-    slow_model(root, "slow_right", slow, delay=0.4)
+    slow_model(root, "slow_left", slow, delay=0.6)
+    slow_model(root, "slow_right", slow, delay=0.6)
     (root / "fanout" / "1").mkdir(parents=True)
     (root / "fanout" / "config.pbtxt").write_text(FANOUT_CONFIG)
     (root / "slowchain" / "1").mkdir(parents=True)

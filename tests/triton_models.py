@@ -346,7 +346,7 @@ class TritonPythonModel:
     def execute(self, requests):
         assert not self.busy, "one execute at a time per instance"
         self.busy = True
-        time.sleep(0.3)
+        time.sleep(0.6)
         self.busy = False
         name = np.array([self.name.encode()], dtype=object)
         return [pb_utils.InferenceResponse([pb_utils.Tensor("NAME", name)]) for _ in requests]

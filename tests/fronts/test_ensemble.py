@@ -107,7 +107,7 @@ def test_model_yaml_and_ovms_pipelines_answer_like_the_ensemble(
 
 
 def test_parallel_branches_read_one_tensor(http: httpclient.InferenceServerClient) -> None:
-    """Two steps of 0.4 s each read X: they run side by side, not one after the other."""
+    """Two steps of 0.6 s each read X: they run side by side, not one after the other."""
     x = httpclient.InferInput("X", [1], "FP32")
     x.set_data_from_numpy(np.array([3.0], dtype=np.float32))
     http.infer("fanout", [x])  # warm
@@ -116,7 +116,7 @@ def test_parallel_branches_read_one_tensor(http: httpclient.InferenceServerClien
     elapsed = time.monotonic() - start
     assert result.as_numpy("LEFT").tolist() == [3.0]
     assert result.as_numpy("RIGHT").tolist() == [3.0]
-    assert elapsed < 0.7, f"branches ran one after the other ({elapsed:.2f} s)"
+    assert elapsed < 1.05, f"branches ran one after the other ({elapsed:.2f} s)"
 
 
 def test_steps_batch_under_load(served: ServerProcess) -> None:
@@ -364,7 +364,7 @@ def test_steps_in_use_are_not_evicted(repo: Path, tmp_path: Path) -> None:
         x.set_data_from_numpy(np.array([1.0], dtype=np.float32))
         client.infer("slowchain", [x])  # loads slowchain, slow_left, slow_right
         running = client.async_infer("slowchain", [x])
-        time.sleep(0.15)  # inside slow_left's 0.4 s; slow_right waits for its input
+        time.sleep(0.15)  # inside slow_left's 0.6 s; slow_right waits for its input
         with pytest.raises(InferenceServerException) as err:
             _http_infer(client, "preprocess", RAW)
         assert err.value.status() == "429"
