@@ -15,17 +15,46 @@ from modelyard.runtimes.base import Arrays, Runtime
 from modelyard.spec.config import TensorSpec
 from modelyard.tensors import as_bytes_array, datatype_of
 
+#: scikit-learn's own building blocks that skops does not trust by default, though a fitted
+#: estimator is made of them: a forest's trees, a histogram booster's predictors, a neighbours
+#: index and its metric, an MLP's optimizer state. The one list the loader trusts without
+#: --trust-pickle (tests/runtimes/test_sklearn_trust.py saves each family with the installed
+#: scikit-learn and loads it); any other type skops distrusts is refused, by name.
+SKOPS_TRUSTED_TYPES = frozenset(
+    {
+        "sklearn.tree._tree.Tree",
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        "sklearn.neighbors._kd_tree.KDTree",
+        "sklearn.neighbors._ball_tree.BallTree",
+        "sklearn.metrics._dist_metrics.EuclideanDistance64",
+        "sklearn.metrics._dist_metrics.ManhattanDistance64",
+        "sklearn.metrics._dist_metrics.ChebyshevDistance64",
+        "sklearn.metrics._dist_metrics.MinkowskiDistance64",
+        "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+        "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+        "sklearn.utils._bunch.Bunch",
+    }
+)
+
+
+def untrusted_skops_types(path: Any) -> list[str]:
+    """The types in a skops file that neither skops nor SKOPS_TRUSTED_TYPES trusts."""
+    import skops.io as sio
+
+    return [t for t in sio.get_untrusted_types(file=path) if t not in SKOPS_TRUSTED_TYPES]
+
 
 def load_skops(path: Any, trusted: bool) -> Any:
     import skops.io as sio
 
-    untrusted = sio.get_untrusted_types(file=path)
-    if untrusted and not trusted:
+    refused = untrusted_skops_types(path)
+    if refused and not trusted:
         raise ModelLoadError(
-            f"{path.name} holds types skops does not trust by default: {untrusted}; "
-            "start with --trust-pickle or set trust_pickle: true for this model if you trust it"
+            f"{path.name} holds types that neither skops nor modelyard trusts: "
+            f"{', '.join(refused)}; start with --trust-pickle or set trust_pickle: true for "
+            "this model if you trust the file"
         )
-    return sio.load(path, trusted=untrusted)
+    return sio.load(path, trusted=sio.get_untrusted_types(file=path))
 
 
 def load_pickle(path: Any) -> Any:
