@@ -26,9 +26,12 @@ class Recording(Runtime):
     name = "recording"
     inline_safe: ClassVar[bool] = True
 
-    def __init__(self, delay: float = 0.0, inline_safe: bool = True) -> None:
+    def __init__(
+        self, delay: float = 0.0, inline_safe: bool = True, slow_runs: frozenset[int] = frozenset()
+    ) -> None:
         super().__init__(Path("recording"), ModelConfig(name="recording", max_batch_size=64))
         self.delay = delay
+        self.slow_runs = slow_runs  # these executions (counted from 0) take SLOW seconds
         self.inline_safe = inline_safe  # type: ignore[misc]
         self.runs: list[tuple[int, int]] = []  # (thread id, rows)
 
@@ -36,8 +39,9 @@ class Recording(Runtime):
         pass
 
     def infer(self, inputs: Arrays) -> Arrays:
-        if self.delay:
-            time.sleep(self.delay)
+        delay = SLOW if len(self.runs) in self.slow_runs else self.delay
+        if delay:
+            time.sleep(delay)
         self.runs.append((threading.get_ident(), len(inputs["x"])))
         return {"y": inputs["x"] * 2}
 
@@ -65,13 +69,31 @@ def _places(runtime: Recording, loop_thread: int) -> list[str]:
 #: An inline limit no execution of the fake runtime reaches, even on a loaded CI machine (the
 #: default 250 µs is not: a first execution may take longer there, and the test would measure
 #: the machine's load instead of where the batcher runs work).
-ROOMY = BatchPolicy(max_batch_size=64, inline_max_us=100_000)
+ROOMY = BatchPolicy(max_batch_size=64, inline_max_us=100_000, inline_samples=3)
+#: An execution well past ROOMY's limit.
+SLOW = 0.25
 
 
-def test_lone_short_requests_run_on_the_loop_after_one_measured_on_a_worker() -> None:
+def test_lone_short_requests_run_on_the_loop_after_enough_measured_on_a_worker() -> None:
     runtime = Recording()
-    loop_thread = asyncio.run(_serve(runtime, ROOMY, [[_row(k)] for k in range(4)]))
-    assert _places(runtime, loop_thread) == ["worker", "loop", "loop", "loop"]
+    loop_thread = asyncio.run(_serve(runtime, ROOMY, [[_row(k)] for k in range(5)]))
+    assert _places(runtime, loop_thread) == ["worker"] * 3 + ["loop"] * 2
+
+
+def test_a_slow_run_does_not_move_requests_off_the_loop_but_a_slow_trend_does() -> None:
+    """Inline lone runs go back to a worker when most of the last 4 were over the limit, not
+    at the first slow one (a pause, a collection)."""
+    policy = BatchPolicy(max_batch_size=64, inline_max_us=100_000, inline_samples=4)
+    runtime = Recording(slow_runs=frozenset({4, 5, 6}))
+    loop_thread = asyncio.run(_serve(runtime, policy, [[_row(k)] for k in range(8)]))
+    assert _places(runtime, loop_thread) == ["worker"] * 4 + ["loop"] * 3 + ["worker"]
+
+
+def test_a_slow_first_run_does_not_decide() -> None:
+    runtime = Recording(slow_runs=frozenset({0}))
+    policy = BatchPolicy(max_batch_size=64, inline_max_us=100_000, inline_samples=10)
+    loop_thread = asyncio.run(_serve(runtime, policy, [[_row(k)] for k in range(11)]))
+    assert _places(runtime, loop_thread) == ["worker"] * 10 + ["loop"]
 
 
 def test_concurrent_requests_batch_on_a_worker() -> None:
@@ -84,23 +106,24 @@ def test_concurrent_requests_batch_on_a_worker() -> None:
 
 def test_larger_inputs_than_measured_go_to_a_worker() -> None:
     runtime = Recording()
-    groups = [[_row(0, width=4)], [_row(1, width=4)], [_row(2, width=400)], [_row(3, width=4)]]
+    small = [[_row(k, width=4)] for k in range(4)]
+    groups = [*small, [_row(9, width=400)], [_row(9, width=4)]]
     loop_thread = asyncio.run(_serve(runtime, ROOMY, groups))
-    assert _places(runtime, loop_thread) == ["worker", "loop", "worker", "loop"]
+    assert _places(runtime, loop_thread) == ["worker"] * 3 + ["loop", "worker", "loop"]
 
 
 @pytest.mark.parametrize(
     ("runtime", "policy"),
     [
-        (Recording(delay=0.002), BatchPolicy(max_batch_size=64)),  # over the 250 µs default
-        (Recording(), BatchPolicy(max_batch_size=64, inline_max_us=0)),  # turned off
-        (Recording(inline_safe=False), BatchPolicy(max_batch_size=64)),  # e.g. Python models
+        (Recording(delay=0.002), BatchPolicy(max_batch_size=64, inline_samples=2)),  # > 250 µs
+        (Recording(), BatchPolicy(max_batch_size=64, inline_max_us=0, inline_samples=2)),  # off
+        (Recording(inline_safe=False), BatchPolicy(max_batch_size=64, inline_samples=2)),
     ],
     ids=["slow", "off", "not-inline-safe"],
 )
 def test_no_inline_runs(runtime: Recording, policy: BatchPolicy) -> None:
-    loop_thread = asyncio.run(_serve(runtime, policy, [[_row(k)] for k in range(3)]))
-    assert _places(runtime, loop_thread) == ["worker"] * 3
+    loop_thread = asyncio.run(_serve(runtime, policy, [[_row(k)] for k in range(5)]))
+    assert _places(runtime, loop_thread) == ["worker"] * 5
 
 
 def test_inline_limit_comes_from_the_model_parameters() -> None:

@@ -15,9 +15,10 @@ A lone request on an idle model may run on the event loop thread instead ("inlin
 an execution to a worker thread and its result back costs two thread wake-ups, about 80 µs on
 a 2-core VM, which is most of a small model's latency. Only runtimes that declare themselves
 `inline_safe` (library calls whose time follows the input size, not user code that may wait on
-I/O) do so, only while nothing else is queued or running, and only for inputs no larger than
-ones measured to run within `inline_max_us`; so the loop is never held much longer than that
-bound, and never under concurrent load, where batches form.
+I/O) do so, only while nothing else is queued or running, and only for inputs of a size whose
+recent lone executions ran within `inline_max_us` (decided over the last 16, see
+core/inline.py); so the loop is rarely held much longer than that bound, and never under
+concurrent load, where batches form.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from modelyard.core.inline import DEFAULT_INLINE_SAMPLES, InlineGate
 from modelyard.core.stats import ModelStats
 from modelyard.errors import (
     DeadlineExceeded,
@@ -75,6 +77,8 @@ class BatchPolicy:
     default_priority: int = 0
     default_timeout_us: int = 0
     inline_max_us: int = DEFAULT_INLINE_MAX_US
+    #: Lone executions of a size measured before it may run inline (core/inline.py).
+    inline_samples: int = DEFAULT_INLINE_SAMPLES
     #: Seconds one execution may run before its requests fail with DEADLINE_EXCEEDED and
     #: the model counts as hung (None: no limit). A worker process is killed and restarted
     #: at this deadline by its runtime; a thread cannot be, so it keeps its slot until done.
@@ -143,10 +147,8 @@ class Batcher:
         self._target_rows = min(target, policy.max_batch_size) if policy.max_batch_size else 1
         levels = policy.priority_levels
         self._default_priority = (policy.default_priority or (levels + 1) // 2) if levels else 0
-        self._inline_limit_ns = policy.inline_max_us * 1000 if runtime.inline_safe else 0
-        #: Lone requests of up to this many input elements were measured to run within the
-        #: inline limit (0 until one has been measured on a worker thread).
-        self._inline_elements = 0
+        limit_ns = policy.inline_max_us * 1000 if runtime.inline_safe else 0
+        self._inline_gate = InlineGate(limit_ns, policy.inline_samples)
 
     @property
     def queue_depth(self) -> int:
@@ -282,13 +284,13 @@ class Batcher:
 
     def _inline(self, batch: list[_Request]) -> bool:
         """Whether this batch runs on the event loop thread: a lone request with nothing else
-        queued or running, no larger than lone requests measured within the inline limit."""
+        queued or running, of a size whose recent lone executions ran within the limit."""
         return (
             len(batch) == 1
             and not self.runtime.asynchronous
             and self._running == 1
             and not self._heap
-            and 0 < _elements(batch[0].inputs) <= self._inline_elements
+            and self._inline_gate.allows(_elements(batch[0].inputs))
         )
 
     async def _wait_for_fuller_batch(self) -> None:
@@ -354,8 +356,8 @@ class Batcher:
                     request.future.set_exception(result)
             return
         outputs, input_ns, infer_ns, output_ns = result
-        if len(batch) == 1 and self._inline_limit_ns:
-            self._measured_lone(batch[0].inputs, input_ns + infer_ns + output_ns)
+        if len(batch) == 1:
+            self._inline_gate.measured(_elements(batch[0].inputs), input_ns + infer_ns + output_ns)
         self.stats.record_execution(sum(r.rows for r in batch), input_ns, infer_ns, output_ns)
         for request, arrays in zip(batch, outputs, strict=True):
             if request.future.done():
@@ -365,15 +367,6 @@ class Batcher:
             else:
                 timing = (started - request.arrival_ns, input_ns, infer_ns, output_ns)
                 request.future.set_result((arrays, timing))
-
-    def _measured_lone(self, inputs: Arrays, ns: int) -> None:
-        """Widen (or narrow) the inputs a lone request may run inline with, from one lone
-        execution's time."""
-        elements = _elements(inputs)
-        if ns <= self._inline_limit_ns:
-            self._inline_elements = max(self._inline_elements, elements)
-        elif elements <= self._inline_elements:
-            self._inline_elements = elements - 1
 
 
 def _at_depth(depth: int) -> contextvars.Context:
