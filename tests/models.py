@@ -3,6 +3,7 @@ xgboost/lightgbm on those data, Python model classes)."""
 
 from __future__ import annotations
 
+import itertools
 import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -55,6 +56,50 @@ def identity_onnx(path: Path, datatype: int, name: str = "x") -> None:
         [helper.make_tensor_value_info("y", datatype, ["batch", "n"])],
     )
     _save(graph, path)
+
+
+def mlp_onnx(path: Path, widths: tuple[int, ...] = (32, 64, 4), seed: int = 0) -> None:
+    """A float MLP `x` [batch, widths[0]] -> Gemm -> Relu ... -> Gemm -> `y`, fixed-seed
+    weights (the tiny MLP of the advisor's measurements is 32 -> 64 -> 4)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    nodes, weights, current = [], [], "x"
+    for layer, (fan_in, fan_out) in enumerate(itertools.pairwise(widths)):
+        w = rng.standard_normal((fan_in, fan_out)).astype(np.float32)
+        weights += [
+            numpy_helper.from_array(w, f"w{layer}"),
+            numpy_helper.from_array(np.zeros(fan_out, np.float32), f"b{layer}"),
+        ]
+        last = layer == len(widths) - 2
+        gemm = "y" if last else f"g{layer}"
+        nodes.append(helper.make_node("Gemm", [current, f"w{layer}", f"b{layer}"], [gemm]))
+        if not last:
+            nodes.append(helper.make_node("Relu", [gemm], [f"h{layer}"]))
+        current = f"h{layer}"
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", widths[0]])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", widths[-1]])],
+        weights,
+    )
+    _save(graph, path)
+
+
+def xgboost_trees(path: Path, trees: int = 50) -> xgboost.Booster:
+    """A regressor of `trees` trees on sklearn's diabetes data (10 features)."""
+    import xgboost
+    from sklearn.datasets import load_diabetes
+
+    data = load_diabetes()
+    booster = xgboost.train(
+        {"objective": "reg:squarederror", "nthread": 1, "max_depth": 6},
+        xgboost.DMatrix(data.data, label=data.target),
+        num_boost_round=trees,
+    )
+    booster.save_model(str(path))
+    return booster
 
 
 def _save(graph: GraphProto, path: Path) -> None:

@@ -14,6 +14,7 @@ import click
 from modelyard import __version__
 from modelyard.cli_client import register as register_client_commands
 from modelyard.cli_error import CLIError, Commands
+from modelyard.cli_tune import tune
 from modelyard.errors import ModelyardError
 from modelyard.settings import (
     CONTROL_MODES,
@@ -91,6 +92,15 @@ def main() -> None:
     is_flag=True,
     envvar="MODELYARD_TRUST_PICKLE",
     help="Allow pickle-based model files (.joblib, .pkl): they run code when loaded.",
+)
+@click.option(
+    "--goal",
+    type=click.Choice(["latency", "throughput"]),
+    default="latency",
+    show_default=True,
+    envvar="MODELYARD_GOAL",
+    help="What the advisor configures models for where their config is silent (a model's "
+    "own `goal` parameter wins).",
 )
 @click.option(
     "--api-key",
@@ -405,6 +415,7 @@ def advise(
 
 
 register_client_commands(main)
+main.add_command(tune)
 
 
 def _demo_repository() -> Path:

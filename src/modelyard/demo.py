@@ -8,7 +8,6 @@ gemma3         Gemma 3 270M (GGUF, llama.cpp) when the [llm] extra is installed 
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 
 from modelyard import __version__
 from modelyard.demo_llm import add_llm_models
+from modelyard.settings import cache_dir
 
 _WORDCOUNT_PY = '''\
 import numpy as np
@@ -44,13 +44,6 @@ outputs:
   - {name: count, datatype: INT64, shape: [1]}
   - {name: upper, datatype: BYTES, shape: [1]}
 """
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("MODELYARD_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "modelyard"
-    )
-    return Path(base)
 
 
 def demo_repository() -> Path:

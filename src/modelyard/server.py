@@ -64,6 +64,7 @@ class Modelyard:
             keep_startup=settings.keep_alive_s is None,
             pull=PullPolicy(settings.pull_from, settings.pull_code),
             threads=settings.worker_threads,
+            goal=settings.goal,
         )
         self.registry.register(ModelCollector(self.models))
         self.llm = LLMService(self.models, self.executor, stand_in=settings.tgi_model)
@@ -113,6 +114,13 @@ class Modelyard:
         if self.settings.model_control_mode == "poll":
             tasks.append(asyncio.create_task(self._poll()))
         _log_models(self.models)
+        from modelyard.tuning.auto import autotune, wanted
+
+        if wanted(self.models):  # `tune: auto` models: measured after readiness, not before
+            settings = self.settings
+            tasks.append(
+                asyncio.create_task(autotune(self.models, settings.goal, settings.trust_pickle))
+            )
         try:
             yield
         finally:

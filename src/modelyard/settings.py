@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CONTROL_MODES = ("none", "explicit", "poll", "ondemand")
+#: What the advisor and `modelyard tune` optimise a model for (per model: parameter `goal`).
+GOALS = ("latency", "throughput")
 
 #: Keep-alive of idle models in `ondemand` mode unless told otherwise (Ollama's default).
 DEFAULT_ONDEMAND_KEEP_ALIVE_S = 300.0
@@ -42,6 +44,8 @@ class Settings:
     load_models: tuple[str, ...] = ("*",)
     poll_interval_s: float = 5.0
     trust_pickle: bool = False
+    #: What models are configured for when their config says nothing (`goal` parameter).
+    goal: str = "latency"
     api_keys: frozenset[str] = field(default_factory=frozenset)
     #: The model TGI's routes serve when a request names none, and that TGI clients' stand-in
     #: names ("tgi", "dummy") mean on /v1; "": the one loaded text generator.
@@ -77,6 +81,16 @@ class Settings:
     @property
     def worker_threads(self) -> int:
         return self.workers or max(4, 2 * (os.cpu_count() or 1))
+
+
+def cache_dir() -> Path:
+    """Where modelyard keeps what it can rebuild (the demo models, tuned configs):
+    MODELYARD_CACHE, else $XDG_CACHE_HOME/modelyard, else ~/.cache/modelyard."""
+    named = os.environ.get("MODELYARD_CACHE")
+    if named:
+        return Path(named).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(base) / "modelyard"
 
 
 def split_host(value: str, default_port: int) -> tuple[str, int]:

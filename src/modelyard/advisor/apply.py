@@ -9,12 +9,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from modelyard.advisor.advise import Recommendation, advise
+from modelyard.advisor.advise import GOALS, Recommendation, advise
 from modelyard.advisor.artifact import ArtifactInfo
-from modelyard.advisor.hardware import Hardware
+from modelyard.advisor.hardware import Hardware, probe
 from modelyard.advisor.inspect import inspect_artifact
 from modelyard.advisor.memory import MemoryEstimate, check_budget, estimate_for_parameters
-from modelyard.errors import ModelyardError
+from modelyard.advisor.tuned import TunedPick, load_tuned
+from modelyard.errors import ModelLoadError, ModelyardError
 from modelyard.runtimes import RUNTIMES
 from modelyard.spec.config import DynamicBatching, ModelConfig
 
@@ -28,12 +29,20 @@ _PINNED_BY = {
     "max_batch_size": ("max_batch_size",),
 }
 PREFIX = "advisor: "
+TUNED_PREFIX = "tuned: "
+#: Values of a model's `tune` parameter: `auto` tunes it in the background after it loads
+#: (the server's part), `off` ignores any tuned config; absent: a tuned config is used if one
+#: was measured for this artifact on this machine.
+TUNE_MODES = ("auto", "off")
 
 
 def advise_config(
     config: ModelConfig, artifact: Path, *, goal: str = "latency", hardware: Hardware | None = None
 ) -> ModelConfig:
-    """`config` with the advisor's runtime and settings filled in where it is silent."""
+    """`config` with the advisor's runtime and settings filled in where it is silent: a
+    tuned pick measured for this artifact on this machine (advisor/tuned.py), else the rules'.
+    The `goal` parameter of the config wins over `goal`."""
+    goal = model_goal(config, goal)
     try:
         info = inspect_artifact(artifact)
     except ModelyardError as exc:
@@ -47,13 +56,58 @@ def advise_config(
     chosen = [key for key in rec.settings if not pinned(config, key)]
     for key in chosen:
         _set(out, key, rec.settings[key], rec.reasons[key])
+    tuned = tuned_pick(config, artifact, out.runtime, goal, hardware)
+    if tuned is not None:
+        for key, value in tuned.settings.items():
+            if not pinned(config, key):
+                _set(out, key, value, tuned.reason, TUNED_PREFIX)
+        chosen += [k for k in tuned.settings if k not in chosen and not pinned(config, k)]
     if chosen:
         log.info(
-            "model %s: the advisor chose %s",
+            "model %s: the %s chose %s",
             config.name,
-            ", ".join(f"{k}={rec.settings[k]}" for k in chosen if k in out.reasons),
+            "tuned config" if tuned is not None else "advisor",
+            ", ".join(f"{k}={_value(out, k)}" for k in chosen if k in out.reasons),
         )
     return out
+
+
+def model_goal(config: ModelConfig, default: str) -> str:
+    """The goal a model is configured for: its `goal` parameter, else `default`."""
+    goal = config.parameters.get("goal", default)
+    if goal not in GOALS:
+        raise ModelLoadError(
+            f"model {config.name!r}: parameter goal must be one of {', '.join(GOALS)}, not {goal!r}"
+        )
+    return goal
+
+
+def tuned_pick(
+    config: ModelConfig,
+    artifact: Path,
+    runtime: str | None,
+    goal: str,
+    hardware: Hardware | None = None,
+) -> TunedPick | None:
+    """The tuned pick cached for this artifact, machine, goal and runtime (None: none, or
+    the model's `tune` parameter is `off`)."""
+    mode = config.parameters.get("tune", "")
+    if mode and mode not in TUNE_MODES:
+        raise ModelLoadError(
+            f"model {config.name!r}: parameter tune must be auto or off, not {mode!r}"
+        )
+    if mode == "off" or runtime is None:
+        return None
+    try:
+        pick = load_tuned(artifact, goal, hardware or probe())
+    except OSError as exc:
+        log.warning("model %s: cannot read its tuned config: %s", config.name, exc)
+        return None
+    return pick if pick is not None and pick.runtime == runtime else None
+
+
+def _value(config: ModelConfig, key: str) -> Any:
+    return config.reasons[key].split(" — ", 1)[0].split(": ", 1)[1]
 
 
 def with_config(info: ArtifactInfo, config: ModelConfig | None) -> ArtifactInfo:
@@ -101,7 +155,7 @@ def pinned(config: ModelConfig, key: str) -> bool:
     return any(source in config.reasons for source in _PINNED_BY.get(key, (key,)))
 
 
-def _set(config: ModelConfig, key: str, value: Any, reason: str) -> None:
+def _set(config: ModelConfig, key: str, value: Any, reason: str, prefix: str = PREFIX) -> None:
     if key.startswith("dynamic_batching.") and config.max_batch_size <= 0:
         return  # a model that takes no batch dimension is not batched
     if key.startswith("parameters."):
@@ -111,7 +165,7 @@ def _set(config: ModelConfig, key: str, value: Any, reason: str) -> None:
         setattr(config.dynamic_batching, key.removeprefix("dynamic_batching."), int(value))
     else:
         setattr(config, key, int(value))
-    config.reasons[key] = f"{PREFIX}{value} — {reason}"
+    config.reasons[key] = f"{prefix}{value} — {reason}"
 
 
 # ---- memory budget -------------------------------------------------------------------------

@@ -96,6 +96,7 @@ class ModelService:
         pull: PullPolicy | None = None,
         calls: Callable[[str], ModelCalls] | None = None,
         threads: int = 0,
+        goal: str = "latency",
     ) -> None:
         self.roots = [Path(r) for r in roots]
         self.executor = executor
@@ -112,6 +113,8 @@ class ModelService:
         self.calls = calls
         #: Worker threads in `executor` (0: unknown; no model is capped, no starvation seen).
         self.threads = threads
+        #: What the advisor configures models for unless their config names a goal.
+        self.goal = goal
         self.entries: dict[str, ModelEntry] = {}
         self.store = ModelStore(self.roots[0]) if self.roots else None
         self._loading = asyncio.Lock()
@@ -312,6 +315,14 @@ class ModelService:
             await self._release_steps(entry)  # those loaded for a pipeline that did not load
             raise
 
+    async def reload(self, name: str) -> None:
+        """Load a loaded model again from disk, whatever the control mode (the server's own
+        doing, e.g. to apply a tuned config); it serves its old version until the new one is
+        ready. Nothing happens to a model that is not loaded."""
+        entry = self.entries.get(name)
+        if entry is not None and entry.versions:
+            await self._load_entry(entry, None)
+
     async def _load_entry(self, entry: ModelEntry, options: LoadOptions | None) -> None:
         name = entry.name
         async with self._budget_lock(), entry.lock:
@@ -426,7 +437,7 @@ class ModelService:
     def _build(self, source: ModelSource, version: int) -> ServedModel:
         """On a worker thread: read the version from disk and build what serves it."""
         calls = self.calls(source.name) if self.calls is not None else None
-        loaded = load_version(source, version, self.trust_pickle, calls)
+        loaded = load_version(source, version, self.trust_pickle, calls, self.goal)
         try:
             return ServedModel(
                 loaded.name, loaded.version, loaded.config, loaded.runtime, self.watch

@@ -157,7 +157,11 @@ _YAML_KEYS = {
     "trust_pickle",
     "platform",
     "pipeline",
+    "goal",
+    "tune",
 }
+#: model.yaml keys that are model parameters by another name (config.pbtxt: parameters).
+_YAML_PARAMETERS = ("goal", "tune")
 
 
 def from_yaml(data: Any, name: str) -> ModelConfig:
@@ -184,6 +188,10 @@ def from_yaml(data: Any, name: str) -> ModelConfig:
         parameters={str(k): str(v) for k, v in (data.get("parameters") or {}).items()},
         trust_pickle=data.get("trust_pickle"),
     )
+    for key in _YAML_PARAMETERS:
+        if key in data:
+            value = data[key]  # YAML reads a bare off as false
+            config.parameters[key] = "off" if value is False else str(value).lower()
     if "pipeline" in data:
         config.pipeline = _pipeline_of(pipeline_from_yaml, data, config)
     if "dynamic_batching" in data:

@@ -39,13 +39,18 @@ _USER_CODE = frozenset({"python", "worker"})
 
 
 def load_version(
-    source: ModelSource, version: int, trust_pickle: bool, calls: ModelCalls | None = None
+    source: ModelSource,
+    version: int,
+    trust_pickle: bool,
+    calls: ModelCalls | None = None,
+    goal: str = "latency",
 ) -> Loaded:
     """Load one version on the calling (worker) thread and complete its config; `calls` is
-    how its model may call other models (BLS, composition)."""
+    how its model may call other models (BLS, composition); `goal`: what the advisor
+    configures it for unless its config names one."""
     path = source.versions[version]
     config = source.config.replace(reasons=dict(source.config.reasons))
-    config = advise_config(config, path)  # the advisor fills what the config leaves out
+    config = advise_config(config, path, goal=goal)  # fills what the config leaves out
     if config.runtime is None:
         raise ModelLoadError(f"model {source.name!r}: no runtime reads {path.name}")
     if config.trust_pickle is None:

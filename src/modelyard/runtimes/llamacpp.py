@@ -61,7 +61,9 @@ _OWN_PARAMETERS = {
     "embedding",
     "pooling",
 }
-_KNOWN_PARAMETERS = _OWN_PARAMETERS | set(ENGINE_PARAMETERS) | {"trust_pickle", "inline_max_us"}
+_KNOWN_PARAMETERS = (
+    _OWN_PARAMETERS | set(ENGINE_PARAMETERS) | {"trust_pickle", "inline_max_us", "goal", "tune"}
+)
 
 
 @dataclass

@@ -1,0 +1,88 @@
+"""`modelyard tune MODEL|REPO`: measure, pick, cache (modelyard/tuning)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from modelyard.cli_error import CLIError
+from modelyard.settings import parse_duration
+
+
+@click.command()
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--goal",
+    type=click.Choice(["latency", "throughput"]),
+    default="latency",
+    show_default=True,
+    envvar="MODELYARD_GOAL",
+    help="What to optimise: the median at one client, or requests/s at --concurrency clients "
+    "(a model's own `goal` parameter wins).",
+)
+@click.option(
+    "--latency-ms",
+    type=float,
+    envvar="MODELYARD_LATENCY_MS",
+    help="Pick the highest throughput whose p99 at --concurrency clients is within this.",
+)
+@click.option(
+    "--budget",
+    default="60s",
+    show_default=True,
+    envvar="MODELYARD_TUNE_BUDGET",
+    help="Time for each model's search, e.g. 20s or 2m.",
+)
+@click.option(
+    "--concurrency",
+    default=64,
+    show_default=True,
+    type=click.IntRange(1, 1024),
+    help="Clients of the throughput measurement.",
+)
+@click.option(
+    "--in-process",
+    "in_process",
+    is_flag=True,
+    help="Measure only in-process (no server through the HTTP front for the finalists).",
+)
+@click.option("--trust-pickle", is_flag=True, envvar="MODELYARD_TRUST_PICKLE")
+@click.option("--json", "as_json", is_flag=True, help="Print the picks as JSON.")
+def tune(path: Path, budget: str, in_process: bool, as_json: bool, **options: Any) -> None:
+    """Search the settings that serve PATH best on this machine (a model file or folder, or a
+    repository) and cache the pick: the next `modelyard serve` uses it without measuring."""
+    from modelyard.tuning.search import TuneOptions, show, tune_path
+
+    try:
+        seconds = parse_duration(budget)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--budget") from None
+    if not seconds:
+        raise click.BadParameter(
+            "the budget must be a positive duration, e.g. 20s", param_hint="--budget"
+        )
+    settings = TuneOptions(budget_s=seconds, front=not in_process, **options)
+    say = (lambda _: None) if as_json else click.echo
+    results = tune_path(path, settings, progress=say)
+    if not results:
+        raise CLIError(f"no model to tune in {path}")
+    if as_json:
+        import orjson
+
+        out = [
+            {"name": r.name, "cache": str(r.cache), "seconds": r.seconds, **r.pick.to_json()}
+            for r in results
+        ]
+        click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+        return
+    for result in results:
+        pick = result.pick
+        click.echo(f"\n{result.name}: {result.pick.steps} configurations in {result.seconds:.1f} s")
+        click.echo(f"  rules' pick  {show(pick.default_settings)}")
+        if pick.default_figures is not None:
+            click.echo(f"               {pick.default_figures.describe()}")
+        click.echo(f"  tuned pick   {show(pick.settings)}")
+        click.echo(f"               {pick.figures.describe()}")
+        click.echo(f"  cached in    {result.cache}")
