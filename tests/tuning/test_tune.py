@@ -132,3 +132,30 @@ def test_tune_auto_runs_after_readiness_and_a_second_start_reuses_it(
     with _served(auto_repo, cache, second) as server:
         assert _metadata(server, "automlp")["reason.instance_count"].startswith("tuned: ")
     assert "tuning in the background" not in second.read_text()
+
+
+def test_advise_shows_the_rules_pick_and_the_tuned_one_with_their_figures(
+    repo: Path, cache: Path, tuned: dict[str, dict[str, object]]
+) -> None:
+    import jsonschema
+
+    from modelyard.advisor.render import schema
+
+    env = {**os.environ, "MODELYARD_CACHE": str(cache)}
+    command = [sys.executable, "-m", "modelyard", "advise", str(repo), "--goal", "throughput"]
+    text = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
+    assert text.count("  tuned    ") == 2 and text.count("rules' pick") == 2
+    document = json.loads(
+        subprocess.run(
+            [*command, "--json"], capture_output=True, text=True, env=env, check=True
+        ).stdout
+    )
+    jsonschema.validate(document, schema())
+    for model in document["models"]:
+        assert model["tuned"]["settings"] == tuned[model["name"]]["settings"]
+        assert model["tuned"]["default_figures"]["rps"] > 0
+    latency = [*command[:-1], "latency", "--json"]
+    document = json.loads(
+        subprocess.run(latency, capture_output=True, text=True, env=env, check=True).stdout
+    )
+    assert all(m["tuned"] is None for m in document["models"])  # tuned for throughput only

@@ -11,6 +11,7 @@ from typing import Any
 from modelyard.advisor.advise import Recommendation
 from modelyard.advisor.artifact import human_bytes
 from modelyard.advisor.hardware import Hardware
+from modelyard.advisor.tuned import TunedPick
 
 SCHEMA_ID = "modelyard-advice/1"
 _WIDTH = 100
@@ -24,12 +25,15 @@ class Advice:
     name: str
     recommendation: Recommendation
     config_overrides: dict[str, Any] = field(default_factory=dict)
+    #: What `modelyard tune` measured best here, if it ran (applied at load over the rules').
+    tuned: TunedPick | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
             **self.recommendation.to_json(),
             "config_overrides": dict(self.config_overrides),
+            "tuned": self.tuned.to_json() if self.tuned is not None else None,
         }
 
 
@@ -84,6 +88,7 @@ def render_one(advice: Advice) -> str:
     for i, (keys, reason) in enumerate(_grouped(rec)):
         shown = ", ".join(_setting(k, rec.settings[k], advice.config_overrides) for k in keys)
         lines += _row("settings" if i == 0 else "", f"{shown} — {reason}")
+    lines += _tuned_rows(advice.tuned)
     lines += _row("memory", rec.memory.describe())
     for alt in rec.alternatives:
         label = "instead" if alt.better else "also"
@@ -91,6 +96,24 @@ def render_one(advice: Advice) -> str:
     for warning in rec.warnings:
         lines += _row("warning", warning)
     return "\n".join(lines)
+
+
+def _tuned_rows(pick: TunedPick | None) -> list[str]:
+    """The tuned pick beside the rules' one, each with its measured figures."""
+    if pick is None:
+        return []
+    rows = _row("tuned", f"{_settings(pick.settings)} — {pick.figures.describe()}, {pick.date}")
+    if pick.default_figures is not None:
+        rows += _row(
+            "",
+            f"rules' pick {_settings(pick.default_settings)} measured "
+            f"{pick.default_figures.describe()}",
+        )
+    return rows
+
+
+def _settings(settings: dict[str, Any]) -> str:
+    return ", ".join(f"{k.split('.', 1)[-1]}={v}" for k, v in settings.items())
 
 
 def _grouped(rec: Recommendation) -> list[tuple[list[str], str]]:

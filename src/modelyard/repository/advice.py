@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from modelyard.advisor.advise import advise
-from modelyard.advisor.apply import pinned, runtime_pinned, with_config
+from modelyard.advisor.apply import pinned, runtime_pinned, tuned_pick, with_config
 from modelyard.advisor.hardware import Hardware
 from modelyard.advisor.inspect import inspect_artifact
 from modelyard.advisor.memory import estimate_for_parameters
@@ -65,7 +65,9 @@ def advise_target(target: Target, hardware: Hardware, **options: Any) -> Advice:
             if k.startswith("parameters.")
         }
         rec.memory = estimate_for_parameters(info, {**parameters, **config.parameters})
-    return Advice(target.name, rec, overrides)
+    config = config or ModelConfig(target.name)
+    tuned = tuned_pick(config, target.artifact, rec.runtime, rec.goal, hardware)
+    return Advice(target.name, rec, overrides, tuned)
 
 
 def _config_value(config: ModelConfig | None, key: str) -> Any:
