@@ -81,8 +81,8 @@ class FrontServer:
             "warning",
             *(["--trust-pickle"] if self.trust_pickle else []),
         ]
-        log = (self.scratch / "server.log").open("wb")
-        self.process = subprocess.Popen(command, stdout=log, stderr=log, env=dict(os.environ))
+        with (self.scratch / "server.log").open("wb") as log:  # the child keeps its own copy
+            self.process = subprocess.Popen(command, stdout=log, stderr=log, env=dict(os.environ))
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -113,9 +113,12 @@ class FrontServer:
     def _log(self) -> str:
         return (self.scratch / "server.log").read_text(errors="replace")[-2000:]
 
-    def configure(self, config: ModelConfig, settings: Settings) -> None:
-        """Reload the model with `settings` (a load request that carries the config)."""
+    def configure(self, config: ModelConfig, settings: Settings, max_batch_size: int) -> None:
+        """Reload the model with `settings` (a load request that carries the config).
+        `max_batch_size`: the one it loaded with in-process (a load request's config names
+        every field, so what the advisor chose must be named too)."""
         body = pinned_config(config, settings).to_triton_json()
+        body["max_batch_size"] = max_batch_size
         body["parameters"].pop("trust_pickle", None)  # a load request may not widen trust
         body.pop("name", None)
         answer = httpx.post(

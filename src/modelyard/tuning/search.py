@@ -221,7 +221,7 @@ class _Search:
         measured = []
         with FrontServer(root, self.source.name, self.options.trust_pickle) as server:
             for at, trial in enumerate(finalists):
-                server.configure(self.source.config, trial.settings)
+                server.configure(self.source.config, trial.settings, self.completed.max_batch_size)
                 share = (deadline - time.monotonic()) / (len(finalists) - at)
                 seconds = min(1.0, max(0.25, (share - 0.5) / 2.5))
                 figures = server.measure(inputs, self.options.concurrency, seconds)
