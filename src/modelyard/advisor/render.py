@@ -70,11 +70,14 @@ def describe_hardware(hw: Hardware) -> str:
         or "baseline x86/ARM"
     )
     runtimes = ", ".join(sorted(name for name, ok in hw.runtimes.items() if ok)) or "none"
-    return (
+    text = (
         f"this machine: {hw.cores} cores ({hw.physical_cores} physical), "
         f"{human_bytes(hw.memory_available_bytes)} memory free of "
         f"{human_bytes(hw.memory_bytes)}, {gpus}\n"
         f"instructions: {isa}; installed: {runtimes}"
+    )
+    return "\n".join(
+        "\n".join(textwrap.wrap(line, _WIDTH, subsequent_indent="  ")) for line in text.split("\n")
     )
 
 
