@@ -85,15 +85,21 @@ def render_table(rows: list[dict[str, Any]]) -> str:
             if row["max_batch_size"]:
                 why = row["reasons"].get("max_batch_size", "config")
                 lines.append(f"    batch:   up to {row['max_batch_size']} ({why})")
-            lines += _advised(row["reasons"])
+            lines += _advised(row["reasons"], "advisor: ", "advised")
+            lines += _advised(row["reasons"], "tuned: ", "tuned")
     return "\n".join(lines)
 
 
-def _advised(reasons: dict[str, str]) -> list[str]:
-    """The advisor's other choices, one line (`modelyard advise` explains each)."""
+def _advised(reasons: dict[str, str], prefix: str, label: str) -> list[str]:
+    """The advisor's other choices (or a tuned pick's, with its figures), one line each kind
+    (`modelyard advise` explains each)."""
     chosen = [
-        f"{key.rpartition('.')[2]}={why.removeprefix('advisor: ').split(' — ')[0]}"
+        f"{key.rpartition('.')[2]}={why.removeprefix(prefix).split(' — ')[0]}"
         for key, why in reasons.items()
-        if why.startswith("advisor: ") and key not in ("runtime", "max_batch_size")
+        if why.startswith(prefix) and key not in ("runtime", "max_batch_size")
     ]
-    return [f"    advised: {', '.join(chosen)}"] if chosen else []
+    if not chosen:
+        return []
+    figures = [why.partition(" — ")[2] for why in reasons.values() if why.startswith(prefix)]
+    measured = f" ({figures[0]})" if prefix == "tuned: " and figures else ""
+    return [f"    {label + ':':<8} {', '.join(chosen)}{measured}"]

@@ -141,3 +141,15 @@ def test_advise_config_without_any_cache_is_the_rules(tmp_path: Path) -> None:
     models.mlp_onnx(artifact)
     config = advise_config(ModelConfig("m"), artifact, goal="throughput")
     assert config.reasons["instance_count"].startswith("advisor: ")
+
+
+def test_modelyard_list_shows_a_tuned_pick_with_its_figures(tmp_path: Path) -> None:
+    from modelyard.listing import describe_repository, render_table
+    from modelyard.settings import Settings
+
+    folder = _model(tmp_path, "runtime: onnx\n")
+    save_tuned(folder / "model.onnx", _pick(goal="latency"), probe())
+    table = render_table(describe_repository(Settings(repositories=(tmp_path,))))
+    line = next(line for line in table.splitlines() if line.startswith("    tuned:   "))
+    assert "instance_count=2" in line and "intra_op_thread_count=1" in line
+    assert "(measured: 16.2k req/s at c=64" in line
