@@ -119,3 +119,19 @@ def test_other_types_are_refused_by_name(server: ServerProcess) -> None:
     message = str(refused.value)
     assert "tests.runtimes.test_sklearn_trust.Doubler" in message
     assert "--trust-pickle" in message
+
+
+def test_advise_warns_before_loading_and_names_the_type(
+    fitted: tuple[Path, dict[str, Any]],
+) -> None:
+    from click.testing import CliRunner
+
+    from modelyard.cli import main
+
+    repo = fitted[0]
+    refused = CliRunner().invoke(main, ["advise", str(repo / "doubler.skops")])
+    assert refused.exit_code == 0, refused.output
+    assert "tests.runtimes.test_sklearn_trust.Doubler" in refused.output.replace("\n", " ")
+    assert "--trust-pickle" in refused.output
+    forest = CliRunner().invoke(main, ["advise", str(repo / "random_forest.skops")])
+    assert forest.exit_code == 0 and "--trust-pickle" not in forest.output

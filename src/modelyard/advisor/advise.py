@@ -167,6 +167,7 @@ def base_facts(
         "architecture": info.architecture or "",
         "trained_context": info.context_length,
         "chat_template": bool(info.details.get("chat_template", True)),
+        "skops_untrusted": ", ".join(info.details.get("untrusted_types") or []),
         "params_b": _round((info.parameters or 0) / 1e9),
         "params_m": _round((info.parameters or 0) / 1e6),
         "params": human_count(info.parameters or 0),

@@ -53,8 +53,24 @@ def inspect_skops(path: Path) -> ArtifactInfo:
         weight_bytes=array_bytes,
         architecture=estimator,
         dynamic_batch=True,
-        details={"module": str(schema.get("__module__", ""))},
+        details={
+            "module": str(schema.get("__module__", "")),
+            "untrusted_types": _untrusted(path),
+        },
     )
+
+
+def _untrusted(path: Path) -> list[str]:
+    """Types in the file that neither skops nor modelyard's curated list trusts (they load
+    only with --trust-pickle); [] when skops is not installed to say."""
+    try:
+        from modelyard.runtimes.sklearn import untrusted_skops_types
+
+        return untrusted_skops_types(path)
+    except ImportError:
+        return []
+    except Exception:  # skops could not read its own schema: the load will say why
+        return []
 
 
 def _last_step(schema: dict[str, object]) -> str | None:

@@ -407,6 +407,13 @@ WARNING_RULES: tuple[Rule, ...] = (
         "you trust the file, or re-save it with skops",
     ),
     Rule(
+        "skops-untrusted",
+        ("skops_untrusted",),
+        reason="the skops file holds types that neither skops nor modelyard trusts "
+        "({skops_untrusted}): it loads only with --trust-pickle (or trust_pickle for this "
+        "model), and only if you trust the file",
+    ),
+    Rule(
         "runtime-missing",
         ("runtime_planned",),
         reason="modelyard has no {runtime} runtime in this build yet",
