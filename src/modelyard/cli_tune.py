@@ -86,3 +86,8 @@ def tune(path: Path, budget: str, in_process: bool, as_json: bool, **options: An
         click.echo(f"  tuned pick   {show(pick.settings)}")
         click.echo(f"               {pick.figures.describe()}")
         click.echo(f"  cached in    {result.cache}")
+        if pick.latency_ms:
+            click.echo(
+                f"  (measured under --latency-ms {pick.latency_ms:g}: a start applies it to a "
+                f"model whose config sets the parameter latency_ms: {pick.latency_ms:g})"
+            )

@@ -153,3 +153,18 @@ def test_modelyard_list_shows_a_tuned_pick_with_its_figures(tmp_path: Path) -> N
     line = next(line for line in table.splitlines() if line.startswith("    tuned:   "))
     assert "instance_count=2" in line and "intra_op_thread_count=1" in line
     assert "(measured: 16.2k req/s at c=64" in line
+
+
+def test_a_pick_tuned_under_a_latency_bound_applies_to_models_that_name_it(
+    tmp_path: Path,
+) -> None:
+    folder = _model(tmp_path, "runtime: onnx\nparameters: {latency_ms: 20}\n")
+    bounded = _pick()
+    bounded.latency_ms = 20.0
+    save_tuned(folder / "model.onnx", bounded, probe())
+    assert _config(folder, goal="throughput").reasons["instance_count"].startswith("tuned: 2")
+    (folder / "model.yaml").write_text("runtime: onnx\n")  # no bound: that pick is not for it
+    assert _config(folder, goal="throughput").reasons["instance_count"].startswith("advisor: ")
+    (folder / "model.yaml").write_text("runtime: onnx\nparameters: {latency_ms: soon}\n")
+    with pytest.raises(ModelLoadError, match="latency_ms must be a positive number"):
+        _config(folder)

@@ -41,3 +41,15 @@ def test_a_candidate_is_pinned_against_the_advisor_and_the_cache(tmp_path: Path)
     config = advise_config(pinned, path, goal="latency", hardware=TWO_CORES)
     assert config.instance_count == 2 and config.parameters["nthread"] == "1"
     assert config.dynamic_batching is not None and config.dynamic_batching.max_queue_delay_us == 500
+
+
+def test_the_goals_score() -> None:
+    from modelyard.advisor.tuned import Figures
+    from modelyard.tuning.search import score
+
+    fast = Figures(rps=10_000, p50_ms=0.2, p99_ms=30, concurrency=64)
+    steady = Figures(rps=8_000, p50_ms=0.3, p99_ms=8, concurrency=64)
+    assert score(fast, "throughput", None) > score(steady, "throughput", None)
+    assert score(fast, "latency", None) > score(steady, "latency", None)
+    # under a 10 ms bound on p99 the faster one does not count: Model Analyzer's constraint
+    assert score(steady, "throughput", 10) > score(fast, "throughput", 10) == 0

@@ -99,11 +99,28 @@ def tuned_pick(
     if mode == "off" or runtime is None:
         return None
     try:
-        pick = load_tuned(artifact, goal, hardware or probe())
+        pick = load_tuned(artifact, goal, hardware or probe(), latency_bound(config))
     except OSError as exc:
         log.warning("model %s: cannot read its tuned config: %s", config.name, exc)
         return None
     return pick if pick is not None and pick.runtime == runtime else None
+
+
+def latency_bound(config: ModelConfig) -> float | None:
+    """The model's `latency_ms` parameter: the bound its tuned pick was measured under."""
+    value = config.parameters.get("latency_ms")
+    if value is None:
+        return None
+    try:
+        bound = float(value)
+    except ValueError:
+        bound = 0.0
+    if bound <= 0:
+        raise ModelLoadError(
+            f"model {config.name!r}: parameter latency_ms must be a positive number of "
+            f"milliseconds, not {value!r}"
+        )
+    return bound
 
 
 def _value(config: ModelConfig, key: str) -> Any:

@@ -62,7 +62,9 @@ _OWN_PARAMETERS = {
     "pooling",
 }
 _KNOWN_PARAMETERS = (
-    _OWN_PARAMETERS | set(ENGINE_PARAMETERS) | {"trust_pickle", "inline_max_us", "goal", "tune"}
+    _OWN_PARAMETERS
+    | set(ENGINE_PARAMETERS)
+    | {"trust_pickle", "inline_max_us", "goal", "tune", "tune_budget", "latency_ms"}
 )
 
 

@@ -19,11 +19,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 
-from modelyard.advisor.apply import advise_config, model_goal
+from modelyard.advisor.apply import advise_config, latency_bound, model_goal
 from modelyard.advisor.hardware import Hardware, probe
 from modelyard.advisor.tuned import Figures, TunedPick, save_tuned
 from modelyard.errors import Internal, InvalidArgument
@@ -102,6 +102,8 @@ def tune(
     version = max(source.versions)
     artifact = source.versions[version]
     goal = model_goal(source.config, options.goal)
+    if options.latency_ms is None and latency_bound(source.config) is not None:
+        options = replace(options, latency_ms=latency_bound(source.config))
     rules = advise_config(pinned_config(source.config, {}), artifact, goal=goal, hardware=hw)
     runtime = rules.runtime or ""
     if runtime not in TUNABLE:
