@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 
 from modelyard.advisor.apply import TUNED_PREFIX
 from modelyard.core.models import ModelService
@@ -44,9 +45,13 @@ async def autotune(models: ModelService, goal: str, trust_pickle: bool) -> None:
             budget = DEFAULT_BUDGET_S
         options = TuneOptions(goal=goal, budget_s=budget, front=False, trust_pickle=trust_pickle)
         log.info("model %s: tuning in the background (tune: auto, %gs)", name, budget)
+        stop = threading.Event()
         try:
-            result = await asyncio.to_thread(tune, source, options)
+            result = await asyncio.to_thread(tune, source, options, None, log.info, stop)
             await models.reload(name)
+        except asyncio.CancelledError:  # shutting down: the search ends after its trial
+            stop.set()
+            raise
         except ModelyardError as exc:
             log.warning("model %s: tuning failed, it keeps the rules' pick: %s", name, exc)
             continue

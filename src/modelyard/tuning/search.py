@@ -17,6 +17,7 @@ client; with `latency_ms`, the highest throughput whose p99 at N clients is with
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -26,7 +27,7 @@ from pathlib import Path
 from modelyard.advisor.apply import advise_config, latency_bound, model_goal
 from modelyard.advisor.hardware import Hardware, probe
 from modelyard.advisor.tuned import Figures, TunedPick, save_tuned
-from modelyard.errors import Internal, InvalidArgument
+from modelyard.errors import Internal, InvalidArgument, Unavailable
 from modelyard.repository.scan import ModelSource, read_entry, scan
 from modelyard.spec.config import ModelConfig
 from modelyard.tuning import inprocess
@@ -93,8 +94,11 @@ def tune(
     options: TuneOptions,
     hardware: Hardware | None = None,
     progress: Callable[[str], None] = log.info,
+    stop: threading.Event | None = None,
 ) -> TuneResult:
-    """Search the knobs of one model within `options.budget_s`; cache and return the pick."""
+    """Search the knobs of one model within `options.budget_s`; cache and return the pick.
+    `stop` set (the server shutting down) ends the search after the trial running, with
+    Unavailable and nothing cached."""
     began = time.monotonic()
     hw = hardware or probe()
     if source.error or not source.versions:
@@ -112,7 +116,7 @@ def tune(
             f"the knobs of {', '.join(TUNABLE)} models"
         )
     space = knobs(runtime, hw, rules.max_batch_size > 0)
-    search = _Search(source, version, space, goal, options, began)
+    search = _Search(source, version, space, goal, options, began, stop)
     progress(f"{source.name}: {runtime}, goal {goal}; the rules' pick first")
     search.progress = progress
     best = search.run(start_from(settings_of(rules), space))
@@ -122,6 +126,8 @@ def tune(
         if step is None:
             break
         best = step
+    if stop is not None and stop.is_set():
+        raise Unavailable(f"tuning {source.name!r} was stopped")
     default, winner = search.trials[0], best
     if options.front and began + options.budget_s - time.monotonic() >= MIN_FRONT_S:
         try:
@@ -154,9 +160,11 @@ class _Search:
         goal: str,
         options: TuneOptions,
         began: float,
+        stop: threading.Event | None = None,
     ) -> None:
         self.source, self.version, self.space = source, version, space
         self.goal, self.options, self.began = goal, options, began
+        self.stop = stop
         self.trials: list[Trial] = []
         self.seen: set[tuple[tuple[str, str], ...]] = set()
         self.completed: ModelConfig | None = None  # the model's config as it loaded
@@ -164,7 +172,9 @@ class _Search:
         self.trial_s = 0.0  # how long the last in-process trial took
 
     def has_time(self, deadline: float) -> bool:
-        """Whether one more in-process trial fits before `deadline`."""
+        """Whether one more in-process trial fits before `deadline` (and no stop was asked)."""
+        if self.stop is not None and self.stop.is_set():
+            return False
         return time.monotonic() + self.trial_s <= deadline
 
     def run(self, settings: Settings) -> Trial:
