@@ -14,7 +14,7 @@ from modelyard.advisor.artifact import ArtifactInfo
 from modelyard.advisor.hardware import Hardware, probe
 from modelyard.advisor.inspect import inspect_artifact
 from modelyard.advisor.memory import MemoryEstimate, check_budget, estimate_for_parameters
-from modelyard.advisor.tuned import TunedPick, load_tuned
+from modelyard.advisor.tuned import TUNED_RUNTIMES, TunedPick, load_tuned
 from modelyard.errors import ModelLoadError, ModelyardError
 from modelyard.runtimes import RUNTIMES
 from modelyard.spec.config import DynamicBatching, ModelConfig
@@ -96,7 +96,7 @@ def tuned_pick(
         raise ModelLoadError(
             f"model {config.name!r}: parameter tune must be auto or off, not {mode!r}"
         )
-    if mode == "off" or runtime is None:
+    if mode == "off" or runtime not in TUNED_RUNTIMES:
         return None
     try:
         pick = load_tuned(artifact, goal, hardware or probe(), latency_bound(config))

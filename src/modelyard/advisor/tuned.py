@@ -26,6 +26,9 @@ from modelyard.settings import cache_dir
 log = logging.getLogger("modelyard.advisor")
 
 SCHEMA = "modelyard-tuned/1"
+#: Runtimes `modelyard tune` searches (and whose loads look for a tuned pick: only their
+#: artifacts are hashed, never a multi-GB GGUF).
+TUNED_RUNTIMES = ("onnx", "sklearn", "xgboost", "lightgbm")
 _WHERE = {"front": "through the HTTP front"}
 
 

@@ -10,11 +10,12 @@ from typing import Any
 import numpy as np
 
 from modelyard.advisor.hardware import Hardware
+from modelyard.advisor.tuned import TUNED_RUNTIMES
 from modelyard.spec.config import DynamicBatching, ModelConfig, TensorSpec
 from modelyard.tensors import numpy_dtype
 
 #: Runtimes the search knows the knobs of.
-TUNABLE = ("onnx", "sklearn", "xgboost", "lightgbm")
+TUNABLE = TUNED_RUNTIMES
 DELAY = "dynamic_batching.max_queue_delay_us"
 INSTANCES = "instance_count"
 #: The booster parameter that sets its threads.
