@@ -149,3 +149,33 @@ def test_requests_still_queued_when_the_model_unloads_get_unavailable() -> None:
             running.cancel()
 
     asyncio.run(scenario())
+
+
+class SlowOnWorkers(Recording):
+    """Takes `delay` on a worker thread and no time on the loop's (the main) thread: a model
+    whose handoff to a thread, not its work, is over the inline limit."""
+
+    def infer(self, inputs: Arrays) -> Arrays:
+        if threading.current_thread() is not threading.main_thread():
+            time.sleep(self.delay)
+        self.runs.append((threading.get_ident(), len(inputs["x"])))
+        return {"y": inputs["x"] * 2}
+
+
+def test_a_model_slow_only_on_workers_is_probed_inline_and_then_runs_there() -> None:
+    """Worker runs over the limit (but within 4x) do not decide alone: every 16th lone request
+    runs inline as a probe, and four quick probes start inline runs for good."""
+    policy = BatchPolicy(max_batch_size=64, inline_max_us=2_000, inline_samples=2)
+    runtime = SlowOnWorkers(delay=0.005)
+    loop_thread = asyncio.run(_serve(runtime, policy, [[_row(k)] for k in range(80)]))
+    places = _places(runtime, loop_thread)
+    assert places[:18] == ["worker"] * 16 + ["loop", "worker"]  # the first probe
+    assert places.count("loop") > 4 and places[-10:] == ["loop"] * 10
+
+
+def test_a_model_slow_everywhere_stays_on_workers_but_for_probes() -> None:
+    policy = BatchPolicy(max_batch_size=64, inline_max_us=2_000, inline_samples=2)
+    runtime = Recording(delay=0.005)
+    loop_thread = asyncio.run(_serve(runtime, policy, [[_row(k)] for k in range(66)]))
+    places = _places(runtime, loop_thread)
+    assert places.count("loop") == 4  # probes 16 lone requests apart, never more

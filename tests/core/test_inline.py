@@ -47,3 +47,16 @@ def test_each_size_class_is_decided_apart_and_off_means_off() -> None:
     off = InlineGate(0, samples=1)
     off.measured(4, 1)
     assert not off.allows(4)
+
+
+def test_a_model_slow_only_on_workers_ends_inline_at_every_start() -> None:
+    """Runs on a worker at 300-450 µs (the thread handoff), 60 µs inline: decided from worker
+    runs alone it would never run inline; probes find it out, at every start."""
+    for seed in range(200):
+        rng = random.Random(seed)
+        gate = InlineGate(LIMIT_NS)
+        for _ in range(160):
+            inline = gate.allows(16)
+            ns = 60_000 if inline else rng.randint(300_000, 450_000)
+            gate.measured(16, ns, inline)
+        assert gate.allows(16), seed

@@ -252,7 +252,7 @@ class Batcher:
                     result: _Outcome | BaseException = _execute(self.runtime, parts)
                 except Exception as exc:  # fans out to the batch, as from a worker
                     result = exc
-                self._finish(batch, started, result)
+                self._finish(batch, started, result, inline=True)
                 continue
             future: asyncio.Future[_Outcome]
             context = _at_depth(max(r.depth for r in batch))
@@ -343,9 +343,14 @@ class Batcher:
         self._finish(batch, started, future.result() if error is None else error)
 
     def _finish(
-        self, batch: list[_Request], started: int, result: _Outcome | BaseException
+        self,
+        batch: list[_Request],
+        started: int,
+        result: _Outcome | BaseException,
+        inline: bool = False,
     ) -> None:
-        """An execution ended: its outputs go to each request, or its error to all of them."""
+        """An execution ended (`inline`: on the loop's thread): its outputs go to each
+        request, or its error to all of them."""
         self._running -= 1
         self.slots.release()
         if self._heap:
@@ -357,7 +362,8 @@ class Batcher:
             return
         outputs, input_ns, infer_ns, output_ns = result
         if len(batch) == 1:
-            self._inline_gate.measured(_elements(batch[0].inputs), input_ns + infer_ns + output_ns)
+            took = input_ns + infer_ns + output_ns
+            self._inline_gate.measured(_elements(batch[0].inputs), took, inline)
         self.stats.record_execution(sum(r.rows for r in batch), input_ns, infer_ns, output_ns)
         for request, arrays in zip(batch, outputs, strict=True):
             if request.future.done():
