@@ -53,7 +53,9 @@ def _free_port() -> int:
 
 
 class FrontServer:
-    """`modelyard serve ROOT` in a child process, only `name` loaded (explicit control)."""
+    """`modelyard serve ROOT` in a child process (explicit control): `name` is loaded by each
+    `configure`, with its config as sent (so a `tune: auto` on disk never starts a search
+    inside the server being measured)."""
 
     def __init__(self, root: Path, name: str, trust_pickle: bool) -> None:
         self.root, self.name, self.trust_pickle = root, name, trust_pickle
@@ -70,9 +72,7 @@ class FrontServer:
             "serve",
             str(self.root),
             "--model-control-mode",
-            "explicit",
-            "--load-model",
-            self.name,
+            "explicit",  # nothing loads at start: each configure() loads the model, tune off
             "--http-port",
             str(self.port),
             "--grpc-port",

@@ -222,14 +222,8 @@ class _Search:
         inputs = sample_inputs(self.completed)
         root = self.source.path.parent
         self.progress(f"{self.source.name}: through the HTTP front")
-        finalists = (
-            [default]
-            if key_of(default.settings) == key_of(winner.settings)
-            else [
-                default,
-                winner,
-            ]
-        )
+        same = key_of(default.settings) == key_of(winner.settings)
+        finalists = [default] if same else [default, winner]
         measured = []
         with FrontServer(root, self.source.name, self.options.trust_pickle) as server:
             for at, trial in enumerate(finalists):
