@@ -53,7 +53,7 @@ from modelyard.settings import parse_duration
 def tune(path: Path, budget: str, in_process: bool, as_json: bool, **options: Any) -> None:
     """Search the settings that serve PATH best on this machine (a model file or folder, or a
     repository) and cache the pick: the next `modelyard serve` uses it without measuring."""
-    from modelyard.tuning.search import TuneOptions, show, tune_path
+    from modelyard.tuning.search import TuneOptions, as_config, show, tune_path
 
     try:
         seconds = parse_duration(budget)
@@ -85,7 +85,11 @@ def tune(path: Path, budget: str, in_process: bool, as_json: bool, **options: An
             click.echo(f"               {pick.default_figures.describe()}")
         click.echo(f"  tuned pick   {show(pick.settings)}")
         click.echo(f"               {pick.figures.describe()}")
-        click.echo(f"  cached in    {result.cache}")
+        click.echo(f"  cached in    {result.cache} (the next start applies it)")
+        kind = "config.pbtxt" if result.layout == "triton" else "model.yaml"
+        click.echo(f"  as config    (to pin it in the model's {kind})")
+        for line in as_config(pick.settings, result.layout):
+            click.echo(f"{'':15}{line}")
         if pick.latency_ms:
             click.echo(
                 f"  (measured under --latency-ms {pick.latency_ms:g}: a start applies it to a "

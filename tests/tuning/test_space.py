@@ -53,3 +53,18 @@ def test_the_goals_score() -> None:
     assert score(fast, "latency", None) > score(steady, "latency", None)
     # under a 10 ms bound on p99 the faster one does not count: Model Analyzer's constraint
     assert score(steady, "throughput", 10) > score(fast, "throughput", 10) == 0
+
+
+def test_the_pick_as_config_reads_back_as_the_same_settings() -> None:
+    import yaml
+
+    from modelyard.repository.config import from_yaml, parse_pbtxt
+    from modelyard.tuning.search import as_config
+
+    settings = {"instance_count": 2, "parameters.nthread": 1, DELAY: 500}
+    triton = parse_pbtxt("\n".join(as_config(settings, "triton")), "m")
+    simple = from_yaml(yaml.safe_load("\n".join(as_config(settings, "simple"))), "m")
+    for config in (triton, simple):
+        assert config.instance_count == 2 and config.parameters == {"nthread": "1"}
+        assert config.dynamic_batching is not None
+        assert config.dynamic_batching.max_queue_delay_us == 500

@@ -68,6 +68,7 @@ class TuneResult:
     trials: list[Trial] = field(default_factory=list)
     cache: Path | None = None
     seconds: float = 0.0
+    layout: str = "file"  # the model's layout on disk: triton (config.pbtxt), simple, file
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,8 @@ def tune(
     )
     progress(f"{source.name}: picked {show(pick.settings)}: {pick.reason}")
     cache = save_tuned(artifact, pick, hw)
-    return TuneResult(source.name, pick, search.trials, cache, time.monotonic() - began)
+    seconds = time.monotonic() - began
+    return TuneResult(source.name, pick, search.trials, cache, seconds, source.layout)
 
 
 class _Search:
@@ -247,6 +249,29 @@ def settings_of(config: ModelConfig) -> Settings:
 
 def show(settings: Settings) -> str:
     return ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in settings.items())
+
+
+def as_config(settings: Settings, layout: str) -> list[str]:
+    """The pick as the lines a model's own config would hold to pin it: config.pbtxt for a
+    Triton layout, model.yaml otherwise (a tuned pick needs neither: a start applies it)."""
+    params = {k.removeprefix("parameters."): v for k, v in settings.items() if "parameters." in k}
+    delay = settings.get(DELAY)
+    instances = settings.get("instance_count")
+    if layout == "triton":
+        lines = [f"instance_group [{{ count: {instances}, kind: KIND_CPU }}]"] if instances else []
+        lines += [
+            f'parameters {{ key: "{k}" value {{ string_value: "{v}" }} }}'
+            for k, v in params.items()
+        ]
+        if delay is not None:
+            lines.append(f"dynamic_batching {{ max_queue_delay_microseconds: {delay} }}")
+        return lines
+    lines = [f"instances: {instances}"] if instances else []
+    if params:
+        lines.append("parameters: {" + ", ".join(f"{k}: {v}" for k, v in params.items()) + "}")
+    if delay is not None:
+        lines.append(f"dynamic_batching: {{max_queue_delay_us: {delay}}}")
+    return lines
 
 
 def sources_at(path: Path) -> list[ModelSource]:
