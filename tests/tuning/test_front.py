@@ -33,3 +33,13 @@ def test_each_configuration_is_loaded_as_asked_and_measured(tmp_path: Path) -> N
         figures = server.measure(rows, concurrency=4, seconds=0.3)  # the Python client
     assert figures.where == "front, python client"
     assert figures.rps > 0 and figures.c1_rps > 0 and 0 < figures.p50_ms < figures.p99_ms * 10
+
+
+def test_a_server_that_cannot_start_says_why(tmp_path: Path) -> None:
+    from modelyard.errors import Internal
+
+    with (
+        pytest.raises(Internal, match=r"did not get ready: (.|\n)*is not a folder"),
+        FrontServer(tmp_path / "missing", "mlp", trust_pickle=False),
+    ):
+        pass

@@ -84,16 +84,16 @@ class FrontServer:
         with (self.scratch / "server.log").open("wb") as log:  # the child keeps its own copy
             self.process = subprocess.Popen(command, stdout=log, stderr=log, env=dict(os.environ))
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise Internal(f"the server to measure through exited: {self._log()}")
+        while time.monotonic() < deadline and self.process.poll() is None:
             try:
                 if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-        raise Internal(f"the server to measure through did not get ready: {self._log()}")
+        problem = f"the server to measure through did not get ready: {self._log()}"
+        self.__exit__(None, None, None)  # `with` does not: __enter__ did not return
+        raise Internal(problem)
 
     def __exit__(
         self,
