@@ -393,15 +393,16 @@ def advise(
 
     hardware = probe()
     budget = parse_size(memory) if memory else None
-    advice = advise_path(
+    advice, pipelines = advise_path(
         path or _demo_repository(), hardware, goal=goal, latency_ms=latency_ms, memory=budget
     )
     if as_json:
         import orjson
 
-        click.echo(orjson.dumps(to_json(hardware, advice), option=orjson.OPT_INDENT_2).decode())
+        document = to_json(hardware, advice, pipelines)
+        click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
     else:
-        click.echo(render(hardware, advice))
+        click.echo(render(hardware, advice, pipelines))
 
 
 register_client_commands(main)

@@ -11,6 +11,7 @@ from typing import Any
 from modelyard.advisor.advise import Recommendation
 from modelyard.advisor.artifact import human_bytes
 from modelyard.advisor.hardware import Hardware
+from modelyard.advisor.pipelines import PipelineAdvice
 
 SCHEMA_ID = "modelyard-advice/1"
 _WIDTH = 100
@@ -39,17 +40,45 @@ def schema() -> dict[str, Any]:
     return loaded
 
 
-def to_json(hardware: Hardware, advice: list[Advice]) -> dict[str, Any]:
+def to_json(
+    hardware: Hardware, advice: list[Advice], pipelines: list[PipelineAdvice] | None = None
+) -> dict[str, Any]:
     return {
         "schema": SCHEMA_ID,
         "hardware": hardware.to_json(),
         "models": [a.to_json() for a in advice],
+        "pipelines": [p.to_json() for p in pipelines or []],
     }
 
 
-def render(hardware: Hardware, advice: list[Advice]) -> str:
+def render(
+    hardware: Hardware, advice: list[Advice], pipelines: list[PipelineAdvice] | None = None
+) -> str:
     blocks = [describe_hardware(hardware)] + [render_one(a) for a in advice]
+    blocks += [render_pipeline(p) for p in pipelines or []]
     return "\n\n".join(blocks)
+
+
+def render_pipeline(advice: PipelineAdvice) -> str:
+    batch = f"batches of up to {advice.max_batch_size}" if advice.max_batch_size else "no batching"
+    count = len(advice.steps)
+    lines = [f"{advice.name} — a pipeline of {count} step model{'s' * (count != 1)} ({batch})"]
+    steps = "; ".join(
+        f"{s.model} ({s.runtime or '?'}"
+        + (", in a worker process" if s.isolation == "process" else "")
+        + (f", batches of {s.max_batch_size})" if s.max_batch_size else ", no batching)")
+        for s in advice.steps
+    )
+    lines += _row("steps", steps)
+    lines += _row("memory", advice.describe_memory())
+    for note in advice.notes:
+        lines += _row(note.rule.removeprefix("pipeline-"), note.text)
+    if advice.missing:
+        missing = ", ".join(advice.missing)
+        lines += _row("warning", f"no step model {missing} here: loading it will fail")
+    if not advice.notes:
+        lines += _row("advice", "nothing to merge or split")
+    return "\n".join(lines)
 
 
 def describe_hardware(hw: Hardware) -> str:
