@@ -4,7 +4,9 @@ repository), through the official openai client."""
 from __future__ import annotations
 
 import importlib.util
+import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import openai
@@ -46,3 +48,34 @@ def test_gemma_completes_and_chats(demo: ServerProcess) -> None:
     assert reply.strip()
     assert "<end_of_turn>" not in reply
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+
+
+def test_live_requests_share_a_long_prompt_prefix(demo: ServerProcess) -> None:
+    """Requests that start alike and run at the same time: the later ones take the prefix the
+    first one read (usage.prompt_tokens_details.cached_tokens), and answer exactly as the one
+    that read it all (temperature 0)."""
+    client = openai.OpenAI(base_url=f"{demo.url}/v1", api_key="unused", max_retries=0)
+    nonce = uuid.uuid4().hex  # no slot has this prefix cached from an earlier request
+    system = f"Session {nonce}. " + " ".join(
+        f"Rule {i}: answer briefly, politely and only about the question asked." for i in range(40)
+    )
+    questions = ["What color is the sky?", "What color is the sky?", "Name a large animal."]
+
+    def ask(question: str) -> tuple[str, int, int]:
+        reply = client.chat.completions.create(
+            model="gemma3",
+            messages=[{"role": "system", "content": system}, {"role": "user", "content": question}],
+            max_tokens=16,
+            temperature=0,
+        )
+        usage = reply.usage
+        assert usage is not None and usage.prompt_tokens_details is not None
+        cached = usage.prompt_tokens_details.cached_tokens or 0
+        return reply.choices[0].message.content or "", cached, usage.prompt_tokens
+
+    with ThreadPoolExecutor(len(questions)) as pool:
+        answers = list(pool.map(ask, questions))
+    assert min(n for _, _, n in answers) > 500
+    cached = sorted(n for _, n, _ in answers)
+    assert cached[-1] > 400 and cached[-2] > 400, answers  # two of three took the prefix
+    assert answers[0][0] == answers[1][0], answers  # shared or read: the same answer

@@ -2,7 +2,12 @@
 is schedule -> execute -> update.
 
 - schedule: take new requests and aborts; admit waiting requests into free slots, reusing the
-  longest cached prompt prefix any free slot holds.
+  longest cached prompt prefix any free slot holds, or sharing it with a running sequence:
+  a request whose prompt starts like a running sequence's (a long system prompt, few-shot
+  examples, a chat's earlier turns) waits until that sequence has read the common part, then
+  takes its cells (`Backend.share`) instead of reading the prefix again (SGLang's
+  RadixAttention idea, across live requests; the leader's prompt is read in chunks that end
+  at the shared boundary, so a sliding-window cache still holds the window before it).
 - execute: ONE `Backend.decode` call carrying one token for every sequence that is generating
   plus chunks of prompts still being read, up to `n_batch` tokens (generating rows first, so
   a long prompt never stalls running streams for more than one chunk).
@@ -39,6 +44,8 @@ log = logging.getLogger("modelyard.engine")
 
 Sink = Callable[[Delta], None]
 Row = tuple[int, int, int, bool]
+#: Shortest prefix worth waiting for a running sequence to read (shorter: read it alone).
+MIN_SHARED_PREFIX = 16
 
 
 class Observer(Protocol):
@@ -87,6 +94,12 @@ class _Seq:
     done: bool = False
     #: The prompt tokens' log-probabilities as their rows are read (when the request asked).
     prompt_logprobs: list[TokenLogprob] | None = None
+    #: A running sequence whose first `share` tokens this one will take once it has read
+    #: them (None: reads its own prompt).
+    leader: _Seq | None = None
+    share: int = 0
+    #: The slot it had when it finished (its cells stay there as a prefix cache until reused).
+    last_slot: int = -1
 
     @property
     def prompt_len(self) -> int:
@@ -235,41 +248,83 @@ class Engine:
             admitted = [self._waiting.popleft() for _ in range(room)]
         for seq in [s for s in self._running if s.request.id in aborts]:
             self._finish(seq, Finish.ABORT)
+        # before any admission: a finished leader's slot still holds what its followers take
+        self._take_shared_prefixes()
         for seq in admitted:
             self._admit(seq)
+        self._take_shared_prefixes()  # leaders that had read the prefix already
 
     def _admit(self, seq: _Seq) -> None:
         request = seq.request
         params = request.params
         slot, shared = self._best_slot(request.prompt)
+        leader, lead = self._best_leader(request.prompt)
         if params.prompt_logprobs is not None:
-            shared = 0  # every prompt row must be read to score it
+            shared = lead = 0  # every prompt row must be read to score it
             seq.prompt_logprobs = []
         self._free.remove(slot)
-        kept = self.backend.keep(slot, shared)
-        del self._cache[slot][kept:]
-        seq.slot, seq.n_past, seq.cached = slot, kept, kept
-        seq.pending = list(request.prompt[kept:])
+        seq.slot = slot
+        seq.text = TextStream(params.stop)
         room = self.backend.n_ctx - seq.prompt_len
         seq.max_new = min(params.max_tokens, room) if params.max_tokens is not None else room
-        seq.text = TextStream(params.stop)
         self._running.append(seq)
-        queued = time.monotonic() - request.arrival
-        self.observer.on_admit(queued, seq.prompt_len, kept)
-        log.debug(
-            "%s: admitted %s into slot %d after %.3f s; %d of %d prompt tokens cached",
-            self.name,
-            request.id,
-            slot,
-            queued,
-            kept,
-            seq.prompt_len,
-        )
+        if leader is not None and lead >= max(shared + 1, MIN_SHARED_PREFIX):
+            seq.leader, seq.share = leader, lead  # starts once the leader has read it
+            self.backend.keep(slot, 0)
+            self._cache[slot].clear()
+        else:
+            self._start(seq, self.backend.keep(slot, shared))
         try:
             seq.sampler = self.backend.new_sampler(params)
             seq.sampler.allow_end(not params.ignore_eos and params.min_tokens <= 0)
         except Exception as exc:
             self._finish(seq, Finish.ERROR, error=exc)
+
+    def _start(self, seq: _Seq, kept: int) -> None:
+        """The sequence reads its prompt from token `kept` on (those before are cached)."""
+        del self._cache[seq.slot][kept:]
+        seq.n_past, seq.cached = kept, kept
+        seq.pending = list(seq.request.prompt[kept:])
+        queued = time.monotonic() - seq.request.arrival
+        self.observer.on_admit(queued, seq.prompt_len, kept)
+        log.debug(
+            "%s: %s starts in slot %d after %.3f s; %d of %d prompt tokens cached",
+            self.name,
+            seq.request.id,
+            seq.slot,
+            queued,
+            kept,
+            seq.prompt_len,
+        )
+
+    def _best_leader(self, prompt: list[int]) -> tuple[_Seq | None, int]:
+        """The running sequence whose tokens (read, or still to read) share the longest
+        prefix with `prompt` (at most all but its last token)."""
+        best, best_len = None, 0
+        for seq in self._running:
+            if seq.leader is not None or seq.slot < 0 or seq.prompt_logprobs is not None:
+                continue
+            tokens = self._cache[seq.slot] + seq.pending
+            n = _common_prefix(tokens, prompt, len(prompt) - 1)
+            if n > best_len:
+                best, best_len = seq, n
+        return best, best_len
+
+    def _take_shared_prefixes(self) -> None:
+        """Followers whose leader has read the shared prefix (or stopped) take its cells."""
+        for seq in self._running:
+            leader = seq.leader
+            if leader is None or (not leader.done and leader.n_past < seq.share):
+                continue
+            seq.leader = None
+            # a finished leader's slot is free, its cells kept as a prefix cache until reused
+            source = leader.last_slot if leader.done else leader.slot
+            usable = source >= 0 and (not leader.done or source in self._free)
+            cached = self._cache[source] if usable else []
+            n = _common_prefix(cached, seq.request.prompt, seq.share)
+            kept = self.backend.share(source, seq.slot, n) if n > 0 else 0
+            self._cache[seq.slot] = list(cached[:kept])
+            self._start(seq, kept)
 
     def _best_slot(self, prompt: list[int]) -> tuple[int, int]:
         """The free slot whose cache shares the longest prefix with `prompt` (at most all but
@@ -290,6 +345,8 @@ class Engine:
         budget = self.backend.n_batch
         prefill = []
         for seq in self._running:
+            if seq.leader is not None:
+                continue  # waits for its leader to read the prefix they share
             if len(seq.pending) == 1 and seq.n_past >= seq.prompt_len - 1:
                 rows.append((seq.slot, seq.n_past, seq.pending[0], True))
                 owners.append(seq)
@@ -299,7 +356,7 @@ class Engine:
         for seq in prefill:
             if budget <= 0:
                 break
-            chunk = seq.pending[:budget]
+            chunk = seq.pending[: min(budget, self._until_shared(seq))]
             last = len(chunk) == len(seq.pending)
             scored = seq.prompt_logprobs is not None
             for i, token in enumerate(chunk):
@@ -308,6 +365,16 @@ class Engine:
                 owners.append(seq)
             budget -= len(chunk)
         return rows, owners
+
+    def _until_shared(self, seq: _Seq) -> int:
+        """Tokens `seq` may read before a follower's shared boundary (the chunk ends there, so
+        the follower takes the cells before the leader reads past them)."""
+        ahead = [
+            f.share - seq.n_past
+            for f in self._running
+            if f.leader is seq and f.share > seq.n_past
+        ]
+        return min(ahead, default=len(seq.pending))
 
     # ---- update ---------------------------------------------------------------------------------
 
@@ -437,7 +504,7 @@ class Engine:
                 self.backend.keep(seq.slot, 0)
                 self._cache[seq.slot].clear()
             self._free.append(seq.slot)
-            seq.slot = -1
+            seq.last_slot, seq.slot = seq.slot, -1
         e2e = time.monotonic() - seq.request.arrival
         self.observer.on_finish(finish, seq.prompt_len, seq.generated, e2e)
 

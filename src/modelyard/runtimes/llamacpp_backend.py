@@ -1,6 +1,7 @@
 """The engine's `Backend` over one llama.cpp context (low-level API): a `llama_batch` whose
 rows carry (slot = sequence id, position, token), samplers built per request from llama.cpp's
-sampler chain, and prefix-cache trimming with `llama_memory_seq_rm`."""
+sampler chain, prefix-cache trimming with `llama_memory_seq_rm`, and prefixes shared between
+live sequences with `llama_memory_seq_cp`."""
 
 from __future__ import annotations
 
@@ -119,6 +120,15 @@ class LlamaBackend:
             return n
         lc.llama_memory_seq_rm(self.memory, slot, -1, -1)
         return 0
+
+    def share(self, source: int, slot: int, n: int) -> int:
+        """In the unified KV cache the cells of `source` also become `slot`'s: nothing is
+        copied or recomputed."""
+        lc.llama_memory_seq_rm(self.memory, slot, -1, -1)
+        if n <= 0 or not self._can_cut(source, n):
+            return 0
+        lc.llama_memory_seq_cp(self.memory, source, slot, 0, n)
+        return n
 
     def _can_cut(self, slot: int, n: int) -> bool:
         """Sliding-window layers keep only the last n_swa positions: a cut is usable only when
