@@ -179,7 +179,9 @@ def test_prompt_prefix_is_reused(backend: FakeBackend, engine: Engine) -> None:
     assert backend.kept[-1][1] == 3
 
 
-def _together(engine: Engine, prompts: dict[str, list[int]], gate: threading.Event) -> dict:
+def _together(
+    engine: Engine, prompts: dict[str, list[int]], gate: threading.Event
+) -> dict[str, list[Delta]]:
     """Submit every prompt while the backend is held, then let it go; each one's deltas."""
     sinks = {name: queue.SimpleQueue[Delta]() for name in prompts}
     for name, prompt in prompts.items():
