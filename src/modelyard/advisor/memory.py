@@ -74,6 +74,8 @@ class MemoryEstimate:
     kv_cache: int = 0
     context: int | None = None
     parallel: int | None = None
+    #: tokens the KV cache holds for all sequences together (LLMs)
+    cells: int | None = None
     known: bool = True
     measured: bool = False
 
@@ -93,8 +95,8 @@ class MemoryEstimate:
         if self.kv_cache:
             plural = "" if self.parallel == 1 else "s"
             parts.append(
-                f"KV cache {human_bytes(self.kv_cache)} "
-                f"({self.context} tokens x {self.parallel} sequence{plural})"
+                f"KV cache {human_bytes(self.kv_cache)} ({self.cells} tokens shared by up to "
+                f"{self.parallel} sequence{plural} of up to {self.context})"
             )
         parts.append(f"runtime {human_bytes(self.library + self.overhead)}")
         return f"about {human_bytes(self.total)}: " + " + ".join(parts)
@@ -109,6 +111,7 @@ class MemoryEstimate:
             "kv_cache_bytes": self.kv_cache,
             "context": self.context,
             "parallel": self.parallel,
+            "cells": self.cells,
             "measured_basis": self.measured,
         }
 
@@ -127,9 +130,10 @@ def _installed(module: str) -> bool:
 
 
 def estimate_memory(
-    info: ArtifactInfo, context: int | None = None, parallel: int = 1
+    info: ArtifactInfo, context: int | None = None, parallel: int = 1, cells: int | None = None
 ) -> MemoryEstimate:
-    """Memory to serve `info`; LLMs at `context` tokens for each of `parallel` sequences."""
+    """Memory to serve `info`; LLMs with `parallel` sequences of up to `context` tokens each
+    sharing a KV cache of `cells` tokens (default: a whole context for each)."""
     if info.format in _KNOWN_NOTHING:
         return MemoryEstimate(known=False)
     cost = (
@@ -147,7 +151,10 @@ def estimate_memory(
         if info.generates_text:
             estimate.context = context or default_context(info)
             estimate.parallel = parallel
-            estimate.kv_cache = info.llm.kv_cache_bytes(estimate.context, parallel)
+            estimate.cells = max(cells or estimate.context * parallel, estimate.context)
+            estimate.kv_cache = info.llm.kv_cache_bytes(
+                estimate.context, parallel, cells=estimate.cells
+            )
             estimate.overhead += info.llm.vocab * LLAMA_SEQUENCE_VOCAB_BYTES * parallel
     return estimate
 
@@ -158,11 +165,11 @@ def default_context(info: ArtifactInfo, ceiling: int = 4096) -> int:
 
 
 def estimate_for_parameters(info: ArtifactInfo, parameters: dict[str, str]) -> MemoryEstimate:
-    """The estimate at the context and parallelism a model's config asks for (n_ctx tokens for
-    each of n_seq_max sequences, as the llamacpp runtime reads them), else one sequence."""
+    """The estimate at the context, sequences and KV cells a model's config asks for (n_ctx,
+    n_seq_max, kv_size, as the llamacpp runtime reads them), else one sequence."""
     context = _int_param(parameters, "n_ctx")
     parallel = _int_param(parameters, "n_seq_max") or 1
-    return estimate_memory(info, context, parallel)
+    return estimate_memory(info, context, parallel, _int_param(parameters, "kv_size"))
 
 
 def _int_param(parameters: dict[str, str], key: str) -> int | None:

@@ -14,6 +14,14 @@ is schedule -> execute -> update.
 - update: sample each sequence whose row has logits, detokenize, check stop conditions, send
   a `Delta` to its sink; finished sequences give their slot back at once.
 
+Slots and cells are separate: the backend has `n_slots` sequence slots and one KV cache of
+`n_cells` token cells that every slot draws on (llama.cpp's unified cache), each sequence up to
+`n_ctx` tokens. A request is admitted when a slot is free and the cells its prompt needs (plus
+a little room to generate) are free, idle slots' prefix caches being dropped, oldest first, to
+make room. When running sequences would overflow the cells, the one admitted last is preempted:
+its cells are freed and it goes back to the head of the queue, to read its prompt and what it
+generated again when there is room (vLLM's recompute preemption); its client sees only a pause.
+
 The loop runs on its own thread, never on an event loop; sinks are called on that thread
 (an asyncio caller passes one that hops over with `loop.call_soon_threadsafe`). The engine
 knows nothing of llama.cpp or HTTP: a runtime implements `Backend`.
@@ -46,6 +54,8 @@ Sink = Callable[[Delta], None]
 Row = tuple[int, int, int, bool]
 #: Shortest prefix worth waiting for a running sequence to read (shorter: read it alone).
 MIN_SHARED_PREFIX = 16
+#: Cells a new sequence needs free beyond its prompt to be admitted (room to generate).
+ADMIT_HEADROOM = 16
 
 
 class Observer(Protocol):
@@ -100,6 +110,8 @@ class _Seq:
     share: int = 0
     #: The slot it had when it finished (its cells stay there as a prefix cache until reused).
     last_slot: int = -1
+    #: Preempted: every token it had (prompt, then generated), to read again when readmitted.
+    resume: list[int] = field(default_factory=list)
 
     @property
     def prompt_len(self) -> int:
@@ -130,6 +142,10 @@ class Engine:
         self._running: list[_Seq] = []
         self._free: list[int] = list(range(backend.n_slots))
         self._cache: list[list[int]] = [[] for _ in range(backend.n_slots)]
+        #: Token cells of the shared KV cache.
+        self.n_cells = max(backend.n_cells, backend.n_ctx)
+        #: Sequences preempted for room, oldest first.
+        self.preemptions = 0
         self._closed = False
         self._thread = threading.Thread(
             target=self._loop, name=f"modelyard-engine-{name}", daemon=True
@@ -205,6 +221,9 @@ class Engine:
         """One schedule -> execute -> update round."""
         self._schedule()
         rows, owners = self._plan()
+        while rows and not self._drop_idle_caches(len(rows), []) and len(self._running) > 1:
+            self._preempt_last()  # the cells are full: the sequence admitted last waits
+            rows, owners = self._plan()
         if not rows:
             return
         self.observer.on_step(len(rows))
@@ -244,17 +263,45 @@ class Engine:
             if aborts:
                 kept = [s for s in self._waiting if s.request.id not in aborts]
                 self._waiting = collections.deque(kept)
-            room = min(len(self._free), len(self._waiting))
-            admitted = [self._waiting.popleft() for _ in range(room)]
         for seq in [s for s in self._running if s.request.id in aborts]:
             self._finish(seq, Finish.ABORT)
         # before any admission: a finished leader's slot still holds what its followers take
         self._take_shared_prefixes()
-        for seq in admitted:
+        while self._free:
+            with self._cond:
+                if not self._waiting or not self._room_for(self._waiting[0]):
+                    break
+                seq = self._waiting.popleft()
             self._admit(seq)
         self._take_shared_prefixes()  # leaders that had read the prefix already
 
+    def _used_cells(self) -> int:
+        """Cells the slots hold (a prefix shared between sequences counted for each: safe)."""
+        return sum(len(tokens) for tokens in self._cache)
+
+    def _room_for(self, seq: _Seq) -> bool:
+        """Whether the cells `seq` needs to start are free (after dropping idle slots' prefix
+        caches, those sharing least with it first); a sequence alone always starts."""
+        tokens = seq.resume or seq.request.prompt
+        need = len(tokens) + ADMIT_HEADROOM
+        return self._drop_idle_caches(need, tokens) or not self._running
+
+    def _drop_idle_caches(self, need: int, tokens: list[int]) -> bool:
+        """Drop idle slots' prefix caches until `need` more cells are free; whether they are."""
+        idle = sorted(
+            (s for s in self._free if self._cache[s]),
+            key=lambda s: _common_prefix(self._cache[s], tokens, len(tokens)),
+        )
+        while self._used_cells() + need > self.n_cells and idle:
+            slot = idle.pop(0)
+            self.backend.keep(slot, 0)
+            self._cache[slot].clear()
+        return self._used_cells() + need <= self.n_cells
+
     def _admit(self, seq: _Seq) -> None:
+        if seq.resume:
+            self._readmit(seq)
+            return
         request = seq.request
         params = request.params
         slot, shared = self._best_slot(request.prompt)
@@ -279,6 +326,51 @@ class Engine:
             seq.sampler.allow_end(not params.ignore_eos and params.min_tokens <= 0)
         except Exception as exc:
             self._finish(seq, Finish.ERROR, error=exc)
+
+    def _readmit(self, seq: _Seq) -> None:
+        """A preempted sequence back in a slot: it reads what it had again (what a free slot
+        still caches of it excepted) and goes on generating; its sampler and text kept."""
+        slot, shared = self._best_slot(seq.resume)
+        if seq.prompt_logprobs is not None:
+            shared = 0
+        self._free.remove(slot)
+        kept = self.backend.keep(slot, shared)
+        del self._cache[slot][kept:]
+        seq.slot, seq.n_past = slot, kept
+        seq.pending, seq.resume = seq.resume[kept:], []
+        self._running.append(seq)
+
+    def _preempt_last(self) -> None:
+        """Free the cells of the sequence admitted last and queue it first again: it reads
+        its tokens again when readmitted (a follower that had read nothing starts over)."""
+        victim = self._running.pop()
+        tokens = self._cache[victim.slot] + victim.pending
+        self.backend.keep(victim.slot, 0)
+        self._cache[victim.slot].clear()
+        self._free.append(victim.slot)
+        victim.slot = -1
+        if victim.leader is not None:
+            victim.leader = None
+            if victim.sampler is not None:
+                victim.sampler.close()
+                victim.sampler = None
+        else:
+            victim.resume = tokens
+            if victim.prompt_logprobs is not None:
+                victim.prompt_logprobs = []  # scored again from the first token
+        for follower in self._running:
+            if follower.leader is victim:  # it reads the prefix itself
+                follower.leader = None
+                self._start(follower, 0)
+        self.preemptions += 1
+        log.info(
+            "%s: preempted %s (%d tokens) to free KV cells; it resumes when there is room",
+            self.name,
+            victim.request.id,
+            len(tokens),
+        )
+        with self._cond:
+            self._waiting.appendleft(victim)
 
     def _start(self, seq: _Seq, kept: int) -> None:
         """The sequence reads its prompt from token `kept` on (those before are cached)."""

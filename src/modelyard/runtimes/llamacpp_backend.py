@@ -29,6 +29,7 @@ class LlamaBackend:
         *,
         n_slots: int,
         n_ctx: int,
+        n_cells: int,
         n_batch: int,
         n_vocab: int,
         end_tokens: list[int],
@@ -39,6 +40,7 @@ class LlamaBackend:
         self.memory = lc.llama_get_memory(ctx)
         self.n_slots = n_slots
         self.n_ctx = n_ctx
+        self.n_cells = n_cells
         self.n_batch = n_batch
         self.n_vocab = n_vocab
         self.end_tokens = np.array(sorted(end_tokens), dtype=np.int64)

@@ -184,6 +184,8 @@ class Backend(Protocol):
     n_slots: int
     #: Tokens one sequence may hold (prompt + generated).
     n_ctx: int
+    #: Tokens the KV cache holds for every slot together (at least n_ctx).
+    n_cells: int
     #: Tokens one decode call may carry.
     n_batch: int
 
