@@ -225,6 +225,17 @@ def test_live_sequences_share_a_prompt_prefix(backend: FakeBackend) -> None:
     assert [d.tokens for d in out["b"]] == [[41], [42], [43]]
 
 
+def test_without_prefix_cache_live_sequences_read_their_own_prompts(backend: FakeBackend) -> None:
+    backend.gate = threading.Event()
+    engine = Engine(backend, name="fake", prefix_cache=False)
+    prefix = list(range(1, 21))
+    try:
+        out = _together(engine, {"a": [*prefix, 30], "b": [*prefix, 40]}, backend.gate)
+    finally:
+        engine.close()
+    assert backend.shared == [] and out["b"][-1].cached_tokens == 0
+
+
 def test_short_common_prefixes_are_read_alone(backend: FakeBackend) -> None:
     backend.gate = threading.Event()
     engine = Engine(backend, name="fake")

@@ -133,7 +133,8 @@ class Engine:
         self.backend = backend
         self.name = name
         self.max_waiting = max_waiting
-        #: Keep a finished sequence's cells as its slot's prefix cache (else free them at once).
+        #: Keep a finished sequence's cells as its slot's prefix cache (else free them at once),
+        #: and share prefixes between live sequences.
         self.prefix_cache = prefix_cache
         self.observer: Observer = observer or NullObserver()
         self._cond = threading.Condition()
@@ -393,7 +394,7 @@ class Engine:
         """The running sequence whose tokens (read, or still to read) share the longest
         prefix with `prompt` (at most all but its last token)."""
         best, best_len = None, 0
-        for seq in self._running:
+        for seq in self._running if self.prefix_cache else []:
             if seq.leader is not None or seq.slot < 0 or seq.prompt_logprobs is not None:
                 continue
             tokens = self._cache[seq.slot] + seq.pending
