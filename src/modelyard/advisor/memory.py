@@ -52,12 +52,14 @@ COSTS: dict[str, MemoryCost] = {
     "unknown": MemoryCost(0, 0, 1.0, False),
 }
 #: Libraries a runtime's library imports when they are installed, and what importing them
-#: costs (MiB, measured on Python 3.11 with pandas 2.3): scikit-learn, XGBoost and LightGBM
-#: all import pandas if it is there.
-OPTIONAL_IMPORTS: dict[str, tuple[str, float]] = {
-    "sklearn": ("pandas", 83),
-    "xgboost": ("pandas", 83),
-    "lightgbm": ("pandas", 83),
+#: costs (MiB, measured on Python 3.11 with pandas 2.3 and torch 2.13): scikit-learn, XGBoost and
+#: LightGBM all import pandas if it is there, and skops (listing scikit-learn's estimators, which
+#: walks every scikit-learn module) imports torch through scikit-learn's array-API shim.
+OPTIONAL_IMPORTS: dict[str, tuple[tuple[str, float], ...]] = {
+    "sklearn/skops": (("pandas", 83), ("torch", 237)),
+    "sklearn": (("pandas", 83),),
+    "xgboost": (("pandas", 83),),
+    "lightgbm": (("pandas", 83),),
 }
 #: llama.cpp's vocabulary tables and output buffers, bytes per vocabulary entry ...
 LLAMA_VOCAB_BYTES = 220
@@ -116,12 +118,9 @@ class MemoryEstimate:
         }
 
 
-def _optional_mib(fmt: str) -> float:
-    found = OPTIONAL_IMPORTS.get(fmt)
-    if found is None:
-        return 0.0
-    module, mib = found
-    return mib if _installed(module) else 0.0
+def _optional_mib(fmt: str, container: str) -> float:
+    found = OPTIONAL_IMPORTS.get(f"{fmt}/{container}") or OPTIONAL_IMPORTS.get(fmt, ())
+    return sum(mib for module, mib in found if _installed(module))
 
 
 @functools.lru_cache(maxsize=8)
@@ -141,7 +140,7 @@ def estimate_memory(
     )
     weights = info.weight_bytes if info.weight_bytes is not None else info.size_bytes
     estimate = MemoryEstimate(
-        library=int((cost.library_mib + _optional_mib(info.format)) * MIB),
+        library=int((cost.library_mib + _optional_mib(info.format, info.container)) * MIB),
         overhead=int(cost.overhead_mib * MIB),
         weights=int(weights * cost.weight_factor),
         measured=cost.measured,
