@@ -95,12 +95,13 @@ def describe_hardware(hw: Hardware) -> str:
         or "baseline x86/ARM"
     )
     runtimes = ", ".join(sorted(name for name, ok in hw.runtimes.items() if ok)) or "none"
-    return (
+    head = (
         f"this machine: {hw.cores} cores ({hw.physical_cores} physical), "
         f"{human_bytes(hw.memory_available_bytes)} memory free of "
-        f"{human_bytes(hw.memory_bytes)}, {gpus}\n"
-        f"instructions: {isa}; installed: {runtimes}"
+        f"{human_bytes(hw.memory_bytes)}, {gpus}"
     )
+    tail = textwrap.wrap(f"instructions: {isa}; installed: {runtimes}", _WIDTH)
+    return "\n".join([head, *tail])
 
 
 def render_one(advice: Advice) -> str:
