@@ -327,7 +327,9 @@ function push(id, values) {
   });
   chart.canvas.dataset.points = String(Number(chart.canvas.dataset.points) + 1);
   chart.canvas.dataset.last = JSON.stringify(values);
-  const shown = values.map((v) => (v === null ? "–" : v < 10 ? v.toFixed(2) : v.toFixed(0)));
+  // the latest value of each series (a histogram's last window with observations)
+  const latest = chart.data.map((series) => [...series].reverse().find((v) => v !== null) ?? null);
+  const shown = latest.map((v) => (v === null ? "–" : v < 10 ? v.toFixed(2) : v.toFixed(0)));
   chart.now.textContent = shown.join(" / ");
   draw(chart);
 }
@@ -352,16 +354,18 @@ function draw(chart) {
   g.fillText(`last ${KEEP} s`, left, height - 2);
   const step = (right - left) / (KEEP - 1);
   chart.data.forEach((series, index) => {
-    g.strokeStyle = COLORS[index]; g.lineWidth = 1.6; g.beginPath();
-    let pen = false;
+    g.strokeStyle = g.fillStyle = COLORS[index]; g.lineWidth = 1.6; g.beginPath();
+    const lone = [];
     series.forEach((v, i) => {
-      if (v === null) { pen = false; return; }
+      if (v === null) return;
       const x = right - (series.length - 1 - i) * step;
       const y = bottom - (top ? v / top : 0) * (bottom - 6);
-      if (pen) g.lineTo(x, y); else g.moveTo(x, y);
-      pen = true;
+      const joined = i > 0 && series[i - 1] !== null;
+      if (joined) g.lineTo(x, y); else g.moveTo(x, y);
+      if (!joined && (i === series.length - 1 || series[i + 1] === null)) lone.push([x, y]);
     });
     g.stroke();
+    for (const [x, y] of lone) { g.beginPath(); g.arc(x, y, 2.2, 0, 2 * Math.PI); g.fill(); }
   });
 }
 
