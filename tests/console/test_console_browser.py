@@ -96,8 +96,8 @@ def test_the_console_lists_the_demo_models(
     expect(gemma.locator(".state-READY")).to_be_visible()
     expect(page.locator('tr[data-model="minilm"] td').nth(1)).to_have_text("embedding")
     # the advisor's choices with their reasons, and the memory estimate
-    page.locator('tr[data-model="gemma3"] details summary').click()
-    expect(gemma.locator("details dl")).to_contain_text("n_threads")
+    gemma.locator("button.why").click()
+    expect(page.locator('tr[data-reasons="gemma3"]')).to_contain_text("n_threads")
     expect(gemma.locator("td").nth(5)).to_contain_text("MiB")
     expect(page.locator("#server-facts")).to_contain_text("control mode ondemand")
     page.screenshot(path=artifacts / "console-models.png", full_page=True)

@@ -4,7 +4,9 @@
 
 const KEY = "modelyard-key";
 const $ = (id) => document.getElementById(id);
-const state = { overview: null, selected: null, playBuiltFor: "", snippets: {}, tab: "curl" };
+const state = {
+  overview: null, selected: null, playBuiltFor: "", snippets: {}, tab: "curl", open: new Set(),
+};
 
 // ---- calls and the key -------------------------------------------------------------------
 
@@ -109,18 +111,16 @@ function renderServer(view) {
 }
 
 function renderModels(view) {
-  const body = $("models").tBodies[0];
-  const open = new Set([...body.querySelectorAll("details[open]")].map((d) => d.closest("tr").dataset.model));
-  body.replaceChildren(...view.models.map((m) => modelRow(m, view, open.has(m.name))));
+  $("models").tBodies[0].replaceChildren(...view.models.flatMap((m) => modelRow(m, view)));
 }
 
-function modelRow(model, view, open) {
+function modelRow(model, view) {
   const versions = model.loaded.length
     ? `${model.loaded.join(", ")} loaded` + (model.versions.length > model.loaded.length
       ? ` of ${model.versions.join(", ")}` : "")
     : model.versions.length ? `${model.versions.join(", ")} on disk` : "";
   const row = el("tr", { "data-model": model.name },
-    el("td", {}, el("strong", { textContent: model.name }), reasons(model, open)),
+    el("td", {}, el("strong", { textContent: model.name }), " ", whyButton(model)),
     el("td", { textContent: model.kind }),
     el("td", {}, el("span", { className: "state-" + model.state, textContent: model.state }),
       model.reason ? el("small", { textContent: " " + model.reason }) : null),
@@ -129,17 +129,30 @@ function modelRow(model, view, open) {
       model.max_batch_size ? el("small", { textContent: ` batch ≤ ${model.max_batch_size}` }) : null),
     el("td", {}, memory(model, view)),
     el("td", {}, keepAlive(model, view)),
-    el("td", {}, actions(model, view)),
+    el("td", { className: "actions" }, actions(model, view)),
   );
-  return row;
+  return [row, ...reasons(model)];
 }
 
-function reasons(model, open) {
+// the advisor's choices and their reasons: a row under the model's, opened by "why"
+function whyButton(model) {
+  const count = Object.keys(model.reasons || {}).length;
+  if (!count) return null;
+  return el("button", {
+    className: "why", textContent: `why (${count})`, "aria-expanded": String(state.open.has(model.name)),
+    on: { click: () => {
+      if (!state.open.delete(model.name)) state.open.add(model.name);
+      renderModels(state.overview);
+    } },
+  });
+}
+
+function reasons(model) {
   const entries = Object.entries(model.reasons || {});
-  if (!entries.length) return null;
-  return el("details", { className: "reasons", open },
-    el("summary", { textContent: `why (${entries.length})` }),
-    el("dl", {}, entries.flatMap(([k, v]) => [el("dt", { textContent: k }), el("dd", { textContent: v })])));
+  if (!entries.length || !state.open.has(model.name)) return [];
+  return [el("tr", { className: "reasons", "data-reasons": model.name },
+    el("td", { colSpan: 8 },
+      el("dl", {}, entries.flatMap(([k, v]) => [el("dt", { textContent: k }), el("dd", { textContent: v })]))))];
 }
 
 function memory(model, view) {
