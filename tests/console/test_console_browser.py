@@ -217,3 +217,19 @@ def test_a_server_with_an_api_key_asks_for_it(
         expect(page.locator("#snippet")).to_contain_text("Bearer $MODELYARD_API_KEY")
         assert page.evaluate("sessionStorage.getItem('modelyard-key')") == "sesame"
         expect(page.locator("#chart-rps")).not_to_have_attribute("data-points", "0")
+
+
+def test_keep_alive_for_an_llm(page: Page, demo: ServerProcess) -> None:
+    _open(page, demo)
+    keep = page.locator('tr[data-model="gemma3"] select.keep-alive')
+    expect(keep).to_be_enabled()  # ondemand mode: keep-alive applies
+    expect(page.locator('tr[data-model="iris_onnx"] select.keep-alive')).to_have_count(0)
+    keep.select_option("1h")
+    expect(page.locator("#action-message")).to_contain_text("gemma3: kept loaded for 1h")
+    expect(keep.locator("option").first).to_contain_text("until ")
+    shown = httpx.get(f"{demo.url}/console/api/models").json()
+    gemma = next(m for m in shown["models"] if m["name"] == "gemma3")
+    assert gemma["keep_alive_s"] == 3600 and gemma["expires_at"] is not None
+    keep = page.locator('tr[data-model="gemma3"] select.keep-alive')
+    keep.select_option("-1")  # back to forever for the module's other tests
+    expect(page.locator("#action-message")).to_contain_text("kept loaded for ever")

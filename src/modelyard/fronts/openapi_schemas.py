@@ -103,7 +103,18 @@ KSERVE: dict[str, Schema] = {
         },
         ("model_name", "outputs"),
     ),
-    "TensorMetadata": _object(_TENSOR_META, ("name", "datatype", "shape")),
+    # a model's tensors: -1 is a dimension of any size (the batch, a dynamic axis)
+    "TensorMetadata": _object(
+        {
+            **_TENSOR_META,
+            "shape": {
+                "type": "array",
+                "items": {"type": "integer", "minimum": -1},
+                "description": "-1: any size",
+            },
+        },
+        ("name", "datatype", "shape"),
+    ),
     "ModelMetadata": _object(
         {
             "name": _STRING,
