@@ -191,14 +191,17 @@ def test_unload_then_load(page: Page, demo: ServerProcess) -> None:
     assert httpx.get(f"{demo.url}/v2/models/iris_sklearn/ready").status_code == 200
 
 
-def test_a_server_with_an_api_key_asks_for_it(
+def test_a_server_with_an_api_key_asks_for_it_and_mode_none_locks_the_buttons(
     page: Page, cache: Path, tmp_path: Path, artifacts: Path, demo: ServerProcess
 ) -> None:
     demo_folder = next(cache.glob("demo-*"))
     repo = tmp_path / "repo"
     shutil.copytree(demo_folder / "iris_onnx", repo / "iris_onnx")
     with ServerProcess(
-        str(repo), "--api-key", "sesame", api_key="sesame", log_path=tmp_path / "log"
+        str(repo),
+        *("--api-key", "sesame", "--model-control-mode", "none"),
+        api_key="sesame",
+        log_path=tmp_path / "log",
     ) as keyed:
         _open(page, keyed)
         login = page.locator("#login")
@@ -212,6 +215,11 @@ def test_a_server_with_an_api_key_asks_for_it(
         login.locator("button").click()
         expect(page.locator('tr[data-model="iris_onnx"] .state-READY')).to_be_visible()
         expect(login).to_be_hidden()
+        # control mode none: the buttons are off and the page says why
+        unload = page.locator('tr[data-model="iris_onnx"] button.unload')
+        expect(unload).to_be_disabled()
+        assert "--model-control-mode explicit" in (unload.get_attribute("title") or "")
+        expect(page.locator("#control-note")).to_contain_text("'none' does not allow")
         page.locator("#infer-run").click()
         expect(page.locator('[data-output="label"]')).to_be_visible()
         expect(page.locator("#snippet")).to_contain_text("Bearer $MODELYARD_API_KEY")
