@@ -73,11 +73,12 @@ class BrowserHome:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if _wants_page(scope):
+            location = (scope.get("root_path", "") + "/console").encode()
             await send(
                 {
                     "type": "http.response.start",
                     "status": 307,
-                    "headers": [(b"location", b"/console"), (b"content-length", b"0")],
+                    "headers": [(b"location", location), (b"content-length", b"0")],
                 }
             )
             await send({"type": "http.response.body", "body": b""})

@@ -17,9 +17,12 @@ function authHeaders() {
   return key ? { Authorization: "Bearer " + key } : {};
 }
 
+// the server's root as this page sees it (the app may be mounted under a prefix)
+const ROOT = new URL(".", window.location.href);
+
 async function api(path, options = {}) {
   const headers = { ...(options.headers || {}), ...authHeaders() };
-  const reply = await fetch(path, { ...options, headers });
+  const reply = await fetch(new URL(path.replace(/^\//, ""), ROOT), { ...options, headers });
   if (reply.status === 401) {
     showLogin(sessionStorage.getItem(KEY) ? "that key was not accepted" : "");
     throw new Unauthorized();
@@ -437,7 +440,7 @@ async function renderPlayground() {
   } else form.replaceChildren(tensorPlayground(model));
 }
 
-const HOST = () => window.location.origin;
+const HOST = () => ROOT.href.replace(/\/$/, "");
 const KEY_HEADER = () => (sessionStorage.getItem(KEY) ? ' -H "Authorization: Bearer $MODELYARD_API_KEY"' : "");
 const KEY_PY = () => (sessionStorage.getItem(KEY) ? 'os.environ["MODELYARD_API_KEY"]' : '"unused"');
 
