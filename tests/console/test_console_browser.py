@@ -7,6 +7,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,6 +120,11 @@ def test_a_playground_infer_on_iris_onnx_shows_the_answer(
     expect(page.locator('[data-output="probabilities"] td').nth(2)).to_have_text("[2,3]")
     page.locator("#snippet-tabs button", has_text="tritonclient").click()
     expect(page.locator("#snippet")).to_contain_text('client.infer("iris_onnx"')
+    # the snippet beside the form is the same request, and it runs
+    code = page.locator("#snippet").inner_text()
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.split("\n")[-2] == "[0 2]", ran.stdout  # print(result.as_numpy("label"))
     page.screenshot(path=artifacts / "console-infer.png", full_page=True)
 
 

@@ -538,8 +538,9 @@ function tensorSnippets(model, inputs) {
 }
 
 function numpyType(datatype) {
-  return { FP16: "float16", FP32: "float32", FP64: "float64", BOOL: "bool_" }[datatype]
-    || datatype.toLowerCase().replace("uint", "uint").replace("int", "int");
+  // INT8 -> int8, UINT64 -> uint64 ...; BF16 has no numpy type: float32, converted on the way
+  return { FP16: "float16", FP32: "float32", FP64: "float64", BOOL: "bool_", BF16: "float32" }[datatype]
+    || datatype.toLowerCase();
 }
 
 // LLMs: a streaming chat over OpenAI's /v1/chat/completions
@@ -605,13 +606,13 @@ async function stream(model, messages, maxTokens, log) {
 }
 
 function chatSnippets(model) {
-  const body = JSON.stringify({ model: model.name, stream: true,
+  const body = JSON.stringify({ model: model.name, stream: true, max_tokens: 64,
     messages: [{ role: "user", content: "Name one fruit." }] });
   return {
     curl: `curl -N ${HOST()}/v1/chat/completions${KEY_HEADER()} \\\n  -H "Content-Type: application/json" \\\n  -d '${body}'`,
     openai: `import os\nfrom openai import OpenAI\n\nclient = OpenAI(base_url="${HOST()}/v1", api_key=${KEY_PY()})\n` +
       `stream = client.chat.completions.create(\n    model="${model.name}",\n` +
-      `    messages=[{"role": "user", "content": "Name one fruit."}],\n    stream=True,\n)\n` +
+      `    messages=[{"role": "user", "content": "Name one fruit."}],\n    max_tokens=64,\n    stream=True,\n)\n` +
       `for chunk in stream:\n    print(chunk.choices[0].delta.content or "", end="", flush=True)`,
   };
 }
