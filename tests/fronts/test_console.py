@@ -77,6 +77,9 @@ def test_the_data_route_agrees_with_the_repository_and_metadata(server: ServerPr
     reasons = {k.removeprefix("reason."): v for k, v in parameters if k.startswith("reason.")}
     assert addsub["reasons"] == reasons and reasons
     assert addsub["estimate_bytes"] > 0
+    # a Python model runs in its own worker process: its memory is measured, not estimated
+    assert addsub["process_rss_bytes"] is None
+    assert rows["reverse"]["process_rss_bytes"] > 2**20
 
 
 def test_control_mode_none_says_why_the_buttons_are_off(tmp_path: Path) -> None:

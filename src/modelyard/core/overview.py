@@ -19,6 +19,7 @@ from modelyard.core.served import ServedModel
 from modelyard.repository.catalog import describe
 from modelyard.repository.residency import estimate_bytes
 from modelyard.repository.scan import ModelSource
+from modelyard.runtimes.worker import WorkerRuntime
 from modelyard.spec.config import ModelConfig
 
 #: What a model is, as the console's playgrounds tell them apart.
@@ -50,6 +51,9 @@ class ModelRow:
     context_length: int | None
     inflight: int
     queue_depth: int
+    #: The resident memory of the model's own worker process (isolation: process), measured;
+    #: None when it runs inside the server (its share there cannot be told apart).
+    process_rss_bytes: int | None = None
     inputs: list[dict[str, Any]] = field(default_factory=list)
     outputs: list[dict[str, Any]] = field(default_factory=list)
 
@@ -121,9 +125,17 @@ def _row(entry: ModelEntry, kind: str, estimate: int, expires: float | None) -> 
         context_length=n_ctx,
         inflight=sum(v.leases for v in entry.versions.values()),
         queue_depth=sum(v.queue_depth for v in entry.versions.values()),
+        process_rss_bytes=_worker_rss(entry),
         inputs=_tensors(config, "inputs") if served is not None else [],
         outputs=_tensors(config, "outputs") if served is not None else [],
     )
+
+
+def _worker_rss(entry: ModelEntry) -> int | None:
+    """What the model's worker processes hold, summed over its versions (None: none runs)."""
+    pids = [v.runtime.pid for v in entry.versions.values() if isinstance(v.runtime, WorkerRuntime)]
+    sizes = [size for size in map(rss_bytes, pids) if size]
+    return sum(sizes) if sizes else None
 
 
 def _kind_of(served: ServedModel) -> str:
@@ -178,10 +190,12 @@ def _read_facts(source: ModelSource, artifact: Path) -> tuple[str, int]:
     return kind, estimate
 
 
-def rss_bytes() -> int | None:
-    """This process's resident memory, from /proc (None elsewhere)."""
+def rss_bytes(pid: int | None = None) -> int | None:
+    """The resident memory of this process (or process `pid`), from /proc (None elsewhere)."""
+    if pid == 0:  # a worker that is not running now
+        return None
     try:
-        with open("/proc/self/statm", "rb") as statm:
+        with open(f"/proc/{pid or 'self'}/statm", "rb") as statm:
             pages = int(statm.read().split()[1])
     except (OSError, ValueError, IndexError):
         return None

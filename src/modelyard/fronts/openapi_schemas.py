@@ -589,6 +589,12 @@ CONSOLE: dict[str, Schema] = {
             "context_length": {"type": "integer", "nullable": True},
             "inflight": _INT,
             "queue_depth": _INT,
+            "process_rss_bytes": {
+                "type": "integer",
+                "nullable": True,
+                "description": "the resident memory of the model's own worker process; null "
+                "when it runs inside the server",
+            },
             "inputs": _TENSORS,
             "outputs": _TENSORS,
         },

@@ -159,9 +159,16 @@ function reasons(model) {
 }
 
 function memory(model, view) {
-  if (!model.estimate_bytes) return "";
-  const parts = [el("span", { textContent: "≈ " + bytes(model.estimate_bytes) })];
-  if (model.loaded.length && view.rss_bytes) {
+  const parts = [];
+  if (model.process_rss_bytes) {  // measured: the model's own worker process
+    parts.push(el("span", { className: "measured", textContent: bytes(model.process_rss_bytes) }),
+      el("small", { textContent: " resident (its worker process)" }));
+    if (model.estimate_bytes) parts.push(el("br"));
+  }
+  if (!model.estimate_bytes) return el("span", {}, parts);
+  parts.push(el("span", { textContent: "≈ " + bytes(model.estimate_bytes),
+    title: "the advisor's estimate of what serving it takes" }));
+  if (model.loaded.length && view.rss_bytes && !model.process_rss_bytes) {
     const share = (100 * model.estimate_bytes / view.rss_bytes).toFixed(0);
     parts.push(el("small", { textContent: ` (${share}% of resident memory)`,
       title: "the advisor's estimate against the server process's resident memory now" }));
@@ -258,6 +265,7 @@ function buildCharts() {
         ? spec.series.map((s, i) => el("span", {}, el("i", { style: `background:${COLORS[i]}` }), s))
         : null));
   }));
+  Object.values(charts).forEach(draw);  // the axes, before the first sample
 }
 
 function parseMetrics(text) {
