@@ -84,7 +84,9 @@ class Overview:
 
 
 async def overview(models: ModelService) -> Overview:
-    entries = sorted(list(models.entries.items()))
+    """Every model of `models` by name, as the console shows them (files read on a worker
+    thread, once per file)."""
+    entries = sorted(models.entries.items(), key=lambda item: item[0])
     facts = await asyncio.to_thread(lambda: [_facts(e.source) for _, e in entries])
     residence = {r.name: r for r in models.residents()}
     rows = []
