@@ -49,7 +49,8 @@ async def test_the_page_is_open_and_its_data_needs_the_key(tmp_path: Path) -> No
         script = await client.get("/console/console.js")
         assert script.status_code == 200 and "sessionStorage" in script.text
         assert script.headers["content-type"].startswith("text/javascript")
-        assert (await client.get("/console/console.css")).status_code == 200
+        for name in ("console.css", "charts.js", "playground.js"):
+            assert (await client.get(f"/console/{name}")).status_code == 200, name
         assert (await client.get("/console/secrets.txt")).status_code == 401  # not a page file
         assert (await client.get("/console/api/models")).status_code == 401
         keyed = {"authorization": "Bearer sesame"}

@@ -24,6 +24,8 @@ from modelyard.fronts.http_common import guard, json_response
 #: The page's files (src/modelyard/fronts/console_static), by name -> media type.
 STATIC = {
     "console.js": "text/javascript; charset=utf-8",
+    "charts.js": "text/javascript; charset=utf-8",
+    "playground.js": "text/javascript; charset=utf-8",
     "console.css": "text/css; charset=utf-8",
 }
 _CACHE = "no-cache"  # the page changes with the server's version; revalidate
