@@ -182,6 +182,13 @@ def test_the_charts_move_under_load(page: Page, demo: ServerProcess, artifacts: 
             worker.join()
     points = int(page.locator("#chart-rps").get_attribute("data-points") or 0)
     assert points >= 2
+    # percentiles come from the change of a cumulative histogram between two samples
+    before = {"0.001": 0, "0.01": 10, "0.1": 10, "+Inf": 10}
+    after = {"0.001": 0, "0.01": 10, "0.1": 20, "+Inf": 20}  # 10 new ones in (0.01, 0.1]
+    quantile = "([q, a, b]) => quantile(q, a, b)"
+    assert page.evaluate(quantile, [0.5, after, before]) == pytest.approx(0.055)
+    assert page.evaluate(quantile, [0.5, before, before]) is None  # nothing new: no point
+    assert page.evaluate(quantile, [0.5, after, None]) == pytest.approx(0.01)
     page.screenshot(path=artifacts / "console-charts.png", full_page=True)
 
 
