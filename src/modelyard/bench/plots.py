@@ -51,7 +51,7 @@ def draw_compare(a: dict[str, Any], b: dict[str, Any], path: Path) -> Path:
         steps = run["steps"]
         x = [s["req_s"] for s in steps]
         for q in ("p50", "p99"):
-            y = [(s["latency_ms"] or {}).get(q) for s in steps]
+            y = [_nan((s["latency_ms"] or {}).get(q)) for s in steps]
             left.plot(x, y, style, marker="o", label=f"{name} {q}")
         for s in steps:
             if s["latencies_ms"]:
@@ -62,7 +62,7 @@ def draw_compare(a: dict[str, Any], b: dict[str, Any], path: Path) -> Path:
     right.set_xscale("log")
     for axes in (left, right):
         axes.grid(alpha=0.3)
-        axes.legend(fontsize=7)
+        _legend(axes, fontsize=7)
     figure.suptitle(f"A: {_name(a)}   B: {_name(b)}", fontsize=9)
     return _save(plt, figure, path)
 
@@ -76,7 +76,7 @@ def _curve(plt: Any, runs: list[dict[str, Any]], title: str, path: Path) -> Path
     steps = runs[0]["steps"]
     x = [s["req_s"] for s in steps]
     for q in ("p50", "p90", "p99"):
-        axes.plot(x, [(s["latency_ms"] or {}).get(q) for s in steps], marker="o", label=q)
+        axes.plot(x, [_nan((s["latency_ms"] or {}).get(q)) for s in steps], marker="o", label=q)
     for s in steps:
         top = (s["latency_ms"] or {}).get("p99")
         if top is not None:
@@ -85,7 +85,7 @@ def _curve(plt: Any, runs: list[dict[str, Any]], title: str, path: Path) -> Path
             )
     axes.set(xlabel="requests/s reached", ylabel="latency (ms)", title=f"{title}: latency")
     axes.grid(alpha=0.3)
-    axes.legend()
+    _legend(axes)
     return _save(plt, figure, path)
 
 
@@ -104,7 +104,7 @@ def _cdf(plt: Any, runs: list[dict[str, Any]], title: str, path: Path) -> Path:
     axes.set(xlabel="latency (ms)", ylabel="fraction of requests", title=f"{title}: latency CDF")
     axes.set_xscale("log")
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
+    _legend(axes, fontsize=8)
     return _save(plt, figure, path)
 
 
@@ -124,7 +124,7 @@ def _ttft_itl(plt: Any, result: dict[str, Any], title: str, path: Path) -> Path:
     right.set(xlabel="inter-token latency (ms)", ylabel="tokens", title="ITL")
     for axes in (left, right):
         axes.grid(alpha=0.3)
-        axes.legend(fontsize=8)
+        _legend(axes, fontsize=8)
     figure.suptitle(title)
     return _save(plt, figure, path)
 
@@ -148,8 +148,17 @@ def _timeline(plt: Any, result: dict[str, Any], title: str, path: Path) -> Path:
     bottom.set(xlabel="seconds into the run", ylabel="requests")
     for axes in (top, bottom):
         axes.grid(alpha=0.3)
-        axes.legend(fontsize=8)
+        _legend(axes, fontsize=8)
     return _save(plt, figure, path)
+
+
+def _legend(axes: Any, fontsize: int = 9) -> None:
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize=fontsize)
+
+
+def _nan(value: float | None) -> float:
+    return float("nan") if value is None else value
 
 
 def _save(plt: Any, figure: Any, path: Path) -> Path:

@@ -40,6 +40,7 @@ def run_bench(plan: Plan, folder: Path | None = None, out: TextIO | None = None)
 
 
 async def _run(plan: Plan, out: TextIO) -> dict[str, Any]:
+    given = inputs.from_file(plan.input_file) if plan.input_file else None
     metadata = await model_metadata(plan)
     llm = is_text_generator(metadata)
     protocol = plan.protocol or ("openai" if llm else "kserve-http")
@@ -49,7 +50,7 @@ async def _run(plan: Plan, out: TextIO) -> dict[str, Any]:
             "kserve-http or kserve-grpc"
         )
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    client = _client(plan, protocol, metadata)
+    client = _client(plan, protocol, metadata, given)
     http = httpx.AsyncClient(base_url=plan.url, timeout=10, headers=headers(plan))
     scraper = Scraper(http, plan.model, llm)
     scraper.start()
@@ -98,15 +99,19 @@ async def _steps(
     return summaries
 
 
-def _client(plan: Plan, protocol: str, metadata: dict[str, Any]) -> Client:
+def _client(
+    plan: Plan,
+    protocol: str,
+    metadata: dict[str, Any],
+    given: tuple[list[inputs.Request], bytes] | None,
+) -> Client:
     connections = max(int(s.load) if s.mode == "concurrency" else 256 for s in plan.steps)
     if protocol == "openai":
         return OpenAIStream(plan, connections)
-    body = b""
-    if plan.input_file is not None:
-        requests, body = inputs.from_file(plan.input_file)
-    else:
-        requests = inputs.synthetic(metadata, plan.batch, plan.seed, plan.output_tokens)
+    requests, body = given or (
+        inputs.synthetic(metadata, plan.batch, plan.seed, plan.output_tokens),
+        b"",
+    )
     if protocol == "kserve-grpc":
         return KServeGRPC(plan, requests)
     return KServeHTTP(plan, requests, connections, body)
