@@ -84,6 +84,7 @@ def _curve(plt: Any, runs: list[dict[str, Any]], title: str, path: Path) -> Path
                 s["label"], (s["req_s"], top), fontsize=7, xytext=(3, 3), textcoords="offset points"
             )
     axes.set(xlabel="requests/s reached", ylabel="latency (ms)", title=f"{title}: latency")
+    axes.set_yscale("log")
     axes.grid(alpha=0.3)
     _legend(axes)
     return _save(plt, figure, path)
