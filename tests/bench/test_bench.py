@@ -7,6 +7,8 @@ from __future__ import annotations
 import csv
 import importlib.util
 import struct
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -224,3 +226,34 @@ def test_no_server_and_files_that_are_not_results(tmp_path: Path) -> None:
     not_json.write_text("{")
     done = CliRunner().invoke(main, ["bench", "--input", str(not_json), "x", "--url", url])
     assert done.exit_code == 1 and "is not JSON" in done.output
+
+
+def test_a_server_with_api_keys(model_repo: Path, tmp_path: Path) -> None:
+    args = (str(model_repo), "--model-control-mode", "explicit", "--load-model", "addsub")
+    with ServerProcess(*args, "--api-key", "sesame", api_key="sesame") as server:
+        done = bench(server, "addsub", "--requests", "3", "--warmup", "0")
+        assert done.exit_code == 1 and "wants an API key" in done.output
+        for protocol in ("kserve-http", "kserve-grpc"):
+            out = tmp_path / protocol
+            keyed = ["--api-key", "sesame", "--protocol", protocol, "--out", str(out)]
+            done = bench(server, "addsub", "--requests", "3", "--warmup", "0", *keyed)
+            assert done.exit_code == 0, done.output
+            result = result_of(out)
+            assert result["steps"][0]["ok"] == 3
+            assert result["server"]["error"] == ""  # /metrics was read with the key too
+
+
+def test_without_matplotlib_the_files_but_plots_say_how_to_install(
+    demo: ServerProcess, tmp_path: Path
+) -> None:
+    hide = "import sys; sys.modules['matplotlib'] = None; from modelyard.cli import main; main()"
+    args = ["bench", "iris_onnx", "--url", demo.url, "--requests", "5", "--warmup", "0"]
+    done = subprocess.run(
+        [sys.executable, "-c", hide, *args, "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "pip install 'modelyard[bench]'" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["result.csv", "result.json"]

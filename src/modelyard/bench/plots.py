@@ -10,7 +10,6 @@ compare.png             two runs' curves and distributions overlaid (`--compare`
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,11 @@ INSTALL = "pip install 'modelyard[bench]'"
 
 
 def available() -> bool:
-    return importlib.util.find_spec("matplotlib") is not None
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _pyplot() -> Any:
