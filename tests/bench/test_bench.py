@@ -118,6 +118,12 @@ def test_synthetic_batches_and_a_request_file(demo: ServerProcess, tmp_path: Pat
     done = bench(demo, "iris_onnx", "--batch", "8", "--requests", "10", "--warmup", "0")
     assert done.exit_code == 0, done.output
     assert done.output.splitlines()[1].split()[-1] == "0"  # no errors: [8, 4] fits x [-1, 4]
+    for model, extra in (("wordcount", []), ("gemma3", ["--output-tokens", "4"])):
+        out = tmp_path / model  # BYTES inputs; a text generator over KServe (sampling_parameters)
+        args = [model, "--protocol", "kserve-http", "--requests", "3", "--warmup", "0", *extra]
+        done = bench(demo, *args, "--out", str(out))
+        assert done.exit_code == 0, done.output
+        assert result_of(out)["steps"][0]["ok"] == 3 and not result_of(out)["llm"]
     request = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
     good = tmp_path / "good.json"
     good.write_bytes(orjson.dumps(request))

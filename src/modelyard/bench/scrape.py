@@ -17,20 +17,19 @@ from prometheus_client.parser import text_string_to_metric_families
 
 INTERVAL_S = 0.25
 
-# (counter or histogram name without suffix, label naming the model)
-CLASSIC = "modelyard_inference_batch_size", "model"
-LLM = "vllm:iteration_tokens_total", "model_name"
+BATCH = "modelyard_inference_batch_size"  # rows per execution (a histogram)
+STEP = "vllm:iteration_tokens_total"  # tokens per engine step (a histogram)
 
 
 def _read(text: str, model: str, llm: bool) -> dict[str, float]:
     """The values this run charts, summed over the model's versions."""
     label = "model_name" if llm else "model"
     wanted = {
-        f"{CLASSIC[0]}_sum": "rows",
-        f"{CLASSIC[0]}_count": "executions",
+        f"{BATCH}_sum": "rows",
+        f"{BATCH}_count": "executions",
         "modelyard_inference_queue_depth": "queue_depth",
-        f"{LLM[0]}_sum": "step_tokens",
-        f"{LLM[0]}_count": "steps",
+        f"{STEP}_sum": "step_tokens",
+        f"{STEP}_count": "steps",
         "vllm:generation_tokens_total": "generated",
         "vllm:num_requests_running": "running",
         "vllm:num_requests_waiting": "waiting",
