@@ -53,14 +53,15 @@ def draw_compare(a: dict[str, Any], b: dict[str, Any], path: Path) -> Path:
     for run, name, style in ((a, "A", "-"), (b, "B", "--")):
         steps = run["steps"]
         x = [s["req_s"] for s in steps]
-        for q in ("p50", "p99"):
+        for q, color in (("p50", "C0"), ("p99", "C3")):
             y = [_nan((s["latency_ms"] or {}).get(q)) for s in steps]
-            left.plot(x, y, style, marker="o", label=f"{name} {q}")
-        for s in steps:
+            left.plot(x, y, style, color=color, marker="o", label=f"{name} {q}")
+        for i, s in enumerate(steps):  # a step's colour is the same in both runs
             if s["latencies_ms"]:
                 values, fraction = _ecdf(s["latencies_ms"])
-                right.plot(values, fraction, style, label=f"{name} {s['label']}")
+                right.plot(values, fraction, style, color=f"C{i}", label=f"{name} {s['label']}")
     left.set(xlabel="requests/s", ylabel="latency (ms)", title="latency against throughput")
+    left.set_yscale("log")
     right.set(xlabel="latency (ms)", ylabel="fraction of requests", title="latency CDF")
     right.set_xscale("log")
     for axes in (left, right):
