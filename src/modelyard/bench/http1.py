@@ -1,8 +1,8 @@
 """The KServe HTTP load's client: HTTP/1.1 on asyncio streams, one keep-alive connection per
 request in flight. httpx spends about a millisecond of CPU per request, ten times this, which
 on a machine shared with the server made the client the thing measured (iris_onnx at c=4 on the
-2-core development machine: wrk 6,574 req/s, httpx ~650, this 5,260). It sends one POST and reads
-the answer's status and body (Content-Length, chunked, or until close); nothing more."""
+2-core development machine: wrk 6,574 req/s, httpx ~650, this ~3,100). It sends one POST and
+reads the answer's status and body (Content-Length, chunked, or until close); nothing more."""
 
 from __future__ import annotations
 
