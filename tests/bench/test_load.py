@@ -32,14 +32,16 @@ class OneAtATime:
 
 def test_open_loop_latency_counts_from_the_scheduled_time() -> None:
     async def go() -> tuple[list[float], int]:
-        client = OneAtATime(0.02)  # 50/s at most, asked for 100/s
+        client = OneAtATime(0.04)  # 25/s at most, asked for 100/s
         result = await run_step(client, Step("rate", 100), 0.5, 0, poisson=False)
         return sorted(s.latency for s in result.samples), client.sent
 
     latencies, sent = asyncio.run(go())
     assert sent in (50, 51)  # every scheduled request went out, answered or not
-    assert latencies[0] < 0.05
-    assert latencies[-1] > 0.35  # the last waited behind ~25 others: it shows, not hidden
+    assert latencies[0] < 0.3
+    # 2 s of work scheduled within 0.5 s: the last request, due at 0.49 s, is answered near
+    # 2 s, and its latency counts all of that wait
+    assert latencies[-1] > 1.2
 
 
 def test_closed_loop_keeps_c_in_flight_and_stops_at_the_count() -> None:

@@ -68,8 +68,9 @@ class Budget:
         return True
 
 
-async def closed_loop(client: Client, concurrency: int, budget: Budget, out: list[Sample]) -> None:
-    start = time.perf_counter()
+async def closed_loop(
+    client: Client, concurrency: int, start: float, budget: Budget, out: list[Sample]
+) -> None:
     counter = itertools.count()
 
     async def worker() -> None:
@@ -81,10 +82,17 @@ async def closed_loop(client: Client, concurrency: int, budget: Budget, out: lis
 
 
 async def open_loop(
-    client: Client, rate: float, poisson: bool, budget: Budget, out: list[Sample], seed: int
+    client: Client,
+    rate: float,
+    poisson: bool,
+    start: float,
+    budget: Budget,
+    out: list[Sample],
+    seed: int,
 ) -> None:
+    """Requests due at `start` + the arrival gaps; one whose time has passed goes at once."""
     rng = np.random.default_rng(seed)
-    start = due = time.perf_counter()
+    due = start
     running: set[asyncio.Task[None]] = set()
 
     async def one(index: int, origin: float) -> None:
@@ -118,9 +126,9 @@ async def run_step(
     start = time.perf_counter()
     budget = Budget(start, seconds, requests)
     if step.mode == "concurrency":
-        load: Awaitable[None] = closed_loop(client, int(step.load), budget, samples)
+        load: Awaitable[None] = closed_loop(client, int(step.load), start, budget, samples)
     else:
-        load = open_loop(client, step.load, poisson, budget, samples, seed)
+        load = open_loop(client, step.load, poisson, start, budget, samples, seed)
     bar = StepBar(label or step.label, requests or seconds, "req" if requests else "s")
     await _with_progress(load, bar, lambda: _progress(bar, samples, start, bool(requests)))
     return StepResult(step, time.perf_counter() - start, samples)
