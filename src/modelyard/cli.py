@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from modelyard import __version__
+from modelyard.cli_bench import bench
 from modelyard.cli_client import register as register_client_commands
 from modelyard.cli_error import CLIError, Commands
 from modelyard.errors import ModelyardError
@@ -406,6 +407,7 @@ def advise(
 
 
 register_client_commands(main)
+main.add_command(bench)
 
 
 def _demo_repository() -> Path:

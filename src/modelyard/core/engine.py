@@ -184,6 +184,13 @@ class Engine:
     def waiting(self) -> int:
         return len(self._waiting)
 
+    @property
+    def kv_usage(self) -> float:
+        """The share of the KV cache's cells holding tokens: running sequences' and the
+        prefixes kept for reuse (a scrape's reading; the engine thread may be mid-step)."""
+        held = sum(len(tokens) for tokens in list(self._cache))
+        return held / max(self.backend.n_ctx * self.backend.n_slots, 1)
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
