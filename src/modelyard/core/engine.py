@@ -189,7 +189,7 @@ class Engine:
         """The share of the KV cache's cells holding tokens: running sequences' and the
         prefixes kept for reuse (a scrape's reading; the engine thread may be mid-step)."""
         held = sum(len(tokens) for tokens in list(self._cache))
-        return held / max(self.backend.n_ctx * self.backend.n_slots, 1)
+        return held / max(self.n_cells, 1)
 
     def close(self) -> None:
         with self._cond:
