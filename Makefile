@@ -10,7 +10,7 @@ LLAMA_VERSION := 0.3.36
 WHEELHOUSE    := .wheelhouse
 LLAMA_WHEEL    = $(wildcard $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl)
 
-.PHONY: install llama-wheel demo test lint typecheck clean
+.PHONY: install llama-wheel demo test lint typecheck browser clean
 
 install: $(STAMP)
 
@@ -38,11 +38,22 @@ demo: install
 
 # lint and types first (seconds), then the suite under coverage, the servers it starts
 # included; `coverage report` fails below the floor set in pyproject.toml
-test: install lint typecheck
+test: install browser lint typecheck
 	$(BIN)/coverage erase
 	$(BIN)/coverage run -m pytest -q
 	$(BIN)/coverage combine -q
 	$(BIN)/coverage report
+
+# the console's browser tests drive Debian's chromium (Playwright never downloads a browser):
+# installed here when missing and this is root (CI); otherwise those tests are skipped
+browser:
+	@if ! command -v chromium >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "note: chromium is missing (as root: apt-get install chromium); the console's browser tests will be skipped"; \
+	  fi; \
+	fi
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

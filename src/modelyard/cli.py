@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from modelyard import __version__
+from modelyard.cli_bench import bench
 from modelyard.cli_client import register as register_client_commands
 from modelyard.cli_error import CLIError, Commands
 from modelyard.cli_tune import tune
@@ -403,19 +404,21 @@ def advise(
 
     hardware = probe()
     budget = parse_size(memory) if memory else None
-    advice = advise_path(
+    advice, pipelines = advise_path(
         path or _demo_repository(), hardware, goal=goal, latency_ms=latency_ms, memory=budget
     )
     if as_json:
         import orjson
 
-        click.echo(orjson.dumps(to_json(hardware, advice), option=orjson.OPT_INDENT_2).decode())
+        document = to_json(hardware, advice, pipelines)
+        click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
     else:
-        click.echo(render(hardware, advice))
+        click.echo(render(hardware, advice, pipelines))
 
 
 register_client_commands(main)
 main.add_command(tune)
+main.add_command(bench)
 
 
 def _demo_repository() -> Path:

@@ -101,3 +101,31 @@ def human(n: float) -> str:
         if n >= size:
             return f"{n / size:.1f} {unit}"
     return f"{int(n)} B"
+
+
+class StepBar:
+    """One benchmark step: `c=4 ▕████      ▏ 3.1/10.0 s  2,310 requests  745/s  0 errors`,
+    redrawn in place; nothing when the stream is not a terminal."""
+
+    def __init__(self, label: str, total: float, unit: str, stream: TextIO | None = None) -> None:
+        self.label, self.total, self.unit = label, total, unit
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+
+    def show(self, done: float, requests: int, rate: float, errors: int) -> None:
+        if not self.tty:
+            return
+        filled = int(_BAR * min(done / self.total, 1.0)) if self.total else 0
+        amount = (
+            f"{done:.1f}/{self.total:g} s" if self.unit == "s" else f"{int(done)}/{self.total:g}"
+        )
+        self.stream.write(
+            f"\r\x1b[K{self.label} ▕{'█' * filled}{' ' * (_BAR - filled)}▏ {amount}  "
+            f"{requests:,} requests  {rate:,.0f}/s  {errors} errors"
+        )
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.tty:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()

@@ -24,6 +24,7 @@ from modelyard.core.llm_metrics import LLMMetrics
 from modelyard.core.metrics import ModelCollector
 from modelyard.core.models import ModelService
 from modelyard.fronts.auth import APIKeyMiddleware
+from modelyard.fronts.console import BrowserHome, Console
 from modelyard.fronts.cors import CORS, origin_pattern
 from modelyard.fronts.http_common import error_response, guard, json_response, unexpected
 from modelyard.fronts.kserve_generate import KServeGenerate
@@ -83,8 +84,8 @@ class Modelyard:
         ollama_models = OllamaModels(self.models, limit)
         # TGI's /tokenize hands vLLM's requests (no `inputs`) on to the OpenAI front's.
         tgi = TGIFront(self.llm, limit, guard(openai.tokenize, openai_error_body))
-        # GET / answers as Ollama's does ("Ollama is running"): clients probe it; POST / is
-        # TGI's compat route.
+        # GET / answers as Ollama's does ("Ollama is running"): clients probe it (a browser is
+        # sent to /console by BrowserHome); POST / is TGI's compat route.
         routes = [
             *tgi.routes(),
             *ollama.routes(),
@@ -92,6 +93,7 @@ class Modelyard:
             *kserve.routes(),
             *generate.routes(),
             *openai.routes(),
+            *Console(self.models).routes(),
             Route("/metrics", self._metrics, methods=["GET"]),
         ]
         # /openapi.json describes `routes` as they are once these are added too
@@ -104,6 +106,7 @@ class Modelyard:
         app = _HotPath(app, InferEndpoint(self.dataplane, limit))
         if self.settings.api_keys:
             app = APIKeyMiddleware(app, keys=self.settings.api_keys)
+        app = BrowserHome(app)  # a browser opening / sees the console (no key needed to go)
         return CORS(app, origin_pattern(self.settings.cors_origins))  # preflights need no key
 
     @contextlib.asynccontextmanager

@@ -285,6 +285,7 @@ def _banner(settings: Settings, demo: bool, seconds: float) -> None:
         url,
         grpc_address(settings.host, settings.grpc_port),
     )
+    log.info("console: %s/console (in a browser), API document: %s/docs", url, url)
     log.info(
         "model control mode %s: %s",
         settings.model_control_mode,
@@ -295,7 +296,8 @@ def _banner(settings: Settings, demo: bool, seconds: float) -> None:
 
 
 _TRY = """
-modelyard is serving its demo models. Try:
+modelyard is serving its demo models. Open {url}/console in a browser (every model, live
+charts, a playground for each; the API document is at {url}/docs), or try:
 
   curl {url}/v2/repository/index -X POST
   curl {url}/v2/models/iris_onnx

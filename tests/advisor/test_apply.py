@@ -131,7 +131,7 @@ def test_memory_budget_refuses_before_loading(tmp_path: Path) -> None:
         refuse_over_budget(config, big, 8 * GiB)
     message = str(caught.value)
     assert "model 'big' needs about" in message and "GiB" in message
-    assert "8192 tokens x" in message and "budget of 8 GiB" in message
+    assert "8192 tokens shared by" in message and "budget of 8 GiB" in message
     small = tmp_path / "small.onnx"
     models.addsub_onnx(small)
     refuse_over_budget(ModelConfig("small"), small, 1 * GiB)  # fits

@@ -57,7 +57,8 @@ def test_one_file_and_options(repo: Path) -> None:
     )
     assert "chat — gguf, text-generation, llama" in out
     assert "throughput within 5 ms; memory budget 1 GiB" in out
-    assert "n_seq_max=2" in out and "each generated token takes about" in out
+    assert "n_seq_max=32, kv_size=8192" in out  # 2 contexts of 4096 fit the budget
+    assert "each generated token takes about" in out
 
 
 def test_json_validates_against_the_schema(repo: Path) -> None:

@@ -244,9 +244,22 @@ CASES: list[tuple[str, str, str, dict[str, Any], set[str], set[str], dict[str, A
         {},
         {"gguf", "llm-threads", "llm-context"},
         {"llamacpp-amx-sigill", "llm-embedding", "gguf-no-chat-template", "over-budget"},
-        {"parameters.n_ctx": 4096, "parameters.n_seq_max": 4, "parameters.n_threads": 4},
+        {
+            "parameters.n_ctx": 4096,
+            "parameters.n_seq_max": 16,
+            "parameters.kv_size": 4 * 4096,
+            "parameters.n_threads": 4,
+        },
     ),
-    ("llm", "laptop", "throughput", {}, {"llm-context"}, set(), {"parameters.n_seq_max": 8}),
+    (
+        "llm",
+        "laptop",
+        "throughput",
+        {},
+        {"llm-context"},
+        set(),
+        {"parameters.n_seq_max": 32, "parameters.kv_size": 8 * 4096},
+    ),
     (
         "llm",
         "laptop",
@@ -254,7 +267,7 @@ CASES: list[tuple[str, str, str, dict[str, Any], set[str], set[str], dict[str, A
         {"memory": 1 * GiB},
         {"llm-context"},
         {"over-budget"},
-        {"parameters.n_seq_max": 2, "parameters.n_ctx": 4096},
+        {"parameters.n_seq_max": 16, "parameters.kv_size": 2 * 4096, "parameters.n_ctx": 4096},
     ),
     ("llm", "laptop", "latency", {"latency_ms": 5}, {"slow-tokens"}, set(), {}),
     ("llm", "laptop", "latency", {"latency_ms": 500}, set(), {"slow-tokens"}, {}),
@@ -338,8 +351,7 @@ def test_shrinking_to_the_budget(artifacts: dict[str, ArtifactInfo]) -> None:
     tight = advise(artifacts["llm"], am.LAPTOP, goal="throughput", memory=700 * 2**20)
     assert roomy.memory.total > tight.memory.total
     assert tight.memory.total <= 700 * 2**20
-    assert tight.settings["parameters.n_seq_max"] == 1
-    assert tight.settings["parameters.n_ctx"] < 4096
+    assert tight.settings["parameters.kv_size"] == tight.settings["parameters.n_ctx"] < 4096
     assert "budget" in tight.reasons["parameters.n_ctx"]
 
 

@@ -65,18 +65,26 @@ class FakeBackend:
         gate: threading.Event | None = None,
     ) -> None:
         self.n_slots = n_slots
+        self.n_cells = self.n_ctx * n_slots
         self.n_batch = n_batch
         self.end_at = end_at
         self.gate = gate
         self.steps: list[list[tuple[int, int, int, bool]]] = []
         self.last_rows: list[tuple[int, int, int, bool]] = []
         self.kept: list[tuple[int, int]] = []
+        self.shared: list[tuple[int, int, int]] = []
+        #: cells each slot holds, and the most held at once after any decode
+        self.cells: dict[int, int] = {}
+        self.most_cells = 0
 
     def decode(self, rows: Sequence[tuple[int, int, int, bool]]) -> None:
         if self.gate is not None:
             self.gate.wait(5)
         self.last_rows = list(rows)
         self.steps.append(list(rows))
+        for slot, position, _, _ in rows:
+            self.cells[slot] = max(self.cells.get(slot, 0), position + 1)
+        self.most_cells = max(self.most_cells, sum(self.cells.values()))
 
     def new_sampler(self, params: SamplingParams) -> FakeSampler:
         return FakeSampler(self)
@@ -92,6 +100,12 @@ class FakeBackend:
 
     def keep(self, slot: int, n: int) -> int:
         self.kept.append((slot, n))
+        self.cells[slot] = min(self.cells.get(slot, 0), n)
+        return n
+
+    def share(self, source: int, slot: int, n: int) -> int:
+        self.shared.append((source, slot, n))
+        self.cells[slot] = n
         return n
 
     def close(self) -> None:
@@ -172,6 +186,121 @@ def test_prompt_prefix_is_reused(backend: FakeBackend, engine: Engine) -> None:
     deltas = run(engine, [1, 2, 3, 9], max_tokens=2)
     assert deltas[-1].cached_tokens == 3
     assert backend.kept[-1][1] == 3
+
+
+def _together(
+    engine: Engine, prompts: dict[str, list[int]], gate: threading.Event
+) -> dict[str, list[Delta]]:
+    """Submit every prompt while the backend is held, then let it go; each one's deltas."""
+    sinks = {name: queue.SimpleQueue[Delta]() for name in prompts}
+    for name, prompt in prompts.items():
+        engine.submit(
+            GenerationRequest(name, prompt, SamplingParams(max_tokens=3)), sinks[name].put
+        )
+    gate.set()
+    out: dict[str, list[Delta]] = {}
+    for name, sink in sinks.items():
+        out[name] = [sink.get(timeout=5)]
+        while out[name][-1].finish is None:
+            out[name].append(sink.get(timeout=5))
+    return out
+
+
+def test_live_sequences_share_a_prompt_prefix(backend: FakeBackend) -> None:
+    """b starts like a (20 tokens): it waits for a to read them (in chunks that end at the
+    boundary), takes a's cells, and reads only its own tail."""
+    backend.gate = threading.Event()
+    engine = Engine(backend, name="fake")
+    prefix = list(range(1, 21))
+    try:
+        out = _together(engine, {"a": [*prefix, 30], "b": [*prefix, 40]}, backend.gate)
+    finally:
+        engine.close()
+    assert out["b"][-1].cached_tokens == 20 and out["a"][-1].cached_tokens == 0
+    assert backend.shared == [(0, 1, 20)]
+    b_rows = [row for step in backend.steps for row in step if row[0] == 1]
+    assert min(position for _, position, _, _ in b_rows) == 20  # the prefix was not read again
+    a_chunk_ends = [max(r[1] for r in step if r[0] == 0) for step in backend.steps]
+    assert 19 in a_chunk_ends  # a stopped at the boundary before reading on
+    assert [d.tokens for d in out["b"]] == [[41], [42], [43]]
+
+
+def test_without_prefix_cache_live_sequences_read_their_own_prompts(backend: FakeBackend) -> None:
+    backend.gate = threading.Event()
+    engine = Engine(backend, name="fake", prefix_cache=False)
+    prefix = list(range(1, 21))
+    try:
+        out = _together(engine, {"a": [*prefix, 30], "b": [*prefix, 40]}, backend.gate)
+    finally:
+        engine.close()
+    assert backend.shared == [] and out["b"][-1].cached_tokens == 0
+
+
+def test_short_common_prefixes_are_read_alone(backend: FakeBackend) -> None:
+    backend.gate = threading.Event()
+    engine = Engine(backend, name="fake")
+    try:
+        out = _together(engine, {"a": [1, 2, 3, 4, 5], "b": [1, 2, 3, 9]}, backend.gate)
+    finally:
+        engine.close()
+    assert backend.shared == [] and out["b"][-1].cached_tokens == 0
+
+
+def test_a_follower_of_a_leader_that_stops_early_takes_what_it_read(backend: FakeBackend) -> None:
+    """a is aborted while reading the 20 tokens b shares with it: b takes what a read (a's
+    slot keeps it as a prefix cache) and reads the rest itself."""
+    gate = threading.Event()
+    backend.gate = gate
+    engine = Engine(backend, name="fake")
+    prefix = list(range(1, 21))
+    try:
+        first: queue.SimpleQueue[Delta] = queue.SimpleQueue()
+        engine.submit(
+            GenerationRequest("a", [*prefix, 30], SamplingParams(max_tokens=3)), first.put
+        )
+        second: queue.SimpleQueue[Delta] = queue.SimpleQueue()
+        engine.submit(
+            GenerationRequest("b", [*prefix, 40], SamplingParams(max_tokens=3)), second.put
+        )
+        engine.abort("a")
+        gate.set()
+        deltas = [second.get(timeout=5)]
+        while deltas[-1].finish is None:
+            deltas.append(second.get(timeout=5))
+    finally:
+        engine.close()
+    # b took a's 8 cells as a follower, or from a's freed slot (when a was aborted before b
+    # was admitted), or nothing (when a was aborted before reading anything)
+    assert deltas[-1].cached_tokens in (0, 8)
+    assert all(n == 8 for _, _, n in backend.shared)
+    assert [d.tokens for d in deltas] == [[41], [42], [43]]
+
+
+def test_sequences_wait_for_cells_and_the_last_admitted_is_preempted() -> None:
+    """Four slots but cells for about two sequences: requests start as cells free up; when
+    the running ones outgrow the cells, the last admitted is preempted, reads its tokens
+    again later, and every request still gets exactly its own tokens."""
+    backend = FakeBackend(n_slots=4, n_batch=16)
+    backend.n_cells = 64
+    backend.gate = threading.Event()
+    engine = Engine(backend, name="fake")
+    prompts = {f"r{k}": [k * 100 + i for i in range(1, 11)] for k in range(4)}
+    sinks = {name: queue.SimpleQueue[Delta]() for name in prompts}
+    try:
+        for name, prompt in prompts.items():
+            request = GenerationRequest(name, prompt, SamplingParams(max_tokens=24))
+            engine.submit(request, sinks[name].put)
+        backend.gate.set()
+        for name, sink in sinks.items():
+            deltas = [sink.get(timeout=5)]
+            while deltas[-1].finish is None:
+                deltas.append(sink.get(timeout=5))
+            start = prompts[name][-1]
+            assert [t for d in deltas for t in d.tokens] == list(range(start + 1, start + 25))
+        assert engine.preemptions > 0
+    finally:
+        engine.close()
+    assert 32 < backend.most_cells <= 64  # more than one sequence's, never more than there are
 
 
 def test_abort_frees_the_slot(backend: FakeBackend) -> None:

@@ -195,17 +195,3 @@ def test_steps_failing_together_raise_one_error_and_leave_none_unread() -> None:
         return unread
 
     assert asyncio.run(main()) == []
-
-
-def test_an_unbatched_step_among_batched_ones_gets_a_note() -> None:
-    single = _model("post", [TensorSpec("X", "INT32", [-1, 4])], [TensorSpec("Y", "BYTES", [1])])
-    single.max_batch_size = 0
-    config = ModelConfig(
-        "p",
-        inputs=[TensorSpec("IN", "", [])],
-        outputs=[TensorSpec("OUT", "", [])],
-        pipeline=CHAIN,
-    )
-    note = resolve(config, [PRE, single]).reasons["batching"]
-    assert "step model 'post' has no batch dimension" in note
-    assert "batching" not in resolve(config, [PRE, POST]).reasons

@@ -223,6 +223,21 @@ def _state(client: httpclient.InferenceServerClient) -> dict[str, str]:
     return {r["name"]: r.get("state", "") for r in rows if r.get("state") == "READY"}
 
 
+def test_the_advisor_notes_on_a_loaded_ensemble(http: httpclient.InferenceServerClient) -> None:
+    """Two Python steps in a chain: merging them is advised in the metadata's reasons; a
+    pipeline of ONNX and Python steps gets no such note."""
+    http.load_model("slowchain")  # its steps are loaded already, for fanout
+    try:
+        parameters = http.get_model_metadata("slowchain")["parameters"]
+        merge = parameters["reason.pipeline-merge"]
+        assert "steps 'slow_left' and 'slow_right' form a chain on python" in merge
+        assert "already loaded, so loading it adds 0 B" in parameters["reason.memory"]
+        assert "reason.pipeline-merge" not in http.get_model_metadata("pipeline")["parameters"]
+    finally:
+        http.unload_model("slowchain")
+    assert http.is_model_ready("fanout") and http.is_model_ready("slow_left")
+
+
 def test_load_unload_rules(repo: Path, tmp_path: Path) -> None:
     """Loading an ensemble loads its steps; a step in use is refused unload (naming the
     ensemble); unloading the ensemble unloads the steps loaded only for it."""
@@ -236,6 +251,9 @@ def test_load_unload_rules(repo: Path, tmp_path: Path) -> None:
         client.load_model("addsub")  # loaded by itself
         client.load_model("pipeline")
         assert set(_state(client)) == {"addsub", "preprocess", "postprocess", "pipeline"}
+        # the advisor counts what loading the ensemble added: not addsub, loaded before it
+        memory = client.get_model_metadata("pipeline")["parameters"]["reason.memory"]
+        assert memory.startswith("advisor: ") and "addsub already loaded" in memory
         with pytest.raises(InferenceServerException) as err:
             client.unload_model("preprocess")
         assert err.value.status() == "400"

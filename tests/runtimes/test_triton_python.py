@@ -156,9 +156,7 @@ def test_each_instance_is_its_own_model_object(server: ServerProcess) -> None:
         client.async_infer("instances", [_input(httpclient, "IN", data, "INT32")]) for _ in range(2)
     ]
     results = [request.get_result() for request in pending]
-    assert (
-        time.monotonic() - started < 1.0
-    )  # both ran at once (0.6 s each; one after the other: 1.2 s)
+    assert time.monotonic() - started < 1.0  # both at once: 0.6 s each, 1.2 s in turn
     names = {r.as_numpy("NAME")[0].decode() for r in results}
     assert names == {"instances_0_0", "instances_0_1"}
 

@@ -21,8 +21,12 @@ GOALS = ("latency", "throughput")
 MAX_BATCH = 256
 #: Batching wait for the throughput goal when no latency target is given.
 DEFAULT_BATCH_DELAY_US = 2000
-#: Sequences an LLM decodes together, before the memory budget trims them.
+#: An LLM's KV cache in whole contexts, before the memory budget trims it ...
 LLM_PARALLEL = {"latency": 4, "throughput": 8}
+#: ... and the sequences that share it: slots cost next to nothing in llama.cpp's unified
+#: cache (sequences draw cells from one pool), so a client waits for cells, never for a slot
+#: behind whole generations (for a latency goal, queueing is the latency).
+LLM_SLOTS = {"latency": 16, "throughput": 32}
 LLM_MIN_CONTEXT = 512
 EMBEDDING_MAX_CONTEXT = 8192
 #: Rough memory bandwidth for the per-token time of an LLM: CPU per core (capped), GPU.
@@ -108,6 +112,8 @@ def advise(
     facts.update(
         llm_context=context,
         llm_parallel=parallel,
+        llm_slots=estimate.parallel or parallel,
+        llm_cells=estimate.cells,
         sequences=_plural(parallel, "sequence"),
         instances_pinned=instances is not None,
         instances=instances or 1,
@@ -123,10 +129,11 @@ def advise(
 def size_for_budget(
     info: ArtifactInfo, goal: str, budget: int, instances: int | None = None
 ) -> tuple[int | None, int | None, MemoryEstimate]:
-    """Context and parallel sequences for an LLM: the goal's defaults, halved (sequences
-    first, then context down to 512 tokens) until the estimate fits the budget. `instances`
-    named by a config fix the parallel sequences (a generation's instance is a sequence
-    slot); then only the context shrinks."""
+    """Context and KV cache (in whole contexts) for an LLM: the goal's defaults, halved (the
+    cache first, then the context down to 512 tokens) until the estimate fits the budget; the
+    goal's sequence slots share the cache. `instances` named by a config fix the slots (a
+    generation's instance is a sequence slot) and the cache at a context each; then only the
+    context shrinks."""
     if info.llm is None:
         return None, None, estimate_memory(info)
     parallel = instances or LLM_PARALLEL[goal]
@@ -134,7 +141,8 @@ def size_for_budget(
         context = min(info.context_length or LLM_MIN_CONTEXT, EMBEDDING_MAX_CONTEXT)
         return context, parallel, estimate_memory(info)
     context = default_context(info)
-    estimate = estimate_memory(info, context, parallel)
+    slots = instances or LLM_SLOTS[goal]
+    estimate = estimate_memory(info, context, slots, context * parallel)
     shrink_parallel = instances is None
     while estimate.total > budget and (
         (shrink_parallel and parallel > 1) or context > LLM_MIN_CONTEXT
@@ -143,7 +151,7 @@ def size_for_budget(
             parallel //= 2
         else:
             context = max(LLM_MIN_CONTEXT, context // 2)
-        estimate = estimate_memory(info, context, parallel)
+        estimate = estimate_memory(info, context, slots, context * parallel)
     return context, parallel, estimate
 
 

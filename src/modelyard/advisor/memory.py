@@ -52,12 +52,14 @@ COSTS: dict[str, MemoryCost] = {
     "unknown": MemoryCost(0, 0, 1.0, False),
 }
 #: Libraries a runtime's library imports when they are installed, and what importing them
-#: costs (MiB, measured on Python 3.11 with pandas 2.3): scikit-learn, XGBoost and LightGBM
-#: all import pandas if it is there.
-OPTIONAL_IMPORTS: dict[str, tuple[str, float]] = {
-    "sklearn": ("pandas", 83),
-    "xgboost": ("pandas", 83),
-    "lightgbm": ("pandas", 83),
+#: costs (MiB, measured on Python 3.11 with pandas 2.3 and torch 2.13): scikit-learn, XGBoost and
+#: LightGBM all import pandas if it is there, and skops (listing scikit-learn's estimators, which
+#: walks every scikit-learn module) imports torch through scikit-learn's array-API shim.
+OPTIONAL_IMPORTS: dict[str, tuple[tuple[str, float], ...]] = {
+    "sklearn/skops": (("pandas", 83), ("torch", 237)),
+    "sklearn": (("pandas", 83),),
+    "xgboost": (("pandas", 83),),
+    "lightgbm": (("pandas", 83),),
 }
 #: llama.cpp's vocabulary tables and output buffers, bytes per vocabulary entry ...
 LLAMA_VOCAB_BYTES = 220
@@ -74,6 +76,8 @@ class MemoryEstimate:
     kv_cache: int = 0
     context: int | None = None
     parallel: int | None = None
+    #: tokens the KV cache holds for all sequences together (LLMs)
+    cells: int | None = None
     known: bool = True
     measured: bool = False
 
@@ -93,8 +97,8 @@ class MemoryEstimate:
         if self.kv_cache:
             plural = "" if self.parallel == 1 else "s"
             parts.append(
-                f"KV cache {human_bytes(self.kv_cache)} "
-                f"({self.context} tokens x {self.parallel} sequence{plural})"
+                f"KV cache {human_bytes(self.kv_cache)} ({self.cells} tokens shared by up to "
+                f"{self.parallel} sequence{plural} of up to {self.context})"
             )
         parts.append(f"runtime {human_bytes(self.library + self.overhead)}")
         return f"about {human_bytes(self.total)}: " + " + ".join(parts)
@@ -109,16 +113,14 @@ class MemoryEstimate:
             "kv_cache_bytes": self.kv_cache,
             "context": self.context,
             "parallel": self.parallel,
+            "cells": self.cells,
             "measured_basis": self.measured,
         }
 
 
-def _optional_mib(fmt: str) -> float:
-    found = OPTIONAL_IMPORTS.get(fmt)
-    if found is None:
-        return 0.0
-    module, mib = found
-    return mib if _installed(module) else 0.0
+def _optional_mib(fmt: str, container: str) -> float:
+    found = OPTIONAL_IMPORTS.get(f"{fmt}/{container}") or OPTIONAL_IMPORTS.get(fmt, ())
+    return sum(mib for module, mib in found if _installed(module))
 
 
 @functools.lru_cache(maxsize=8)
@@ -127,9 +129,10 @@ def _installed(module: str) -> bool:
 
 
 def estimate_memory(
-    info: ArtifactInfo, context: int | None = None, parallel: int = 1
+    info: ArtifactInfo, context: int | None = None, parallel: int = 1, cells: int | None = None
 ) -> MemoryEstimate:
-    """Memory to serve `info`; LLMs at `context` tokens for each of `parallel` sequences."""
+    """Memory to serve `info`; LLMs with `parallel` sequences of up to `context` tokens each
+    sharing a KV cache of `cells` tokens (default: a whole context for each)."""
     if info.format in _KNOWN_NOTHING:
         return MemoryEstimate(known=False)
     cost = (
@@ -137,7 +140,7 @@ def estimate_memory(
     )
     weights = info.weight_bytes if info.weight_bytes is not None else info.size_bytes
     estimate = MemoryEstimate(
-        library=int((cost.library_mib + _optional_mib(info.format)) * MIB),
+        library=int((cost.library_mib + _optional_mib(info.format, info.container)) * MIB),
         overhead=int(cost.overhead_mib * MIB),
         weights=int(weights * cost.weight_factor),
         measured=cost.measured,
@@ -147,7 +150,10 @@ def estimate_memory(
         if info.generates_text:
             estimate.context = context or default_context(info)
             estimate.parallel = parallel
-            estimate.kv_cache = info.llm.kv_cache_bytes(estimate.context, parallel)
+            estimate.cells = max(cells or estimate.context * parallel, estimate.context)
+            estimate.kv_cache = info.llm.kv_cache_bytes(
+                estimate.context, parallel, cells=estimate.cells
+            )
             estimate.overhead += info.llm.vocab * LLAMA_SEQUENCE_VOCAB_BYTES * parallel
     return estimate
 
@@ -158,11 +164,11 @@ def default_context(info: ArtifactInfo, ceiling: int = 4096) -> int:
 
 
 def estimate_for_parameters(info: ArtifactInfo, parameters: dict[str, str]) -> MemoryEstimate:
-    """The estimate at the context and parallelism a model's config asks for (n_ctx tokens for
-    each of n_seq_max sequences, as the llamacpp runtime reads them), else one sequence."""
+    """The estimate at the context, sequences and KV cells a model's config asks for (n_ctx,
+    n_seq_max, kv_size, as the llamacpp runtime reads them), else one sequence."""
     context = _int_param(parameters, "n_ctx")
     parallel = _int_param(parameters, "n_seq_max") or 1
-    return estimate_memory(info, context, parallel)
+    return estimate_memory(info, context, parallel, _int_param(parameters, "kv_size"))
 
 
 def _int_param(parameters: dict[str, str], key: str) -> int | None:

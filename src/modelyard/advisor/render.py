@@ -11,6 +11,7 @@ from typing import Any
 from modelyard.advisor.advise import Recommendation
 from modelyard.advisor.artifact import human_bytes
 from modelyard.advisor.hardware import Hardware
+from modelyard.advisor.pipelines import PipelineAdvice
 from modelyard.advisor.tuned import TunedPick
 
 SCHEMA_ID = "modelyard-advice/1"
@@ -43,17 +44,45 @@ def schema() -> dict[str, Any]:
     return loaded
 
 
-def to_json(hardware: Hardware, advice: list[Advice]) -> dict[str, Any]:
+def to_json(
+    hardware: Hardware, advice: list[Advice], pipelines: list[PipelineAdvice] | None = None
+) -> dict[str, Any]:
     return {
         "schema": SCHEMA_ID,
         "hardware": hardware.to_json(),
         "models": [a.to_json() for a in advice],
+        "pipelines": [p.to_json() for p in pipelines or []],
     }
 
 
-def render(hardware: Hardware, advice: list[Advice]) -> str:
+def render(
+    hardware: Hardware, advice: list[Advice], pipelines: list[PipelineAdvice] | None = None
+) -> str:
     blocks = [describe_hardware(hardware)] + [render_one(a) for a in advice]
+    blocks += [render_pipeline(p) for p in pipelines or []]
     return "\n\n".join(blocks)
+
+
+def render_pipeline(advice: PipelineAdvice) -> str:
+    batch = f"batches of up to {advice.max_batch_size}" if advice.max_batch_size else "no batching"
+    count = len(advice.steps)
+    lines = [f"{advice.name} — a pipeline of {count} step model{'s' * (count != 1)} ({batch})"]
+    steps = "; ".join(
+        f"{s.model} ({s.runtime or '?'}"
+        + (", in a worker process" if s.isolation == "process" else "")
+        + (f", batches of {s.max_batch_size})" if s.max_batch_size else ", no batching)")
+        for s in advice.steps
+    )
+    lines += _row("steps", steps)
+    lines += _row("memory", advice.describe_memory())
+    for note in advice.notes:
+        lines += _row(note.rule.removeprefix("pipeline-"), note.text)
+    if advice.missing:
+        missing = ", ".join(advice.missing)
+        lines += _row("warning", f"no step model {missing} here: loading it will fail")
+    if not advice.notes:
+        lines += _row("advice", "nothing to merge or split")
+    return "\n".join(lines)
 
 
 def describe_hardware(hw: Hardware) -> str:
@@ -70,15 +99,13 @@ def describe_hardware(hw: Hardware) -> str:
         or "baseline x86/ARM"
     )
     runtimes = ", ".join(sorted(name for name, ok in hw.runtimes.items() if ok)) or "none"
-    text = (
+    head = (
         f"this machine: {hw.cores} cores ({hw.physical_cores} physical), "
         f"{human_bytes(hw.memory_available_bytes)} memory free of "
-        f"{human_bytes(hw.memory_bytes)}, {gpus}\n"
-        f"instructions: {isa}; installed: {runtimes}"
+        f"{human_bytes(hw.memory_bytes)}, {gpus}"
     )
-    return "\n".join(
-        "\n".join(textwrap.wrap(line, _WIDTH, subsequent_indent="  ")) for line in text.split("\n")
-    )
+    tail = textwrap.wrap(f"instructions: {isa}; installed: {runtimes}", _WIDTH)
+    return "\n".join([head, *tail])
 
 
 def render_one(advice: Advice) -> str:

@@ -257,10 +257,15 @@ SETTING_RULES: tuple[Rule, ...] = (
     Rule(
         "llm-context",
         ("runtime == llamacpp", "llm"),
-        settings={"parameters.n_ctx": "{llm_context}", "parameters.n_seq_max": "{llm_parallel}"},
-        reason="{goal} goal: {sequences} of {llm_context} tokens (trained for "
-        "{trained_context}) keep the KV cache at {kv_size} within the {budget_size} "
-        "budget",
+        settings={
+            "parameters.n_ctx": "{llm_context}",
+            "parameters.n_seq_max": "{llm_slots}",
+            "parameters.kv_size": "{llm_cells}",
+        },
+        reason="{goal} goal: up to {llm_slots} sequences at once (a client waits for KV cells, "
+        "never for a slot behind whole generations) share a KV cache of {llm_cells} tokens "
+        "({kv_size}) within the {budget_size} budget, each up to {llm_context} tokens "
+        "(trained for {trained_context})",
     ),
     Rule(
         "llm-embedding",

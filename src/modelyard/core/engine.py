@@ -2,12 +2,25 @@
 is schedule -> execute -> update.
 
 - schedule: take new requests and aborts; admit waiting requests into free slots, reusing the
-  longest cached prompt prefix any free slot holds.
+  longest cached prompt prefix any free slot holds, or sharing it with a running sequence:
+  a request whose prompt starts like a running sequence's (a long system prompt, few-shot
+  examples, a chat's earlier turns) waits until that sequence has read the common part, then
+  takes its cells (`Backend.share`) instead of reading the prefix again (SGLang's
+  RadixAttention idea, across live requests; the leader's prompt is read in chunks that end
+  at the shared boundary, so a sliding-window cache still holds the window before it).
 - execute: ONE `Backend.decode` call carrying one token for every sequence that is generating
   plus chunks of prompts still being read, up to `n_batch` tokens (generating rows first, so
   a long prompt never stalls running streams for more than one chunk).
 - update: sample each sequence whose row has logits, detokenize, check stop conditions, send
   a `Delta` to its sink; finished sequences give their slot back at once.
+
+Slots and cells are separate: the backend has `n_slots` sequence slots and one KV cache of
+`n_cells` token cells that every slot draws on (llama.cpp's unified cache), each sequence up to
+`n_ctx` tokens. A request is admitted when a slot is free and the cells its prompt needs (plus
+a little room to generate) are free, idle slots' prefix caches being dropped, oldest first, to
+make room. When running sequences would overflow the cells, the one admitted last is preempted:
+its cells are freed and it goes back to the head of the queue, to read its prompt and what it
+generated again when there is room (vLLM's recompute preemption); its client sees only a pause.
 
 The loop runs on its own thread, never on an event loop; sinks are called on that thread
 (an asyncio caller passes one that hops over with `loop.call_soon_threadsafe`). The engine
@@ -39,6 +52,10 @@ log = logging.getLogger("modelyard.engine")
 
 Sink = Callable[[Delta], None]
 Row = tuple[int, int, int, bool]
+#: Shortest prefix worth waiting for a running sequence to read (shorter: read it alone).
+MIN_SHARED_PREFIX = 16
+#: Cells a new sequence needs free beyond its prompt to be admitted (room to generate).
+ADMIT_HEADROOM = 16
 
 
 class Observer(Protocol):
@@ -87,6 +104,14 @@ class _Seq:
     done: bool = False
     #: The prompt tokens' log-probabilities as their rows are read (when the request asked).
     prompt_logprobs: list[TokenLogprob] | None = None
+    #: A running sequence whose first `share` tokens this one will take once it has read
+    #: them (None: reads its own prompt).
+    leader: _Seq | None = None
+    share: int = 0
+    #: The slot it had when it finished (its cells stay there as a prefix cache until reused).
+    last_slot: int = -1
+    #: Preempted: every token it had (prompt, then generated), to read again when readmitted.
+    resume: list[int] = field(default_factory=list)
 
     @property
     def prompt_len(self) -> int:
@@ -108,7 +133,8 @@ class Engine:
         self.backend = backend
         self.name = name
         self.max_waiting = max_waiting
-        #: Keep a finished sequence's cells as its slot's prefix cache (else free them at once).
+        #: Keep a finished sequence's cells as its slot's prefix cache (else free them at once),
+        #: and share prefixes between live sequences.
         self.prefix_cache = prefix_cache
         self.observer: Observer = observer or NullObserver()
         self._cond = threading.Condition()
@@ -117,6 +143,10 @@ class Engine:
         self._running: list[_Seq] = []
         self._free: list[int] = list(range(backend.n_slots))
         self._cache: list[list[int]] = [[] for _ in range(backend.n_slots)]
+        #: Token cells of the shared KV cache.
+        self.n_cells = max(backend.n_cells, backend.n_ctx)
+        #: Sequences preempted for room, oldest first.
+        self.preemptions = 0
         self._closed = False
         self._thread = threading.Thread(
             target=self._loop, name=f"modelyard-engine-{name}", daemon=True
@@ -153,6 +183,13 @@ class Engine:
     @property
     def waiting(self) -> int:
         return len(self._waiting)
+
+    @property
+    def kv_usage(self) -> float:
+        """The share of the KV cache's cells holding tokens: running sequences' and the
+        prefixes kept for reuse (a scrape's reading; the engine thread may be mid-step)."""
+        held = sum(len(tokens) for tokens in list(self._cache))
+        return held / max(self.n_cells, 1)
 
     def close(self) -> None:
         with self._cond:
@@ -192,6 +229,9 @@ class Engine:
         """One schedule -> execute -> update round."""
         self._schedule()
         rows, owners = self._plan()
+        while rows and not self._drop_idle_caches(len(rows), []) and len(self._running) > 1:
+            self._preempt_last()  # the cells are full: the sequence admitted last waits
+            rows, owners = self._plan()
         if not rows:
             return
         self.observer.on_step(len(rows))
@@ -231,45 +271,160 @@ class Engine:
             if aborts:
                 kept = [s for s in self._waiting if s.request.id not in aborts]
                 self._waiting = collections.deque(kept)
-            room = min(len(self._free), len(self._waiting))
-            admitted = [self._waiting.popleft() for _ in range(room)]
         for seq in [s for s in self._running if s.request.id in aborts]:
             self._finish(seq, Finish.ABORT)
-        for seq in admitted:
+        # before any admission: a finished leader's slot still holds what its followers take
+        self._take_shared_prefixes()
+        while self._free:
+            with self._cond:
+                if not self._waiting or not self._room_for(self._waiting[0]):
+                    break
+                seq = self._waiting.popleft()
             self._admit(seq)
+        self._take_shared_prefixes()  # leaders that had read the prefix already
+
+    def _used_cells(self) -> int:
+        """Cells the slots hold (a prefix shared between sequences counted for each: safe)."""
+        return sum(len(tokens) for tokens in self._cache)
+
+    def _room_for(self, seq: _Seq) -> bool:
+        """Whether the cells `seq` needs to start are free (after dropping idle slots' prefix
+        caches, those sharing least with it first); a sequence alone always starts."""
+        tokens = seq.resume or seq.request.prompt
+        need = len(tokens) + ADMIT_HEADROOM
+        return self._drop_idle_caches(need, tokens) or not self._running
+
+    def _drop_idle_caches(self, need: int, tokens: list[int]) -> bool:
+        """Drop idle slots' prefix caches until `need` more cells are free; whether they are."""
+        idle = sorted(
+            (s for s in self._free if self._cache[s]),
+            key=lambda s: _common_prefix(self._cache[s], tokens, len(tokens)),
+        )
+        while self._used_cells() + need > self.n_cells and idle:
+            slot = idle.pop(0)
+            self.backend.keep(slot, 0)
+            self._cache[slot].clear()
+        return self._used_cells() + need <= self.n_cells
 
     def _admit(self, seq: _Seq) -> None:
+        if seq.resume:
+            self._readmit(seq)
+            return
         request = seq.request
         params = request.params
         slot, shared = self._best_slot(request.prompt)
+        leader, lead = self._best_leader(request.prompt)
         if params.prompt_logprobs is not None:
-            shared = 0  # every prompt row must be read to score it
+            shared = lead = 0  # every prompt row must be read to score it
             seq.prompt_logprobs = []
         self._free.remove(slot)
-        kept = self.backend.keep(slot, shared)
-        del self._cache[slot][kept:]
-        seq.slot, seq.n_past, seq.cached = slot, kept, kept
-        seq.pending = list(request.prompt[kept:])
+        seq.slot = slot
+        seq.text = TextStream(params.stop)
         room = self.backend.n_ctx - seq.prompt_len
         seq.max_new = min(params.max_tokens, room) if params.max_tokens is not None else room
-        seq.text = TextStream(params.stop)
         self._running.append(seq)
-        queued = time.monotonic() - request.arrival
-        self.observer.on_admit(queued, seq.prompt_len, kept)
-        log.debug(
-            "%s: admitted %s into slot %d after %.3f s; %d of %d prompt tokens cached",
-            self.name,
-            request.id,
-            slot,
-            queued,
-            kept,
-            seq.prompt_len,
-        )
+        if leader is not None and lead >= max(shared + 1, MIN_SHARED_PREFIX):
+            seq.leader, seq.share = leader, lead  # starts once the leader has read it
+            self.backend.keep(slot, 0)
+            self._cache[slot].clear()
+        else:
+            self._start(seq, self.backend.keep(slot, shared))
         try:
             seq.sampler = self.backend.new_sampler(params)
             seq.sampler.allow_end(not params.ignore_eos and params.min_tokens <= 0)
         except Exception as exc:
             self._finish(seq, Finish.ERROR, error=exc)
+
+    def _readmit(self, seq: _Seq) -> None:
+        """A preempted sequence back in a slot: it reads what it had again (what a free slot
+        still caches of it excepted) and goes on generating; its sampler and text kept."""
+        slot, shared = self._best_slot(seq.resume)
+        if seq.prompt_logprobs is not None:
+            shared = 0
+        self._free.remove(slot)
+        kept = self.backend.keep(slot, shared)
+        del self._cache[slot][kept:]
+        seq.slot, seq.n_past = slot, kept
+        seq.pending, seq.resume = seq.resume[kept:], []
+        self._running.append(seq)
+
+    def _preempt_last(self) -> None:
+        """Free the cells of the sequence admitted last and queue it first again: it reads
+        its tokens again when readmitted (a follower that had read nothing starts over)."""
+        victim = self._running.pop()
+        tokens = self._cache[victim.slot] + victim.pending
+        self.backend.keep(victim.slot, 0)
+        self._cache[victim.slot].clear()
+        self._free.append(victim.slot)
+        victim.slot = -1
+        if victim.leader is not None:
+            victim.leader = None
+            if victim.sampler is not None:
+                victim.sampler.close()
+                victim.sampler = None
+        else:
+            victim.resume = tokens
+            if victim.prompt_logprobs is not None:
+                victim.prompt_logprobs = []  # scored again from the first token
+        for follower in self._running:
+            if follower.leader is victim:  # it reads the prefix itself
+                follower.leader = None
+                self._start(follower, 0)
+        self.preemptions += 1
+        log.info(
+            "%s: preempted %s (%d tokens) to free KV cells; it resumes when there is room",
+            self.name,
+            victim.request.id,
+            len(tokens),
+        )
+        with self._cond:
+            self._waiting.appendleft(victim)
+
+    def _start(self, seq: _Seq, kept: int) -> None:
+        """The sequence reads its prompt from token `kept` on (those before are cached)."""
+        del self._cache[seq.slot][kept:]
+        seq.n_past, seq.cached = kept, kept
+        seq.pending = list(seq.request.prompt[kept:])
+        queued = time.monotonic() - seq.request.arrival
+        self.observer.on_admit(queued, seq.prompt_len, kept)
+        log.debug(
+            "%s: %s starts in slot %d after %.3f s; %d of %d prompt tokens cached",
+            self.name,
+            seq.request.id,
+            seq.slot,
+            queued,
+            kept,
+            seq.prompt_len,
+        )
+
+    def _best_leader(self, prompt: list[int]) -> tuple[_Seq | None, int]:
+        """The running sequence whose tokens (read, or still to read) share the longest
+        prefix with `prompt` (at most all but its last token)."""
+        best, best_len = None, 0
+        for seq in self._running if self.prefix_cache else []:
+            if seq.leader is not None or seq.slot < 0 or seq.prompt_logprobs is not None:
+                continue
+            tokens = self._cache[seq.slot] + seq.pending
+            n = _common_prefix(tokens, prompt, len(prompt) - 1)
+            if n > best_len:
+                best, best_len = seq, n
+        return best, best_len
+
+    def _take_shared_prefixes(self) -> None:
+        """Followers whose leader has read the shared prefix (or stopped) take its cells."""
+        for seq in self._running:
+            leader = seq.leader
+            if leader is None or (not leader.done and leader.n_past < seq.share):
+                continue
+            seq.leader = None
+            # a finished leader's slot is free, its cells kept as a prefix cache until reused
+            source = leader.last_slot if leader.done else leader.slot
+            usable = source >= 0 and (not leader.done or source in self._free)
+            cached = self._cache[source] if usable else []
+            n = _common_prefix(cached, seq.request.prompt, seq.share)
+            kept = self.backend.share(source, seq.slot, n) if n > 0 else 0
+            self._cache[seq.slot] = list(cached[:kept])
+            self._start(seq, kept)
 
     def _best_slot(self, prompt: list[int]) -> tuple[int, int]:
         """The free slot whose cache shares the longest prefix with `prompt` (at most all but
@@ -290,6 +445,8 @@ class Engine:
         budget = self.backend.n_batch
         prefill = []
         for seq in self._running:
+            if seq.leader is not None:
+                continue  # waits for its leader to read the prefix they share
             if len(seq.pending) == 1 and seq.n_past >= seq.prompt_len - 1:
                 rows.append((seq.slot, seq.n_past, seq.pending[0], True))
                 owners.append(seq)
@@ -299,7 +456,7 @@ class Engine:
         for seq in prefill:
             if budget <= 0:
                 break
-            chunk = seq.pending[:budget]
+            chunk = seq.pending[: min(budget, self._until_shared(seq))]
             last = len(chunk) == len(seq.pending)
             scored = seq.prompt_logprobs is not None
             for i, token in enumerate(chunk):
@@ -308,6 +465,14 @@ class Engine:
                 owners.append(seq)
             budget -= len(chunk)
         return rows, owners
+
+    def _until_shared(self, seq: _Seq) -> int:
+        """Tokens `seq` may read before a follower's shared boundary (the chunk ends there, so
+        the follower takes the cells before the leader reads past them)."""
+        ahead = [
+            f.share - seq.n_past for f in self._running if f.leader is seq and f.share > seq.n_past
+        ]
+        return min(ahead, default=len(seq.pending))
 
     # ---- update ---------------------------------------------------------------------------------
 
@@ -437,7 +602,7 @@ class Engine:
                 self.backend.keep(seq.slot, 0)
                 self._cache[seq.slot].clear()
             self._free.append(seq.slot)
-            seq.slot = -1
+            seq.last_slot, seq.slot = seq.slot, -1
         e2e = time.monotonic() - seq.request.arrival
         self.observer.on_finish(finish, seq.prompt_len, seq.generated, e2e)
 

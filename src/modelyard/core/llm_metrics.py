@@ -213,15 +213,24 @@ class _EngineGauges(Collector):
         waiting = GaugeMetricFamily(
             "vllm:num_requests_waiting", "Requests waiting for a sequence slot.", labels=_LABEL
         )
+        kv = GaugeMetricFamily(
+            "vllm:kv_cache_usage_perc",
+            "Share of the KV cache's cells holding tokens (0 to 1; kept prefixes included).",
+            labels=_LABEL,
+        )
         with self._lock:
             engines = list(self._engines)
-        totals: dict[str, list[int]] = {}
+        totals: dict[str, list[float]] = {}
         for model, engine in engines:
-            counts = totals.setdefault(model, [0, 0])
+            counts = totals.setdefault(model, [0, 0, 0.0, 0])
             counts[0] += engine.running
             counts[1] += engine.waiting
-        for model, (n_running, n_waiting) in totals.items():
+            counts[2] += engine.kv_usage
+            counts[3] += 1
+        for model, (n_running, n_waiting, usage, n_engines) in totals.items():
             running.add_metric([model], n_running)
             waiting.add_metric([model], n_waiting)
+            kv.add_metric([model], usage / n_engines)
         yield running
         yield waiting
+        yield kv

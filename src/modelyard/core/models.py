@@ -50,6 +50,7 @@ from modelyard.errors import (
 from modelyard.repository.catalog import ModelCard, describe, expires_at, is_text_model
 from modelyard.repository.config import from_triton_json
 from modelyard.repository.loader import load_version
+from modelyard.repository.pipeline_advice import advised_reasons, served_advice
 from modelyard.repository.residency import (
     ResidencyPolicy,
     Resident,
@@ -417,7 +418,9 @@ class ModelService:
         if not selected:
             raise ModelLoadError(f"model {source.name!r} has no version folder to load")
         if source.config.pipeline is not None:
-            return {v: self._pipeline_version(source, v) for v in selected}
+            versions = {v: self._pipeline_version(source, v) for v in selected}
+            await self._advise_pipeline(source, list(versions.values()))
+            return versions
         loop = asyncio.get_running_loop()
         loaded: dict[int, ServedModel] = {}
         try:
@@ -485,11 +488,6 @@ class ModelService:
                 f"cannot {action} model {name!r}: it is a step of the loaded ensemble "
                 f"{', '.join(users)}; unload the ensemble first"
             )
-
-    def pipeline_estimate(self, name: str) -> int:
-        """Bytes loading the pipeline `name` would add: its step models not loaded yet."""
-        pipeline = self.entry(name).source.config.pipeline
-        return self._steps_estimate(pipeline) if pipeline is not None else 0
 
     def _steps_estimate(self, pipeline: PipelineSpec) -> int:
         steps = [self.entries.get(m) for m in pipeline.models]
@@ -563,6 +561,22 @@ class ModelService:
                     f"ensemble {source.name!r} {step.describe(index)}: {exc.message}"
                 ) from exc
         return ServedModel(source.name, version, resolve(source.config, configs), None)
+
+    async def _advise_pipeline(self, source: ModelSource, versions: list[ServedModel]) -> None:
+        """The advisor's notes on a loaded pipeline (memory, steps to merge or split) as its
+        versions' reasons, and in the log."""
+        config = source.config
+        assert config.pipeline is not None
+        steps = {m: (self.get(m).config, self.entries[m].source) for m in config.pipeline.models}
+        before = {
+            m for m in steps if self.entries[m].alone or self.entries[m].needed_by - {source.name}
+        }
+        advice = await asyncio.to_thread(served_advice, config, steps, before)
+        reasons = advised_reasons(advice)
+        for served in versions:
+            served.config.reasons.update(reasons)
+        for note in advice.notes:
+            log.info("ensemble %s: the advisor says %s", source.name, note.text)
 
     async def _release_steps(self, entry: ModelEntry) -> None:
         """After a pipeline unloads: unload its steps that were loaded only for it."""

@@ -138,24 +138,7 @@ def resolve(config: ModelConfig, steps: list[ModelConfig]) -> ModelConfig:
     out.outputs = [_typed(t, known, batched, config.name) for t in config.outputs]
     if not out.platform:
         out.platform = "ensemble"
-    note = batching_note(spec, steps)
-    if note:
-        out.reasons["batching"] = note
     return out
-
-
-def batching_note(spec: PipelineSpec, steps: list[ModelConfig]) -> str:
-    """The advisor's note on how the steps batch: a step without a batch dimension runs one
-    request at a time while the others batch, so under load it sets the pipeline's pace."""
-    single = [s.model for s, m in zip(spec.steps, steps, strict=True) if m.max_batch_size <= 0]
-    if not single or len(single) == len(steps):
-        return ""
-    return (
-        f"advisor: step model {', '.join(map(repr, single))} has no batch dimension "
-        "(max_batch_size 0) and runs one request at a time while the other steps batch; "
-        "under load it is the pipeline's bottleneck: give it a batch dimension, or merge it "
-        "into a batched neighbour"
-    )
 
 
 def _check_names(where: str, step: Step, model: ModelConfig) -> None:

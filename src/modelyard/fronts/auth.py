@@ -1,5 +1,6 @@
-"""API-key check for every HTTP route except liveness and the static Swagger UI page, which
-names nothing about the server and asks for the key itself (`Authorization: Bearer KEY`)."""
+"""API-key check for every HTTP route except liveness and the static pages (Swagger UI, the
+console), which name nothing about the server and ask for the key themselves
+(`Authorization: Bearer KEY`)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,17 @@ import hmac
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from modelyard.fronts.openapi import STATIC
+from modelyard.fronts import console, openapi
 
-OPEN_PATHS = frozenset({"/v2/health/live", "/docs", *(f"/docs/{name}" for name in STATIC)})
+OPEN_PATHS = frozenset(
+    {
+        "/v2/health/live",
+        "/docs",
+        *(f"/docs/{name}" for name in openapi.STATIC),
+        "/console",
+        *(f"/console/{name}" for name in console.STATIC),
+    }
+)
 
 
 def key_matches(header: str | None, keys: frozenset[str]) -> bool:

@@ -64,6 +64,7 @@ _READY_SCHEMA = {
     "required": ["ready"],
 }
 _READY = {JSON: _READY_SCHEMA}
+_HTML: dict[str, Schema] = {"text/html": {}}
 _KS, _OA, _OL, _SV, _TGI = "KServe v2", "OpenAI", "Ollama", "Server", "TGI"
 
 
@@ -242,7 +243,12 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("GET", "/health"): Op(_OA, "vLLM's health check (empty 200)", error="OpenAIError"),
     ("GET", "/version"): Op(_OA, "The server's version", ok=_json("Version"), error="OpenAIError"),
     # Ollama
-    ("GET", "/"): Op(_OL, "'Ollama is running' (clients probe it)", ok={"text/plain": {}}),
+    ("GET", "/"): Op(
+        _OL,
+        "'Ollama is running' (clients probe it); a browser (Accept: text/html) is sent to "
+        "/console (307)",
+        ok={"text/plain": {}},
+    ),
     ("HEAD", "/"): Op(_OL, "'Ollama is running' (clients probe it)"),
     ("GET", "/api/version"): Op(_OL, "Ollama API level", ok=_json("OllamaVersion")),
     ("POST", "/api/generate"): Op(
@@ -283,12 +289,20 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     # the server's own
     ("GET", "/metrics"): Op(_SV, "Prometheus metrics", ok={"text/plain": {"type": "string"}}),
     ("GET", "/openapi.json"): Op(_SV, "This document", ok={JSON: {}}),
-    ("GET", "/docs"): Op(_SV, "Swagger UI over this document", ok={"text/html": {}}),
+    ("GET", "/docs"): Op(_SV, "Swagger UI over this document", ok=_HTML),
     ("GET", "/docs/{file}"): Op(_SV, "Swagger UI's static files", ok={"*/*": {}}),
+    ("GET", "/console"): Op(_SV, "The console: a page for people (docs/console.md)", ok=_HTML),
+    ("GET", "/console/{file}"): Op(_SV, "The console's static files", ok={"*/*": {}}),
+    ("GET", "/console/api/models"): Op(
+        _SV,
+        "Every model as the console shows it: state, versions, kind, runtime, the advisor's "
+        "choices and reasons, memory estimate; the server's control mode and resident memory",
+        ok=_json("ConsoleModels"),
+    ),
 }
 
 #: The paths served without a key, as the document writes them.
-OPEN = frozenset({"/v2/health/live", "/docs", "/docs/{file}"})
+OPEN = frozenset({"/v2/health/live", "/docs", "/docs/{file}", "/console", "/console/{file}"})
 
 _PARAM = re.compile(r"{([^}:]+)(:[^}]+)?}")
 

@@ -103,7 +103,18 @@ KSERVE: dict[str, Schema] = {
         },
         ("model_name", "outputs"),
     ),
-    "TensorMetadata": _object(_TENSOR_META, ("name", "datatype", "shape")),
+    # a model's tensors: -1 is a dimension of any size (the batch, a dynamic axis)
+    "TensorMetadata": _object(
+        {
+            **_TENSOR_META,
+            "shape": {
+                "type": "array",
+                "items": {"type": "integer", "minimum": -1},
+                "description": "-1: any size",
+            },
+        },
+        ("name", "datatype", "shape"),
+    ),
     "ModelMetadata": _object(
         {
             "name": _STRING,
@@ -551,4 +562,55 @@ TGI: dict[str, Schema] = {
     ),
 }
 
-SCHEMAS: dict[str, Schema] = {**ERRORS, **KSERVE, **OPENAI, **OLLAMA, **TGI}
+_NUMBER_OR_NULL: Schema = {"type": "number", "nullable": True}
+_TENSORS: Schema = {"type": "array", "items": ref("TensorMetadata")}
+
+#: The console's own route (fronts/console.py, core/overview.py).
+CONSOLE: dict[str, Schema] = {
+    "ConsoleModel": _object(
+        {
+            "name": _STRING,
+            "state": _STRING,
+            "reason": _STRING,
+            "kind": {"type": "string", "enum": ["llm", "embedding", "tensor", "pipeline"]},
+            "versions": {"type": "array", "items": _INT, "description": "on disk"},
+            "loaded": {"type": "array", "items": _INT, "description": "loaded now"},
+            "runtime": _STRING,
+            "platform": _STRING,
+            "max_batch_size": _INT,
+            "reasons": {
+                "type": "object",
+                "additionalProperties": _STRING,
+                "description": "setting -> why it has its value (the advisor's or the config's)",
+            },
+            "estimate_bytes": {"type": "integer", "minimum": 0},
+            "keep_alive_s": _NUMBER_OR_NULL,
+            "expires_at": _NUMBER_OR_NULL,
+            "context_length": {"type": "integer", "nullable": True},
+            "inflight": _INT,
+            "queue_depth": _INT,
+            "process_rss_bytes": {
+                "type": "integer",
+                "nullable": True,
+                "description": "the resident memory of the model's own worker process; null "
+                "when it runs inside the server",
+            },
+            "inputs": _TENSORS,
+            "outputs": _TENSORS,
+        },
+        ("name", "state", "kind", "versions", "loaded", "reasons", "estimate_bytes"),
+    ),
+    "ConsoleModels": _object(
+        {
+            "control_mode": _STRING,
+            "locked": {"type": "string", "description": "why the API may not load/unload"},
+            "keep_alive_s": _NUMBER_OR_NULL,
+            "rss_bytes": {"type": "integer", "nullable": True},
+            "time": {"type": "number"},
+            "models": {"type": "array", "items": ref("ConsoleModel")},
+        },
+        ("control_mode", "locked", "models"),
+    ),
+}
+
+SCHEMAS: dict[str, Schema] = {**ERRORS, **KSERVE, **OPENAI, **OLLAMA, **TGI, **CONSOLE}

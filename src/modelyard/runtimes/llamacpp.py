@@ -8,6 +8,9 @@ engine's own, `max_queue`, `prefix_cache` and `chat_template`, are read by the c
 
     n_ctx          tokens one sequence may hold (default: min(4096, the model's context))
     n_seq_max      sequences decoded together (default 8)
+    kv_size        tokens the KV cache holds for all sequences together (default n_ctx x
+                   n_seq_max; at least n_ctx): sequences draw cells from one pool, so many
+                   slots need not each reserve a whole context
     n_batch        tokens per decode step (default 512); n_ubatch (default n_batch)
     n_threads      CPU threads (default: all cores); n_threads_batch (default n_threads)
     swa_full       keep the full sliding-window cache (better prefix reuse, more memory)
@@ -53,6 +56,7 @@ _POOLING = {
 _OWN_PARAMETERS = {
     "n_ctx",
     "n_seq_max",
+    "kv_size",
     "n_batch",
     "n_ubatch",
     "n_threads",
@@ -72,6 +76,7 @@ _KNOWN_PARAMETERS = (
 class LlamaSettings:
     n_ctx: int = 0
     n_seq_max: int = 8
+    kv_size: int = 0
     n_batch: int = 512
     n_ubatch: int = 0
     n_threads: int = 0
@@ -158,9 +163,10 @@ class LlamaCppRuntime(Runtime, TextModel):
     def _setup_generation(self, settings: LlamaSettings) -> None:
         slots = max(1, settings.n_seq_max)
         n_batch = max(settings.n_batch, slots)
+        cells = max(settings.kv_size or self.n_ctx * slots, self.n_ctx)
         self.ctx = _context(
             self.model,
-            self.n_ctx * slots,
+            cells,
             n_batch,
             settings.n_ubatch or n_batch,
             slots,
@@ -175,6 +181,7 @@ class LlamaCppRuntime(Runtime, TextModel):
             self.vocab,
             n_slots=slots,
             n_ctx=self.n_ctx,
+            n_cells=cells,
             n_batch=n_batch,
             n_vocab=n_vocab,
             end_tokens=ends,

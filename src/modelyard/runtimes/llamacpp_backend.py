@@ -1,6 +1,7 @@
 """The engine's `Backend` over one llama.cpp context (low-level API): a `llama_batch` whose
 rows carry (slot = sequence id, position, token), samplers built per request from llama.cpp's
-sampler chain, and prefix-cache trimming with `llama_memory_seq_rm`."""
+sampler chain, prefix-cache trimming with `llama_memory_seq_rm`, and prefixes shared between
+live sequences with `llama_memory_seq_cp`."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class LlamaBackend:
         *,
         n_slots: int,
         n_ctx: int,
+        n_cells: int,
         n_batch: int,
         n_vocab: int,
         end_tokens: list[int],
@@ -38,6 +40,7 @@ class LlamaBackend:
         self.memory = lc.llama_get_memory(ctx)
         self.n_slots = n_slots
         self.n_ctx = n_ctx
+        self.n_cells = n_cells
         self.n_batch = n_batch
         self.n_vocab = n_vocab
         self.end_tokens = np.array(sorted(end_tokens), dtype=np.int64)
@@ -119,6 +122,15 @@ class LlamaBackend:
             return n
         lc.llama_memory_seq_rm(self.memory, slot, -1, -1)
         return 0
+
+    def share(self, source: int, slot: int, n: int) -> int:
+        """In the unified KV cache the cells of `source` also become `slot`'s: nothing is
+        copied or recomputed."""
+        lc.llama_memory_seq_rm(self.memory, slot, -1, -1)
+        if n <= 0 or not self._can_cut(source, n):
+            return 0
+        lc.llama_memory_seq_cp(self.memory, source, slot, 0, n)
+        return n
 
     def _can_cut(self, slot: int, n: int) -> bool:
         """Sliding-window layers keep only the last n_swa positions: a cut is usable only when

@@ -184,6 +184,8 @@ class Backend(Protocol):
     n_slots: int
     #: Tokens one sequence may hold (prompt + generated).
     n_ctx: int
+    #: Tokens the KV cache holds for every slot together (at least n_ctx).
+    n_cells: int
     #: Tokens one decode call may carry.
     n_batch: int
 
@@ -206,6 +208,11 @@ class Backend(Protocol):
     def keep(self, slot: int, n: int) -> int:
         """Keep the first `n` cached tokens of `slot` and drop the rest; return how many are
         really kept (fewer when the cache cannot be cut there, e.g. sliding-window layers)."""
+
+    def share(self, source: int, slot: int, n: int) -> int:
+        """Make the first `n` cached tokens of slot `source` the whole cache of `slot`, without
+        recomputing them (cells shared or copied); return how many it holds: `n`, or 0 when
+        the source's cache cannot give them (then `slot` is empty)."""
 
     def close(self) -> None: ...
 
