@@ -114,6 +114,9 @@ def test_llm_settings_for_the_llamacpp_runtime(tmp_path: Path) -> None:
     out = advise_config(config, am.llm_1b(tmp_path / "chat.gguf"), hardware=am.LAPTOP)
     assert out.runtime == "llamacpp"
     assert out.parameters["n_seq_max"] == "2"  # the config's
+    assert "kv_size" not in out.parameters  # two sequences named: a context each, as before
+    bare = advise_config(ModelConfig("chat", runtime="llamacpp"), tmp_path / "chat.gguf")
+    assert int(bare.parameters["kv_size"]) < int(bare.parameters["n_seq_max"]) * 4096
     assert out.parameters["n_ctx"] == "4096" and out.parameters["n_threads"] == "4"
     assert "KV cache" in out.reasons["parameters.n_ctx"]
     embed = advise_config(

@@ -54,6 +54,9 @@ def advise_config(
         out.runtime = rec.runtime
         out.reasons["runtime"] = PREFIX + rec.reasons["runtime"]
     chosen = [key for key in rec.settings if not pinned(config, key)]
+    if "parameters.kv_size" in chosen and pinned(config, "parameters.n_seq_max"):
+        # sequences the config names keep a whole context each (the runtime's default)
+        chosen.remove("parameters.kv_size")
     for key in chosen:
         _set(out, key, rec.settings[key], rec.reasons[key])
     tuned = tuned_pick(config, artifact, out.runtime, goal, hardware)
