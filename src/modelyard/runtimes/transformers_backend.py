@@ -8,7 +8,8 @@ and value at its cell (`index_copy_`, where transformers' `StaticLayer` writes a
 length), and each row attends only to its own slot's cells up to its position through a 4-D
 attention mask the model takes as it is (a dict of masks for models with sliding-window
 layers: the window is applied in the mask, the cache keeps every position, so a prefix can be
-cut or shared anywhere). Positions go in as `position_ids` (rotary embeddings per row), and
+cut or shared anywhere). Attention reads only the span of cells from the step's lowest slot to
+its furthest cell (a view of the cache, no copy). Positions go in as `position_ids` (rotary embeddings per row), and
 only the rows that want logits reach the LM head (`logits_to_keep` as indices).
 """
 
@@ -37,6 +38,9 @@ class SlotLayer(CacheLayerMixin):  # type: ignore[no-untyped-call]
         super().__init__()  # type: ignore[no-untyped-call]
         self.cells = cells
         self.index = torch.zeros(0, dtype=torch.long)
+        #: The cells this step's rows may attend to (a view: the slots from the lowest to
+        #: the highest one in the step, up to the furthest position).
+        self.window = slice(0, cells)
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         heads = key_states.shape[1]
@@ -53,7 +57,7 @@ class SlotLayer(CacheLayerMixin):  # type: ignore[no-untyped-call]
         assert keys is not None and values is not None
         keys.index_copy_(2, self.index, key_states)
         values.index_copy_(2, self.index, value_states)
-        return keys, values
+        return keys[:, :, self.window], values[:, :, self.window]
 
     def copy(self, source: slice, target: slice) -> None:
         keys, values = self.keys, self.values
@@ -100,8 +104,8 @@ class TransformersBackend:
         layers: list[Any] = list(self.layers)
         self.cache: Cache | None = Cache(layers=layers)
         layer_types = list(getattr(config, "layer_types", None) or [])
-        self.window = int(getattr(config, "sliding_window", 0) or 0)
-        self.sliding = "sliding_attention" in layer_types and self.window > 0
+        self.sliding_window = int(getattr(config, "sliding_window", 0) or 0)
+        self.sliding = "sliding_attention" in layer_types and self.sliding_window > 0
         self.dtype = next(model.parameters()).dtype
         self._cell_slot = torch.arange(self.n_cells) // n_ctx
         self._cell_pos = torch.arange(self.n_cells) % n_ctx
@@ -120,14 +124,15 @@ class TransformersBackend:
         if int(positions.max()) >= self.n_ctx:
             raise Internal(f"a position is beyond the context ({self.n_ctx} tokens)")
         cells = slots * self.n_ctx + positions
+        window = slice(int(slots.min()) * self.n_ctx, int(cells.max()) + 1)
         for layer in self.layers:
-            layer.index = cells
+            layer.index, layer.window = cells, window
         try:
             with torch.inference_mode():
                 out = self.model(
                     input_ids=tokens[None],
                     position_ids=positions[None],
-                    attention_mask=self._mask(slots, positions),
+                    attention_mask=self._mask(slots, positions, window),
                     cache=self.cache,
                     use_cache=True,
                     logits_to_keep=torch.tensor(keep or [0], dtype=torch.long),
@@ -138,14 +143,13 @@ class TransformersBackend:
         self._logits = out.logits[0].float()
         self._rows = {row: i for i, row in enumerate(keep)}
 
-    def _mask(self, slots: torch.Tensor, positions: torch.Tensor) -> Any:
-        own = self._cell_slot[None] == slots[:, None]
-        seen = self._cell_pos[None] <= positions[:, None]
-        allowed = own & seen
+    def _mask(self, slots: torch.Tensor, positions: torch.Tensor, window: slice) -> Any:
+        cell_slot, cell_pos = self._cell_slot[window], self._cell_pos[window]
+        allowed = (cell_slot[None] == slots[:, None]) & (cell_pos[None] <= positions[:, None])
         full = self._additive(allowed)
         if not self.sliding:
             return full
-        recent = self._cell_pos[None] > positions[:, None] - self.window
+        recent = cell_pos[None] > positions[:, None] - self.sliding_window
         return {"full_attention": full, "sliding_attention": self._additive(allowed & recent)}
 
     def _additive(self, allowed: torch.Tensor) -> torch.Tensor:
