@@ -250,8 +250,9 @@ def test_one_forward_for_two_slots_matches_the_model_alone(tiny: Path) -> None:
     from modelyard.runtimes.transformers_backend import TransformersBackend
 
     model = transformers.AutoModelForCausalLM.from_pretrained(tiny).eval()
-    backend = TransformersBackend(
-        model, n_slots=3, n_ctx=32, n_batch=64, end_tokens={2}, piece=lambda t: b""
+    served = transformers.AutoModelForCausalLM.from_pretrained(tiny).eval()
+    backend = TransformersBackend(  # switches `served` to its own attention function
+        served, n_slots=3, n_ctx=32, n_batch=64, end_tokens={2}, piece=lambda t: b""
     )
     a, b = [5, 6, 7, 8], [9, 10, 11]
     rows = [(0, i, t, i == len(a) - 1) for i, t in enumerate(a)]

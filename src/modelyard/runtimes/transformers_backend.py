@@ -5,26 +5,95 @@ belong to.
 The KV cache is transformers' own `Cache` with one `SlotLayer` per attention layer: a tensor
 of `n_slots x n_ctx` cells, slot `s` owning cells `s*n_ctx ...`. A step writes each row's key
 and value at its cell (`index_copy_`, where transformers' `StaticLayer` writes at its running
-length), and each row attends only to its own slot's cells up to its position through a 4-D
-attention mask the model takes as it is (a dict of masks for models with sliding-window
-layers: the window is applied in the mask, the cache keeps every position, so a prefix can be
-cut or shared anywhere). Attention reads only the span of cells from the step's lowest slot to
-its furthest cell (a view of the cache, no copy). Positions go in as `position_ids` (rotary embeddings per row), and
-only the rows that want logits reach the LM head (`logits_to_keep` as indices).
+length). Attention is a function registered with transformers' `AttentionInterface`
+(`slot_attention`, the library's seam for attention kernels, as its own paged attention uses):
+the model calls it in every layer with the step's `slot_groups` (each slot's run of rows), and
+each group attends to its own slot's cells only — a decode row to every cell up to its
+position (within the sliding window on sliding layers), a prompt chunk causally within itself.
+The cache keeps every position, so a prefix can be cut or shared anywhere. Positions go in as
+`position_ids` (rotary embeddings per row), and only the rows that want logits reach the LM
+head (`logits_to_keep` as indices).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers import AttentionInterface
 from transformers.cache_utils import Cache, CacheLayerMixin
 
 from modelyard.errors import Internal
 from modelyard.runtimes.transformers_sampling import TorchSampler
 from modelyard.spec.generation import SamplingParams, TokenLogprob
+
+ATTENTION = "modelyard_slots"
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """One slot's rows in a step: batch rows [row, row + n) at positions [pos, pos + n), its
+    cells starting at `base` (cell of position 0)."""
+
+    row: int
+    n: int
+    pos: int
+    base: int
+
+
+def slot_attention(
+    module: Any,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: Any,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    sliding_window: int | None = None,
+    slot_groups: Sequence[Group] = (),
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """Attention for a packed step, registered with transformers' `AttentionInterface`: each
+    slot's rows attend to that slot's cells only (torch's sdpa per slot, GQA without copying
+    keys; a mask only for a prompt chunk, which is causal within itself)."""
+    out = query.new_empty(query.shape)
+    gqa = query.shape[1] != key.shape[1]
+    for g in slot_groups:
+        end = g.pos + g.n  # cells [.., end) hold the slot's positions before and in the step
+        start = max(0, end - g.n - sliding_window + 1) if sliding_window else 0
+        q = query[:, :, g.row : g.row + g.n]
+        k = key[:, :, g.base + start : g.base + end]
+        v = value[:, :, g.base + start : g.base + end]
+        if g.n == 1:  # a decode row: plain matmuls beat sdpa's CPU kernel at one query
+            out[:, :, g.row : g.row + 1] = _one_query(q, k, v, scaling)
+            continue
+        positions = torch.arange(g.pos, end)[:, None]
+        cells = torch.arange(start, end)[None]
+        mask = cells <= positions
+        if sliding_window:
+            mask &= cells > positions - sliding_window
+        out[:, :, g.row : g.row + g.n] = torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, scale=scaling, enable_gqa=gqa
+        )
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _one_query(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scaling: float | None
+) -> torch.Tensor:
+    """Attention of one query row (1, heads, 1, d) over (1, kv_heads, n, d): query heads
+    grouped onto their key/value head (head h reads kv head h // group), no copies."""
+    heads, kv_heads, d = q.shape[1], k.shape[1], q.shape[-1]
+    grouped = q.reshape(1, kv_heads, heads // kv_heads, d)
+    scale = scaling if scaling is not None else d**-0.5
+    weights = torch.softmax((grouped @ k.transpose(-1, -2)) * scale, dim=-1)
+    return (weights @ v).reshape(1, heads, 1, v.shape[-1])
+
+
+AttentionInterface.register(ATTENTION, slot_attention)
 
 
 class SlotLayer(CacheLayerMixin):  # type: ignore[no-untyped-call]
@@ -38,9 +107,6 @@ class SlotLayer(CacheLayerMixin):  # type: ignore[no-untyped-call]
         super().__init__()  # type: ignore[no-untyped-call]
         self.cells = cells
         self.index = torch.zeros(0, dtype=torch.long)
-        #: The cells this step's rows may attend to (a view: the slots from the lowest to
-        #: the highest one in the step, up to the furthest position).
-        self.window = slice(0, cells)
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         heads = key_states.shape[1]
@@ -57,7 +123,7 @@ class SlotLayer(CacheLayerMixin):  # type: ignore[no-untyped-call]
         assert keys is not None and values is not None
         keys.index_copy_(2, self.index, key_states)
         values.index_copy_(2, self.index, value_states)
-        return keys[:, :, self.window], values[:, :, self.window]
+        return keys, values
 
     def copy(self, source: slice, target: slice) -> None:
         keys, values = self.keys, self.values
@@ -103,12 +169,14 @@ class TransformersBackend:
         self.layers = [SlotLayer(self.n_cells) for _ in range(self.n_layers)]
         layers: list[Any] = list(self.layers)
         self.cache: Cache | None = Cache(layers=layers)
-        layer_types = list(getattr(config, "layer_types", None) or [])
-        self.sliding_window = int(getattr(config, "sliding_window", 0) or 0)
-        self.sliding = "sliding_attention" in layer_types and self.sliding_window > 0
-        self.dtype = next(model.parameters()).dtype
-        self._cell_slot = torch.arange(self.n_cells) // n_ctx
-        self._cell_pos = torch.arange(self.n_cells) % n_ctx
+        model.set_attn_implementation(ATTENTION)
+        # a 4-D mask makes the model skip building its own (slot_attention needs none); models
+        # with sliding-window layers take one per kind of layer
+        dummy = torch.zeros((1, 1, 1, 1))
+        sliding = "sliding_attention" in list(getattr(config, "layer_types", None) or [])
+        self._no_mask: Any = (
+            {"full_attention": dummy, "sliding_attention": dummy} if sliding else dummy
+        )
         self._logits = torch.zeros(0)
         self._rows: dict[int, int] = {}
         #: Forward passes run (one per engine step).
@@ -117,25 +185,23 @@ class TransformersBackend:
     # ---- Backend ---------------------------------------------------------------------------
 
     def decode(self, rows: Sequence[tuple[int, int, int, bool]]) -> None:
-        slots = torch.tensor([r[0] for r in rows], dtype=torch.long)
-        positions = torch.tensor([r[1] for r in rows], dtype=torch.long)
-        tokens = torch.tensor([r[2] for r in rows], dtype=torch.long)
-        keep = [i for i, r in enumerate(rows) if r[3]]
-        if int(positions.max()) >= self.n_ctx:
+        positions = [r[1] for r in rows]
+        if max(positions) >= self.n_ctx:
             raise Internal(f"a position is beyond the context ({self.n_ctx} tokens)")
-        cells = slots * self.n_ctx + positions
-        window = slice(int(slots.min()) * self.n_ctx, int(cells.max()) + 1)
+        cells = torch.tensor([r[0] * self.n_ctx + r[1] for r in rows], dtype=torch.long)
         for layer in self.layers:
-            layer.index, layer.window = cells, window
+            layer.index = cells
+        keep = [i for i, r in enumerate(rows) if r[3]]
         try:
             with torch.inference_mode():
                 out = self.model(
-                    input_ids=tokens[None],
-                    position_ids=positions[None],
-                    attention_mask=self._mask(slots, positions, window),
+                    input_ids=torch.tensor([[r[2] for r in rows]], dtype=torch.long),
+                    position_ids=torch.tensor([positions], dtype=torch.long),
+                    attention_mask=self._no_mask,  # slot_attention reads slot_groups instead
                     cache=self.cache,
                     use_cache=True,
                     logits_to_keep=torch.tensor(keep or [0], dtype=torch.long),
+                    slot_groups=self._groups(rows),
                 )
         except (RuntimeError, ValueError, IndexError) as exc:
             raise Internal(f"the model's forward pass failed on {len(rows)} rows: {exc}") from exc
@@ -143,18 +209,16 @@ class TransformersBackend:
         self._logits = out.logits[0].float()
         self._rows = {row: i for i, row in enumerate(keep)}
 
-    def _mask(self, slots: torch.Tensor, positions: torch.Tensor, window: slice) -> Any:
-        cell_slot, cell_pos = self._cell_slot[window], self._cell_pos[window]
-        allowed = (cell_slot[None] == slots[:, None]) & (cell_pos[None] <= positions[:, None])
-        full = self._additive(allowed)
-        if not self.sliding:
-            return full
-        recent = cell_pos[None] > positions[:, None] - self.sliding_window
-        return {"full_attention": full, "sliding_attention": self._additive(allowed & recent)}
-
-    def _additive(self, allowed: torch.Tensor) -> torch.Tensor:
-        mask = torch.zeros(allowed.shape, dtype=self.dtype)
-        return mask.masked_fill_(~allowed, torch.finfo(self.dtype).min)[None, None]
+    def _groups(self, rows: Sequence[tuple[int, int, int, bool]]) -> list[Group]:
+        """Runs of rows of one slot at consecutive positions (a decode row, a prompt chunk)."""
+        groups: list[Group] = []
+        for i, (slot, pos, _, _) in enumerate(rows):
+            last = groups[-1] if groups else None
+            if last is not None and last.base == slot * self.n_ctx and last.pos + last.n == pos:
+                groups[-1] = Group(last.row, last.n + 1, last.pos, last.base)
+            else:
+                groups.append(Group(i, 1, pos, slot * self.n_ctx))
+        return groups
 
     def row_logits(self, row: int) -> torch.Tensor:
         index = self._rows.get(row)

@@ -129,6 +129,11 @@ class TransformersRuntime(Runtime, TextModel):
         self._setup(settings)
 
     def _setup(self, settings: TransformersSettings) -> None:
+        if getattr(self.model.config, "attn_logit_softcapping", None):
+            raise ModelLoadError(
+                f"model {self.config.name!r}: attention logit soft-capping (Gemma 2) is not "
+                "supported by the transformers runtime's attention yet"
+            )
         trained = int(getattr(self.model.config, "max_position_embeddings", 0) or 0)
         n_ctx = settings.n_ctx or 2048
         self.n_ctx = min(n_ctx, trained) if trained > 0 else n_ctx
@@ -176,7 +181,8 @@ class TransformersRuntime(Runtime, TextModel):
         template = self.tokenizer.chat_template
         return TemplateSource(
             template if isinstance(template, str) else None,
-            str(getattr(self.model.config, "model_type", "")),
+            # gemma3_text -> gemma3: the names the known templates are kept under
+            str(getattr(self.model.config, "model_type", "")).removesuffix("_text"),
             self.tokenizer.bos_token or "",
             self.tokenizer.eos_token or "",
         )
