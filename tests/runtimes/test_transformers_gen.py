@@ -142,6 +142,24 @@ def test_a_seed_reproduces_a_sample(client: openai.OpenAI) -> None:
     assert others != {first}
 
 
+def test_logit_bias_and_penalties_steer_the_sample(client: openai.OpenAI) -> None:
+    forced = complete(client, max_tokens=5, temperature=0, logit_bias={"300": 100})
+    text = forced.choices[0].text  # token 300, five times
+    assert text and text == text[: len(text) // 5] * 5
+    # every warper and penalty on a seeded sample: the same seed, the same text
+    options: dict[str, Any] = {
+        "max_tokens": 12,
+        "temperature": 0.8,
+        "top_p": 0.9,
+        "seed": 3,
+        "presence_penalty": 1.5,
+        "frequency_penalty": 0.5,
+        "extra_body": {"min_p": 0.01, "typical_p": 0.95, "repetition_penalty": 1.3},
+    }
+    first = complete(client, **options).choices[0].text
+    assert first and complete(client, **options).choices[0].text == first
+
+
 def test_a_stop_string_ends_the_text_before_it(client: openai.OpenAI) -> None:
     full = complete(client, max_tokens=12, temperature=0).choices[0].text
     stop = full[len(full) // 2 :][:3]
