@@ -5,6 +5,7 @@ and its backend against the model's own forward pass."""
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema
 import openai
 import pytest
 
@@ -164,7 +166,7 @@ def test_a_stop_string_ends_the_text_before_it(client: openai.OpenAI) -> None:
     full = complete(client, max_tokens=12, temperature=0).choices[0].text
     stop = full[len(full) // 2 :][:3]
     reply = complete(client, max_tokens=12, temperature=0, stop=[stop])
-    assert reply.choices[0].finish_reason == "stop"
+    assert reply.choices[0].finish_reason == "stop", reply.choices[0].message.content
     assert reply.choices[0].text == full[: full.index(stop)]
 
 
@@ -250,14 +252,43 @@ def test_live_requests_share_a_prompt_prefix(tiny: Path, client: openai.OpenAI) 
         assert text == library_greedy(tiny, prompt, 8)
 
 
+def test_structured_output_follows_a_schema_and_a_regex(client: openai.OpenAI) -> None:
+    """Random weights write gibberish; llguidance's mask makes it JSON of the schema."""
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"enum": ["yes", "no"]}, "sure": {"type": "boolean"}},
+        "required": ["answer", "sure"],
+        "additionalProperties": False,
+    }
+    reply = client.chat.completions.create(
+        model="tiny",
+        messages=[{"role": "user", "content": "Yes or no?"}],
+        max_tokens=40,
+        temperature=0,
+        response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": schema}},
+    )
+    assert reply.choices[0].finish_reason == "stop", reply.choices[0].message.content
+    jsonschema.validate(json.loads(reply.choices[0].message.content or ""), schema)
+    chat: Any = [{"role": "user", "content": "A date?"}]
+    regex: Any = {"type": "regex", "value": "20[0-9]{2}-[01][0-9]"}  # TGI's, vLLM's
+    dated = client.chat.completions.create(
+        model="tiny", messages=chat, max_tokens=20, temperature=0.9, seed=1, response_format=regex
+    )
+    assert re.fullmatch(r"20[0-9]{2}-[01][0-9]", dated.choices[0].message.content or "")
+
+
 def test_errors_are_400s_that_say_what_to_fix(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError, match="tokens"):
         complete(client, prompt="fox " * N_CTX, max_tokens=4)
-    with pytest.raises(openai.BadRequestError, match="structured output"):
+    broken: Any = {"type": "regex", "value": "(unclosed"}
+    with pytest.raises(openai.BadRequestError, match="regex"):
         client.chat.completions.create(
-            model="tiny",
-            messages=[{"role": "user", "content": "hi"}],
-            response_format={"type": "json_object"},
+            model="tiny", messages=[{"role": "user", "content": "hi"}], response_format=broken
+        )
+    tool: Any = {"type": "function", "function": {"name": "f", "parameters": {}}}
+    with pytest.raises(openai.BadRequestError, match="tool calls"):
+        client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "hi"}], tools=[tool]
         )
 
 

@@ -27,6 +27,7 @@ from transformers import AttentionInterface
 from transformers.cache_utils import Cache, CacheLayerMixin
 
 from modelyard.errors import Internal
+from modelyard.runtimes.transformers_grammar import guide_tokenizer
 from modelyard.runtimes.transformers_sampling import TorchSampler
 from modelyard.spec.generation import SamplingParams, TokenLogprob
 
@@ -155,8 +156,13 @@ class TransformersBackend:
         n_batch: int,
         end_tokens: set[int],
         piece: Any,
+        tokenizer: Any = None,
     ) -> None:
         self.model = model
+        #: The Hugging Face tokenizer, and llguidance's view of it (built at the first
+        #: structured request, on the engine thread).
+        self.tokenizer = tokenizer
+        self._guide_tokenizer: Any = None
         self.n_slots = n_slots
         self.n_ctx = n_ctx
         self.n_cells = n_slots * n_ctx
@@ -228,6 +234,11 @@ class TransformersBackend:
 
     def new_sampler(self, params: SamplingParams) -> TorchSampler:
         return TorchSampler(self, params)
+
+    def guide_tokenizer(self) -> Any:
+        if self._guide_tokenizer is None:
+            self._guide_tokenizer = guide_tokenizer(self.tokenizer)
+        return self._guide_tokenizer
 
     def logprobs(self, row: int, token: int, top: int) -> TokenLogprob:
         logits = self.row_logits(row).double()

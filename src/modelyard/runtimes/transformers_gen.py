@@ -15,8 +15,8 @@ and `chat_template`, are read by the core):
     n_threads   torch's intra-op threads (default: torch's own, the cores)
     dtype       float32 (default) or bfloat16
 
-Structured output and tool calls are refused (400): no grammar library is wired to this
-runtime yet, and a constraint is never ignored silently.
+Structured output (JSON, a JSON Schema, a regular expression) goes through llguidance
+(transformers_grammar.py); tool calls are refused (400): a constraint is never ignored.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from modelyard.errors import Internal, InvalidArgument, ModelLoadError
 from modelyard.runtimes import hf_causal_lm
 from modelyard.runtimes.base import Arrays, Runtime, Signature, TemplateSource, TextModel
 from modelyard.runtimes.transformers_backend import TransformersBackend
+from modelyard.runtimes.transformers_grammar import compile_grammar
 from modelyard.spec.generation import (
     ENGINE_PARAMETERS,
     Backend,
@@ -145,6 +146,7 @@ class TransformersRuntime(Runtime, TextModel):
             n_batch=max(settings.n_batch, slots),
             end_tokens=self._end_tokens(),
             piece=_pieces(self.tokenizer),
+            tokenizer=self.tokenizer,
         )
 
     def _end_tokens(self) -> set[int]:
@@ -209,10 +211,7 @@ class TransformersRuntime(Runtime, TextModel):
         return str(self.tokenizer.decode(tokens, skip_special_tokens=False))
 
     def check_structured(self, structured: Constraint) -> None:
-        raise InvalidArgument(
-            f"model {self.config.name!r} (transformers runtime) does not support structured "
-            "output or tool calls yet; serve a GGUF build of it for those"
-        )
+        compile_grammar(structured)
 
     def details(self) -> dict[str, Any]:
         config = self.model.config

@@ -1,7 +1,8 @@
 """A request's sampler on the transformers runtime: transformers' own logits processors and
 warpers (the ones its `generate` uses, in its order: repetition penalty, then temperature,
 top-k, top-p, min-p, typical), modelyard's extras (presence/frequency penalties, logit bias,
-end tokens held back), and a seeded `torch.Generator` per request."""
+end tokens held back), a seeded `torch.Generator` per request, and structured output
+through llguidance (transformers_grammar.py) masking what the grammar forbids."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from transformers.generation.logits_process import (
     TypicalLogitsWarper,
 )
 
+from modelyard.runtimes.transformers_grammar import Guide, compile_grammar
 from modelyard.spec.generation import SamplingParams
 
 if TYPE_CHECKING:
@@ -38,6 +40,10 @@ class TorchSampler:
             if params.repetition_penalty != 1.0
             else None
         )
+        self.guide: Guide | None = None
+        if params.structured is not None:
+            grammar = compile_grammar(params.structured)
+            self.guide = Guide(backend.guide_tokenizer(), grammar)
         self.generator: torch.Generator | None = None
         if not params.greedy:
             seed = params.seed if params.seed is not None else random.getrandbits(63)
@@ -48,6 +54,8 @@ class TorchSampler:
 
     def sample(self, row: int) -> int:
         scores = self._scores(self.backend.row_logits(row))
+        if self.guide is not None:
+            self.guide.mask(scores)
         if self.generator is None:
             token = int(torch.argmax(scores))
         else:
@@ -55,6 +63,8 @@ class TorchSampler:
             scores = self.warpers(ids, scores[None])[0]
             probs = torch.softmax(scores, dim=-1)
             token = int(torch.multinomial(probs, 1, generator=self.generator))
+        if self.guide is not None:
+            self.guide.accept(token)
         self.history.append(token)
         return token
 
