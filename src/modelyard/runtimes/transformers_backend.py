@@ -32,6 +32,9 @@ from modelyard.runtimes.transformers_sampling import TorchSampler
 from modelyard.spec.generation import SamplingParams, TokenLogprob
 
 ATTENTION = "modelyard_slots"
+#: Attention inputs some architectures pass (soft-capping, attention sinks, ALiBi-like
+#: biases) that slot_attention does not apply: a model that passes one fails its first step.
+_UNSUPPORTED = ("softcap", "s_aux", "sinks", "position_bias")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,9 @@ def slot_attention(
     """Attention for a packed step, registered with transformers' `AttentionInterface`: each
     slot's rows attend to that slot's cells only (torch's sdpa per slot, GQA without copying
     keys; a mask only for a prompt chunk, which is causal within itself)."""
+    unsupported = [k for k in _UNSUPPORTED if kwargs.get(k) is not None]
+    if unsupported:  # never attend differently from the model's own kernels in silence
+        raise ValueError(f"this model's attention needs {unsupported}, which slot_attention lacks")
     out = query.new_empty(query.shape)
     gqa = query.shape[1] != key.shape[1]
     for g in slot_groups:
