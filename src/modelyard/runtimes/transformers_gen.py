@@ -10,7 +10,7 @@ template. `parameters` it reads (all optional; the engine's own, `max_queue`, `p
 and `chat_template`, are read by the core):
 
     n_ctx       tokens one sequence may hold (default: min(2048, max_position_embeddings))
-    n_seq_max   sequences decoded together (default 4); each owns n_ctx cells of the cache
+    n_seq_max   sequences decoded together (default 8); each owns n_ctx cells of the cache
     n_batch     tokens per forward pass (default 256)
     n_threads   torch's intra-op threads (default: torch's own, the cores)
     dtype       float32 (default) or bfloat16
@@ -52,7 +52,7 @@ _THREADS = threading.Lock()
 @dataclass
 class TransformersSettings:
     n_ctx: int = 0
-    n_seq_max: int = 4
+    n_seq_max: int = 8
     n_batch: int = 256
     n_threads: int = 0
     dtype: str = "float32"
