@@ -463,7 +463,9 @@ class Engine:
         """Tokens `seq` may read before a follower's shared boundary (the chunk ends there, so
         the follower takes the cells before the leader reads past them)."""
         ahead = [
-            f.share - seq.n_past for f in self._running if f.leader is seq and f.share > seq.n_past
+            f.share - seq.n_past
+            for f in self._running
+            if f.leader is seq and f.share > seq.n_past
         ]
         return min(ahead, default=len(seq.pending))
 
