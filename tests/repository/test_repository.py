@@ -89,3 +89,27 @@ def test_a_model_folder_given_as_the_repository_is_that_model(model_repo: Path) 
     assert sorted(found["addsub"].versions) == [1, 2]
     yaml_model = scan([model_repo / "countdown"])  # model.yaml + model.py
     assert list(yaml_model) == ["countdown"]
+
+
+def _hf_folder(folder: Path, architecture: str) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(f'{{"architectures": ["{architecture}"]}}')
+    (folder / "model.safetensors").write_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}")
+    return folder
+
+
+def test_a_hugging_face_causal_lm_folder_is_the_transformers_runtimes(tmp_path: Path) -> None:
+    _hf_folder(tmp_path / "tiny", "LlamaForCausalLM")
+    _hf_folder(tmp_path / "bert", "BertModel")  # an encoder: not a generator, not a model here
+    both = _hf_folder(tmp_path / "both", "LlamaForCausalLM")
+    (both / "model.yaml").write_text("parameters: {n_ctx: '64'}\n")
+    (both / "model.gguf").write_bytes(b"GGUF")
+    found = scan([tmp_path])
+    assert set(found) == {"tiny", "both"}
+    tiny = found["tiny"]
+    assert tiny.config.runtime == "transformers"
+    assert "LlamaForCausalLM" in tiny.config.reasons["runtime"]
+    assert tiny.versions == {1: tmp_path / "tiny" / "config.json"}
+    # a folder that also holds a GGUF is not guessed: it must say which file (or runtime)
+    error = found["both"].error or ""
+    assert "model.gguf" in error and "config.json" in error

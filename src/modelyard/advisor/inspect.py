@@ -59,10 +59,16 @@ def _inspector_for(path: Path) -> Inspector:
         raise InvalidArgument(f"{path} is a folder without a model artifact the advisor knows")
     if not path.exists():
         raise InvalidArgument(f"{path} does not exist")
+    if path.name == "config.json" and any(path.parent.glob("*.safetensors")):
+        return _hf_folder_of  # a Hugging Face folder's config (the transformers artifact)
     inspector = INSPECTORS.get(path.suffix.lower())
     if inspector is None and is_gguf(path):
         return formats.inspect_gguf
     return inspector or _unknown
+
+
+def _hf_folder_of(path: Path) -> ArtifactInfo:
+    return formats_other.inspect_hf_folder(path.parent)
 
 
 def _unknown(path: Path) -> ArtifactInfo:

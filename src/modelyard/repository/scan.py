@@ -3,6 +3,11 @@
     REPO/NAME/config.pbtxt + REPO/NAME/<version>/model.onnx     Triton layout
     REPO/NAME/model.yaml + files (or <version>/ folders)          simple layout
     REPO/NAME.onnx | .joblib | .skops | .ubj | .json | .txt     a bare file; its stem is the name
+    REPO/NAME/config.json + *.safetensors + tokenizer files      a Hugging Face causal LM
+
+A Hugging Face folder (what `save_pretrained` writes) whose config.json names a `*ForCausalLM`
+architecture is a text generator served by the transformers runtime, with or without a
+`model.yaml` beside it; a `model.yaml` or `config.pbtxt` naming another runtime wins.
 
 A folder with an OVMS `config.json` (`model_config_list`) is read as OVMS reads it instead: its
 models and pipelines are those the file lists (`repository/ovms.py`). A pipeline (an ensemble,
@@ -22,7 +27,7 @@ import yaml
 
 from modelyard.errors import ModelyardError
 from modelyard.repository.config import from_yaml, parse_pbtxt
-from modelyard.runtimes import RUNTIMES, runtime_for_file, runtime_suffixes
+from modelyard.runtimes import RUNTIMES, hf_causal_lm, runtime_for_file, runtime_suffixes
 from modelyard.spec.config import ModelConfig
 
 log = logging.getLogger("modelyard.repository")
@@ -136,13 +141,17 @@ def _read_folder(folder: Path) -> ModelSource | None:
         config, layout = from_yaml(yaml.safe_load(yml.read_text()), folder.name), "simple"
     elif any(p.is_dir() and p.name.isdigit() for p in folder.iterdir()):
         config, layout = ModelConfig(folder.name), "triton"
+    elif hf_causal_lm(folder) is not None:
+        config, layout = ModelConfig(folder.name), "simple"
     else:
         return None
     version_dirs = {int(p.name): p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()}
-    if config.pipeline is not None:  # a pipeline's versions hold no files of their own
-        return ModelSource(folder.name, folder, layout, config, version_dirs or {1: folder})
     if not version_dirs and layout == "simple":
         version_dirs = {1: folder}
+    if config.pipeline is not None:  # a pipeline's versions hold no files of their own
+        return ModelSource(folder.name, folder, layout, config, version_dirs or {1: folder})
+    if config.runtime is None and version_dirs:
+        _hf_runtime(config, version_dirs[max(version_dirs)])
     versions = {v: _artifact(d, config) for v, d in version_dirs.items()}
     if config.runtime is None and versions:
         latest = versions[max(versions)]
@@ -154,6 +163,18 @@ def _read_folder(folder: Path) -> ModelSource | None:
             f"known runtimes: {', '.join(RUNTIMES)}"
         )
     return ModelSource(folder.name, folder, layout, config, versions)
+
+
+def _hf_runtime(config: ModelConfig, version_dir: Path) -> None:
+    """A Hugging Face causal-LM folder is the transformers runtime's (a GGUF build of the same
+    model would be llamacpp's: a folder holding both must name its runtime)."""
+    architecture = hf_causal_lm(version_dir)
+    if architecture is None or any(version_dir.glob("*.gguf")):
+        return
+    config.runtime = "transformers"
+    config.reasons["runtime"] = (
+        f"a Hugging Face folder whose config.json names {architecture} (transformers)"
+    )
 
 
 def _artifact(version_dir: Path, config: ModelConfig) -> Path:

@@ -9,6 +9,7 @@ keeps a list of suffixes.
 from __future__ import annotations
 
 import importlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,7 @@ __all__ = [
     "TextModel",
     "build_runtime",
     "defines_triton_model",
+    "hf_causal_lm",
     "isolation",
     "resolved_runtime",
     "runtime_class",
@@ -98,6 +100,16 @@ RUNTIMES: dict[str, RuntimeInfo] = {
     ),
     "llamacpp": RuntimeInfo(
         "modelyard.runtimes.llamacpp", "LlamaCppRuntime", "llm", (".gguf",), "model.gguf"
+    ),
+    # A Hugging Face causal-LM folder (config.json naming a *ForCausalLM, *.safetensors):
+    # its config.json is the version's artifact, so sharded weights need no file name.
+    "transformers": RuntimeInfo(
+        "modelyard.runtimes.transformers_gen",
+        "TransformersRuntime",
+        "transformers",
+        (".safetensors",),
+        "config.json",
+        claims_suffixes=False,
     ),
     "sentence": RuntimeInfo(
         "modelyard.runtimes.sentence",
@@ -180,6 +192,21 @@ def defines_triton_model(path: Path) -> bool:
     except OSError:
         return False
     return any(line.startswith("class TritonPythonModel") for line in source.splitlines())
+
+
+def hf_causal_lm(folder: Path) -> str | None:
+    """The `*ForCausalLM` architecture a Hugging Face folder's config.json names when the
+    folder also holds safetensors weights (the transformers runtime's folders), else None."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    architectures = config.get("architectures") if isinstance(config, dict) else None
+    if not isinstance(architectures, list) or not any(folder.glob("*.safetensors")):
+        return None
+    return next(
+        (a for a in architectures if isinstance(a, str) and a.endswith("ForCausalLM")), None
+    )
 
 
 def runtime_for_file(path: Path) -> str | None:
