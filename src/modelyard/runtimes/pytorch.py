@@ -60,8 +60,9 @@ def archive_kind(names: Sequence[str]) -> str:
 
 
 def thread_count(params: dict[str, str], name: str) -> int:
-    """A thread-count parameter, read under its own or Triton's upper-case name."""
-    raw = params.get(name, params.get(name.upper(), "0"))
+    """A thread-count parameter, read under Triton's upper-case name or its own (Triton's
+    first: a config written for Triton says it, and the advisor fills only the lower-case one)."""
+    raw = params.get(name.upper(), params.get(name, "0"))
     try:
         return int(raw)
     except ValueError:
