@@ -287,3 +287,22 @@ def test_what_torch_refuses_is_invalid_argument(tmp_path: Path) -> None:
     wide = np.zeros((2, 5), dtype=np.float32)
     with pytest.raises(InvalidArgument, match=r"rejected the inputs: .*size\(\)\[1\] == 4"):
         loaded.runtime.infer({"a": wide, "b": wide})
+
+
+def test_torchscript_in_the_simple_layout(tmp_path: Path) -> None:
+    _, mlp = models()
+    script(mlp, tmp_path / "addsub" / "model.pt")
+    (tmp_path / "addsub" / "model.yaml").write_text(
+        "max_batch_size: 4\n"
+        "inputs:\n"
+        "  - {name: INPUT__1, datatype: FP32, shape: [4]}\n"
+        "  - {name: INPUT__0, datatype: FP32, shape: [4]}\n"
+        "outputs:\n"
+        "  - {name: OUTPUT__1, datatype: FP32, shape: [4]}\n"
+    )
+    loaded = _load(tmp_path, "addsub")
+    assert loaded.config.runtime == "pytorch"
+    _, (_, diff) = _reference()
+    got = loaded.runtime.infer({"INPUT__0": A, "INPUT__1": B})  # by position: a, b
+    assert list(got) == ["OUTPUT__1"]
+    np.testing.assert_allclose(got["OUTPUT__1"], diff, rtol=1e-5)
