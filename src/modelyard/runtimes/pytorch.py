@@ -110,7 +110,7 @@ class PyTorchRuntime(Runtime):
     def infer(self, inputs: Arrays) -> Arrays:
         if torch.get_num_threads() != self._threads:
             torch.set_num_threads(self._threads)  # per OpenMP thread: this worker thread
-        args = [torch.from_numpy(np.ascontiguousarray(inputs[n])) for n in self._input_order]
+        args = [_tensor(inputs[n]) for n in self._input_order]
         try:
             with torch.inference_mode():
                 result = self._call(args)
@@ -249,6 +249,14 @@ def _tensor_spec(name: str, value: Any) -> TensorSpec:
         raise ModelLoadError(f"tensor {name!r} has type {value.dtype}, which is not supported")
     dims = [d if isinstance(d, int) else -1 for d in value.shape]
     return TensorSpec(name, datatype, dims)
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    """The array as a tensor sharing its memory, or a copy when the array is read-only (a
+    request's binary tail): torch has no read-only tensors, and a model may write its inputs."""
+    if not array.flags.writeable:
+        return torch.from_numpy(np.array(array, order="C"))
+    return torch.from_numpy(np.ascontiguousarray(array))
 
 
 def _to_numpy(value: Any) -> np.ndarray:
