@@ -1,12 +1,11 @@
 """Inspectors for formats modelyard recognises but serves through runtimes still to come (or
-not at all): Hugging Face folders and safetensors, TorchScript / torch.export archives,
-OpenVINO IR and TensorRT engines. Sizes come from headers and file sizes only."""
+not at all): Hugging Face folders and safetensors, OpenVINO IR and TensorRT engines. Sizes come
+from headers and file sizes only (PyTorch archives: formats_torch.py)."""
 
 from __future__ import annotations
 
 import json
 import struct
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -125,25 +124,6 @@ def _hf_llm(config: dict[str, Any]) -> LLMShape:
         int(config.get("vocab_size", 0)),
         int(config.get("max_position_embeddings", 0)),
         width,
-    )
-
-
-def inspect_torch_archive(path: Path) -> ArtifactInfo:
-    """TorchScript (`.pt` with code/) or a torch.export program (`.pt2`)."""
-    with zipfile.ZipFile(path) as archive:
-        names = archive.namelist()
-        data = sum(i.file_size for i in archive.infolist() if "/data/" in i.filename)
-    kind = (
-        "torch-export"
-        if path.suffix == ".pt2" or any("/models/" in n for n in names)
-        else "torchscript"
-    )
-    return ArtifactInfo(
-        path,
-        kind,
-        container="zip",
-        size_bytes=path.stat().st_size,
-        weight_bytes=data or path.stat().st_size,
     )
 
 

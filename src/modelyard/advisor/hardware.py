@@ -29,7 +29,7 @@ LIBRARIES: dict[str, str] = {
     "lightgbm": "lightgbm",
     "llamacpp": "llama_cpp",
     "openvino": "openvino",
-    "torch": "torch",
+    "pytorch": "torch",
     "transformers": "transformers",
     "vllm": "vllm",
     "tensorrt": "tensorrt",

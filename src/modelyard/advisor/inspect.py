@@ -8,7 +8,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from modelyard.advisor import formats, formats_other, formats_tabular
+from modelyard.advisor import formats, formats_other, formats_tabular, formats_torch
 from modelyard.advisor.artifact import ArtifactInfo
 from modelyard.advisor.gguf_header import is_gguf
 from modelyard.errors import InvalidArgument
@@ -30,9 +30,9 @@ INSPECTORS: dict[str, Inspector] = {
     ".txt": formats_tabular.inspect_lightgbm,
     ".lgb": formats_tabular.inspect_lightgbm,
     ".safetensors": formats_other.inspect_safetensors,
-    ".pt": formats_other.inspect_torch_archive,
-    ".pth": formats_other.inspect_torch_archive,
-    ".pt2": formats_other.inspect_torch_archive,
+    ".pt": formats_torch.inspect_torch_archive,
+    ".pth": formats_torch.inspect_torch_archive,
+    ".pt2": formats_torch.inspect_torch_archive,
     ".xml": formats_other.inspect_openvino,
     ".plan": formats_other.inspect_tensorrt,
     ".engine": formats_other.inspect_tensorrt,

@@ -33,7 +33,8 @@ class MemoryCost:
 
 
 # format or format/container -> cost. Measured with onnxruntime 1.32, scikit-learn 1.9,
-# skops 0.16, xgboost 3.2, lightgbm 4.7, llama-cpp-python 0.3.36 on Python 3.11 (docs/advisor.md).
+# skops 0.16, xgboost 3.2, lightgbm 4.7, llama-cpp-python 0.3.36, torch 2.13 on Python 3.11
+# (docs/advisor.md).
 COSTS: dict[str, MemoryCost] = {
     "onnx": MemoryCost(29, 4, 1.05, True),
     "sklearn/skops": MemoryCost(108, 1, 3.0, True),
@@ -45,8 +46,12 @@ COSTS: dict[str, MemoryCost] = {
     "gguf": MemoryCost(10, 4, 1.0, True),
     "hf": MemoryCost(600, 50, 1.0, False),
     "safetensors": MemoryCost(600, 50, 1.0, False),
-    "torchscript": MemoryCost(300, 20, 1.0, False),
-    "torch-export": MemoryCost(300, 20, 1.0, False),
+    # torch 2.13 (CPU): importing torch 260 MiB, the first model's kernels and allocator ~17
+    # more; torch.export.load imports torch.export/fx on top (~107 MiB with the first model);
+    # each further model ~1 MiB plus its weights (a 24 MiB MLP: 24 MiB).
+    "torchscript": MemoryCost(277, 1, 1.0, True),
+    "torch-export": MemoryCost(367, 1, 1.0, True),
+    "torch-export/aoti": MemoryCost(280, 5, 1.0, False),  # a compiled .so: not measured
     "openvino": MemoryCost(60, 10, 1.0, False),
     "tensorrt": MemoryCost(0, 100, 1.0, False),
     "unknown": MemoryCost(0, 0, 1.0, False),

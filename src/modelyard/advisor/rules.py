@@ -24,6 +24,8 @@ from typing import Any
 
 Facts = Mapping[str, Any]
 _TABULAR = "onnx|sklearn|xgboost|lightgbm"
+#: Runtimes whose models take a batch dimension the batcher can merge requests along.
+_BATCHED = _TABULAR + "|pytorch"
 
 
 @dataclass(frozen=True)
@@ -95,8 +97,9 @@ RUNTIME_RULES: tuple[Rule, ...] = (
     Rule(
         "torch",
         ("format in torchscript|torch-export",),
-        runtime="torch",
-        reason="TorchScript and torch.export programs run on PyTorch",
+        runtime="pytorch",
+        reason="TorchScript and torch.export programs run on PyTorch (libtorch's CPU kernels, "
+        "as Triton's PyTorch backend runs them)",
     ),
     Rule(
         "openvino-ir",
@@ -182,17 +185,32 @@ SETTING_RULES: tuple[Rule, ...] = (
         },
         reason="a GPU and onnxruntime's CUDA execution provider: the graph runs on the GPU",
     ),
+    # -- PyTorch ---------------------------------------------------------------------------
+    Rule(
+        "pytorch-threads",
+        ("runtime == pytorch", "not instances_pinned"),
+        settings={"parameters.intra_op_thread_count": "{physical_cores}", "instance_count": 1},
+        reason="torch parallelises inside each operator: one instance with a thread per "
+        "physical core ({physical_cores}); extra hyper-threads only contend",
+    ),
+    Rule(
+        "pytorch-threads-per-instance",
+        ("runtime == pytorch", "instances_pinned"),
+        settings={"parameters.intra_op_thread_count": "{threads_per_instance}"},
+        reason="the config runs {instances} instances: {threads_per_instance} torch threads "
+        "each keep the {physical_cores} physical cores from being oversubscribed",
+    ),
     # -- batching (models whose artifact takes a batch dimension) ----------------------------
     Rule(
         "batch-latency",
-        (f"runtime in {_TABULAR}", "dynamic_batch", "goal == latency"),
+        (f"runtime in {_BATCHED}", "dynamic_batch", "goal == latency"),
         settings={"max_batch_size": "{max_batch}", "dynamic_batching.max_queue_delay_us": 0},
         reason="every input and output has a dynamic first dimension; latency goal: requests "
         "that arrive together run as one batch (up to {max_batch}), none waits for more",
     ),
     Rule(
         "batch-throughput",
-        (f"runtime in {_TABULAR}", "dynamic_batch", "goal == throughput"),
+        (f"runtime in {_BATCHED}", "dynamic_batch", "goal == throughput"),
         settings={
             "max_batch_size": "{max_batch}",
             "dynamic_batching.max_queue_delay_us": "{batch_delay_us}",
@@ -362,11 +380,12 @@ ELSEWHERE_RULES: tuple[Rule, ...] = (
         "OpenVINO execution provider",
     ),
     Rule(
-        "torch-elsewhere",
+        "torch-onnx",
         ("format in torchscript|torch-export",),
-        system="Triton's PyTorch backend, or export to ONNX and serve it here",
-        better=True,
-        reason="modelyard's torch runtime is not built yet",
+        system="modelyard's onnx runtime after torch.onnx.export",
+        better=False,
+        reason="onnxruntime often runs small graphs faster than torch on CPU, with a smaller "
+        "library; measure both (`modelyard bench`) before converting",
     ),
     Rule(
         "onnx-gpu-tensorrt",

@@ -87,6 +87,8 @@ _KNOWN_TRITON_KEYS = {
 _PLATFORMS = {
     "onnxruntime_onnx": "onnx",
     "onnxruntime": "onnx",
+    "pytorch_libtorch": "pytorch",
+    "pytorch": "pytorch",
     "python": "python",
     "sklearn": "sklearn",
     "xgboost": "xgboost",

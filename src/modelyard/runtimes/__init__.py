@@ -67,6 +67,10 @@ class RuntimeInfo:
 
 RUNTIMES: dict[str, RuntimeInfo] = {
     "onnx": RuntimeInfo("modelyard.runtimes.onnx", "OnnxRuntime", "onnx", (".onnx",), "model.onnx"),
+    # TorchScript (Triton's pytorch_libtorch) and torch.export programs / AOTInductor packages.
+    "pytorch": RuntimeInfo(
+        "modelyard.runtimes.pytorch", "PyTorchRuntime", "pytorch", (".pt", ".pt2"), "model.pt"
+    ),
     "sklearn": RuntimeInfo(
         "modelyard.runtimes.sklearn",
         "SklearnRuntime",
