@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from modelyard.advisor.advise import advise
 from modelyard.advisor.artifact import human_bytes, human_count
 from modelyard.advisor.gguf_header import FILE_TYPES, GGML_TYPES, read_header
 from modelyard.advisor.hardware import probe_at
@@ -213,6 +214,17 @@ def test_sliding_window_layers_hold_only_the_window(tmp_path: Path) -> None:
     # 3 full layers hold 8192 tokens; 15 windowed layers hold 512 + one 512-token batch
     assert info.llm.kv_cache_bytes(8192, 1) == per_layer * (3 * 8192 + 15 * 1024)
     assert info.llm.kv_cache_bytes(512, 1) == per_layer * 18 * 512
+    assert info.llm.kv_cache_bytes(8192, 1, swa_full=True) == per_layer * 18 * 8192
+    # the advisor keeps the full window when it adds at most half the estimate and fits
+    roomy = advise(info, am.LAPTOP)
+    assert roomy.settings["parameters.swa_full"] == "true"
+    assert "longer than the 512-token window" in roomy.reasons["parameters.swa_full"]
+    full = estimate_for_parameters(
+        info, {k.split(".")[1]: str(v) for k, v in roomy.settings.items()}
+    )
+    assert full.kv_cache == roomy.memory.kv_cache  # the estimate counts the full window
+    tight = advise(info, am.LAPTOP, memory=roomy.memory.total - 1)
+    assert "parameters.swa_full" not in tight.settings
 
 
 def test_budget_refusal_carries_the_estimate(tmp_path: Path) -> None:

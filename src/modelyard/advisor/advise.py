@@ -108,6 +108,9 @@ def advise(
     hw.libraries_for(LIBRARY_RUNTIMES.get(info.format, ""))
     budget = memory or hw.memory_available_bytes
     context, parallel, estimate = size_for_budget(info, goal, budget, instances)
+    swa_extra = _swa_full_cost(info, estimate, budget)
+    if swa_extra:
+        estimate = estimate_memory(info, context, estimate.parallel or 1, estimate.cells, True)
     facts = base_facts(info, hw, goal, latency_ms, budget, estimate)
     facts.update(
         llm_context=context,
@@ -115,6 +118,9 @@ def advise(
         llm_slots=estimate.parallel or parallel,
         llm_cells=estimate.cells,
         sequences=_plural(parallel, "sequence"),
+        swa_full=bool(swa_extra),
+        swa_extra_size=human_bytes(swa_extra),
+        sliding_window=info.llm.sliding_window if info.llm is not None else 0,
         instances_pinned=instances is not None,
         instances=instances or 1,
         threads_per_instance=max(1, hw.physical_cores // (instances or 1)),
@@ -124,6 +130,23 @@ def advise(
     _apply_settings(rec, facts)
     _collect(rec, facts)
     return rec
+
+
+#: The most the full sliding-window cache may add to an LLM's estimate, as a share of it, for
+#: the advisor to keep it (prefix reuse past the window is worth that much memory, no more).
+SWA_FULL_SHARE = 0.5
+
+
+def _swa_full_cost(info: ArtifactInfo, estimate: MemoryEstimate, budget: int) -> int:
+    """What keeping every token in the sliding-window layers adds (0: not worth it, no such
+    layers, or over the budget): prompt prefixes longer than the window are reused only then."""
+    if info.llm is None or not info.generates_text or not info.llm.swa_layers:
+        return 0
+    full = estimate_memory(info, estimate.context, estimate.parallel or 1, estimate.cells, True)
+    extra = full.kv_cache - estimate.kv_cache
+    if extra <= 0 or full.total > budget or extra > SWA_FULL_SHARE * estimate.total:
+        return 0
+    return extra
 
 
 def size_for_budget(

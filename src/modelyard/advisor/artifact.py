@@ -44,14 +44,21 @@ class LLMShape:
         return sum(self.kv_heads) * (self.key_length + self.value_length) * 2
 
     def kv_cache_bytes(
-        self, context: int, parallel: int, batch: int = 512, cells: int | None = None
+        self,
+        context: int,
+        parallel: int,
+        batch: int = 512,
+        cells: int | None = None,
+        swa_full: bool = False,
     ) -> int:
         """The KV cache for `parallel` sequences of `context` tokens, or for `cells` tokens
         shared by `parallel` sequences: full-attention layers hold every token, sliding-window
-        layers the window per sequence plus one batch."""
+        layers the window per sequence plus one batch (every token too with `swa_full`)."""
         per_layer = self.kv_bytes_per_token // max(1, self.layers)
         tokens = cells or context * parallel
         window = min(tokens, -(-(self.sliding_window * parallel + batch) // 256) * 256)
+        if swa_full:
+            window = tokens
         full = self.layers - self.swa_layers
         return per_layer * (full * tokens + self.swa_layers * window)
 

@@ -134,7 +134,11 @@ def _installed(module: str) -> bool:
 
 
 def estimate_memory(
-    info: ArtifactInfo, context: int | None = None, parallel: int = 1, cells: int | None = None
+    info: ArtifactInfo,
+    context: int | None = None,
+    parallel: int = 1,
+    cells: int | None = None,
+    swa_full: bool = False,
 ) -> MemoryEstimate:
     """Memory to serve `info`; LLMs with `parallel` sequences of up to `context` tokens each
     sharing a KV cache of `cells` tokens (default: a whole context for each)."""
@@ -157,7 +161,7 @@ def estimate_memory(
             estimate.parallel = parallel
             estimate.cells = max(cells or estimate.context * parallel, estimate.context)
             estimate.kv_cache = info.llm.kv_cache_bytes(
-                estimate.context, parallel, cells=estimate.cells
+                estimate.context, parallel, cells=estimate.cells, swa_full=swa_full
             )
             estimate.overhead += info.llm.vocab * LLAMA_SEQUENCE_VOCAB_BYTES * parallel
     return estimate
@@ -173,7 +177,9 @@ def estimate_for_parameters(info: ArtifactInfo, parameters: dict[str, str]) -> M
     n_seq_max, kv_size, as the llamacpp runtime reads them), else one sequence."""
     context = _int_param(parameters, "n_ctx")
     parallel = _int_param(parameters, "n_seq_max") or 1
-    return estimate_memory(info, context, parallel, _int_param(parameters, "kv_size"))
+    swa_full = parameters.get("swa_full", "").strip().lower() in ("1", "true", "yes", "on")
+    cells = _int_param(parameters, "kv_size")
+    return estimate_memory(info, context, parallel, cells, swa_full)
 
 
 def _int_param(parameters: dict[str, str], key: str) -> int | None:

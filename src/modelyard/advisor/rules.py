@@ -286,6 +286,16 @@ SETTING_RULES: tuple[Rule, ...] = (
         "(trained for {trained_context})",
     ),
     Rule(
+        "llm-swa-full",
+        ("runtime == llamacpp", "llm", "swa_full"),
+        settings={"parameters.swa_full": "true"},
+        reason="the sliding-window layers keep every token ({swa_extra_size} more): a prompt "
+        "prefix longer than the {sliding_window}-token window (a shared system prompt, a "
+        "chat's earlier turns) is reused instead of read again",
+        measured="8 streamed chats sharing a 1,000-token system prompt on Gemma 3 270M: "
+        "44 -> 73 tok/s, TTFT p99 7.0 -> 4.0 s",
+    ),
+    Rule(
         "llm-embedding",
         ("runtime == llamacpp", "embedding"),
         settings={
