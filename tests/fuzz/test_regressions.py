@@ -196,6 +196,7 @@ def test_unload_under_requests_in_flight_answers_503(tmp_path: Path) -> None:
     with ServerProcess(str(tmp_path), *args) as server:
         answers, late, again = asyncio.run(run(server.url))
     assert late.status_code == 503 and "not ready" in late.json()["error"]
-    assert [a.status_code for a in answers] == [200, 503, 503, 503]
-    assert all("was unloaded" in a.json()["error"] for a in answers[1:])
+    # whichever of the four reached the model first ran; the three queued behind it did not
+    assert sorted(a.status_code for a in answers) == [200, 503, 503, 503]
+    assert all("was unloaded" in a.json()["error"] for a in answers if a.status_code == 503)
     assert again.status_code == 200  # loaded again, it serves

@@ -27,7 +27,12 @@ def _object(properties: Schema, required: tuple[str, ...] = (), **extra: Any) ->
 
 
 _STRING: Schema = {"type": "string"}
-_NAME: Schema = {"type": "string", "minLength": 1, "description": "a model's name"}
+_NAME: Schema = {
+    "type": "string",
+    "minLength": 1,
+    "pattern": "\\S",  # not blank: readers strip a name's white space
+    "description": "a model's name",
+}
 _BOOL: Schema = {"type": "boolean"}
 _INT: Schema = {"type": "integer"}
 _ANY_OBJECT: Schema = {"type": "object", "additionalProperties": True}
