@@ -27,10 +27,13 @@ def _object(properties: Schema, required: tuple[str, ...] = (), **extra: Any) ->
 
 
 _STRING: Schema = {"type": "string"}
+#: Not blank: a character that is neither ECMAScript's white space (the pattern's dialect) nor
+#: one Python's `str.strip()` also removes (\x1c-\x1f, \x85), as the readers strip names.
+_NOT_BLANK = r"[^\s\x1c-\x1f\x85]"
 _NAME: Schema = {
     "type": "string",
     "minLength": 1,
-    "pattern": "\\S",  # not blank: readers strip a name's white space
+    "pattern": _NOT_BLANK,
     "description": "a model's name",
 }
 _BOOL: Schema = {"type": "boolean"}
@@ -350,7 +353,7 @@ _KEEP_ALIVE = {
     "description": "a duration (5m, 1h30m, 90s, 250ms) or seconds; negative: forever",
 }
 #: Ollama's names: surrounding blanks are dropped, so one character must be more.
-_OLLAMA_NAME: Schema = {"type": "string", "pattern": r"\S", "description": "a model's name"}
+_OLLAMA_NAME: Schema = {"type": "string", "pattern": _NOT_BLANK, "description": "a model's name"}
 _FORMAT = {"oneOf": [{"type": "string", "enum": ["json"]}, _ANY_OBJECT]}
 _OLLAMA_COMMON = {
     "model": _OLLAMA_NAME,
