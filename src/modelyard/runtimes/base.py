@@ -12,6 +12,7 @@ config; library errors are translated into `modelyard.errors` here.
 from __future__ import annotations
 
 import abc
+import logging
 from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,37 @@ import numpy as np
 from modelyard.errors import InvalidArgument, ModelyardError
 from modelyard.spec.calls import ModelCalls
 from modelyard.spec.config import ModelConfig, TensorSpec
-from modelyard.spec.generation import Backend, Constraint
+from modelyard.spec.generation import ENGINE_PARAMETERS, Backend, Constraint
+
+log = logging.getLogger("modelyard.runtimes")
+
+#: Model parameters the server reads for any model (the engine's, the batcher's inline limit,
+#: the pickle switch, the advisor's goal and tuning), never a runtime's own.
+SERVER_PARAMETERS = frozenset(ENGINE_PARAMETERS) | {
+    "trust_pickle",
+    "inline_max_us",
+    "goal",
+    "tune",
+    "tune_budget",
+    "latency_ms",
+}
+
+
+def warn_unknown_parameters(
+    runtime: str, model: str, parameters: dict[str, str], own: set[str]
+) -> None:
+    """Log the parameters neither `runtime` (its `own`) nor the server reads: ignored."""
+    known = own | SERVER_PARAMETERS
+    unknown = set(parameters) - known
+    if unknown:
+        log.warning(
+            "model %s: unknown %s parameters %s ignored (known: %s)",
+            model,
+            runtime,
+            sorted(unknown),
+            ", ".join(sorted(known)),
+        )
+
 
 Arrays = dict[str, np.ndarray]
 Signature = tuple[list[TensorSpec], list[TensorSpec]]

@@ -30,14 +30,20 @@ from typing import Any, ClassVar
 import numpy as np
 
 from modelyard.errors import Internal, InvalidArgument, ModelLoadError
-from modelyard.runtimes.base import Arrays, Runtime, Signature, TemplateSource, TextModel
+from modelyard.runtimes.base import (
+    Arrays,
+    Runtime,
+    Signature,
+    TemplateSource,
+    TextModel,
+    warn_unknown_parameters,
+)
 from modelyard.runtimes.llamacpp_backend import LlamaBackend
 from modelyard.runtimes.llamacpp_embed import Embedder
 from modelyard.runtimes.llamacpp_grammar import check_tool, gbnf
 from modelyard.runtimes.llamacpp_lib import lc
 from modelyard.spec.config import ModelConfig
 from modelyard.spec.generation import (
-    ENGINE_PARAMETERS,
     Backend,
     Constraint,
     ToolCalling,
@@ -65,11 +71,6 @@ _OWN_PARAMETERS = {
     "embedding",
     "pooling",
 }
-_KNOWN_PARAMETERS = (
-    _OWN_PARAMETERS
-    | set(ENGINE_PARAMETERS)
-    | {"trust_pickle", "inline_max_us", "goal", "tune", "tune_budget", "latency_ms"}
-)
 
 
 @dataclass
@@ -87,14 +88,7 @@ class LlamaSettings:
 
     @classmethod
     def read(cls, parameters: dict[str, str], model: str) -> LlamaSettings:
-        unknown = set(parameters) - _KNOWN_PARAMETERS
-        if unknown:
-            log.warning(
-                "model %s: unknown llamacpp parameters %s ignored (known: %s)",
-                model,
-                sorted(unknown),
-                ", ".join(sorted(_KNOWN_PARAMETERS)),
-            )
+        warn_unknown_parameters("llamacpp", model, parameters, _OWN_PARAMETERS)
         out = cls()
         try:
             for key, value in parameters.items():

@@ -30,11 +30,17 @@ from typing import Any, ClassVar
 
 from modelyard.errors import Internal, InvalidArgument, ModelLoadError
 from modelyard.runtimes import hf_causal_lm
-from modelyard.runtimes.base import Arrays, Runtime, Signature, TemplateSource, TextModel
+from modelyard.runtimes.base import (
+    Arrays,
+    Runtime,
+    Signature,
+    TemplateSource,
+    TextModel,
+    warn_unknown_parameters,
+)
 from modelyard.runtimes.transformers_backend import TransformersBackend
 from modelyard.runtimes.transformers_grammar import compile_grammar
 from modelyard.spec.generation import (
-    ENGINE_PARAMETERS,
     Backend,
     Constraint,
     generation_signature,
@@ -43,7 +49,6 @@ from modelyard.spec.generation import (
 log = logging.getLogger("modelyard.transformers")
 
 _OWN_PARAMETERS = {"n_ctx", "n_seq_max", "n_batch", "n_threads", "dtype"}
-_KNOWN_PARAMETERS = _OWN_PARAMETERS | set(ENGINE_PARAMETERS) | {"inline_max_us"}
 _DTYPES = ("float32", "bfloat16")
 #: torch's thread count is one per process: the first model that sets it decides.
 _THREADS = threading.Lock()
@@ -59,14 +64,7 @@ class TransformersSettings:
 
     @classmethod
     def read(cls, parameters: dict[str, str], model: str) -> TransformersSettings:
-        unknown = set(parameters) - _KNOWN_PARAMETERS
-        if unknown:
-            log.warning(
-                "model %s: unknown transformers parameters %s ignored (known: %s)",
-                model,
-                sorted(unknown),
-                ", ".join(sorted(_KNOWN_PARAMETERS)),
-            )
+        warn_unknown_parameters("transformers", model, parameters, _OWN_PARAMETERS)
         out = cls()
         try:
             for key, value in parameters.items():
