@@ -54,8 +54,8 @@ from modelyard.repository.pipeline_advice import advised_reasons, served_advice
 from modelyard.repository.residency import (
     ResidencyPolicy,
     Resident,
-    estimate_bytes,
     expired,
+    served_estimate,
     victims,
 )
 from modelyard.repository.scan import ModelSource, read_entry, reread, scan
@@ -400,8 +400,7 @@ class ModelService:
             return 0
         if source.config.pipeline is not None:
             return 0  # its steps count as the models they are
-        selected = source.config.version_policy.select(list(source.versions))
-        return sum(estimate_bytes(source.config, source.versions[v]) for v in selected)
+        return served_estimate(source.config, source.versions)
 
     async def _make_room(self, name: str, needed: int) -> None:
         loaded: list[Resident] = [e for e in self.entries.values() if e.versions]
@@ -492,10 +491,9 @@ class ModelService:
     def _steps_estimate(self, pipeline: PipelineSpec) -> int:
         steps = [self.entries.get(m) for m in pipeline.models]
         return sum(
-            estimate_bytes(e.source.config, e.source.versions[v])
+            served_estimate(e.source.config, e.source.versions)
             for e in steps
             if e is not None and not e.versions
-            for v in e.source.config.version_policy.select(list(e.source.versions))
         )
 
     async def _load_steps(self, entry: ModelEntry, options: LoadOptions | None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from modelyard.advisor.apply import PREFIX
 from modelyard.advisor.pipelines import PipelineAdvice, advise_pipeline, step_facts
-from modelyard.repository.residency import estimate_bytes
+from modelyard.repository.residency import served_estimate
 from modelyard.repository.scan import ModelSource
 from modelyard.spec.config import ModelConfig
 
@@ -19,16 +19,14 @@ def served_advice(
     assert config.pipeline is not None
     facts = {
         name: step_facts(
-            step, source.path if source.path.is_dir() else None, _estimate(source), name in loaded
+            step,
+            source.path if source.path.is_dir() else None,
+            served_estimate(source.config, source.versions),
+            name in loaded,
         )
         for name, (step, source) in steps.items()
     }
     return advise_pipeline(config.name, config.pipeline, config.max_batch_size, facts)
-
-
-def _estimate(source: ModelSource) -> int:
-    selected = source.config.version_policy.select(list(source.versions))
-    return sum(estimate_bytes(source.config, source.versions[v]) for v in selected)
 
 
 def advised_reasons(advice: PipelineAdvice) -> dict[str, str]:

@@ -43,6 +43,12 @@ class Resident(Protocol):
     def last_used(self) -> float: ...
 
 
+def served_estimate(config: ModelConfig, versions: dict[int, Path]) -> int:
+    """The estimate of serving every version of `versions` the config's policy selects."""
+    selected = config.version_policy.select(list(versions))
+    return sum(estimate_bytes(config, versions[v]) for v in selected)
+
+
 def estimate_bytes(config: ModelConfig, artifact: Path) -> int:
     """The advisor's estimate of serving this model; the file size when it cannot tell."""
     from modelyard.advisor.apply import estimate_for
