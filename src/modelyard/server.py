@@ -117,13 +117,11 @@ class Modelyard:
         if self.settings.model_control_mode == "poll":
             tasks.append(asyncio.create_task(self._poll()))
         _log_models(self.models)
-        from modelyard.tuning.auto import autotune, wanted
+        from modelyard.tuning.auto import watch
 
-        if wanted(self.models):  # `tune: auto` models: measured after readiness, not before
-            settings = self.settings
-            tasks.append(
-                asyncio.create_task(autotune(self.models, settings.goal, settings.trust_pickle))
-            )
+        # `tune: auto` models: measured after readiness, not before; later loads too
+        settings = self.settings
+        tasks.append(asyncio.create_task(watch(self.models, settings.goal, settings.trust_pickle)))
         try:
             yield
         finally:

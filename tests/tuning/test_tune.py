@@ -159,3 +159,18 @@ def test_advise_shows_the_rules_pick_and_the_tuned_one_with_their_figures(
         subprocess.run(latency, capture_output=True, text=True, env=env, check=True).stdout
     )
     assert all(m["tuned"] is None for m in document["models"])  # tuned for throughput only
+
+
+def test_tune_auto_covers_a_model_loaded_later_through_the_repository_api(
+    auto_repo: Path, tmp_path: Path
+) -> None:
+    log = tmp_path / "explicit.log"
+    with _served(auto_repo, tmp_path / "cache", log, "--model-control-mode", "explicit") as server:
+        assert httpx.get(f"{server.url}/v2/models/automlp/ready", timeout=10).status_code == 400
+        loaded = httpx.post(f"{server.url}/v2/repository/models/automlp/load", timeout=60)
+        assert loaded.status_code == 200, loaded.text
+        started = time.monotonic()
+        while "tuned and reloaded" not in log.read_text():
+            assert time.monotonic() - started < 60, log.read_text()
+            time.sleep(0.5)
+        assert _metadata(server, "automlp")["reason.instance_count"].startswith("tuned: ")

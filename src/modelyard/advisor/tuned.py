@@ -26,24 +26,36 @@ from modelyard.settings import cache_dir
 log = logging.getLogger("modelyard.advisor")
 
 SCHEMA = "modelyard-tuned/1"
-#: Runtimes `modelyard tune` searches (and whose loads look for a tuned pick: only their
-#: artifacts are hashed, never a multi-GB GGUF).
-TUNED_RUNTIMES = ("onnx", "pytorch", "sklearn", "xgboost", "lightgbm")
+#: Runtimes `modelyard tune` searches (and whose loads look for a tuned pick).
+TUNED_RUNTIMES = ("onnx", "pytorch", "sklearn", "xgboost", "lightgbm", "llamacpp")
+#: Files larger than this are keyed by their size and their first and last SAMPLE bytes, not
+#: read whole (a multi-GB GGUF: its header holds every tensor's name, shape and offset).
+WHOLE_DIGEST_MAX = 256 * 2**20
+SAMPLE = 16 * 2**20
 _WHERE = {"front": "through the HTTP front"}
 
 
 @dataclass
 class Figures:
-    """One configuration measured: closed-loop throughput and latency at 1 and N clients."""
+    """One configuration measured: closed-loop throughput and latency at 1 and N clients.
+    For a text generator (`unit` "tok/s"): generated tokens/s at N streams, and the time to
+    the first token (p50 at one stream, p99 at N)."""
 
-    rps: float  # requests per second at `concurrency` clients
-    p50_ms: float  # median latency at 1 client
-    p99_ms: float  # 99th percentile at `concurrency` clients
+    rps: float  # requests (tokens, for "tok/s") per second at `concurrency` clients
+    p50_ms: float  # median latency (time to first token) at 1 client
+    p99_ms: float  # 99th percentile (of the time to first token) at `concurrency` clients
     concurrency: int
     c1_rps: float = 0.0
     where: str = "in-process"  # "in-process" | "front" (the KServe HTTP front, JSON bodies)
+    unit: str = "req/s"  # "req/s" | "tok/s"
 
     def describe(self) -> str:
+        if self.unit == "tok/s":
+            return (
+                f"{_count(self.rps)} tok/s at {self.concurrency} streams, first token p99 "
+                f"{self.p99_ms:.3g} ms (p50 {self.p50_ms:.3g} ms at 1 stream, "
+                f"{_count(self.c1_rps)} tok/s)" + f" ({_WHERE.get(self.where, self.where)})"
+            )
         return (
             f"{_count(self.rps)} req/s at c={self.concurrency}, p50 {self.p50_ms:.2g} ms at c=1"
             + f" ({_WHERE.get(self.where, self.where)})"
@@ -67,7 +79,11 @@ class TunedPick:
         text = f"measured: {self.figures.describe()}"
         if self.default_figures is not None:
             d = self.default_figures
-            text += f"; the rules' pick: {_count(d.rps)} req/s, p50 {d.p50_ms:.2g} ms"
+            if d.unit == "tok/s":
+                text += f"; the rules' pick: {_count(d.rps)} tok/s, "
+                text += f"first token p99 {d.p99_ms:.3g} ms"
+            else:
+                text += f"; the rules' pick: {_count(d.rps)} req/s, p50 {d.p50_ms:.2g} ms"
         return f"{text}, {self.date}"
 
     def to_json(self) -> dict[str, Any]:
@@ -146,8 +162,9 @@ _DIGESTS_LOCK = threading.Lock()
 
 
 def digest(artifact: Path) -> str:
-    """sha256 of the artifact (of every file under it, for a folder); remembered per
-    (path, size, mtime) for the life of the process."""
+    """sha256 of the artifact (of every file under it, for a folder; of its size and first
+    and last SAMPLE bytes for a file over WHOLE_DIGEST_MAX); remembered per (path, size,
+    mtime) for the life of the process."""
     files = sorted(p for p in artifact.rglob("*") if p.is_file()) if artifact.is_dir() else []
     stat = artifact.stat()
     key = (str(artifact.resolve()), stat.st_size, stat.st_mtime_ns)
@@ -159,6 +176,12 @@ def digest(artifact: Path) -> str:
         if files:
             sha.update(str(path.relative_to(artifact)).encode() + b"\0")
         with path.open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > WHOLE_DIGEST_MAX:
+                sha.update(f"{size}\0".encode() + f.read(SAMPLE))
+                f.seek(size - SAMPLE)
+                sha.update(f.read(SAMPLE))
+                continue
             for block in iter(lambda: f.read(1 << 20), b""):
                 sha.update(block)
     with _DIGESTS_LOCK:

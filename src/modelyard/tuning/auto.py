@@ -2,7 +2,8 @@
 (in-process only: the server's own front is serving) and reloads it with the pick when done.
 Readiness never waits for it; the model serves with the rules' pick meanwhile. A model whose
 pick is cached already (this artifact, machine, version and goal) loads with it and is not
-measured again."""
+measured again. Models loaded later (the repository API, polling, on demand) are looked for
+every WATCH_S seconds."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ log = logging.getLogger("modelyard.tune")
 
 #: Search time of one model unless its `tune_budget` parameter says otherwise.
 DEFAULT_BUDGET_S = 60.0
+#: How often loaded models are looked at for a `tune: auto` not yet served.
+WATCH_S = 1.0
 
 
 def wanted(models: ModelService) -> list[str]:
@@ -34,9 +37,25 @@ def wanted(models: ModelService) -> list[str]:
     return names
 
 
-async def autotune(models: ModelService, goal: str, trust_pickle: bool) -> None:
-    """Tune each model that asks for it, one after the other, and apply each pick."""
-    for name in wanted(models):
+async def watch(models: ModelService, goal: str, trust_pickle: bool) -> None:
+    """For the server's life: tune each loaded model that asks for it, once per load."""
+    tried: dict[str, object] = {}  # name -> the loaded version tried (not again if it failed)
+    while True:
+        for name in wanted(models):
+            versions = models.entries[name].versions
+            loaded = versions[max(versions)] if versions else None
+            if loaded is None or tried.get(name) is loaded:
+                continue
+            tried[name] = loaded
+            await autotune(models, goal, trust_pickle, [name])
+        await asyncio.sleep(WATCH_S)
+
+
+async def autotune(
+    models: ModelService, goal: str, trust_pickle: bool, names: list[str] | None = None
+) -> None:
+    """Tune each model that asks for it (of `names`), one after the other, and apply each pick."""
+    for name in wanted(models) if names is None else names:
         source = models.entries[name].source
         try:
             budget = parse_duration(source.config.parameters.get("tune_budget")) or DEFAULT_BUDGET_S

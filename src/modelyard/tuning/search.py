@@ -30,8 +30,9 @@ from modelyard.advisor.tuned import Figures, TunedPick, save_tuned
 from modelyard.errors import Internal, InvalidArgument, Unavailable
 from modelyard.repository.scan import ModelSource, read_entry, scan
 from modelyard.spec.config import ModelConfig
-from modelyard.tuning import inprocess
+from modelyard.tuning import inprocess, llm
 from modelyard.tuning.front import FrontServer
+from modelyard.tuning.llm import LLM_CONCURRENCY, LLM_TUNABLE, llm_knobs
 from modelyard.tuning.space import (
     DELAY,
     TUNABLE,
@@ -78,15 +79,20 @@ class TuneOptions:
     budget_s: float = 60.0
     front: bool = True  # measure the finalists through a real server
     concurrency: int = 64
+    llm_concurrency: int = LLM_CONCURRENCY  # streams, for a text generator
     trust_pickle: bool = False
 
 
 def score(figures: Figures, goal: str, latency_ms: float | None) -> float:
-    """Higher is better: req/s for throughput (0 over a latency bound), 1/p50 for latency."""
+    """Higher is better: req/s for throughput (0 over a latency bound), 1/p50 for latency;
+    for a text generator tokens/s, and for latency 1/(p99 time to first token at N streams):
+    queueing is the latency."""
     if latency_ms:
         return figures.rps if figures.p99_ms <= latency_ms else 0.0
     if goal == "throughput":
         return figures.rps
+    if figures.unit == "tok/s":
+        return 1.0 / max(figures.p99_ms, 1e-6)
     return 1.0 / max(figures.p50_ms, 1e-6)
 
 
@@ -116,25 +122,35 @@ def tune(
             f"model {source.name!r} runs on {runtime or 'no runtime'}; modelyard tune searches "
             f"the knobs of {', '.join(TUNABLE)} models"
         )
-    space = knobs(runtime, hw, rules.max_batch_size > 0)
-    search = _Search(source, version, space, goal, options, began, stop)
-    progress(f"{source.name}: {runtime}, goal {goal}; the rules' pick first")
+    search = _Search(source, version, [], goal, options, began, stop)
     search.progress = progress
-    best = search.run(start_from(settings_of(rules), space))
-    deadline = began + options.budget_s * (IN_PROCESS_SHARE if options.front else 1.0)
-    while search.has_time(deadline):
-        step = search.best_step(best, deadline)
-        if step is None:
-            break
-        best = step
+    progress(f"{source.name}: {runtime}, goal {goal}; the rules' pick first")
+    if runtime in LLM_TUNABLE:
+        if rules.parameters.get("embedding") == "true" or "kv_size" not in rules.parameters:
+            raise InvalidArgument(
+                f"model {source.name!r} is an embedding model: only text generators' slots "
+                "are searched"
+            )
+        if not options.front:
+            raise InvalidArgument(
+                f"model {source.name!r} generates text: it is measured through a server "
+                "(modelyard tune without --in-process)"
+            )
+        default, winner = _tune_llm(search, rules, began + options.budget_s)
+    else:
+        search.space = knobs(runtime, hw, rules.max_batch_size > 0)
+        best = search.climb(
+            search.run(start_from(settings_of(rules), search.space)),
+            deadline=(began + options.budget_s * (IN_PROCESS_SHARE if options.front else 1.0)),
+        )
+        default, winner = search.trials[0], best
+        if options.front and began + options.budget_s - time.monotonic() >= MIN_FRONT_S:
+            try:
+                default, winner = search.through_front(default, winner, began + options.budget_s)
+            except Internal as exc:  # the figures stay the in-process ones
+                progress(f"{source.name}: not measured through the front: {exc.message}")
     if stop is not None and stop.is_set():
         raise Unavailable(f"tuning {source.name!r} was stopped")
-    default, winner = search.trials[0], best
-    if options.front and began + options.budget_s - time.monotonic() >= MIN_FRONT_S:
-        try:
-            default, winner = search.through_front(default, winner, began + options.budget_s)
-        except Internal as exc:  # the figures stay the in-process ones
-            progress(f"{source.name}: not measured through the front: {exc.message}")
     chosen = winner if search.gain(winner, default) >= MIN_GAIN else default
     pick = TunedPick(
         runtime=runtime,
@@ -171,17 +187,26 @@ class _Search:
         self.seen: set[tuple[tuple[str, str], ...]] = set()
         self.completed: ModelConfig | None = None  # the model's config as it loaded
         self.progress: Callable[[str], None] = log.info
-        self.trial_s = 0.0  # how long the last in-process trial took
+        self.trial_s = 0.0  # how long the last trial took
+        #: How a trial is measured: in-process, or through a front (text generators).
+        self.measure: Callable[[Settings], Figures] = self.in_process
 
     def has_time(self, deadline: float) -> bool:
-        """Whether one more in-process trial fits before `deadline` (and no stop was asked)."""
+        """Whether one more trial fits before `deadline` (and no stop was asked)."""
         if self.stop is not None and self.stop.is_set():
             return False
         return time.monotonic() + self.trial_s <= deadline
 
-    def run(self, settings: Settings) -> Trial:
-        began = time.monotonic()
-        self.seen.add(key_of(settings))
+    def climb(self, best: Trial, deadline: float) -> Trial:
+        """From `best`, step to the best neighbour while one gains MIN_GAIN and time is left."""
+        while self.has_time(deadline):
+            step = self.best_step(best, deadline)
+            if step is None:
+                break
+            best = step
+        return best
+
+    def in_process(self, settings: Settings) -> Figures:
         figures, self.completed = inprocess.measure(
             self.source,
             self.version,
@@ -190,6 +215,12 @@ class _Search:
             trust_pickle=self.options.trust_pickle,
             goal=self.goal,
         )
+        return figures
+
+    def run(self, settings: Settings) -> Trial:
+        began = time.monotonic()
+        self.seen.add(key_of(settings))
+        figures = self.measure(settings)
         trial = Trial(settings, figures)
         self.trials.append(trial)
         self.trial_s = time.monotonic() - began
@@ -236,6 +267,24 @@ class _Search:
                 self.progress(f"  {show(trial.settings)}: {figures.describe()}")
                 measured.append(Trial(trial.settings, figures))
         return measured[0], measured[-1]
+
+
+def _tune_llm(search: _Search, rules: ModelConfig, deadline: float) -> tuple[Trial, Trial]:
+    """A text generator's slots, every trial through a real server (tuning/llm.py); the
+    rules' context and KV cells stay as they are. The rules' pick and the winner."""
+    search.space = llm_knobs(rules)
+    streams = search.options.llm_concurrency
+    kept = {f"parameters.{k}": rules.parameters[k] for k in ("n_ctx", "kv_size")}
+    source = search.source
+    with FrontServer(source.path.parent, source.name, search.options.trust_pickle) as server:
+
+        def through_server(settings: Settings) -> Figures:
+            server.configure(source.config, {**kept, **settings}, rules.max_batch_size)
+            return llm.measure(server.url, source.name, streams)
+
+        search.measure = through_server
+        first = search.run(start_from(settings_of(rules), search.space))
+        return first, search.climb(first, deadline)
 
 
 def settings_of(config: ModelConfig) -> Settings:
