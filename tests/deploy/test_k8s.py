@@ -103,7 +103,7 @@ needs_helm = pytest.mark.skipif(
 def schema_errors(obj: dict[str, Any]) -> list[str]:
     key = (obj.get("apiVersion"), obj.get("kind"))
     assert key in SCHEMA_FILES, f"no vendored schema for {key}"
-    schema = json.loads((SCHEMAS / SCHEMA_FILES[key]).read_text())  # type: ignore[index]
+    schema = json.loads((SCHEMAS / SCHEMA_FILES[key]).read_text())
     validator = validator_for(schema, default=Draft202012Validator)(schema)
     return [
         f"{obj['kind']} {'.'.join(map(str, e.absolute_path))}: {e.message}"
