@@ -4,7 +4,7 @@ manifests under deploy/k8s that are rendered from it for users without Helm.
 Helm here is `helm-python-sdk` (the `test` extra): Helm's Go SDK behind a C ABI, so `render` is
 what `helm template` prints, without a helm binary. After a chart change:
 
-    .venv/bin/python -m tests.deploy.chart      # rewrites deploy/k8s from the chart
+    make k8s-manifests      # or .venv/bin/python -m tests.deploy.chart: rewrites deploy/k8s
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ PLAIN_FILES: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
 
 HEADER = (
     "# Rendered from deploy/helm/modelyard (release {release}, namespace {namespace}{values}) by\n"
-    "# `python -m tests.deploy.chart`; change the chart, not this file. docs/kubernetes.md.\n"
+    "# `make k8s-manifests`; change the chart, not this file. docs/kubernetes.md.\n"
 )
 
 

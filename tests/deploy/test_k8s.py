@@ -144,7 +144,7 @@ def test_the_chart_renders_valid_objects(name: str) -> None:
 @pytest.mark.parametrize("file", chart.PLAIN_FILES)
 def test_the_plain_manifests_are_the_charts_rendering(file: str) -> None:
     assert (chart.PLAIN / file).read_text() == chart.plain_text(file), (
-        f"deploy/k8s/{file} is stale: run `python -m tests.deploy.chart`"
+        f"deploy/k8s/{file} is stale: run `make k8s-manifests`"
     )
 
 
