@@ -10,7 +10,7 @@ LLAMA_VERSION := 0.3.36
 WHEELHOUSE    := .wheelhouse
 LLAMA_WHEEL    = $(wildcard $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl)
 
-.PHONY: install llama-wheel demo test lint typecheck browser clean
+.PHONY: install llama-wheel demo test lint typecheck browser k8s-manifests clean
 
 install: $(STAMP)
 
@@ -62,6 +62,11 @@ lint: install
 
 typecheck: install
 	$(BIN)/mypy
+
+# deploy/k8s is the Helm chart rendered by Helm's own engine (helm-python-sdk, the test extra);
+# a test fails when the committed files differ from this
+k8s-manifests: install
+	$(BIN)/python -m tests.deploy.chart
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -1,4 +1,4 @@
-"""deploy/grafana/modelyard.json charts only what the server exports: every metric its PromQL
+"""deploy/grafana's dashboards chart only what the server exports: every metric its PromQL
 (panels and variables) names, and every label it matches on, is read from a real server's
 /metrics after traffic on a tensor model and a text generator (driven by `modelyard bench`)."""
 
@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import re
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +16,22 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from modelyard.bench import Plan, run_bench
 from modelyard.bench.options import Step
+from tests.deploy.promql import exported, selectors
 from tests.server_process import ServerProcess
 
 pytestmark = pytest.mark.slow
 
-DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "modelyard.json"
-PROMQL_CALLS = {"sum", "max", "rate", "histogram_quantile", "label_values"}
-NAME = r"[A-Za-z_:][A-Za-z0-9_:]*"
+GRAFANA = Path(__file__).resolve().parents[2] / "deploy" / "grafana"
+#: the one server's dashboard, and the cluster's (every replica scraped through the chart's
+#: ServiceMonitor, summed by pod)
+DASHBOARDS = ("modelyard.json", "modelyard-cluster.json")
+#: labels Prometheus adds to each series it scrapes from a Kubernetes target (the chart's
+#: ServiceMonitor adds `node`); only the cluster dashboard matches on them
+TARGET_LABELS = {"namespace", "service", "pod", "node", "container", "endpoint", "job", "instance"}
 
 
-def dashboard() -> dict[str, Any]:
-    loaded: dict[str, Any] = orjson.loads(DASHBOARD.read_bytes())
+def dashboard(name: str = "modelyard.json") -> dict[str, Any]:
+    loaded: dict[str, Any] = orjson.loads((GRAFANA / name).read_bytes())
     return loaded
 
 
@@ -35,35 +39,6 @@ def expressions(board: dict[str, Any]) -> list[str]:
     found = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
     found += [v["definition"] for v in board["templating"]["list"] if v["type"] == "query"]
     return found
-
-
-def selectors(expr: str) -> list[tuple[str, set[str]]]:
-    """(metric, labels it matches on) for each metric the expression reads."""
-    bare = re.sub(r'"[^"]*"', '""', expr)
-    bare = re.sub(r"\[[^\]]*\]", "", bare)  # range durations
-    bare = re.sub(r"\b(by|without)\s*\([^)]*\)", "", bare)  # grouping labels
-    calls = set(re.findall(rf"({NAME})\s*\(", bare))
-    assert calls <= PROMQL_CALLS, f"unexpected PromQL functions {calls - PROMQL_CALLS} in {expr}"
-    if bare.startswith("label_values("):  # label_values(metric, label)
-        metric, label = (part.strip() for part in bare[13:-1].split(","))
-        return [(metric, {label})]
-    found = []
-    for match in re.finditer(rf"({NAME})\s*(\{{[^}}]*\}})?", bare):
-        name, matchers = match.group(1), match.group(2) or ""
-        if name in calls:
-            continue
-        found.append((name, set(re.findall(rf"({NAME})\s*=~?", matchers))))
-    return found
-
-
-def exported(url: str) -> dict[str, set[str]]:
-    """Every sample name on /metrics, with the labels it carries."""
-    text = httpx.get(f"{url}/metrics", timeout=10).text
-    names: dict[str, set[str]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            names.setdefault(sample.name, set()).update(sample.labels)
-    return names
 
 
 def test_selectors_are_read_from_the_expressions() -> None:
@@ -76,6 +51,10 @@ def test_selectors_are_read_from_the_expressions() -> None:
         ("vllm:b_total", {"model_name", "finished_reason"}),
     ]
     assert selectors("label_values(vllm:c, model_name)") == [("vllm:c", {"model_name"})]
+    assert selectors('label_values(m{namespace=~"$n",service=~"a,b"}, pod)') == [
+        ("m", {"namespace", "service", "pod"})
+    ]
+    assert selectors("sum(a) or vector(0)") == [("a", set())]
 
 
 def test_every_metric_the_dashboard_charts_is_exported(
@@ -88,25 +67,43 @@ def test_every_metric_the_dashboard_charts_is_exported(
     names = exported(server.url)
     for name, labels in exported(llm_server.url).items():
         names.setdefault(name, set()).update(labels)
-    board = dashboard()
-    used = [s for expr in expressions(board) for s in selectors(expr)]
-    assert len({name for name, _ in used}) >= 20
-    missing = sorted({name for name, _ in used if name not in names})
-    assert not missing, f"the dashboard charts metrics the server does not export: {missing}"
-    wrong = sorted({f"{n}{{{label}}}" for n, labels in used for label in labels - names[n]})
-    assert not wrong, f"the dashboard matches on labels these metrics lack: {wrong}"
+    for file in DASHBOARDS:
+        board = dashboard(file)
+        added = TARGET_LABELS if file == "modelyard-cluster.json" else set()
+        used = [s for expr in expressions(board) for s in selectors(expr)]
+        assert len({name for name, _ in used}) >= 12
+        missing = sorted({name for name, _ in used if name not in names})
+        assert not missing, f"{file} charts metrics the server does not export: {missing}"
+        wrong = sorted(
+            {f"{n}{{{label}}}" for n, labels in used for label in labels - names[n] - added}
+        )
+        assert not wrong, f"{file} matches on labels these metrics lack: {wrong}"
     (kv,) = _values(llm_server.url, "vllm:kv_cache_usage_perc", "tiny")
     assert 0 < kv < 1  # the prompts' prefixes stay cached
 
 
-def test_every_panel_has_a_query_and_a_place() -> None:
-    board = dashboard()
+@pytest.mark.parametrize("file", DASHBOARDS)
+def test_every_panel_has_a_query_and_a_place(file: str) -> None:
+    board = dashboard(file)
     charts = [p for p in board["panels"] if p["type"] != "row"]
     assert len(charts) >= 15
     for panel in charts:
         assert panel["targets"] and panel["datasource"]["uid"] == "${datasource}"
         assert {"h", "w", "x", "y"} <= panel["gridPos"].keys()
     assert len({p["id"] for p in board["panels"]}) == len(board["panels"])
+
+
+def test_the_cluster_dashboard_shows_each_replica() -> None:
+    """Per-replica panels group by pod (or node), and every query narrows to the chosen
+    namespace and Service, so two releases in one Prometheus stay apart."""
+    board = dashboard("modelyard-cluster.json")
+    charts = [p for p in board["panels"] if p["type"] == "timeseries"]
+    by_pod = [p for p in charts if any("by (pod)" in t["expr"] for t in p["targets"])]
+    assert len(by_pod) >= 8
+    assert any("by (node)" in t["expr"] for p in charts for t in p["targets"])
+    for expr in expressions(board):
+        for _, labels in selectors(expr):
+            assert "namespace" in labels, expr
 
 
 def _values(url: str, name: str, model: str) -> list[float]:
