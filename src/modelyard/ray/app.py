@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from ray import serve
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.serve.handle import DeploymentHandle
 
@@ -29,12 +28,17 @@ from modelyard.ray.ingress import Message, RayFront
 from modelyard.ray.replica import ModelReplica, ReplicaOptions
 from modelyard.ray.scaling import Placement, deployment_options, threads_of
 from modelyard.repository.scan import ModelSource, scan
+from ray import serve
 
 log = logging.getLogger("modelyard.ray")
 
 #: The application's name in Ray Serve and its route prefix.
 APP_NAME = "modelyard"
-#: Errors of a replica that went away: the request fails with 503, the client may retry.
+#: Requests one ingress replica holds at once (through Ray's proxy).
+INGRESS_ONGOING = 4096
+#: Times a request whose replica died is sent again (to a live one).
+RETRIES = 2
+#: Errors of a replica that went away.
 GONE = (ActorDiedError, ActorUnavailableError, RayActorError)
 
 
@@ -47,17 +51,35 @@ class HandleRemote:
         self.streaming = handle.options(stream=True)
 
     async def infer(self, request: InferRequest) -> InferResponse:
-        try:
-            response: InferResponse = await self.handle.infer.remote(request)
-        except ModelyardError:
-            raise
-        except GONE as exc:
-            raise Unavailable(f"model {self.name!r}: its replica went away ({exc})") from exc
-        return response
+        """Run `request` on a replica; one that dies holding it hands it to another (Ray
+        routes the retry to a live replica): inference is a function of its inputs, so a
+        request the dead replica had started runs again rather than fails."""
+        for attempt in range(RETRIES + 1):
+            try:
+                response: InferResponse = await self.handle.infer.remote(request)
+                return response
+            except GONE as exc:
+                if attempt == RETRIES:
+                    raise Unavailable(
+                        f"model {self.name!r}: its replicas went away ({exc})"
+                    ) from exc
+                log.warning("model %s: a replica went away (%s); retrying", self.name, exc)
+        raise AssertionError("unreachable")
 
     async def http(self, scope: dict[str, Any], body: bytes) -> AsyncIterator[Message]:
-        async for message in self.streaming.http.remote(scope, body):
-            yield message
+        """Forward an HTTP request; retried elsewhere if its replica dies before answering
+        (a stream cut after its first message ends there, as a dropped connection would)."""
+        for attempt in range(RETRIES + 1):
+            answered = False
+            try:
+                async for message in self.streaming.http.remote(scope, body):
+                    answered = True
+                    yield message
+                return
+            except GONE as exc:
+                if answered or attempt == RETRIES:
+                    raise
+                log.warning("model %s: a replica went away (%s); retrying", self.name, exc)
 
 
 @serve.deployment(name="model")
@@ -69,9 +91,7 @@ class Ingress:
     """The ingress deployment: modelyard's `RayFront` over the models' handles, behind Ray's
     HTTP proxy, and on its own port too when `port` is given (past the proxy)."""
 
-    async def __init__(
-        self, handles: dict[str, DeploymentHandle], options: dict[str, Any]
-    ) -> None:
+    async def __init__(self, handles: dict[str, DeploymentHandle], options: dict[str, Any]) -> None:
         remotes = {name: HandleRemote(name, handle) for name, handle in handles.items()}
         self.front = RayFront(remotes, int(options.get("max_request_bytes", 64 << 20)))
         self.server: Any = None
@@ -95,7 +115,8 @@ def build_app(args: dict[str, Any]) -> serve.Application:
 
     Other args: `models` (comma-separated names; default every model), `trust_pickle`,
     `workers` (each replica's threads), `host` and `port` (the ingress also serves there,
-    past Ray's HTTP proxy), `max_request_bytes`."""
+    past Ray's HTTP proxy), `ingress_node` (the node IP the ingress runs on),
+    `max_request_bytes`."""
     repository = Path(str(args.get("repository") or "")).expanduser()
     if not repository.is_dir():
         raise InvalidArgument(f"repository {str(repository)!r} is not a folder")
@@ -107,7 +128,18 @@ def build_app(args: dict[str, Any]) -> serve.Application:
         max_request_bytes=int(args.get("max_request_bytes", 64 << 20)),
     )
     handles = {name: _model_deployment(sources[name], repository, replica) for name in wanted}
-    return IngressDeployment.bind(handles, {k: args[k] for k in ("host", "port") if k in args})
+    own = {k: args[k] for k in ("host", "port", "max_request_bytes") if k in args}
+    return IngressDeployment.options(**_ingress_options(args)).bind(handles, own)
+
+
+def _ingress_options(args: dict[str, Any]) -> dict[str, Any]:
+    """The ingress holds every request in flight (Ray's default of 5 would queue the rest in
+    the proxy) and, given a node, runs there (where `modelyard serve --ray` said it serves)."""
+    options: dict[str, Any] = {"max_ongoing_requests": INGRESS_ONGOING}
+    if args.get("ingress_node"):
+        resource = f"node:{args['ingress_node']}"
+        options["ray_actor_options"] = {"num_cpus": 1, "resources": {resource: 0.001}}
+    return options
 
 
 def _model_deployment(

@@ -134,21 +134,27 @@ def model_named(path: str, body: bytes, encoding: str | None) -> str | None:
 
 
 def merge_listings(bodies: list[Any]) -> Any:
-    """One listing from each deployment's (each lists its own model as loaded): a KServe
-    repository index (a list), OpenAI's `data` or Ollama's `models`. An entry named by several
-    answers is the one that says READY, else the first."""
+    """One listing from each deployment's (each lists its own model as loaded and the others
+    as found on disk): a KServe repository index (a list), OpenAI's `data` or Ollama's
+    `models`. A model some deployment lists as READY is listed by those entries alone."""
     if not bodies:
         return []
     first = bodies[0]
     field = next((f for f in ("data", "models") if isinstance(first, dict) and f in first), None)
+    items = [item for body in bodies for item in (body[field] if field else body)]
+    ready = {_name(item) for item in items if item.get("state") == "READY"}
     merged: dict[tuple[str, str], Any] = {}
-    for body in bodies:
-        for item in body[field] if field else body:
-            key = (str(item.get("id") or item.get("name")), str(item.get("version", "")))
-            if key not in merged or item.get("state") == "READY":
-                merged[key] = item
-    items = [merged[key] for key in sorted(merged)]
-    return {**first, field: items} if field else items
+    for item in items:
+        name = _name(item)
+        if name in ready and item.get("state") != "READY":
+            continue
+        merged.setdefault((name, str(item.get("version", ""))), item)
+    listed = [merged[key] for key in sorted(merged)]
+    return {**first, field: listed} if field else listed
+
+
+def _name(item: dict[str, Any]) -> str:
+    return str(item.get("id") or item.get("name") or item.get("model"))
 
 
 async def _collect(messages: AsyncIterator[Message]) -> tuple[int, list[Any], bytes]:

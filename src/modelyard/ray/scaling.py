@@ -88,7 +88,9 @@ def autoscaling_config(config: ModelConfig) -> dict[str, Any] | None:
             f"model {config.name!r}: unknown autoscaling keys {sorted(unknown)}; "
             f"known: {sorted(AUTOSCALING_KEYS)}"
         )
-    out = {AUTOSCALING_KEYS[key]: _number(config.name, key, value) for key, value in section.items()}
+    out = {
+        AUTOSCALING_KEYS[key]: _number(config.name, key, value) for key, value in section.items()
+    }
     low, high = out.setdefault("min_replicas", 1), out.setdefault("max_replicas", 1)
     if not 0 <= low <= high or high < 1:
         raise InvalidArgument(
