@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
-from ray.serve.handle import DeploymentHandle
+from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from modelyard.advisor.apply import advise_config, estimate_for
 from modelyard.core.types import InferRequest, InferResponse
@@ -45,7 +45,7 @@ GONE = (ActorDiedError, ActorUnavailableError, RayActorError)
 class HandleRemote:
     """A model's deployment handle as the ingress's `Remote`."""
 
-    def __init__(self, name: str, handle: DeploymentHandle) -> None:
+    def __init__(self, name: str, handle: DeploymentHandle[Any]) -> None:
         self.name = name
         self.handle = handle
         self.streaming = handle.options(stream=True)
@@ -72,7 +72,9 @@ class HandleRemote:
         for attempt in range(RETRIES + 1):
             answered = False
             try:
-                async for message in self.streaming.http.remote(scope, body):
+                stream = self.streaming.http.remote(scope, body)
+                assert isinstance(stream, DeploymentResponseGenerator)  # stream=True
+                async for message in stream:
                     answered = True
                     yield message
                 return
@@ -82,16 +84,17 @@ class HandleRemote:
                 log.warning("model %s: a replica went away (%s); retrying", self.name, exc)
 
 
-@serve.deployment(name="model")
-class ModelDeployment(ModelReplica):
-    """A model's replicas: `ModelReplica`, deployed."""
+#: A model's replicas: `ModelReplica`, deployed (named `model-NAME` per model).
+ModelDeployment = serve.deployment(name="model")(ModelReplica)
 
 
 class Ingress:
     """The ingress deployment: modelyard's `RayFront` over the models' handles, behind Ray's
     HTTP proxy, and on its own port too when `port` is given (past the proxy)."""
 
-    async def __init__(self, handles: dict[str, DeploymentHandle], options: dict[str, Any]) -> None:
+    async def __init__(  # type: ignore[misc] # Ray awaits an async constructor
+        self, handles: dict[str, DeploymentHandle[Any]], options: dict[str, Any]
+    ) -> None:
         remotes = {name: HandleRemote(name, handle) for name, handle in handles.items()}
         self.front = RayFront(remotes, int(options.get("max_request_bytes", 64 << 20)))
         self.server: Any = None
@@ -148,7 +151,8 @@ def _model_deployment(
     options = deployment_options(source.config, _placement(source))
     log.info("model %s on Ray: %s", source.name, options)
     deployment = ModelDeployment.options(name=f"model-{source.name}", **options)
-    return deployment.bind(str(repository), source.name, replica)
+    application: serve.Application = deployment.bind(str(repository), source.name, replica)
+    return application
 
 
 def _placement(source: ModelSource) -> Placement:

@@ -56,7 +56,9 @@ class ReplicaOptions:
 class ModelReplica:
     """The body of a model's deployment (`serve.deployment` wraps it in `app.py`)."""
 
-    async def __init__(self, repository: str, model: str, options: ReplicaOptions) -> None:
+    async def __init__(  # type: ignore[misc] # Ray awaits an async constructor
+        self, repository: str, model: str, options: ReplicaOptions
+    ) -> None:
         self.model = model
         self.server = Modelyard(options.settings(Path(repository), model))
         self.lifespan = await Lifespan.start(self.server.app)
@@ -127,7 +129,8 @@ class Lifespan:
     def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
         self._inbox: asyncio.Queue[Message] = asyncio.Queue()
         self._outbox: asyncio.Queue[Message] = asyncio.Queue()
-        self._task = asyncio.create_task(app({"type": "lifespan"}, self._inbox.get, self._put))
+        call = app({"type": "lifespan"}, self._inbox.get, self._put)
+        self._task: asyncio.Future[None] = asyncio.ensure_future(call)
 
     async def _put(self, message: Message) -> None:
         await self._outbox.put(message)
@@ -145,7 +148,8 @@ class Lifespan:
     async def _step(self, event: str) -> None:
         await self._inbox.put({"type": event})
         answer = asyncio.ensure_future(self._outbox.get())
-        await asyncio.wait([answer, self._task], return_when=asyncio.FIRST_COMPLETED)
+        either: list[asyncio.Future[Any]] = [answer, self._task]
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         if not answer.done():
             answer.cancel()
             self._task.result()  # the app failed: its error
