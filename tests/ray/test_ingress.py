@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from modelyard.core.types import InferRequest, InferResponse
-from modelyard.ray.ingress import RayFront, merge_listings, model_named
-from modelyard.ray.replica import Lifespan, Message, ReplicaOptions, run_asgi
+from modelyard.errors import Internal, InvalidArgument
+from modelyard.ray.ingress import Coalescer, RayFront, merge_listings, model_named
+from modelyard.ray.replica import Answer, Lifespan, Message, ReplicaOptions, run_asgi
 from modelyard.server import Modelyard
 from tests.models import mlp_onnx, sklearn_skops
 
@@ -122,3 +123,30 @@ async def test_a_client_gone_mid_answer_cancels_the_apps_request() -> None:
     assert first["status"] == 200 and started.is_set()
     await stream.aclose()
     assert cancelled.is_set()
+
+
+@pytest.mark.anyio
+async def test_requests_of_one_loop_turn_cross_in_one_call_each_answered_alone() -> None:
+    calls: list[list[str]] = []
+
+    async def send_many(requests: list[InferRequest]) -> list[Answer]:
+        calls.append([r.id or "" for r in requests])
+        return [
+            InvalidArgument(f"bad {r.id}") if r.id == "3" else InferResponse("m", "1", {}, r.id)
+            for r in requests
+        ]
+
+    coalescer = Coalescer(send_many, limit=4)
+    requests = [InferRequest("m", {}, id=str(i)) for i in range(6)]
+    answers = await asyncio.gather(*map(coalescer.infer, requests), return_exceptions=True)
+    assert calls == [["0", "1", "2", "3"], ["4", "5"]]  # one turn, split at the limit
+    assert [a.id for a in answers if isinstance(a, InferResponse)] == ["0", "1", "2", "4", "5"]
+    assert isinstance(answers[3], InvalidArgument) and answers[3].message == "bad 3"
+
+    async def broken(requests: list[InferRequest]) -> list[Answer]:
+        raise ConnectionError("the replica's node left")
+
+    failed = await asyncio.gather(
+        *map(Coalescer(broken, limit=4).infer, requests[:2]), return_exceptions=True
+    )
+    assert all(isinstance(f, Internal) and "node left" in f.message for f in failed)

@@ -24,7 +24,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 from modelyard.advisor.apply import advise_config, estimate_for
 from modelyard.core.types import InferRequest, InferResponse
 from modelyard.errors import InvalidArgument, ModelyardError, Unavailable
-from modelyard.ray.ingress import Message, RayFront
+from modelyard.ray.ingress import Answer, Coalescer, Message, RayFront
 from modelyard.ray.replica import ModelReplica, ReplicaOptions
 from modelyard.ray.scaling import Placement, deployment_options, threads_of
 from modelyard.repository.scan import ModelSource, scan
@@ -36,6 +36,8 @@ log = logging.getLogger("modelyard.ray")
 APP_NAME = "modelyard"
 #: Requests one ingress replica holds at once (through Ray's proxy).
 INGRESS_ONGOING = 4096
+#: Most KServe requests the ingress sends to a replica in one Ray call.
+GROUP = 64
 #: Times a request whose replica died is sent again (to a live one).
 RETRIES = 2
 #: Errors of a replica that went away.
@@ -49,20 +51,23 @@ class HandleRemote:
         self.name = name
         self.handle = handle
         self.streaming = handle.options(stream=True)
+        self.coalescer = Coalescer(self._infer_many, GROUP)
 
     async def infer(self, request: InferRequest) -> InferResponse:
-        """Run `request` on a replica; one that dies holding it hands it to another (Ray
-        routes the retry to a live replica): inference is a function of its inputs, so a
-        request the dead replica had started runs again rather than fails."""
+        return await self.coalescer.infer(request)
+
+    async def _infer_many(self, requests: list[InferRequest]) -> list[Answer]:
+        """Run a group of requests on a replica; one that dies holding it hands the group to
+        another (Ray routes the retry to a live replica): inference is a function of its
+        inputs, so a request the dead replica had started runs again rather than fails."""
         for attempt in range(RETRIES + 1):
             try:
-                response: InferResponse = await self.handle.infer.remote(request)
-                return response
+                answers: list[Answer] = await self.handle.infer_many.remote(requests)
+                return answers
             except GONE as exc:
                 if attempt == RETRIES:
-                    raise Unavailable(
-                        f"model {self.name!r}: its replicas went away ({exc})"
-                    ) from exc
+                    message = f"model {self.name!r}: its replicas went away ({exc})"
+                    raise Unavailable(message) from exc
                 log.warning("model %s: a replica went away (%s); retrying", self.name, exc)
         raise AssertionError("unreachable")
 

@@ -26,10 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from modelyard.core.types import InferRequest, InferResponse
+from modelyard.errors import Internal, ModelyardError
 from modelyard.server import Modelyard
 from modelyard.settings import Settings
 
 Message = dict[str, Any]
+#: What the replica answers for each request of a group: its response or its own error.
+Answer = InferResponse | ModelyardError
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,13 @@ class ModelReplica:
     async def infer(self, request: InferRequest) -> InferResponse:
         return await self.server.dataplane.infer(request)
 
+    async def infer_many(
+        self, requests: list[InferRequest]
+    ) -> list[InferResponse | ModelyardError]:
+        """A group of requests the ingress sent in one call; each answered, or failed, alone."""
+        done = await asyncio.gather(*map(self.infer, requests), return_exceptions=True)
+        return [_answer(result) for result in done]
+
     async def http(self, scope: dict[str, Any], body: bytes) -> AsyncGenerator[Message, None]:
         """Run one HTTP request through the replica's app; its messages as they are sent."""
         async for message in run_asgi(self.server.app, scope, body):
@@ -82,6 +92,12 @@ class ModelReplica:
 
     async def __del__(self) -> None:
         await self.lifespan.stop()
+
+
+def _answer(result: InferResponse | BaseException) -> Answer:
+    if isinstance(result, InferResponse | ModelyardError):
+        return result
+    return Internal(f"the request failed in the model's replica: {result!r}")
 
 
 async def run_asgi(
