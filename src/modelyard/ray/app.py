@@ -24,8 +24,8 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 from modelyard.advisor.apply import advise_config, estimate_for
 from modelyard.core.types import InferRequest, InferResponse
 from modelyard.errors import InvalidArgument, ModelyardError, Unavailable
-from modelyard.ray.ingress import Answer, Coalescer, Message, RayFront
-from modelyard.ray.replica import ModelReplica, ReplicaOptions
+from modelyard.ray.ingress import Coalescer, Message, RayFront
+from modelyard.ray.replica import Answer, ModelReplica, ReplicaOptions
 from modelyard.ray.scaling import Placement, deployment_options, threads_of
 from modelyard.repository.scan import ModelSource, scan
 from ray import serve
