@@ -158,10 +158,9 @@ def _repository(model: Path, scratch: Path, instances: int) -> Path:
 
 def _hand_app(model: Path) -> Any:
     """What a Ray Serve user writes by hand: JSON in, `@serve.batch`, JSON out."""
+    from ray import serve
     from starlette.requests import Request
     from starlette.responses import JSONResponse
-
-    from ray import serve
 
     @serve.deployment(max_ongoing_requests=256)
     class HandMLP:

@@ -8,10 +8,9 @@ import time
 
 import numpy as np
 import onnxruntime as ort
-from starlette.requests import Request
-
 import ray
 from ray import serve
+from starlette.requests import Request
 
 MAX_BATCH = int(os.environ.get("BENCH_MAX_BATCH", "64"))
 WAIT_S = int(os.environ.get("BENCH_WAIT_US", "2000")) / 1e6

@@ -24,9 +24,8 @@ from tests.server_process import free_port
 
 pytest.importorskip("ray.serve")
 
-import tritonclient.http as httpclient
-
 import ray
+import tritonclient.http as httpclient
 from ray import serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]

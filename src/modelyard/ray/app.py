@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from ray import serve
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
@@ -28,7 +29,6 @@ from modelyard.ray.ingress import Coalescer, Message, RayFront
 from modelyard.ray.replica import Answer, ModelReplica, ReplicaOptions
 from modelyard.ray.scaling import Placement, deployment_options, threads_of
 from modelyard.repository.scan import ModelSource, scan
-from ray import serve
 
 log = logging.getLogger("modelyard.ray")
 

@@ -14,9 +14,10 @@ import threading
 from typing import Any
 
 import ray
+from ray import serve
+
 from modelyard.ray.app import APP_NAME, build_app
 from modelyard.settings import Settings
-from ray import serve
 
 log = logging.getLogger("modelyard.ray")
 
