@@ -8,7 +8,8 @@ per request, `wrk -t1 -c64`), one target at a time on this machine:
   ray-2       the same with 2 replicas (model.yaml `instances: 2`)
   ray-1-proxy ray-1 through Ray's HTTP proxy instead
   hand        a hand-written Ray Serve deployment: Starlette request -> JSON -> `@serve.batch`
-              onnxruntime -> JSON, through Ray's HTTP proxy (what a Ray user writes first)
+              onnxruntime -> JSON, through Ray's HTTP proxy (what a Ray user writes first;
+              benchmarks/apps/ray_app.py is the peer run's version of it, on a bare row)
 
 Goals (issue 15): ray-1 >= 5x hand, and >= 50% of plain. Run on a quiet machine:
 
@@ -162,7 +163,7 @@ def _hand_app(model: Path) -> Any:
     from starlette.requests import Request
     from starlette.responses import JSONResponse
 
-    @serve.deployment(max_ongoing_requests=256)
+    @serve.deployment(max_ongoing_requests=1024, logging_config={"enable_access_log": False})
     class HandMLP:
         def __init__(self, path: str) -> None:
             self.session = mlp.session(Path(path))

@@ -36,6 +36,8 @@ log = logging.getLogger("modelyard.ray")
 APP_NAME = "modelyard"
 #: Requests one ingress replica holds at once (through Ray's proxy).
 INGRESS_ONGOING = 4096
+#: Ray's access log writes a line per call in every replica: CPU each request pays for.
+QUIET = {"enable_access_log": False}
 #: Most KServe requests the ingress sends to a replica in one Ray call.
 GROUP = 64
 #: Times a request whose replica died is sent again (to a live one).
@@ -143,7 +145,7 @@ def build_app(args: dict[str, Any]) -> serve.Application:
 def _ingress_options(args: dict[str, Any]) -> dict[str, Any]:
     """The ingress holds every request in flight (Ray's default of 5 would queue the rest in
     the proxy) and, given a node, runs there (where `modelyard serve --ray` said it serves)."""
-    options: dict[str, Any] = {"max_ongoing_requests": INGRESS_ONGOING}
+    options: dict[str, Any] = {"max_ongoing_requests": INGRESS_ONGOING, "logging_config": QUIET}
     if args.get("ingress_node"):
         resource = f"node:{args['ingress_node']}"
         options["ray_actor_options"] = {"num_cpus": 1, "resources": {resource: 0.001}}
@@ -155,7 +157,9 @@ def _model_deployment(
 ) -> serve.Application:
     options = deployment_options(source.config, _placement(source))
     log.info("model %s on Ray: %s", source.name, options)
-    deployment = ModelDeployment.options(name=f"model-{source.name}", **options)
+    deployment = ModelDeployment.options(
+        name=f"model-{source.name}", logging_config=QUIET, **options
+    )
     application: serve.Application = deployment.bind(str(repository), source.name, replica)
     return application
 
