@@ -144,11 +144,14 @@ def build_app(args: dict[str, Any]) -> serve.Application:
 
 def _ingress_options(args: dict[str, Any]) -> dict[str, Any]:
     """The ingress holds every request in flight (Ray's default of 5 would queue the rest in
-    the proxy) and, given a node, runs there (where `modelyard serve --ray` said it serves)."""
+    the proxy) and, given a node, runs there (where `modelyard serve --ray` said it serves),
+    reserving no CPU: there it is the node's front, as a plain server's event loop shares
+    the cores with its models (a reservation kept it from starting beside a model that
+    reserves every core)."""
     options: dict[str, Any] = {"max_ongoing_requests": INGRESS_ONGOING, "logging_config": QUIET}
     if args.get("ingress_node"):
         resource = f"node:{args['ingress_node']}"
-        options["ray_actor_options"] = {"num_cpus": 1, "resources": {resource: 0.001}}
+        options["ray_actor_options"] = {"num_cpus": 0, "resources": {resource: 0.001}}
     return options
 
 

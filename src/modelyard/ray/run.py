@@ -66,4 +66,5 @@ def _wait_for_signal() -> None:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    stop.wait()
+    while not stop.wait(0.5):  # wakes up, so the handlers run however Ray set up the thread
+        pass
