@@ -65,6 +65,17 @@ def main() -> None:
     "with default settings connect (0: no second port).",
 )
 @click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    envvar="MODELYARD_RAY",
+    help="Serve on Ray Serve: each model a deployment on the Ray cluster at this address "
+    "(bare --ray: a Ray of this machine's own), the fronts on --host/--port (docs/ray.md; "
+    "extra [ray]).",
+)
+@click.option(
     "--model-control-mode",
     type=click.Choice(CONTROL_MODES),
     default=None,
@@ -275,11 +286,23 @@ def serve(repositories: tuple[Path, ...], **options: Any) -> None:
     demo = not repositories
     if demo:
         repositories = (_demo_repository(),)
+    ray_address = options.pop("ray_address")
     settings = _settings(repositories, options)
     _check_repositories(settings)
+    if ray_address:
+        _serve_on_ray(settings, ray_address)
+        return
     from modelyard.serving import run
 
     run(settings, demo=demo, started=_START)
+
+
+def _serve_on_ray(settings: Settings, address: str) -> None:
+    try:
+        from modelyard.ray.run import run
+    except ImportError as exc:
+        raise CLIError(f"--ray needs Ray Serve: pip install 'modelyard[ray]' ({exc})") from None
+    run(settings, address)
 
 
 def _settings(repositories: tuple[Path, ...], options: dict[str, Any]) -> Settings:

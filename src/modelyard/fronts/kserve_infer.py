@@ -6,11 +6,12 @@ from __future__ import annotations
 import gzip
 import logging
 import zlib
+from typing import Protocol
 
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from modelyard.core.dataplane import DataPlane
+from modelyard.core.types import InferRequest, InferResponse
 from modelyard.errors import ModelyardError
 from modelyard.fronts.http_common import HTTP_STATUS, receive_body
 from modelyard.fronts.kserve_codec import decode_request, encode_response
@@ -36,8 +37,15 @@ def infer_target(scope: Scope) -> tuple[str, str | None] | None:
     return None
 
 
+class Infers(Protocol):
+    """What the endpoint runs a request on: the core's `DataPlane`, or a stand-in that sends
+    it elsewhere (modelyard on Ray sends it to the model's replicas)."""
+
+    async def infer(self, request: InferRequest) -> InferResponse: ...
+
+
 class InferEndpoint:
-    def __init__(self, dataplane: DataPlane, max_request_bytes: int) -> None:
+    def __init__(self, dataplane: Infers, max_request_bytes: int) -> None:
         self.dataplane = dataplane
         self.max_request_bytes = max_request_bytes
 

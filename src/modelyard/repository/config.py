@@ -161,6 +161,7 @@ _YAML_KEYS = {
     "pipeline",
     "goal",
     "tune",
+    "autoscaling",
 }
 #: model.yaml keys that are model parameters by another name (config.pbtxt: parameters).
 _YAML_PARAMETERS = ("goal", "tune")
@@ -196,6 +197,8 @@ def from_yaml(data: Any, name: str) -> ModelConfig:
             config.parameters[key] = "off" if value is False else str(value).lower()
     if "pipeline" in data:
         config.pipeline = _pipeline_of(pipeline_from_yaml, data, config)
+    if "autoscaling" in data:  # read where the model is deployed (modelyard on Ray)
+        config.extra["autoscaling"] = data["autoscaling"]
     if "dynamic_batching" in data:
         batching = data["dynamic_batching"] or {}
         config.dynamic_batching = DynamicBatching(

@@ -1,0 +1,201 @@
+"""modelyard on Ray Serve against plain modelyard and a hand-written Ray Serve app (issue 15).
+
+Same MLP and load as benchmarks/serving.py (benchmarks/mlp.py's model, one KServe v2 JSON row
+per request, `wrk -t1 -c64`), one target at a time on this machine:
+
+  plain       `modelyard serve` (its own process, no Ray)
+  ray-1       modelyard on Ray Serve, 1 replica: the ingress's own port (past Ray's proxy)
+  ray-2       the same with 2 replicas (model.yaml `instances: 2`)
+  ray-1-proxy ray-1 through Ray's HTTP proxy instead
+  hand        a hand-written Ray Serve deployment: Starlette request -> JSON -> `@serve.batch`
+              onnxruntime -> JSON, through Ray's HTTP proxy (what a Ray user writes first;
+              benchmarks/apps/ray_app.py is the peer run's version of it, on a bare row)
+
+Goals (issue 15): ray-1 >= 5x hand, and >= 50% of plain. Run on a quiet machine:
+
+    python benchmarks/ray_serve.py --seconds 20 --out runs/ray_serve.json
+    python benchmarks/ray_serve.py --seconds 2 --warmup 1 --targets plain,ray-1   # a check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import load
+import mlp
+
+TARGETS = ("plain", "ray-1", "ray-2", "ray-1-proxy", "hand")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--targets", default=",".join(TARGETS))
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--scratch", type=Path, default=Path("/tmp/modelyard-ray-bench"))
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    model = mlp.build(args.scratch / "mlp.onnx")
+    row = np.random.default_rng(0).standard_normal(mlp.WIDTHS[0]).round(4).tolist()
+    body = json.dumps(
+        {"inputs": [{"name": "x", "shape": [1, len(row)], "datatype": "FP32", "data": row}]}
+    ).encode()
+    script = load.lua_script(args.scratch, "row", body)
+    results: dict[str, Any] = {}
+    for target in args.targets.split(","):
+        with _serving(target, model, args.scratch) as url:
+            _check(url, body)
+            cell = load.wrk(url, script, args.concurrency, args.warmup, args.seconds)
+        results[target] = cell.__dict__
+        print(
+            f"{target:12} {cell.rps:9.0f} req/s  p50 {cell.p50_ms:7.2f} ms  "
+            f"p99 {cell.p99_ms:7.2f} ms  errors {cell.errors}",
+            flush=True,
+        )
+    _goals(results)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2))
+
+
+def _goals(results: dict[str, Any]) -> None:
+    rps = {name: cell["rps"] for name, cell in results.items()}
+    if "ray-1" in rps and "hand" in rps:
+        print(f"ray-1 / hand  = {rps['ray-1'] / rps['hand']:.2f}x (goal >= 5x)")
+    if "ray-1" in rps and "plain" in rps:
+        print(f"ray-1 / plain = {rps['ray-1'] / rps['plain']:.0%} (goal >= 50%)")
+
+
+def _check(url: str, body: bytes) -> None:
+    answer = httpx.post(url, content=body, timeout=30)
+    answer.raise_for_status()
+
+
+@contextmanager
+def _serving(target: str, model: Path, scratch: Path) -> Iterator[str]:
+    if target == "plain":
+        with _plain(model, scratch) as url:
+            yield url
+        return
+    import ray
+    from ray import serve
+
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    try:
+        proxy, own = _free_port(), _free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": proxy})
+        if target == "hand":
+            serve.run(_hand_app(model), name="hand", route_prefix="/")
+            yield f"http://127.0.0.1:{proxy}/v2/models/mlp/infer"
+            return
+        from modelyard.ray import build_app
+
+        repository = _repository(model, scratch, 2 if target == "ray-2" else 1)
+        serve.run(build_app({"repository": str(repository), "port": own}), name="modelyard")
+        port = proxy if target.endswith("-proxy") else own
+        yield f"http://127.0.0.1:{port}/v2/models/mlp/infer"
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+@contextmanager
+def _plain(model: Path, scratch: Path) -> Iterator[str]:
+    port = _free_port()
+    repository = _repository(model, scratch, 1)
+    command = [
+        sys.executable,
+        "-m",
+        "modelyard",
+        "serve",
+        str(repository),
+        "--http-port",
+        str(port),
+        "--grpc-port",
+        str(_free_port()),
+        "--log-level",
+        "warning",
+    ]
+    process = subprocess.Popen(command)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        yield f"{url}/v2/models/mlp/infer"
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def _repository(model: Path, scratch: Path, instances: int) -> Path:
+    folder = scratch / f"repo-{instances}" / "mlp"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / "model.onnx"
+    if not target.exists():
+        target.symlink_to(model)
+    (folder / "model.yaml").write_text(f"instances: {instances}\n")
+    return folder.parent
+
+
+def _hand_app(model: Path) -> Any:
+    """What a Ray Serve user writes by hand: JSON in, `@serve.batch`, JSON out."""
+    from ray import serve
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+
+    @serve.deployment(max_ongoing_requests=1024, logging_config={"enable_access_log": False})
+    class HandMLP:
+        def __init__(self, path: str) -> None:
+            self.session = mlp.session(Path(path))
+
+        @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0)
+        async def predict(self, rows: list[np.ndarray]) -> list[np.ndarray]:
+            batch = np.concatenate(rows)
+            return list(mlp.reference(self.session, batch)[:, None, :])
+
+        async def __call__(self, request: Request) -> JSONResponse:
+            tensor = (await request.json())["inputs"][0]
+            x = np.asarray(tensor["data"], np.float32).reshape(tensor["shape"])
+            y = await self.predict(x)
+            out = {
+                "name": "y",
+                "shape": list(y.shape),
+                "datatype": "FP32",
+                "data": y.reshape(-1).tolist(),
+            }
+            return JSONResponse({"model_name": "mlp", "outputs": [out]})
+
+    return HandMLP.bind(str(model))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""The Ray Serve application built from a modelyard repository.
+
+One deployment per model (`model-NAME`, replicas of `ModelReplica`, options from the model's
+config by `scaling.py`) and one ingress deployment (`modelyard`) running `RayFront` over their
+handles. `build_app` is the application builder Ray's own tools call:
+
+    serve run modelyard.ray:build_app repository=/models
+    serve deploy config.yaml      # import_path: modelyard.ray:build_app, args: {repository: ...}
+
+and `modelyard serve REPO --ray [ADDRESS]` deploys the same application (`run`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from ray import serve
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
+
+from modelyard.advisor.apply import advise_config, estimate_for
+from modelyard.core.types import InferRequest, InferResponse
+from modelyard.errors import InvalidArgument, ModelyardError, Unavailable
+from modelyard.ray.ingress import Coalescer, Message, RayFront
+from modelyard.ray.replica import Answer, ModelReplica, ReplicaOptions
+from modelyard.ray.scaling import Placement, deployment_options, threads_of
+from modelyard.repository.scan import ModelSource, scan
+
+log = logging.getLogger("modelyard.ray")
+
+#: The application's name in Ray Serve and its route prefix.
+APP_NAME = "modelyard"
+#: Requests one ingress replica holds at once (through Ray's proxy).
+INGRESS_ONGOING = 4096
+#: Ray's access log writes a line per call in every replica: CPU each request pays for.
+QUIET = {"enable_access_log": False}
+#: Most KServe requests the ingress sends to a replica in one Ray call.
+GROUP = 64
+#: Times a request whose replica died is sent again (to a live one).
+RETRIES = 2
+#: Errors of a replica that went away.
+GONE = (ActorDiedError, ActorUnavailableError, RayActorError)
+
+
+class HandleRemote:
+    """A model's deployment handle as the ingress's `Remote`."""
+
+    def __init__(self, name: str, handle: DeploymentHandle[Any]) -> None:
+        self.name = name
+        self.handle = handle
+        self.streaming = handle.options(stream=True)
+        self.coalescer = Coalescer(self._infer_many, GROUP)
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        return await self.coalescer.infer(request)
+
+    async def _infer_many(self, requests: list[InferRequest]) -> list[Answer]:
+        """Run a group of requests on a replica; one that dies holding it hands the group to
+        another (Ray routes the retry to a live replica): inference is a function of its
+        inputs, so a request the dead replica had started runs again rather than fails."""
+        for attempt in range(RETRIES + 1):
+            try:
+                answers: list[Answer] = await self.handle.infer_many.remote(requests)
+                return answers
+            except GONE as exc:
+                if attempt == RETRIES:
+                    message = f"model {self.name!r}: its replicas went away ({exc})"
+                    raise Unavailable(message) from exc
+                log.warning("model %s: a replica went away (%s); retrying", self.name, exc)
+        raise AssertionError("unreachable")
+
+    async def http(self, scope: dict[str, Any], body: bytes) -> AsyncIterator[Message]:
+        """Forward an HTTP request; retried elsewhere if its replica dies before answering
+        (a stream cut after its first message ends there, as a dropped connection would)."""
+        for attempt in range(RETRIES + 1):
+            answered = False
+            try:
+                stream = self.streaming.http.remote(scope, body)
+                assert isinstance(stream, DeploymentResponseGenerator)  # stream=True
+                async for message in stream:
+                    answered = True
+                    yield message
+                return
+            except GONE as exc:
+                if answered or attempt == RETRIES:
+                    raise
+                log.warning("model %s: a replica went away (%s); retrying", self.name, exc)
+
+
+#: A model's replicas: `ModelReplica`, deployed (named `model-NAME` per model).
+ModelDeployment = serve.deployment(name="model")(ModelReplica)
+
+
+class Ingress:
+    """The ingress deployment: modelyard's `RayFront` over the models' handles, behind Ray's
+    HTTP proxy, and on its own port too when `port` is given (past the proxy)."""
+
+    async def __init__(  # type: ignore[misc] # Ray awaits an async constructor
+        self, handles: dict[str, DeploymentHandle[Any]], options: dict[str, Any]
+    ) -> None:
+        remotes = {name: HandleRemote(name, handle) for name, handle in handles.items()}
+        self.front = RayFront(remotes, int(options.get("max_request_bytes", 64 << 20)))
+        self.server: Any = None
+        if options.get("port"):
+            self.server = await _own_port(self.front, options)
+
+    def __serve_build_asgi_app__(self) -> RayFront:
+        """The app `serve.ingress()` serves behind Ray's proxy, built after `__init__`."""
+        return self.front
+
+    async def __del__(self) -> None:
+        if self.server is not None:
+            self.server.should_exit = True
+
+
+IngressDeployment = serve.deployment(name="ingress")(serve.ingress()(Ingress))
+
+
+def build_app(args: dict[str, Any]) -> serve.Application:
+    """The application for the repository `args["repository"]` (Ray's builder protocol).
+
+    Other args: `models` (comma-separated names; default every model), `trust_pickle`,
+    `workers` (each replica's threads), `host` and `port` (the ingress also serves there,
+    past Ray's HTTP proxy), `ingress_node` (the node IP the ingress runs on),
+    `max_request_bytes`."""
+    repository = Path(str(args.get("repository") or "")).expanduser()
+    if not repository.is_dir():
+        raise InvalidArgument(f"repository {str(repository)!r} is not a folder")
+    sources = scan([repository])
+    wanted = _names(args.get("models"), sources)
+    replica = ReplicaOptions(
+        trust_pickle=_flag(args.get("trust_pickle")),
+        workers=int(args.get("workers", 0)),
+        max_request_bytes=int(args.get("max_request_bytes", 64 << 20)),
+    )
+    handles = {name: _model_deployment(sources[name], repository, replica) for name in wanted}
+    own = {k: args[k] for k in ("host", "port", "max_request_bytes") if k in args}
+    return IngressDeployment.options(**_ingress_options(args)).bind(handles, own)
+
+
+def _ingress_options(args: dict[str, Any]) -> dict[str, Any]:
+    """The ingress holds every request in flight (Ray's default of 5 would queue the rest in
+    the proxy) and, given a node, runs there (where `modelyard serve --ray` said it serves),
+    reserving no CPU: there it is the node's front, as a plain server's event loop shares
+    the cores with its models (a reservation kept it from starting beside a model that
+    reserves every core)."""
+    options: dict[str, Any] = {"max_ongoing_requests": INGRESS_ONGOING, "logging_config": QUIET}
+    if args.get("ingress_node"):
+        resource = f"node:{args['ingress_node']}"
+        options["ray_actor_options"] = {"num_cpus": 0, "resources": {resource: 0.001}}
+    return options
+
+
+def _model_deployment(
+    source: ModelSource, repository: Path, replica: ReplicaOptions
+) -> serve.Application:
+    options = deployment_options(source.config, _placement(source))
+    log.info("model %s on Ray: %s", source.name, options)
+    deployment = ModelDeployment.options(
+        name=f"model-{source.name}", logging_config=QUIET, **options
+    )
+    application: serve.Application = deployment.bind(str(repository), source.name, replica)
+    return application
+
+
+def _placement(source: ModelSource) -> Placement:
+    """The advisor's view of the model before it loads: threads and memory estimate."""
+    latest = max(source.versions, default=None)
+    if latest is None or source.config.pipeline is not None:
+        return Placement()
+    artifact = source.versions[latest]
+    try:
+        config = advise_config(source.config.replace(reasons={}), artifact)
+        memory = estimate_for(source.config, artifact).total
+    except ModelyardError:
+        return Placement()
+    return Placement(memory_bytes=memory, threads=threads_of(config))
+
+
+def _names(value: Any, sources: dict[str, ModelSource]) -> list[str]:
+    names = [n.strip() for n in str(value or "").split(",") if n.strip()] or sorted(sources)
+    missing = [n for n in names if n not in sources]
+    if missing:
+        raise InvalidArgument(f"no models {missing} in the repository; it has {sorted(sources)}")
+    broken = [n for n in names if sources[n].error]
+    return [n for n in names if n not in broken] if len(broken) < len(names) else names
+
+
+def _flag(value: Any) -> bool:
+    return str(value).lower() in ("1", "true", "yes", "on")
+
+
+async def _own_port(front: RayFront, options: dict[str, Any]) -> Any:
+    import uvicorn
+
+    config = uvicorn.Config(
+        front,
+        host=str(options.get("host", "127.0.0.1")),
+        port=int(options["port"]),
+        lifespan="off",
+        log_level="warning",
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.get_running_loop().create_task(server.serve())
+    while not server.started and not task.done():
+        await asyncio.sleep(0.01)
+    if task.done():
+        task.result()  # the port could not be bound: the replica fails to start, saying why
+    return server

@@ -1,0 +1,70 @@
+"""`modelyard serve REPO --ray [ADDRESS]`: deploy the repository's application on a Ray
+cluster and serve modelyard's front from the ingress on `--host`/`--port`, until interrupted.
+
+Ray's own HTTP proxy is not started (`proxy_location: Disabled`): clients reach the ingress
+replica's own port, which this command places on the node it runs on, so the address it
+prints is where they connect. `serve run modelyard.ray:build_app` keeps Ray's proxy.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Any
+
+import ray
+from ray import serve
+
+from modelyard.ray.app import APP_NAME, build_app
+from modelyard.settings import Settings
+
+log = logging.getLogger("modelyard.ray")
+
+#: `--ray` without an address: a Ray instance of this machine's own, started here.
+LOCAL = "local"
+
+
+def run(settings: Settings, address: str) -> None:
+    """Deploy and serve until SIGINT or SIGTERM; then delete the application."""
+    ray.init(address=None if address == LOCAL else address, include_dashboard=False)
+    try:
+        serve.start(proxy_location="Disabled")
+        here = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+        serve.run(build_app(app_args(settings, here)), name=APP_NAME)
+        log.info(
+            "modelyard on Ray (%s): models %s; serving on http://%s:%d",
+            address,
+            ", ".join(sorted(serve.status().applications[APP_NAME].deployments)),
+            settings.host,
+            settings.http_port,
+        )
+        _wait_for_signal()
+        serve.delete(APP_NAME)
+    finally:
+        ray.shutdown()
+
+
+def app_args(settings: Settings, node_ip: str) -> dict[str, Any]:
+    """`build_app`'s args from the command line's settings; the ingress on this node."""
+    models = [m for m in settings.load_models if m != "*"]
+    args: dict[str, Any] = {
+        "repository": str(settings.repositories[0]),
+        "host": settings.host,
+        "port": settings.http_port,
+        "trust_pickle": settings.trust_pickle,
+        "workers": settings.workers,
+        "max_request_bytes": settings.max_request_bytes,
+        "ingress_node": node_ip,
+    }
+    if models:
+        args["models"] = ",".join(models)
+    return args
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    while not stop.wait(0.5):  # wakes up, so the handlers run however Ray set up the thread
+        pass

@@ -1,0 +1,124 @@
+"""A model's config -> the options of its Ray Serve deployment. Pure: no Ray import, so the
+mapping is tested (and `modelyard list` could show it) without a cluster.
+
+- `instance_group` count (model.yaml `instances`) -> `num_replicas`, spread over the cluster by
+  Ray. Each replica still reads the same config, so it also admits that many executions at
+  once (its batcher's slots): one process per replica, as Triton runs one server per node.
+- an `autoscaling` section (model.yaml) -> Ray's `autoscaling_config`, replacing the fixed
+  count: min/max replicas, target ongoing requests per replica, up/down delays.
+- `max_ongoing_requests` (what Ray lets one replica hold) = the model's batch: Ray's default
+  (5) would cap every batch the replica's batcher forms at 5 rows' worth of requests.
+- `ray_actor_options`: the CPU threads the model runs with, and the advisor's memory estimate
+  as the replica's memory reservation, so Ray places a replica where it fits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from modelyard.errors import InvalidArgument
+from modelyard.spec.config import ModelConfig
+
+#: A model whose config leaves max_batch_size out gets 256 when it is loaded (autocomplete);
+#: the same bound keeps Ray from starving its batcher before that load has happened.
+DEFAULT_BATCH = 256
+#: Requests one replica holds when the model takes no batch dimension: enough to keep its one
+#: instance busy while the next request crosses the object store.
+UNBATCHED_ONGOING = 8
+
+#: model.yaml `autoscaling` keys -> Ray Serve's autoscaling_config keys.
+AUTOSCALING_KEYS = {
+    "min_replicas": "min_replicas",
+    "max_replicas": "max_replicas",
+    "initial_replicas": "initial_replicas",
+    "target_ongoing_requests": "target_ongoing_requests",
+    "upscale_delay_s": "upscale_delay_s",
+    "downscale_delay_s": "downscale_delay_s",
+}
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What the advisor knows of a model before it loads, for Ray's placement."""
+
+    #: Estimated resident bytes of one replica (0: not estimated).
+    memory_bytes: int = 0
+    #: CPU threads one execution uses (the runtime's intra-op threads).
+    threads: int = 1
+    gpus: float = 0.0
+
+
+def deployment_options(config: ModelConfig, placement: Placement) -> dict[str, Any]:
+    """`serve.deployment(...).options(**these)` for the model `config` describes."""
+    options: dict[str, Any] = {
+        "max_ongoing_requests": max_ongoing_requests(config),
+        "ray_actor_options": actor_options(placement),
+        # a replica is healthy while its model reads ready (a restarting worker, hung instances)
+        "health_check_period_s": 5.0,
+        "health_check_timeout_s": 10.0,
+    }
+    autoscaling = autoscaling_config(config)
+    if autoscaling is None:
+        options["num_replicas"] = max(1, config.instance_count)
+    else:
+        options["autoscaling_config"] = autoscaling
+    return options
+
+
+def max_ongoing_requests(config: ModelConfig) -> int:
+    """Requests Ray lets one replica hold: a full batch, so batches still form inside it."""
+    if config.max_batch_size > 0:
+        return config.max_batch_size
+    if config.inputs and all(spec.dims[:1] != [-1] for spec in config.inputs):
+        return UNBATCHED_ONGOING  # inputs written without a batch dimension
+    return DEFAULT_BATCH
+
+
+def autoscaling_config(config: ModelConfig) -> dict[str, Any] | None:
+    """Ray's autoscaling_config from model.yaml's `autoscaling` section (None: fixed count)."""
+    section = config.extra.get("autoscaling")
+    if section is None:
+        return None
+    if not isinstance(section, dict):
+        raise InvalidArgument(f"model {config.name!r}: autoscaling must be a mapping")
+    unknown = set(section) - set(AUTOSCALING_KEYS)
+    if unknown:
+        raise InvalidArgument(
+            f"model {config.name!r}: unknown autoscaling keys {sorted(unknown)}; "
+            f"known: {sorted(AUTOSCALING_KEYS)}"
+        )
+    out = {
+        AUTOSCALING_KEYS[key]: _number(config.name, key, value) for key, value in section.items()
+    }
+    low, high = out.setdefault("min_replicas", 1), out.setdefault("max_replicas", 1)
+    if not 0 <= low <= high or high < 1:
+        raise InvalidArgument(
+            f"model {config.name!r}: autoscaling needs 0 <= min_replicas <= max_replicas and "
+            f"max_replicas >= 1, got {low} and {high}"
+        )
+    return out
+
+
+def actor_options(placement: Placement) -> dict[str, Any]:
+    """A replica's reservation: its threads as CPUs, its estimate as memory, GPUs if any."""
+    options: dict[str, Any] = {"num_cpus": max(1, placement.threads)}
+    if placement.memory_bytes > 0:
+        options["memory"] = placement.memory_bytes
+    if placement.gpus > 0:
+        options["num_gpus"] = placement.gpus
+    return options
+
+
+def threads_of(config: ModelConfig) -> int:
+    """The intra-op threads the advisor (or the config) gave the model; 1 when unsaid."""
+    value = config.parameters.get("intra_op_thread_count", "")
+    return int(value) if value.isdigit() and int(value) > 0 else 1
+
+
+def _number(model: str, key: str, value: Any) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise InvalidArgument(
+            f"model {model!r}: autoscaling {key} must be a number >= 0, got {value!r}"
+        )
+    return value

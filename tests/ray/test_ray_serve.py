@@ -1,0 +1,181 @@
+"""modelyard on Ray Serve, end to end: a local Ray instance, the application built from
+a repository by `build_app` (as `serve run` builds it), real clients through Ray's HTTP proxy
+and through the ingress's own port.
+
+Slow (a cluster, its controller, a proxy and a replica process per model start on the 2-core
+machine): one cluster for the module, shut down after it."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import importlib.util
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.models import iris, mlp_onnx, sklearn_skops
+from tests.server_process import free_port
+
+pytest.importorskip("ray.serve")
+
+import ray
+import tritonclient.http as httpclient
+from ray import serve
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+HAS_LLAMA = importlib.util.find_spec("llama_cpp") is not None
+
+
+@dataclass
+class RayApp:
+    proxy: str  # Ray's HTTP proxy
+    own: str  # the ingress's own port
+    repository: Path
+    estimator: Any  # iris's scikit-learn model, as fitted here
+
+
+def _repository(root: Path) -> Any:
+    mlp = root / "mlp"
+    mlp.mkdir(parents=True)
+    mlp_onnx(mlp / "model.onnx")
+    (mlp / "model.yaml").write_text("instances: 2\n")  # two replicas, for the fault test
+    estimator = sklearn_skops(root / "iris.skops")
+    if HAS_LLAMA:
+        from tests.llm_models import tiny_gguf
+
+        tiny_gguf(root / "tiny.gguf")
+    return estimator
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayApp]:
+    repository = tmp_path_factory.mktemp("ray-repo")
+    estimator = _repository(repository)
+    # one node: a two-node `ray.cluster_utils.Cluster` timed out starting its second raylet
+    # (30 s) on the busy 2-core machine. Logical CPUs beyond the machine's 2, so that the
+    # ingress and the four replicas fit (each reserves its threads: mlp's replicas 2 each).
+    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    try:
+        from modelyard.ray import build_app
+
+        proxy, own = free_port(), free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": proxy})
+        args = {"repository": str(repository), "port": own}
+        serve.run(build_app(args), name="modelyard", route_prefix="/")
+        yield RayApp(f"127.0.0.1:{proxy}", f"127.0.0.1:{own}", repository, estimator)
+    finally:
+        serve.shutdown()  # type: ignore[no-untyped-call]
+        ray.shutdown()
+
+
+def _mlp_input(rows: int) -> httpclient.InferInput:
+    x = httpclient.InferInput("x", [rows, 32], "FP32")
+    x.set_data_from_numpy(np.arange(rows * 32, dtype=np.float32).reshape(rows, 32) / 100)
+    return x
+
+
+def _expected_mlp(repository: Path, rows: int) -> np.ndarray:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(repository / "mlp" / "model.onnx"))
+    x = np.arange(rows * 32, dtype=np.float32).reshape(rows, 32) / 100
+    result: np.ndarray = session.run(None, {"x": x})[0]
+    return result
+
+
+@pytest.mark.parametrize("port", ["proxy", "own"])
+def test_tritonclient_http_answers_through_ray(app: RayApp, port: str) -> None:
+    client = httpclient.InferenceServerClient(getattr(app, port))
+    result = client.infer("mlp", [_mlp_input(3)])
+    np.testing.assert_allclose(result.as_numpy("y"), _expected_mlp(app.repository, 3), rtol=1e-5)
+
+    features, _ = iris()
+    x = httpclient.InferInput("input", [5, 4], "FP64")
+    x.set_data_from_numpy(features[:5])
+    labels = client.infer("iris", [x]).as_numpy("predict")
+    assert labels is not None
+    assert labels.tolist() == app.estimator.predict(features[:5]).tolist()
+    assert client.is_server_ready()
+    assert client.get_model_metadata("mlp")["inputs"][0]["shape"] == [-1, 32]
+
+
+def test_the_repository_index_lists_each_model_once_as_ready(app: RayApp) -> None:
+    client = httpclient.InferenceServerClient(app.own)
+    index = client.get_model_repository_index()
+    ready = sorted(entry["name"] for entry in index if entry["state"] == "READY")
+    expected = ["iris", "mlp", *(["tiny"] if HAS_LLAMA else [])]
+    assert ready == expected
+    assert len(index) == len(expected)
+
+
+def test_bad_requests_get_clear_4xx_and_the_app_keeps_answering(app: RayApp) -> None:
+    url = f"http://{app.own}/v2/models"
+    body = {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}
+    unknown = httpx.post(f"{url}/nope/infer", json=body)
+    assert unknown.status_code == 404
+    assert "nope" in unknown.json()["error"]
+    wrong = httpx.post(f"{url}/mlp/infer", json=body)
+    assert wrong.status_code == 400
+    assert "shape" in wrong.json()["error"]
+    assert httpx.get(f"{url}/nope").status_code in (400, 404)
+    client = httpclient.InferenceServerClient(app.own)
+    assert client.infer("mlp", [_mlp_input(1)]).as_numpy("y") is not None
+
+
+@pytest.mark.skipif(not HAS_LLAMA, reason="llama-cpp-python is not installed")
+def test_openai_answers_through_ray(app: RayApp) -> None:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"http://{app.own}/v1", api_key="unused")
+    done = client.completions.create(model="tiny", prompt="hello", max_tokens=4, temperature=0)
+    assert done.choices[0].text
+    again = client.completions.create(model="tiny", prompt="hello", max_tokens=4, temperature=0)
+    assert again.choices[0].text == done.choices[0].text
+    stream = client.chat.completions.create(
+        model="tiny",
+        messages=[{"role": "user", "content": "hi"}],
+        max_tokens=4,
+        stream=True,
+    )
+    pieces = [chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices]
+    assert "".join(pieces)
+    assert [m.id for m in client.models.list().data] == ["tiny"]
+
+
+def test_a_killed_replica_loses_no_request(app: RayApp) -> None:
+    """Kill one of mlp's two replicas (its actor, as kill -9 would) under load: every request
+    is answered (those it held run again on the other replica), none fails."""
+    replicas = [
+        name
+        for name in ray.util.list_named_actors(all_namespaces=True)
+        if isinstance(name, dict) and "model-mlp" in name["name"]
+    ]
+    assert len(replicas) == 2, replicas
+    expected = _expected_mlp(app.repository, 2).tolist()
+    x = (np.arange(2 * 32, dtype=np.float32).reshape(2, 32) / 100).tolist()
+    body = {"inputs": [{"name": "x", "shape": [2, 32], "datatype": "FP32", "data": x}]}
+
+    with httpx.Client(base_url=f"http://{app.own}", timeout=120) as client:
+
+        def one(_: int) -> list[float]:
+            answer = client.post("/v2/models/mlp/infer", json=body)
+            assert answer.status_code == 200, answer.text
+            data: list[float] = answer.json()["outputs"][0]["data"]
+            return data
+
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            before = [pool.submit(one, i) for i in range(200)]
+            time.sleep(0.05)
+            victim = ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"])
+            ray.kill(victim, no_restart=True)
+            after = [pool.submit(one, i) for i in range(200)]
+            for future in before + after:
+                got = np.asarray(future.result(timeout=120)).reshape(2, -1)
+                np.testing.assert_allclose(got, expected, rtol=1e-5)

@@ -1,0 +1,76 @@
+"""A model's config -> its Ray Serve deployment options (no cluster needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from modelyard.errors import InvalidArgument
+from modelyard.ray.scaling import (
+    DEFAULT_BATCH,
+    UNBATCHED_ONGOING,
+    Placement,
+    deployment_options,
+    max_ongoing_requests,
+    threads_of,
+)
+from modelyard.repository.config import from_yaml
+from modelyard.spec.config import ModelConfig, TensorSpec
+
+
+def test_instances_are_replicas_and_the_batch_is_what_a_replica_holds() -> None:
+    config = from_yaml({"instances": 3, "max_batch_size": 64}, "mlp")
+    options = deployment_options(config, Placement(memory_bytes=50 << 20, threads=2))
+    assert options["num_replicas"] == 3
+    assert options["max_ongoing_requests"] == 64
+    assert options["ray_actor_options"] == {"num_cpus": 2, "memory": 50 << 20}
+    assert "autoscaling_config" not in options
+
+
+def test_an_autoscaling_section_becomes_rays_autoscaling_config() -> None:
+    section = {
+        "min_replicas": 0,
+        "max_replicas": 4,
+        "target_ongoing_requests": 32,
+        "upscale_delay_s": 2,
+        "downscale_delay_s": 30.5,
+    }
+    config = from_yaml({"autoscaling": section, "instances": 2}, "mlp")
+    options = deployment_options(config, Placement())
+    assert options["autoscaling_config"] == section
+    assert "num_replicas" not in options  # autoscaling replaces the fixed count
+    assert options["ray_actor_options"] == {"num_cpus": 1}
+
+
+@pytest.mark.parametrize(
+    ("section", "says"),
+    [
+        ({"max_replicas": 2, "bogus": 1}, "unknown autoscaling keys ['bogus']"),
+        ({"min_replicas": 3, "max_replicas": 2}, "min_replicas <= max_replicas"),
+        ({"max_replicas": "many"}, "max_replicas must be a number"),
+        ([1, 2], "must be a mapping"),
+    ],
+)
+def test_a_wrong_autoscaling_section_is_refused_saying_why(section: object, says: str) -> None:
+    config = from_yaml({"autoscaling": section}, "mlp")
+    with pytest.raises(InvalidArgument, match="mlp") as caught:
+        deployment_options(config, Placement())
+    assert says in caught.value.message
+
+
+def test_max_ongoing_requests_follows_the_batch_dimension() -> None:
+    batched = TensorSpec("x", "FP32", [-1, 4])
+    fixed = TensorSpec("x", "FP32", [1, 4])
+    assert max_ongoing_requests(ModelConfig("m", max_batch_size=8)) == 8
+    assert max_ongoing_requests(ModelConfig("m", inputs=[batched])) == DEFAULT_BATCH
+    assert max_ongoing_requests(ModelConfig("m")) == DEFAULT_BATCH  # completed at load
+    assert max_ongoing_requests(ModelConfig("m", inputs=[fixed])) == UNBATCHED_ONGOING
+
+
+def test_threads_come_from_the_runtimes_intra_op_setting() -> None:
+    assert threads_of(ModelConfig("m", parameters={"intra_op_thread_count": "4"})) == 4
+    assert threads_of(ModelConfig("m", parameters={"intra_op_thread_count": "x"})) == 1
+    assert threads_of(ModelConfig("m")) == 1
+    assert deployment_options(ModelConfig("m"), Placement(gpus=0.5))["ray_actor_options"] == {
+        "num_cpus": 1,
+        "num_gpus": 0.5,
+    }
