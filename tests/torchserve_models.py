@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from tests.torch_models import script
+
 #: A class handler on a TorchScript MLP: JSON rows in, scores out; it reports the batch it
 #: ran in and the request headers it saw, and honours a handler-set status and content type.
 CLASS_HANDLER = '''
@@ -151,7 +153,7 @@ def mlp_mar(folder: Path, name: str = "mlp", batch_size: int = 1, delay_ms: int 
     work.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
-    torch.jit.script(model.eval()).save(str(work / "mlp.pt"))
+    script(model.eval(), work / "mlp.pt")
     (work / "mlp_handler.py").write_text(CLASS_HANDLER)
     yaml_text = f"batchSize: {batch_size}\nmaxBatchDelay: {delay_ms}\n"
     (work / "model-config.yaml").write_text(yaml_text)
