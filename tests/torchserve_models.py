@@ -14,7 +14,7 @@ from tests.torch_models import script
 
 #: A class handler on a TorchScript MLP: JSON rows in, scores out; it reports the batch it
 #: ran in and the request headers it saw, and honours a handler-set status and content type.
-CLASS_HANDLER = '''
+CLASS_HANDLER = """
 import json
 import torch
 
@@ -52,11 +52,11 @@ class MLPHandler:
             context.set_response_content_type(0, "text/plain")
             return ["short and stout"] * len(data)
         return self.postprocess(self.inference(self.preprocess(data)))
-'''
+"""
 
 #: A function handler (`handler.py`, its `handle`) on an eager model from its model.py: text in,
 #: text out; a request whose text is "boom" makes it raise.
-FUNCTION_HANDLER = '''
+FUNCTION_HANDLER = """
 import torch
 from model import Doubler
 
@@ -79,9 +79,9 @@ def handle(data, context):
         value = _model(torch.tensor([float(len(text))])).item()
         out.append(f"{text}:{value:g}")
     return out
-'''
+"""
 
-DOUBLER = '''
+DOUBLER = """
 import torch
 
 
@@ -92,10 +92,10 @@ class Doubler(torch.nn.Module):
 
     def forward(self, x):
         return x * self.scale
-'''
+"""
 
 #: The text_classifier default handler's model: an EmbeddingBag and a linear layer.
-TEXT_MODEL = '''
+TEXT_MODEL = """
 import torch
 
 
@@ -107,7 +107,7 @@ class TextSentiment(torch.nn.Module):
 
     def forward(self, text, offsets):
         return self.fc(self.embedding(text, offsets))
-'''
+"""
 
 
 def archive(
@@ -214,5 +214,3 @@ def text_mar(folder: Path, name: str = "sentiment") -> Path:
 
 def _pairs(words: list[str]) -> list[tuple[str, str]]:
     return [(a, b) for a in words for b in words]
-
-

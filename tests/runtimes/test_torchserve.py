@@ -75,7 +75,7 @@ def ts(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TorchSe
 def _mlp_reference(repo: Path, rows: list[list[float]]) -> np.ndarray:
     with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript
         warnings.simplefilter("ignore", DeprecationWarning)
-        model = torch.jit.load(str(repo.parent / ".mlp-src" / "mlp.pt"))
+        model = torch.jit.load(str(repo.parent / ".mlp-src" / "mlp.pt"))  # type: ignore[no-untyped-call]
     with torch.inference_mode():
         result: np.ndarray = model(torch.tensor(rows)).numpy()
     return result

@@ -153,7 +153,7 @@ class TorchServeFront:
         elif wanted is None:
             chosen = [versions[max(versions)]]
         else:
-            number = int(_version(wanted))
+            number = _number(wanted)
             if number not in versions:
                 raise NotFound(f"Model version: {wanted} does not exist for model: {name}")
             chosen = [versions[number]]
@@ -168,7 +168,9 @@ class TorchServeFront:
         entry = self.models.entries.get(name)
         if entry is not None and entry.versions:
             message = f"Model version 1.0 is already registered for model {name}"
-            return json_response({"code": 409, "type": "ConflictStatusException", "message": message}, 409)
+            return json_response(
+                {"code": 409, "type": "ConflictStatusException", "message": message}, 409
+            )
         options = _load_options(request)
         await self.models.register(name)
         await self.models.load(name, options)
@@ -243,13 +245,15 @@ class TorchServeFront:
 
 
 def _version(text: str | None) -> str | None:
-    """modelyard's version number for a TorchServe version ("1.0" and "1" are version 1)."""
-    if text is None:
-        return None
+    """modelyard's version for a TorchServe version ("1.0" and "1" are version 1)."""
+    return None if text is None else str(_number(text))
+
+
+def _number(text: str) -> int:
     match = _VERSION.match(text)
     if match is None:
         raise NotFound(f"Model version: {text} does not exist")
-    return match.group(1)
+    return int(match.group(1))
 
 
 def _int_query(request: Request, key: str, default: int, minimum: int = 0) -> int:

@@ -255,13 +255,19 @@ def _rows(part: Arrays) -> list[tuple[dict[str, Any], dict[str, str]]]:
     body = part[ts.INPUT]
     parameters = part.parameters if isinstance(part, RequestArrays) else {}
     width = body.shape[1] if body.ndim == 2 else 1
-    names = _strings(parameters.get(ts.NAMES), width, ["body", *(f"body{i}" for i in range(1, width))])
+    names = _strings(
+        parameters.get(ts.NAMES), width, ["body", *(f"body{i}" for i in range(1, width))]
+    )
     types_ = _strings(parameters.get(ts.CONTENT_TYPES), width, [""] * width)
     headers = parameters.get(ts.HEADERS)
-    headers = {str(k).lower(): str(v) for k, v in headers.items()} if isinstance(headers, dict) else {}
+    headers = (
+        {str(k).lower(): str(v) for k, v in headers.items()} if isinstance(headers, dict) else {}
+    )
     rows = []
     for row in body.reshape(len(body), -1):
-        data = {name: _decode(value, kind) for name, value, kind in zip(names, row, types_, strict=True)}
+        data = {
+            name: _decode(value, kind) for name, value, kind in zip(names, row, types_, strict=True)
+        }
         rows.append((data, headers))
     return rows
 
