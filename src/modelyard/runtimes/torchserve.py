@@ -156,6 +156,8 @@ class TorchServeRuntime(Runtime):
     def unload(self) -> None:
         folder = getattr(self, "_folder", None)
         if folder is not None:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(folder.name)
             folder.cleanup()
 
 
@@ -164,15 +166,16 @@ class TorchServeRuntime(Runtime):
 
 @contextlib.contextmanager
 def _archive_modules(model_dir: Path) -> Iterator[None]:
-    """While a handler loads, its archive's folder is first on sys.path (a handler imports its
-    `model.py` by name, as under TorchServe); after, the modules imported from the folder leave
-    `sys.modules`, so the next archive's `model` or `handler` is its own, not this one's."""
+    """The archive's folder goes first on sys.path (a handler imports its `model.py` by name,
+    as under TorchServe; it stays there until unload, for imports the handler makes later);
+    once the handler has loaded, the modules imported from the folder leave `sys.modules`, so
+    a next archive's `model` or `handler` is its own (only `isolation: thread` puts two in one
+    process)."""
     folder = str(model_dir)
     sys.path.insert(0, folder)
     try:
         yield
     finally:
-        sys.path.remove(folder)
         for name, module in list(sys.modules.items()):
             if str(getattr(module, "__file__", None) or "").startswith(folder):
                 del sys.modules[name]
