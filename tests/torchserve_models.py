@@ -77,7 +77,7 @@ def handle(data, context):
         if text == "boom":
             raise ValueError("the handler was asked to fail")
         value = _model(torch.tensor([float(len(text))])).item()
-        out.append(f"{text}:{value:g}")
+        out.append(f"{text}SEPARATOR{value:g}")
     return out
 """
 
@@ -166,12 +166,13 @@ def mlp_mar(folder: Path, name: str = "mlp", batch_size: int = 1, delay_ms: int 
     )
 
 
-def eager_mar(folder: Path, name: str = "doubler") -> Path:
-    """An eager model (model.py + state dict) behind a function handler."""
+def eager_mar(folder: Path, name: str = "doubler", separator: str = ":") -> Path:
+    """An eager model (model.py + state dict) behind a function handler; its answers are
+    TEXT + `separator` + the model's value."""
     work = folder.parent / f".{name}-src"
     work.mkdir(parents=True, exist_ok=True)
     (work / "model.py").write_text(DOUBLER)
-    (work / "handler.py").write_text(FUNCTION_HANDLER)
+    (work / "handler.py").write_text(FUNCTION_HANDLER.replace("SEPARATOR", separator))
     namespace: dict[str, object] = {}
     exec(compile(DOUBLER, "model.py", "exec"), namespace)
     doubler = namespace["Doubler"]

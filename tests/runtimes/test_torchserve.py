@@ -237,3 +237,62 @@ def test_the_archive_over_kserve_v2(ts: TorchServe, repo: Path) -> None:
     assert result is not None and result.shape == (1, 1)
     scores = json.loads(result[0, 0])["scores"]
     np.testing.assert_allclose(scores, _mlp_reference(repo, [row])[0], rtol=1e-5)
+
+
+def test_the_advisor_reads_an_archive_without_loading_it(repo: Path) -> None:
+    from modelyard.advisor.inspect import inspect_artifact
+
+    info = inspect_artifact(repo / "doubler.mar")
+    assert (info.format, info.container) == ("torchserve", "mar")
+    assert info.details["handler"] == "handler.py"
+    assert info.weight_bytes is not None and info.weight_bytes > 0
+
+
+def test_two_archives_in_one_process_keep_their_own_modules(tmp_path: Path) -> None:
+    """Two archives whose handlers are both `handler.py` importing a `model.py`, loaded in the
+    server's process (`isolation: thread`): each runs its own handler."""
+    from modelyard.repository.loader import load_version
+    from modelyard.repository.scan import scan
+    from modelyard.runtimes import RequestArrays
+
+    store = tmp_path / "store"
+    store.mkdir()
+    eager_mar(store, "colon", separator=":")
+    eager_mar(store, "equals", separator="=")
+    sources = scan([store])
+    loaded = []
+    for name in ("colon", "equals"):
+        sources[name].config.parameters["isolation"] = "thread"
+        loaded.append(load_version(sources[name], 1, trust_pickle=False))
+    try:
+        body = np.array([[b"abc"]], dtype=object)
+        texts = []
+        for each in loaded:
+            [answer] = each.runtime.infer_many([RequestArrays({"body": body})])
+            assert isinstance(answer, dict)
+            texts.append(answer["output"][0, 0])
+        assert texts == [b"abc:6", b"abc=6"]
+    finally:
+        for each in loaded:
+            each.runtime.unload()
+
+
+def test_archives_that_do_not_read_are_refused(tmp_path: Path) -> None:
+    import zipfile
+
+    from modelyard.errors import ModelLoadError
+    from modelyard.runtimes.torchserve_archive import extract, read_manifest
+
+    escaping = tmp_path / "escape.mar"
+    with zipfile.ZipFile(escaping, "w") as archive:
+        archive.writestr("MAR-INF/MANIFEST.json", json.dumps({"model": {"handler": "h.py"}}))
+        archive.writestr("../outside.py", "print('no')")
+    assert read_manifest(escaping).handler == "h.py"
+    with pytest.raises(ModelLoadError, match="outside the archive"):
+        extract(escaping, tmp_path / "unpacked")
+    assert not (tmp_path / "outside.py").exists()
+    plain = tmp_path / "plain.mar"
+    with zipfile.ZipFile(plain, "w") as archive:
+        archive.writestr("model.pt", b"")
+    with pytest.raises(ModelLoadError, match="MANIFEST"):
+        read_manifest(plain)
