@@ -168,8 +168,10 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, dict[int, load.Cell]] = {}
     for target in targets:
         log = WORK / "logs" / f"torchserve-{target}.log"
-        server = modelyard(store, log) if target == "modelyard" else None
-        with server or torchserve(store, log, args.torch) as url:
+        server = (
+            modelyard(store, log) if target == "modelyard" else torchserve(store, log, args.torch)
+        )
+        with server as url:
             check(url)
             results[target] = measure(url, concurrency, args.warmup, args.seconds)
         for c, cell in results[target].items():
