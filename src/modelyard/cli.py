@@ -76,6 +76,19 @@ def main() -> None:
     "extra [ray]).",
 )
 @click.option(
+    "--torchserve-port",
+    default=0,
+    envvar="MODELYARD_TORCHSERVE_PORT",
+    help="Serve TorchServe's inference API (/predictions, /ping) on this port, e.g. 8080 "
+    "(0: not served).",
+)
+@click.option(
+    "--torchserve-management-port",
+    default=0,
+    envvar="MODELYARD_TORCHSERVE_MANAGEMENT_PORT",
+    help="Serve TorchServe's management API (/models) on this port, e.g. 8081 (0: not served).",
+)
+@click.option(
     "--model-control-mode",
     type=click.Choice(CONTROL_MODES),
     default=None,

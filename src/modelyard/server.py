@@ -36,6 +36,7 @@ from modelyard.fronts.openai import OpenAIFront, openai_error
 from modelyard.fronts.openai import error_body as openai_error_body
 from modelyard.fronts.openapi import APIDocs
 from modelyard.fronts.tgi import TGIFront
+from modelyard.fronts.torchserve import TorchServeFront, torchserve_app
 from modelyard.repository.residency import ResidencyPolicy
 from modelyard.repository.store import PullPolicy
 from modelyard.settings import Settings
@@ -108,6 +109,18 @@ class Modelyard:
             app = APIKeyMiddleware(app, keys=self.settings.api_keys)
         app = BrowserHome(app)  # a browser opening / sees the console (no key needed to go)
         return CORS(app, origin_pattern(self.settings.cors_origins))  # preflights need no key
+
+    def torchserve_apps(self) -> tuple[ASGIApp, ASGIApp]:
+        """TorchServe's inference and management APIs, each an app for a port of its own
+        (no lifespan: the main app runs it), behind the same API keys."""
+        front = TorchServeFront(self.dataplane, self.models, self.settings.max_request_bytes)
+        apps: list[ASGIApp] = []
+        for routes in (front.inference_routes(), front.management_routes()):
+            app: ASGIApp = torchserve_app(routes)
+            if self.settings.api_keys:
+                app = APIKeyMiddleware(app, keys=self.settings.api_keys)
+            apps.append(app)
+        return apps[0], apps[1]
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:

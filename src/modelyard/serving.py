@@ -61,7 +61,7 @@ def run(settings: Settings, *, demo: bool = False, started: float | None = None)
             )
         except OSError as exc:
             raise FailedPrecondition(f"{exc}; choose another --grpc-port") from None
-        second = _second_port(app, settings, protocol)
+        others = _more_ports(server, app, budget, settings, protocol)
         task = asyncio.create_task(http.serve())
         while not http.started and not task.done():
             await asyncio.sleep(0.01)
@@ -79,12 +79,11 @@ def run(settings: Settings, *, demo: bool = False, started: float | None = None)
                 limits.idle_timeout_s,
             )
         watched = [http.server_state.connections]
-        if second is not None:
-            watched.append(second[0].server_state.connections)
+        watched += [follower.server_state.connections for follower, _ in others]
         sweeper = asyncio.create_task(sweep(watched))
         try:
-            if second is not None:
-                await _follow(http, second, task)
+            if others:
+                await _follow(http, others, task)
             await task
         finally:
             sweeper.cancel()
@@ -178,32 +177,59 @@ class _Follower(uvicorn.Server):
         yield
 
 
-def _second_port(
-    app: ASGIApp, settings: Settings, protocol: type[asyncio.Protocol]
-) -> tuple[_Follower, socket.socket] | None:
-    """The server for --ollama-port, its socket bound now so a port in use fails at once."""
-    if not settings.ollama_port:
-        return None
-    sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
+def _more_ports(
+    server: Modelyard,
+    app: ASGIApp,
+    budget: BodyBudget,
+    settings: Settings,
+    protocol: type[asyncio.Protocol],
+) -> list[tuple[_Follower, socket.socket]]:
+    """The servers of the other ports, their sockets bound now so a port in use fails at
+    once: --ollama-port (every HTTP route again) and TorchServe's two."""
+    wanted: list[tuple[int, str, ASGIApp]] = []
+    if settings.ollama_port:
+        wanted.append((settings.ollama_port, "--ollama-port", app))
+    if settings.torchserve_port or settings.torchserve_management_port:
+        inference, management = server.torchserve_apps()
+        wanted += [
+            (settings.torchserve_port, "--torchserve-port", BodyGuard(inference, budget)),
+            (
+                settings.torchserve_management_port,
+                "--torchserve-management-port",
+                BodyGuard(management, budget),
+            ),
+        ]
+    followers = []
+    for port, option, served in [w for w in wanted if w[0]]:
+        sock = _bind(settings.host, port, option)
+        followers.append((_Follower(_config(served, settings, protocol, lifespan="off")), sock))
+    return followers
+
+
+def _bind(host: str, port: int, option: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((settings.host, settings.ollama_port))
+        sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise FailedPrecondition(f"{exc}; choose another --ollama-port") from None
-    return _Follower(_config(app, settings, protocol, lifespan="off")), sock
+        raise FailedPrecondition(f"{exc}; choose another {option}") from None
+    return sock
 
 
 async def _follow(
-    first: uvicorn.Server, second: tuple[_Follower, socket.socket], first_task: asyncio.Task[None]
+    first: uvicorn.Server,
+    followers: list[tuple[_Follower, socket.socket]],
+    first_task: asyncio.Task[None],
 ) -> None:
-    follower, sock = second
-    task = asyncio.create_task(follower.serve(sockets=[sock]))
-    log.info("also serving HTTP on %s:%d", *sock.getsockname()[:2])
-    while not (first.should_exit or first_task.done() or task.done()):
+    tasks = [asyncio.create_task(f.serve(sockets=[sock])) for f, sock in followers]
+    for _, sock in followers:
+        log.info("also serving HTTP on %s:%d", *sock.getsockname()[:2])
+    while not (first.should_exit or first_task.done() or any(t.done() for t in tasks)):
         await asyncio.sleep(0.1)
-    follower.should_exit = True
-    await task
+    for follower, _ in followers:
+        follower.should_exit = True
+    await asyncio.gather(*tasks)
 
 
 def _run_loop(main: Coroutine[Any, Any, None]) -> None:

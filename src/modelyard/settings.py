@@ -38,6 +38,10 @@ class Settings:
     http_port: int = 8000
     grpc_port: int = 8001
     ollama_port: int = 0  # also serve every HTTP route here (Ollama's 11434); 0: not at all
+    #: TorchServe's inference and management APIs on ports of their own (its 8080 and 8081);
+    #: 0: not served.
+    torchserve_port: int = 0
+    torchserve_management_port: int = 0
     #: ondemand with every model loaded at start: what a server started by hand should do
     #: (the API may load, unload, pull, copy and delete); "none" locks the repository.
     model_control_mode: str = "ondemand"

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from modelyard.advisor.artifact import ArtifactInfo
+from modelyard.runtimes.torchserve_archive import read_manifest
 from modelyard.spec.config import TensorSpec
 
 # torch.export's serialized ScalarType codes -> (KServe datatype, bytes per element)
@@ -125,3 +126,22 @@ def _count(meta: dict[str, Any]) -> int:
 
 def _spec(name: str, meta: dict[str, Any]) -> TensorSpec:
     return TensorSpec(name, _datatype(meta)[0], _dims(meta))
+
+
+def inspect_torchserve_archive(path: Path) -> ArtifactInfo:
+    """A TorchServe archive: its manifest's handler and model, and the serialized model's
+    size (the weights) read from the zip's directory."""
+    manifest = read_manifest(path)
+    weights = None
+    if manifest.serialized_file:
+        with zipfile.ZipFile(path) as archive:
+            names = {info.filename: info.file_size for info in archive.infolist()}
+        weights = names.get(manifest.serialized_file)
+    return ArtifactInfo(
+        path,
+        "torchserve",
+        container="mar",
+        size_bytes=path.stat().st_size,
+        weight_bytes=weights,
+        details={"handler": manifest.handler, "model_name": manifest.model_name},
+    )

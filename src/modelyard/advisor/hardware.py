@@ -30,6 +30,7 @@ LIBRARIES: dict[str, str] = {
     "llamacpp": "llama_cpp",
     "openvino": "openvino",
     "pytorch": "torch",
+    "torchserve": "torch",  # custom handlers need torch; default ones the torchserve package
     "transformers": "transformers",
     "vllm": "vllm",
     "tensorrt": "tensorrt",

@@ -33,6 +33,7 @@ INSPECTORS: dict[str, Inspector] = {
     ".pt": formats_torch.inspect_torch_archive,
     ".pth": formats_torch.inspect_torch_archive,
     ".pt2": formats_torch.inspect_torch_archive,
+    ".mar": formats_torch.inspect_torchserve_archive,
     ".xml": formats_other.inspect_openvino,
     ".plan": formats_other.inspect_tensorrt,
     ".engine": formats_other.inspect_tensorrt,

@@ -52,6 +52,9 @@ COSTS: dict[str, MemoryCost] = {
     "torchscript": MemoryCost(277, 1, 1.0, True),
     "torch-export": MemoryCost(367, 1, 1.0, True),
     "torch-export/aoti": MemoryCost(280, 5, 1.0, False),  # a compiled .so: not measured
+    # a TorchServe archive's handler, in its own worker process: torch and the handler's code
+    # (not measured; a default handler imports the torchserve package and captum too)
+    "torchserve": MemoryCost(300, 20, 1.0, False),
     "openvino": MemoryCost(60, 10, 1.0, False),
     "tensorrt": MemoryCost(0, 100, 1.0, False),
     "unknown": MemoryCost(0, 0, 1.0, False),

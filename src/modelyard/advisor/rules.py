@@ -102,6 +102,13 @@ RUNTIME_RULES: tuple[Rule, ...] = (
         "as Triton's PyTorch backend runs them)",
     ),
     Rule(
+        "torchserve",
+        ("format == torchserve",),
+        runtime="torchserve",
+        reason="a TorchServe archive (.mar) runs its own handler, as TorchServe runs it, in a "
+        "worker process",
+    ),
+    Rule(
         "openvino-ir",
         ("format == openvino",),
         runtime="openvino",

@@ -3,6 +3,7 @@
     REPO/NAME/config.pbtxt + REPO/NAME/<version>/model.onnx     Triton layout
     REPO/NAME/model.yaml + files (or <version>/ folders)          simple layout
     REPO/NAME.onnx | .joblib | .skops | .ubj | .json | .txt     a bare file; its stem is the name
+    REPO/NAME.mar                                                 a TorchServe model archive
     REPO/NAME/config.json + *.safetensors + tokenizer files      a Hugging Face causal LM
 
 A Hugging Face folder (what `save_pretrained` writes) whose config.json names a `*ForCausalLM`
@@ -27,8 +28,14 @@ import yaml
 
 from modelyard.errors import ModelyardError
 from modelyard.repository.config import from_yaml, parse_pbtxt
-from modelyard.runtimes import RUNTIMES, hf_causal_lm, runtime_for_file, runtime_suffixes
-from modelyard.spec.config import ModelConfig
+from modelyard.runtimes import (
+    RUNTIMES,
+    hf_causal_lm,
+    runtime_for_file,
+    runtime_suffixes,
+    torchserve_archive,
+)
+from modelyard.spec.config import DynamicBatching, ModelConfig
 
 log = logging.getLogger("modelyard.repository")
 
@@ -119,7 +126,19 @@ def _read_file(path: Path) -> ModelSource | None:
         return None
     config = ModelConfig(path.stem, runtime=runtime)
     config.reasons["runtime"] = f"file suffix {path.suffix}"
+    if runtime == "torchserve":
+        _archive_batching(config, path)
     return ModelSource(path.stem, path, "file", config, versions={1: path})
+
+
+def _archive_batching(config: ModelConfig, path: Path) -> None:
+    """A TorchServe archive's batchSize and maxBatchDelay (its model-config.yaml, else
+    TorchServe's defaults) as the batcher's max_batch_size and queue delay."""
+    found = torchserve_archive.batching(path)
+    config.max_batch_size = found.batch_size
+    config.dynamic_batching = DynamicBatching(max_queue_delay_us=found.max_batch_delay_ms * 1000)
+    reason = f"TorchServe's batchSize / maxBatchDelay for {path.name}"
+    config.reasons["max_batch_size"] = config.reasons["dynamic_batching"] = reason
 
 
 def _sniff(path: Path, runtime: str) -> bool:

@@ -68,13 +68,14 @@ def vet(entry: Path, name: str, pull_code: bool) -> None:
     if source is None or source.error:
         reason = source.error if source is not None else "not a model"
         raise InvalidArgument(f"the pulled {entry.name} is not a model modelyard serves: {reason}")
-    runs_code = source.config.runtime == "python" or any(
+    runs_code = source.config.runtime in ("python", "torchserve") or any(
         p.suffix.lower() in PICKLE_SUFFIXES for p in source.versions.values()
     )
     if runs_code and not pull_code:
         raise FailedPrecondition(
-            f"model {name!r} runs code when it loads (a Python model or a pickle); start the "
-            "server with --pull-code (MODELYARD_PULL_CODE=1) to pull such models"
+            f"model {name!r} runs code when it loads (a Python model, a TorchServe archive or "
+            "a pickle); start the server with --pull-code (MODELYARD_PULL_CODE=1) to pull such "
+            "models"
         )
     _drop_trust(entry)
 

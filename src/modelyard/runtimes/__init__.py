@@ -102,6 +102,15 @@ RUNTIMES: dict[str, RuntimeInfo] = {
         claims_suffixes=False,
         isolated=True,  # in a worker process, as Triton runs it in a stub process
     ),
+    # TorchServe model archives: the archive's own handler runs (user code: a worker process).
+    "torchserve": RuntimeInfo(
+        "modelyard.runtimes.torchserve",
+        "TorchServeRuntime",
+        "torchserve",
+        (".mar",),
+        "model.mar",
+        isolated=True,
+    ),
     "llamacpp": RuntimeInfo(
         "modelyard.runtimes.llamacpp", "LlamaCppRuntime", "llm", (".gguf",), "model.gguf"
     ),
