@@ -81,9 +81,7 @@ class SentenceRuntime(Runtime, TextModel):
         return embedding_signature(self.width)
 
     def infer(self, inputs: Arrays) -> Arrays:
-        texts = [
-            t.decode() if isinstance(t, bytes) else str(t) for t in inputs[TEXT_INPUT].reshape(-1)
-        ]
+        texts = texts_of(inputs[TEXT_INPUT])
         vectors = [self._encode(texts[i : i + _BATCH])[0] for i in range(0, len(texts), _BATCH)]
         return {"embedding": np.concatenate(vectors).astype(np.float32, copy=False)}
 
@@ -156,6 +154,15 @@ class SentenceRuntime(Runtime, TextModel):
         if self.normalize:
             vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return vectors
+
+
+def texts_of(array: np.ndarray) -> list[str]:
+    """The texts of a BYTES tensor, one per element; bytes that are not UTF-8 are a client's
+    error."""
+    try:
+        return [t.decode() if isinstance(t, bytes) else str(t) for t in array.reshape(-1)]
+    except UnicodeDecodeError as exc:
+        raise InvalidArgument(f"{TEXT_INPUT} must be UTF-8 text: {exc}") from exc
 
 
 def pool(hidden: np.ndarray, mask: np.ndarray, how: str) -> np.ndarray:
