@@ -15,11 +15,6 @@ import httpx
 import numpy as np
 import openai
 import pytest
-
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-pytest.importorskip("onnxruntime")
-
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
@@ -27,6 +22,11 @@ from tritonclient.utils import InferenceServerException
 from modelyard.repository.scan import scan
 from modelyard.runtimes.hf_export import exported_graph
 from tests.server_process import ServerProcess
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("onnxruntime")
+
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -123,7 +123,11 @@ def pipeline(task: str, folder: Path) -> Any:
 def test_the_scanner_picks_the_runtime_from_the_architecture(repo: Path) -> None:
     found = scan([repo])
     runtimes = {name: source.config.runtime for name, source in found.items()}
-    assert runtimes == {"sentiment": "hf_classifier", "tagger": "hf_classifier", "encoder": "sentence"}
+    assert runtimes == {
+        "sentiment": "hf_classifier",
+        "tagger": "hf_classifier",
+        "encoder": "sentence",
+    }
     assert "BertForTokenClassification" in found["tagger"].config.reasons["runtime"]
 
 

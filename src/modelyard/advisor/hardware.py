@@ -31,6 +31,8 @@ LIBRARIES: dict[str, str] = {
     "openvino": "openvino",
     "pytorch": "torch",
     "transformers": "transformers",
+    "hf_classifier": "transformers",
+    "sentence": "onnxruntime",
     "vllm": "vllm",
     "tensorrt": "tensorrt",
 }

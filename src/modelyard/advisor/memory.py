@@ -145,7 +145,10 @@ def estimate_memory(
     if info.format in _KNOWN_NOTHING:
         return MemoryEstimate(known=False)
     cost = (
-        COSTS.get(f"{info.format}/{info.container}") or COSTS.get(info.format) or COSTS["unknown"]
+        COSTS.get(f"{info.format}/{info.container}")
+        or COSTS.get(f"{info.format}/{info.task}")
+        or COSTS.get(info.format)
+        or COSTS["unknown"]
     )
     weights = info.weight_bytes if info.weight_bytes is not None else info.size_bytes
     estimate = MemoryEstimate(

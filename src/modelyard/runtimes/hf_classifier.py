@@ -138,7 +138,7 @@ class HFClassifierRuntime(Runtime):
             texts, return_offsets_mapping=True, return_special_tokens_mask=True
         )
         out = []
-        for row, text in enumerate(texts):
+        for row in range(len(texts)):
             ids = encoded["input_ids"][row].tolist()
             special = encoded["special_tokens_mask"][row].tolist()
             offsets = encoded["offset_mapping"][row].tolist()
@@ -166,4 +166,3 @@ class HFClassifierRuntime(Runtime):
 def _softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return np.asarray(shifted / shifted.sum(axis=-1, keepdims=True), dtype=np.float32)
-
