@@ -38,12 +38,14 @@ TAGS = {0: "B-PER", 1: "I-PER", 2: "B-LOC"}  # no O: every word is an entity
 
 def tokenizer() -> Any:
     """A WordPiece tokenizer with BERT's special tokens and [CLS] .. [SEP] around each text."""
-    from tokenizers.implementations import BertWordPieceTokenizer
+    from tokenizers import Tokenizer
+    from tokenizers.implementations.bert_wordpiece import BertWordPieceTokenizer
 
     words = BertWordPieceTokenizer(lowercase=True)
     corpus = ["The quick brown fox jumps over the lazy dog.", "Hello river bank, near here."]
-    words.train_from_iterator(corpus * 20, vocab_size=120, show_progress=False)
-    return transformers.BertTokenizerFast(tokenizer_object=words._tokenizer)
+    words.train_from_iterator(iter(corpus * 20), vocab_size=120, show_progress=False)
+    trained = Tokenizer.from_str(words.to_str())
+    return transformers.BertTokenizerFast(tokenizer_object=trained)
 
 
 def bert_config(vocab: int, **extra: Any) -> Any:
@@ -174,7 +176,8 @@ def _mean_pooled(folder: Path, texts: list[str]) -> np.ndarray:
     """transformers' feature-extraction pipeline's token vectors, mean-pooled and normalised."""
     features = pipeline("feature-extraction", folder)(texts)
     vectors = np.array([np.array(f[0]).mean(axis=0) for f in features])
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    normalised: np.ndarray = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    return normalised
 
 
 def test_embeddings_equal_the_pipeline_over_kserve_and_openai(
