@@ -19,8 +19,10 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from modelyard.errors import ModelLoadError
 from modelyard.repository.scan import scan
 from modelyard.runtimes.hf_export import exported_graph
+from modelyard.runtimes.sentence import pool, read_settings
 from tests.server_process import ServerProcess
 
 torch = pytest.importorskip("torch")
@@ -190,6 +192,9 @@ def test_embeddings_equal_the_pipeline_over_kserve_and_openai(
     answer = openai_client.embeddings.create(model="encoder", input=TEXTS)
     np.testing.assert_allclose([d.embedding for d in answer.data], expected, atol=1e-5)
     assert answer.usage.prompt_tokens >= len(TEXTS) * 3  # [CLS] text [SEP]
+    ids = transformers.AutoTokenizer.from_pretrained(str(repo / "encoder"))(TEXTS[1])["input_ids"]
+    by_ids = openai_client.embeddings.create(model="encoder", input=[ids])
+    np.testing.assert_allclose(by_ids.data[0].embedding, expected[1], atol=1e-5)
 
 
 def test_bad_input_is_a_client_error_and_the_server_goes_on(client: Client) -> None:
@@ -220,3 +225,44 @@ def test_embeddings_from_a_classifier_are_refused(server: ServerProcess) -> None
         f"{server.url}/v1/embeddings", json={"model": "sentiment", "input": ["a text"]}
     )
     assert 400 <= answer.status_code < 500
+
+
+# ---- the pieces, without a server -------------------------------------------------------------
+
+
+def test_pooling_keeps_only_the_tokens_the_mask_keeps() -> None:
+    hidden = np.array([[[1.0, 2.0], [3.0, -4.0], [100.0, 100.0]]], dtype=np.float32)
+    mask = np.array([[1, 1, 0]])
+    np.testing.assert_allclose(pool(hidden, mask, "mean"), [[2.0, -1.0]])
+    np.testing.assert_allclose(pool(hidden, mask, "max"), [[3.0, 2.0]])
+    np.testing.assert_allclose(pool(hidden, mask, "cls"), [[1.0, 2.0]])
+
+
+def test_parameters_override_the_folders_settings(tmp_path: Path) -> None:
+    (tmp_path / "modules.json").write_text('[{"type": "sentence_transformers.models.Pooling"}]')
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "1_Pooling" / "config.json").write_text('{"pooling_mode_max_tokens": true}')
+    found = read_settings(tmp_path, {})
+    assert (found.pooling, found.normalize, found.max_seq_length) == ("max", False, 512)
+    chosen = read_settings(tmp_path, {"pooling": "CLS", "normalize": "true", "max_seq_length": "8"})
+    assert (chosen.pooling, chosen.normalize, chosen.max_seq_length) == ("cls", True, 8)
+    with pytest.raises(ModelLoadError, match="pooling must be one of"):
+        read_settings(tmp_path, {"pooling": "sum"})
+
+
+def test_a_shipped_graph_is_used_and_a_failed_export_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    shipped = tmp_path / "shipped"
+    (shipped / "onnx").mkdir(parents=True)
+    (shipped / "onnx" / "model.onnx").write_bytes(b"graph")
+    assert exported_graph(shipped, shipped / "model.safetensors") == shipped / "onnx" / "model.onnx"
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    (broken / "model.safetensors").write_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}")
+    with pytest.raises(ModelLoadError, match="exporting one failed") as error:
+        exported_graph(broken, broken / "model.safetensors")
+    assert "modelyard[transformers]" in str(error.value)
+    assert not list((tmp_path / "cache").rglob("*.partial"))
