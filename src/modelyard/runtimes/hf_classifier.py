@@ -74,7 +74,10 @@ class HFClassifierRuntime(Runtime):
         self.labels = [str(config.id2label[i]) for i in range(config.num_labels)]
         self.sigmoid = config.problem_type == "multi_label_classification" or len(self.labels) == 1
         limit = int(getattr(config, "max_position_embeddings", 0) or 512)
-        self.max_length = min(thread_count(params, "max_length") or limit, limit)
+        try:
+            self.max_length = min(int(params.get("max_length", 0)) or limit, limit)
+        except ValueError as exc:
+            raise ModelLoadError(f"parameter max_length must be a whole number: {exc}") from exc
         self.threads = thread_count(params, "intra_op_thread_count") or max(
             1, (os.cpu_count() or 1) // max(1, self.config.instance_count)
         )
