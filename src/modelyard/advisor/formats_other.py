@@ -61,8 +61,13 @@ def _safetensors_totals(files: list[Path]) -> tuple[int, int, str]:
 
 
 def inspect_safetensors(path: Path) -> ArtifactInfo:
-    """A safetensors file; a Hugging Face folder around it (config.json) adds the model type,
-    and a sentence-transformers one (modules.json) makes it an embedding model."""
+    """A safetensors file; in a Hugging Face folder (config.json naming architectures, or a
+    sentence-transformers folder with modules.json), that folder."""
+    folder = path.parent
+    if (folder / "config.json").is_file() and (
+        (folder / "modules.json").is_file() or "architectures" in _json(folder / "config.json")
+    ):
+        return inspect_hf_folder(folder)
     params, nbytes, dtype = _safetensors_totals([path])
     info = ArtifactInfo(
         path,
@@ -73,14 +78,14 @@ def inspect_safetensors(path: Path) -> ArtifactInfo:
         parameters=params,
         quantization=dtype,
     )
-    config_file = path.parent / "config.json"
-    if config_file.is_file():
-        config = json.loads(config_file.read_text())
-        info.architecture = config.get("model_type") or None
-        if (path.parent / "modules.json").exists():
-            info.task = "embedding"
-            info.context_length = int(config.get("max_position_embeddings", 0)) or None
+    if (folder / "config.json").is_file():
+        info.architecture = _json(folder / "config.json").get("model_type") or None
     return info
+
+
+def _json(path: Path) -> dict[str, Any]:
+    data = json.loads(path.read_text())
+    return data if isinstance(data, dict) else {}
 
 
 def inspect_hf_folder(path: Path) -> ArtifactInfo:

@@ -32,6 +32,8 @@ LIBRARIES: dict[str, str] = {
     "pytorch": "torch",
     "torchserve": "torch",  # custom handlers need torch; default ones the torchserve package
     "transformers": "transformers",
+    "hf_classifier": "transformers",
+    "sentence": "onnxruntime",
     "vllm": "vllm",
     "tensorrt": "tensorrt",
 }

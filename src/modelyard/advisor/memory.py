@@ -45,6 +45,12 @@ COSTS: dict[str, MemoryCost] = {
     # (LLAMA_VOCAB_BYTES) and the sequences decoded together (LLAMA_SEQUENCE_VOCAB_BYTES).
     "gguf": MemoryCost(10, 4, 1.0, True),
     "hf": MemoryCost(600, 50, 1.0, False),
+    # Hugging Face encoders on onnxruntime (the sentence runtime; onnxruntime 1.32, tokenizers
+    # 0.23): a tiny BERT (0.1 MiB of weights) grew RSS by 36 MiB, all-MiniLM-L6-v2 (87 MiB) by
+    # 158 MiB (onnxruntime's pre-packed weights beside the graph's). Classifiers on
+    # transformers 5.24 / torch 2.13: importing both and a tiny BERT classifier, 362 MiB.
+    "hf/embedding": MemoryCost(28, 8, 1.4, True),
+    "hf/classifier": MemoryCost(350, 10, 1.0, True),
     "safetensors": MemoryCost(600, 50, 1.0, False),
     # torch 2.13 (CPU): importing torch 260 MiB, the first model's kernels and allocator ~17
     # more; torch.export.load imports torch.export/fx on top (~107 MiB with the first model);
@@ -148,7 +154,10 @@ def estimate_memory(
     if info.format in _KNOWN_NOTHING:
         return MemoryEstimate(known=False)
     cost = (
-        COSTS.get(f"{info.format}/{info.container}") or COSTS.get(info.format) or COSTS["unknown"]
+        COSTS.get(f"{info.format}/{info.container}")
+        or COSTS.get(f"{info.format}/{info.task}")
+        or COSTS.get(info.format)
+        or COSTS["unknown"]
     )
     weights = info.weight_bytes if info.weight_bytes is not None else info.size_bytes
     estimate = MemoryEstimate(

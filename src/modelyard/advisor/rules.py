@@ -26,6 +26,8 @@ Facts = Mapping[str, Any]
 _TABULAR = "onnx|sklearn|xgboost|lightgbm"
 #: Runtimes whose models take a batch dimension the batcher can merge requests along.
 _BATCHED = _TABULAR + "|pytorch"
+#: Runtimes whose operators run on torch's (or onnxruntime's) intra-op thread pool.
+_TORCH = "pytorch|hf_classifier|sentence"
 
 
 @dataclass(frozen=True)
@@ -90,9 +92,23 @@ RUNTIME_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "hf-folder",
-        ("format == hf",),
+        ("format == hf", "task == text-generation"),
         runtime="transformers",
-        reason="a Hugging Face folder (config.json + safetensors) is read by transformers",
+        reason="a Hugging Face causal LM (config.json + safetensors) generates on transformers",
+    ),
+    Rule(
+        "hf-classifier",
+        ("format == hf", "task == classifier"),
+        runtime="hf_classifier",
+        reason="a Hugging Face sequence or token classifier runs on transformers, its labels "
+        "from config.json's id2label",
+    ),
+    Rule(
+        "hf-encoder",
+        ("format == hf", "task == embedding"),
+        runtime="sentence",
+        reason="a Hugging Face encoder (a bare *Model or a sentence-transformers folder) "
+        "serves pooled sentence embeddings",
     ),
     Rule(
         "torch",
@@ -195,14 +211,14 @@ SETTING_RULES: tuple[Rule, ...] = (
     # -- PyTorch ---------------------------------------------------------------------------
     Rule(
         "pytorch-threads",
-        ("runtime == pytorch", "not instances_pinned"),
+        (f"runtime in {_TORCH}", "not instances_pinned"),
         settings={"parameters.intra_op_thread_count": "{physical_cores}", "instance_count": 1},
         reason="torch parallelises inside each operator: one instance with a thread per "
         "physical core ({physical_cores}); extra hyper-threads only contend",
     ),
     Rule(
         "pytorch-threads-per-instance",
-        ("runtime == pytorch", "instances_pinned"),
+        (f"runtime in {_TORCH}", "instances_pinned"),
         settings={"parameters.intra_op_thread_count": "{threads_per_instance}"},
         reason="the config runs {instances} instances: {threads_per_instance} torch threads "
         "each keep the {physical_cores} physical cores from being oversubscribed",

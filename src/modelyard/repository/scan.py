@@ -4,11 +4,13 @@
     REPO/NAME/model.yaml + files (or <version>/ folders)          simple layout
     REPO/NAME.onnx | .joblib | .skops | .ubj | .json | .txt     a bare file; its stem is the name
     REPO/NAME.mar                                                 a TorchServe model archive
-    REPO/NAME/config.json + *.safetensors + tokenizer files      a Hugging Face causal LM
+    REPO/NAME/config.json + *.safetensors + tokenizer files      a Hugging Face folder
 
-A Hugging Face folder (what `save_pretrained` writes) whose config.json names a `*ForCausalLM`
-architecture is a text generator served by the transformers runtime, with or without a
-`model.yaml` beside it; a `model.yaml` or `config.pbtxt` naming another runtime wins.
+A Hugging Face folder (what `save_pretrained` writes) is served by the runtime its config.json's
+`architectures` call for (`runtimes.hf_runtime`): a `*ForCausalLM` by transformers (a text
+generator), a `*ForSequenceClassification` / `*ForTokenClassification` by hf_classifier, a bare
+encoder (`BertModel`...) or a sentence-transformers folder by sentence (embeddings), with or
+without a `model.yaml` beside it; a `model.yaml` or `config.pbtxt` naming a runtime wins.
 
 A folder with an OVMS `config.json` (`model_config_list`) is read as OVMS reads it instead: its
 models and pipelines are those the file lists (`repository/ovms.py`). A pipeline (an ensemble,
@@ -30,7 +32,7 @@ from modelyard.errors import ModelyardError
 from modelyard.repository.config import from_yaml, parse_pbtxt
 from modelyard.runtimes import (
     RUNTIMES,
-    hf_causal_lm,
+    hf_runtime,
     runtime_for_file,
     runtime_suffixes,
     torchserve_archive,
@@ -160,7 +162,7 @@ def _read_folder(folder: Path) -> ModelSource | None:
         config, layout = from_yaml(yaml.safe_load(yml.read_text()), folder.name), "simple"
     elif any(p.is_dir() and p.name.isdigit() for p in folder.iterdir()):
         config, layout = ModelConfig(folder.name), "triton"
-    elif hf_causal_lm(folder) is not None:
+    elif hf_runtime(folder) is not None:
         config, layout = ModelConfig(folder.name), "simple"
     else:
         return None
@@ -185,14 +187,14 @@ def _read_folder(folder: Path) -> ModelSource | None:
 
 
 def _hf_runtime(config: ModelConfig, version_dir: Path) -> None:
-    """A Hugging Face causal-LM folder is the transformers runtime's (a GGUF build of the same
-    model would be llamacpp's: a folder holding both must name its runtime)."""
-    architecture = hf_causal_lm(version_dir)
-    if architecture is None or any(version_dir.glob("*.gguf")):
+    """A Hugging Face folder is the runtime's its architecture calls for (a GGUF build of the
+    same model would be llamacpp's: a folder holding both must name its runtime)."""
+    found = hf_runtime(version_dir)
+    if found is None or any(version_dir.glob("*.gguf")):
         return
-    config.runtime = "transformers"
+    config.runtime, architecture = found
     config.reasons["runtime"] = (
-        f"a Hugging Face folder whose config.json names {architecture} (transformers)"
+        f"a Hugging Face folder whose config.json names {architecture} ({config.runtime})"
     )
 
 

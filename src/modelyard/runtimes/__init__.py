@@ -37,6 +37,7 @@ __all__ = [
     "build_runtime",
     "defines_triton_model",
     "hf_causal_lm",
+    "hf_runtime",
     "isolation",
     "resolved_runtime",
     "runtime_class",
@@ -124,12 +125,24 @@ RUNTIMES: dict[str, RuntimeInfo] = {
         "config.json",
         claims_suffixes=False,
     ),
+    # Sentence embeddings / feature extraction from a Hugging Face encoder folder (a
+    # sentence-transformers folder, or config.json naming a plain *Model such as BertModel).
     "sentence": RuntimeInfo(
         "modelyard.runtimes.sentence",
         "SentenceRuntime",
         "embeddings",
         (".safetensors",),
         "model.safetensors",
+        claims_suffixes=False,
+    ),
+    # Text and token classification from a Hugging Face folder (config.json naming a
+    # *ForSequenceClassification or *ForTokenClassification); config.json is the artifact.
+    "hf_classifier": RuntimeInfo(
+        "modelyard.runtimes.hf_classifier",
+        "HFClassifierRuntime",
+        "transformers",
+        (".safetensors",),
+        "config.json",
         claims_suffixes=False,
     ),
 }
@@ -210,16 +223,43 @@ def defines_triton_model(path: Path) -> bool:
 def hf_causal_lm(folder: Path) -> str | None:
     """The `*ForCausalLM` architecture a Hugging Face folder's config.json names when the
     folder also holds safetensors weights (the transformers runtime's folders), else None."""
+    return next((a for a in hf_architectures(folder) if a.endswith("ForCausalLM")), None)
+
+
+def hf_architectures(folder: Path) -> list[str]:
+    """The architectures a Hugging Face folder's config.json names, when the folder also
+    holds safetensors weights (else none: a config alone is no model)."""
     try:
         config = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError):
-        return None
+        return []
     architectures = config.get("architectures") if isinstance(config, dict) else None
     if not isinstance(architectures, list) or not any(folder.glob("*.safetensors")):
-        return None
-    return next(
-        (a for a in architectures if isinstance(a, str) and a.endswith("ForCausalLM")), None
-    )
+        return []
+    return [a for a in architectures if isinstance(a, str)]
+
+
+#: An architecture's name ending -> the runtime that serves its folders (first match wins).
+_HF_RUNTIMES = (
+    ("ForCausalLM", "transformers"),
+    ("ForSequenceClassification", "hf_classifier"),
+    ("ForTokenClassification", "hf_classifier"),
+    ("Model", "sentence"),  # a bare encoder (BertModel, XLMRobertaModel...): its features
+)
+
+
+def hf_runtime(folder: Path) -> tuple[str, str] | None:
+    """The runtime that serves a Hugging Face folder and why: (runtime, architecture) from
+    config.json's `architectures` (a sentence-transformers folder, with modules.json, is
+    "sentence" whatever it names), or None when no runtime serves it."""
+    architectures = hf_architectures(folder)
+    if (folder / "modules.json").is_file() and architectures:
+        return "sentence", f"{architectures[0]} in a sentence-transformers folder"
+    for ending, runtime in _HF_RUNTIMES:
+        found = next((a for a in architectures if a.endswith(ending)), None)
+        if found is not None:
+            return runtime, found
+    return None
 
 
 def runtime_for_file(path: Path) -> str | None:
