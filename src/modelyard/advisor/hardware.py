@@ -30,6 +30,7 @@ LIBRARIES: dict[str, str] = {
     "llamacpp": "llama_cpp",
     "openvino": "openvino",
     "pytorch": "torch",
+    "tensorflow": "tensorflow",
     "transformers": "transformers",
     "vllm": "vllm",
     "tensorrt": "tensorrt",

@@ -4,10 +4,16 @@
     REPO/NAME/model.yaml + files (or <version>/ folders)          simple layout
     REPO/NAME.onnx | .joblib | .skops | .ubj | .json | .txt     a bare file; its stem is the name
     REPO/NAME/config.json + *.safetensors + tokenizer files      a Hugging Face causal LM
+    REPO/NAME.savedmodel/ (saved_model.pb + variables/)          a TensorFlow SavedModel
 
 A Hugging Face folder (what `save_pretrained` writes) whose config.json names a `*ForCausalLM`
 architecture is a text generator served by the transformers runtime, with or without a
 `model.yaml` beside it; a `model.yaml` or `config.pbtxt` naming another runtime wins.
+
+A TensorFlow SavedModel is a folder, not a file: a folder holding `saved_model.pb` is one
+model (a bare `NAME.savedmodel/`, or any folder with the file); in a version folder it is
+Triton's `model.savedmodel/` or the version folder itself (OVMS's layout). Its artifact, as a
+version's file, is that `saved_model.pb`.
 
 A folder with an OVMS `config.json` (`model_config_list`) is read as OVMS reads it instead: its
 models and pipelines are those the file lists (`repository/ovms.py`). A pipeline (an ensemble,
@@ -27,7 +33,13 @@ import yaml
 
 from modelyard.errors import ModelyardError
 from modelyard.repository.config import from_yaml, parse_pbtxt
-from modelyard.runtimes import RUNTIMES, hf_causal_lm, runtime_for_file, runtime_suffixes
+from modelyard.runtimes import (
+    RUNTIMES,
+    hf_causal_lm,
+    runtime_for_file,
+    runtime_suffixes,
+    savedmodel_in,
+)
 from modelyard.spec.config import ModelConfig
 
 log = logging.getLogger("modelyard.repository")
@@ -74,7 +86,7 @@ def _sources(root: Path) -> Iterator[ModelSource]:
     if is_ovms_config(root / "config.json"):
         yield from read_ovms(root / "config.json")
         return
-    if (root / "config.pbtxt").is_file() or (root / "model.yaml").is_file():
+    if any((root / name).is_file() for name in ("config.pbtxt", "model.yaml", "saved_model.pb")):
         # one model's folder given as the repository (`modelyard serve repo/mlp`): that model
         source = read_entry(root)
         if source is not None:
@@ -143,6 +155,8 @@ def _read_folder(folder: Path) -> ModelSource | None:
         config, layout = ModelConfig(folder.name), "triton"
     elif hf_causal_lm(folder) is not None:
         config, layout = ModelConfig(folder.name), "simple"
+    elif (folder / "saved_model.pb").is_file():
+        return _bare_savedmodel(folder)
     else:
         return None
     version_dirs = {int(p.name): p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()}
@@ -152,6 +166,7 @@ def _read_folder(folder: Path) -> ModelSource | None:
         return ModelSource(folder.name, folder, layout, config, version_dirs or {1: folder})
     if config.runtime is None and version_dirs:
         _hf_runtime(config, version_dirs[max(version_dirs)])
+        _savedmodel_runtime(config, version_dirs[max(version_dirs)])
     versions = {v: _artifact(d, config) for v, d in version_dirs.items()}
     if config.runtime is None and versions:
         latest = versions[max(versions)]
@@ -177,9 +192,25 @@ def _hf_runtime(config: ModelConfig, version_dir: Path) -> None:
     )
 
 
+def _bare_savedmodel(folder: Path) -> ModelSource:
+    """A folder that is a SavedModel: `NAME.savedmodel/` serves as NAME."""
+    name = folder.stem if folder.suffix == ".savedmodel" else folder.name
+    config = ModelConfig(name, runtime="tensorflow")
+    config.reasons["runtime"] = "a TensorFlow SavedModel folder (saved_model.pb)"
+    return ModelSource(name, folder, "file", config, versions={1: folder / "saved_model.pb"})
+
+
+def _savedmodel_runtime(config: ModelConfig, version_dir: Path) -> None:
+    if config.runtime is None and savedmodel_in(version_dir) is not None:
+        config.runtime = "tensorflow"
+        config.reasons["runtime"] = f"a TensorFlow SavedModel in {version_dir.name}/"
+
+
 def _artifact(version_dir: Path, config: ModelConfig) -> Path:
     """The model file in a version folder: the configured name, the runtime's default name,
     or the single file with a known suffix."""
+    if config.runtime == "tensorflow":
+        return _savedmodel_artifact(version_dir, config)
     if config.default_model_filename:
         return version_dir / config.default_model_filename
     info = RUNTIMES.get(config.runtime or "")
@@ -202,3 +233,18 @@ def _artifact(version_dir: Path, config: ModelConfig) -> Path:
         f"several model files in {version_dir} ({names}); name one with "
         "default_model_filename (config.pbtxt) or file (model.yaml)"
     )
+
+
+def _savedmodel_artifact(version_dir: Path, config: ModelConfig) -> Path:
+    """A SavedModel's saved_model.pb: in the folder `default_model_filename` names (Triton's
+    `model.savedmodel` by default), else the version folder's own SavedModel."""
+    if config.default_model_filename:
+        named = version_dir / config.default_model_filename
+        return named if named.suffix == ".pb" else named / "saved_model.pb"
+    found = savedmodel_in(version_dir)
+    if found is None:
+        raise ModelyardError(
+            f"no TensorFlow SavedModel in {version_dir} (model.savedmodel/saved_model.pb, or "
+            "saved_model.pb and variables/ in the version folder)"
+        )
+    return found
