@@ -19,14 +19,14 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from benchmarks import mlp  # noqa: E402
+import keras
+import numpy as np
+from benchmarks import mlp
 
-from modelyard.runtimes.base import Runtime  # noqa: E402
-from modelyard.runtimes.onnx import OnnxRuntime  # noqa: E402
-from modelyard.runtimes.tensorflow import TensorFlowRuntime  # noqa: E402
-from modelyard.spec.config import ModelConfig  # noqa: E402
+from modelyard.runtimes.base import Runtime
+from modelyard.runtimes.onnx import OnnxRuntime
+from modelyard.runtimes.tensorflow import TensorFlowRuntime
+from modelyard.spec.config import ModelConfig
 
 BATCHES = (1, 64)
 NAMES = {"onnx": "x", "savedmodel": "x"}

@@ -7,16 +7,24 @@ from __future__ import annotations
 import os
 import shutil
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
 FEATURES, CLASSES, HIDDEN = 4, 3, 16
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def signature(*specs: Any) -> Callable[[F], F]:
+    """`tf.function` with an input signature (a serving signature once saved)."""
+    decorator: Callable[[F], F] = tf.function(input_signature=list(specs))
+    return decorator
 
 
 def classifier() -> Any:
@@ -35,16 +43,14 @@ class AddSub(tf.Module):  # type: ignore[misc]
         super().__init__()
         self.scale = tf.Variable(2.0)
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None, FEATURES], tf.float32, name="a"),
-            tf.TensorSpec([None, FEATURES], tf.float32, name="b"),
-        ]
+    @signature(
+        tf.TensorSpec([None, FEATURES], tf.float32, name="a"),
+        tf.TensorSpec([None, FEATURES], tf.float32, name="b"),
     )
     def serve(self, a: Any, b: Any) -> dict[str, Any]:
         return {"sum": a + b, "diff": a - b}
 
-    @tf.function(input_signature=[tf.TensorSpec([None, FEATURES], tf.float32, name="a")])
+    @signature(tf.TensorSpec([None, FEATURES], tf.float32, name="a"))
     def scaled(self, a: Any) -> dict[str, Any]:
         return {"scaled": a * self.scale}
 
@@ -56,7 +62,7 @@ class AnyWidth(tf.Module):  # type: ignore[misc]
         super().__init__()
         self.weight = tf.Variable(np.ones((FEATURES, 2), np.float32))
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32, name="x")])
+    @signature(tf.TensorSpec([None, None], tf.float32, name="x"))
     def serve(self, x: Any) -> dict[str, Any]:
         return {"y": tf.matmul(x, self.weight)}
 
@@ -64,7 +70,7 @@ class AnyWidth(tf.Module):  # type: ignore[misc]
 class Words(tf.Module):  # type: ignore[misc]
     """text (BYTES) [batch] -> length INT32 [batch] and upper (BYTES) [batch]."""
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    @signature(tf.TensorSpec([None], tf.string, name="text"))
     def serve(self, text: Any) -> dict[str, Any]:
         return {"length": tf.strings.length(text), "upper": tf.strings.upper(text)}
 

@@ -48,6 +48,7 @@ B = RNG.random((2, 4), dtype=np.float32)
 CLASSIFIERS = ("classifier", "classifier_ovms")
 #: Importing TensorFlow takes seconds on a quiet machine and most of a minute on a busy one.
 START_TIMEOUT_S = 300
+pytestmark = pytest.mark.timeout(START_TIMEOUT_S + 60)  # the first test waits for the start
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +178,7 @@ def test_what_tensorflow_refuses_is_invalid_argument(tmp_path: Path) -> None:
     save_module(AnyWidth(), tmp_path / "anywidth.savedmodel")
     loaded = _load(tmp_path, "anywidth")
     try:
-        with pytest.raises(InvalidArgument, match="TensorFlow rejected the inputs: .*5"):
+        with pytest.raises(InvalidArgument, match=r"TensorFlow rejected the inputs: .*5"):
             loaded.runtime.infer({"x": np.ones((2, 5), np.float32)})
     finally:
         loaded.runtime.unload()
@@ -192,7 +193,8 @@ from modelyard.repository.loader import load_version
 from modelyard.repository.scan import read_entry
 
 def threads():
-    names = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+    tasks = os.listdir("/proc/self/task")
+    names = [open(f"/proc/self/task/{t}/comm").read().strip() for t in tasks]
     return len(names), names.count("tf_Compute")
 
 source = read_entry(Path(sys.argv[1]))

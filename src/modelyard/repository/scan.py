@@ -118,7 +118,7 @@ def read_entry(entry: Path) -> ModelSource | None:
         return None
     try:
         if entry.is_dir():
-            return _read_folder(entry)
+            return _read_folder(entry) or _bare_savedmodel(entry)
         return _read_file(entry)
     except (ModelyardError, OSError, yaml.YAMLError) as exc:
         name = entry.name if entry.is_dir() else entry.stem
@@ -155,8 +155,6 @@ def _read_folder(folder: Path) -> ModelSource | None:
         config, layout = ModelConfig(folder.name), "triton"
     elif hf_causal_lm(folder) is not None:
         config, layout = ModelConfig(folder.name), "simple"
-    elif (folder / "saved_model.pb").is_file():
-        return _bare_savedmodel(folder)
     else:
         return None
     version_dirs = {int(p.name): p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()}
@@ -192,8 +190,10 @@ def _hf_runtime(config: ModelConfig, version_dir: Path) -> None:
     )
 
 
-def _bare_savedmodel(folder: Path) -> ModelSource:
-    """A folder that is a SavedModel: `NAME.savedmodel/` serves as NAME."""
+def _bare_savedmodel(folder: Path) -> ModelSource | None:
+    """A folder that is a SavedModel (`NAME.savedmodel/` serves as NAME), else None."""
+    if not (folder / "saved_model.pb").is_file():
+        return None
     name = folder.stem if folder.suffix == ".savedmodel" else folder.name
     config = ModelConfig(name, runtime="tensorflow")
     config.reasons["runtime"] = "a TensorFlow SavedModel folder (saved_model.pb)"

@@ -35,13 +35,13 @@ from typing import Any
 os.environ.setdefault("TF_OVERRIDE_GLOBAL_THREADPOOL", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-from modelyard.errors import InvalidArgument, ModelLoadError  # noqa: E402
-from modelyard.runtimes.base import Arrays, Runtime, Signature  # noqa: E402
-from modelyard.spec.config import TensorSpec  # noqa: E402
-from modelyard.tensors import datatype_of  # noqa: E402
+from modelyard.errors import InvalidArgument, ModelLoadError
+from modelyard.runtimes.base import Arrays, Runtime, Signature
+from modelyard.spec.config import TensorSpec
+from modelyard.tensors import datatype_of
 
 DEFAULT_SIGNATURE = "serving_default"
 SERVE_TAG = "serve"
