@@ -234,3 +234,11 @@ def test_a_folder_without_a_savedmodel_says_what_it_needs(tmp_path: Path) -> Non
     (tmp_path / "empty" / "config.pbtxt").write_text('platform: "tensorflow_savedmodel"\n')
     source = scan([tmp_path])["empty"]
     assert source.error is not None and "no TensorFlow SavedModel" in source.error
+
+
+def test_a_savedmodel_folder_served_alone_is_its_model(tmp_path: Path) -> None:
+    folder = save_addsub(tmp_path / "addsub.savedmodel")
+    found = scan([folder])  # `modelyard serve path/to/addsub.savedmodel`
+    assert list(found) == ["addsub"]
+    assert found["addsub"].versions == {1: folder / "saved_model.pb"}
+    assert found["addsub"].config.runtime == "tensorflow"
