@@ -242,3 +242,17 @@ def test_a_savedmodel_folder_served_alone_is_its_model(tmp_path: Path) -> None:
     assert list(found) == ["addsub"]
     assert found["addsub"].versions == {1: folder / "saved_model.pb"}
     assert found["addsub"].config.runtime == "tensorflow"
+
+
+def test_an_ovms_config_lists_savedmodel_versions(tmp_path: Path) -> None:
+    save_addsub(tmp_path / "models" / "addsub" / "1")
+    (tmp_path / "config.json").write_text(
+        '{"model_config_list": [{"config": {"name": "addsub", "base_path": "models/addsub"}}]}'
+    )
+    loaded = _load(tmp_path, "addsub")
+    try:
+        assert loaded.config.runtime == "tensorflow"
+        got = loaded.runtime.infer({"a": A, "b": B})
+        np.testing.assert_allclose(got["sum"], A + B, rtol=1e-6)
+    finally:
+        loaded.runtime.unload()
