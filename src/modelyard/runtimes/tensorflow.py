@@ -89,10 +89,14 @@ class TensorFlowRuntime(Runtime):
         folder = savedmodel_dir(self.path)
         self._pool: queue.SimpleQueue[Run] = queue.SimpleQueue()
         self._sessions: list[tf.compat.v1.Session] = []
-        for _ in range(-(-instances // share)):
-            run = self._open(folder, intra, inter)
-            for _ in range(share):
-                self._pool.put(run)
+        try:
+            for _ in range(-(-instances // share)):
+                run = self._open(folder, intra, inter)
+                for _ in range(share):
+                    self._pool.put(run)
+        except BaseException:
+            self.unload()  # the sessions opened before the one that failed
+            raise
 
     def signature(self) -> Signature:
         return self._signature
