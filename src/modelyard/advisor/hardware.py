@@ -31,6 +31,7 @@ LIBRARIES: dict[str, str] = {
     "openvino": "openvino",
     "pytorch": "torch",
     "torchserve": "torch",  # custom handlers need torch; default ones the torchserve package
+    "tensorflow": "tensorflow",
     "transformers": "transformers",
     "hf_classifier": "transformers",
     "sentence": "onnxruntime",

@@ -8,7 +8,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from modelyard.advisor import formats, formats_other, formats_tabular, formats_torch
+from modelyard.advisor import formats, formats_other, formats_tabular, formats_tf, formats_torch
 from modelyard.advisor.artifact import ArtifactInfo
 from modelyard.advisor.gguf_header import is_gguf
 from modelyard.errors import InvalidArgument
@@ -43,7 +43,8 @@ _ERRORS = (OSError, ValueError, KeyError, struct.error, zipfile.BadZipFile, json
 
 
 def inspect_artifact(path: Path) -> ArtifactInfo:
-    """What the file (or Hugging Face folder) at `path` holds, read from its headers."""
+    """What the file (or Hugging Face folder, or SavedModel folder) at `path` holds, read
+    from its headers."""
     inspector = _inspector_for(path)
     try:
         return inspector(path)
@@ -55,11 +56,15 @@ def inspect_artifact(path: Path) -> ArtifactInfo:
 
 def _inspector_for(path: Path) -> Inspector:
     if path.is_dir():
+        if (path / "saved_model.pb").is_file():
+            return formats_tf.inspect_savedmodel
         if (path / "config.json").exists():
             return formats_other.inspect_hf_folder
         raise InvalidArgument(f"{path} is a folder without a model artifact the advisor knows")
     if not path.exists():
         raise InvalidArgument(f"{path} does not exist")
+    if path.name == "saved_model.pb":
+        return formats_tf.inspect_savedmodel  # a TensorFlow SavedModel's graph and signatures
     if path.name == "config.json" and any(path.parent.glob("*.safetensors")):
         return _hf_folder_of  # a Hugging Face folder's config (the transformers artifact)
     inspector = INSPECTORS.get(path.suffix.lower())

@@ -33,8 +33,8 @@ class MemoryCost:
 
 
 # format or format/container -> cost. Measured with onnxruntime 1.32, scikit-learn 1.9,
-# skops 0.16, xgboost 3.2, lightgbm 4.7, llama-cpp-python 0.3.36, torch 2.13 on Python 3.11
-# (docs/advisor.md).
+# skops 0.16, xgboost 3.2, lightgbm 4.7, llama-cpp-python 0.3.36, torch 2.13, tensorflow-cpu
+# 2.21 on Python 3.11 (docs/advisor.md).
 COSTS: dict[str, MemoryCost] = {
     "onnx": MemoryCost(29, 4, 1.05, True),
     "sklearn/skops": MemoryCost(108, 1, 3.0, True),
@@ -61,6 +61,10 @@ COSTS: dict[str, MemoryCost] = {
     # a TorchServe archive's handler, in its own worker process: torch and the handler's code
     # (not measured; a default handler imports the torchserve package and captum too)
     "torchserve": MemoryCost(300, 20, 1.0, False),
+    # tensorflow-cpu 2.21: importing TensorFlow 707 MiB; each model's session and graph ~8 MiB
+    # more, plus its variables as the index lists them (Keras 3's export saves each twice and
+    # both copies are restored: 192 MiB for a 96 MiB MLP, RSS +911 MiB, estimate 907).
+    "tensorflow": MemoryCost(707, 8, 1.0, True),
     "openvino": MemoryCost(60, 10, 1.0, False),
     "tensorrt": MemoryCost(0, 100, 1.0, False),
     "unknown": MemoryCost(0, 0, 1.0, False),

@@ -9,10 +9,10 @@ those of onnx.proto (ModelProto.graph = 7, GraphProto.initializer = 5, ...).
 from __future__ import annotations
 
 import mmap
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from modelyard.advisor.protowire import Span, fields, ints, text
 from modelyard.errors import InvalidArgument
 
 # TensorProto.DataType -> (v2 datatype, bytes per element)
@@ -41,9 +41,6 @@ ONNX_DTYPES: dict[int, tuple[str, float]] = {
     22: ("INT4", 0.5),
     23: ("FP4", 0.5),
 }
-
-_VARINT, _FIXED64, _BYTES, _FIXED32 = 0, 1, 2, 5
-Span = tuple[int, int]
 
 
 @dataclass
@@ -77,11 +74,11 @@ def skim(path: Path) -> OnnxSummary:
 def _model(buf: mmap.mmap, span: Span) -> OnnxSummary:
     summary = OnnxSummary()
     graph: Span | None = None
-    for number, value in _fields(buf, span):
+    for number, value in fields(buf, span):
         if number == 7 and isinstance(value, tuple):
             graph = value
         elif number == 2 and isinstance(value, tuple):
-            summary.producer = _text(buf, value)
+            summary.producer = text(buf, value)
         elif number == 8 and isinstance(value, tuple):
             summary.opset = max(summary.opset, _opset(buf, value))
     if graph is None:
@@ -93,7 +90,7 @@ def _model(buf: mmap.mmap, span: Span) -> OnnxSummary:
 def _graph(buf: mmap.mmap, span: Span, summary: OnnxSummary) -> None:
     initializers: set[str] = set()
     inputs: list[OnnxTensor] = []
-    for number, value in _fields(buf, span):
+    for number, value in fields(buf, span):
         if not isinstance(value, tuple):
             continue
         if number == 1:
@@ -111,13 +108,13 @@ def _graph(buf: mmap.mmap, span: Span, summary: OnnxSummary) -> None:
 def _initializer(buf: mmap.mmap, span: Span, summary: OnnxSummary) -> str:
     dims: list[int] = []
     dtype, name = 0, ""
-    for number, value in _fields(buf, span):
+    for number, value in fields(buf, span):
         if number == 1:
-            dims += _ints(buf, value)
+            dims += ints(buf, value)
         elif number == 2 and isinstance(value, int):
             dtype = value
         elif number == 8 and isinstance(value, tuple):
-            name = _text(buf, value)
+            name = text(buf, value)
     elements = 1
     for dim in dims:
         elements *= dim
@@ -129,17 +126,17 @@ def _initializer(buf: mmap.mmap, span: Span, summary: OnnxSummary) -> str:
 
 
 def _node_op(buf: mmap.mmap, span: Span) -> str:
-    for number, value in _fields(buf, span):
+    for number, value in fields(buf, span):
         if number == 4 and isinstance(value, tuple):
-            return _text(buf, value)
+            return text(buf, value)
     return ""
 
 
 def _opset(buf: mmap.mmap, span: Span) -> int:
     domain, version = "", 0
-    for number, value in _fields(buf, span):
+    for number, value in fields(buf, span):
         if number == 1 and isinstance(value, tuple):
-            domain = _text(buf, value)
+            domain = text(buf, value)
         elif number == 2 and isinstance(value, int):
             version = value
     return version if domain in ("", "ai.onnx") else 0
@@ -147,84 +144,33 @@ def _opset(buf: mmap.mmap, span: Span) -> int:
 
 def _value_info(buf: mmap.mmap, span: Span) -> OnnxTensor:
     tensor = OnnxTensor("", "FP32", [])
-    for number, value in _fields(buf, span):
+    for number, value in fields(buf, span):
         if number == 1 and isinstance(value, tuple):
-            tensor.name = _text(buf, value)
+            tensor.name = text(buf, value)
         elif number == 2 and isinstance(value, tuple):
             _tensor_type(buf, value, tensor)
     return tensor
 
 
 def _tensor_type(buf: mmap.mmap, type_span: Span, tensor: OnnxTensor) -> None:
-    for number, value in _fields(buf, type_span):
+    for number, value in fields(buf, type_span):
         if number != 1 or not isinstance(value, tuple):
             continue  # sequences, maps (sklearn's ZipMap) and optionals: no tensor type
-        for inner, item in _fields(buf, value):
+        for inner, item in fields(buf, value):
             if inner == 1 and isinstance(item, int):
                 tensor.datatype = ONNX_DTYPES.get(item, ("FP32", 4))[0]
             elif inner == 2 and isinstance(item, tuple):
                 tensor.shape = [
                     _dimension(buf, d)
-                    for n, d in _fields(buf, item)
+                    for n, d in fields(buf, item)
                     if n == 1 and isinstance(d, tuple)
                 ]
 
 
 def _dimension(buf: mmap.mmap, span: Span) -> int | str:
-    for number, value in _fields(buf, span):
+    for number, value in fields(buf, span):
         if number == 1 and isinstance(value, int):
             return value
         if number == 2 and isinstance(value, tuple):
-            return _text(buf, value) or "?"
+            return text(buf, value) or "?"
     return "?"
-
-
-# ---- protobuf wire format --------------------------------------------------------------
-
-
-def _fields(buf: mmap.mmap, span: Span) -> Iterator[tuple[int, int | Span]]:
-    """(field number, value) pairs of one message: ints for varints and fixed-width values,
-    (start, end) spans for length-delimited ones (sub-messages, strings, packed data)."""
-    pos, end = span
-    while pos < end:
-        key, pos = _varint(buf, pos)
-        wire = key & 7
-        if wire == _VARINT:
-            value, pos = _varint(buf, pos)
-            yield key >> 3, value
-        elif wire == _BYTES:
-            length, pos = _varint(buf, pos)
-            yield key >> 3, (pos, pos + length)
-            pos += length
-        elif wire in (_FIXED64, _FIXED32):
-            width = 8 if wire == _FIXED64 else 4
-            yield key >> 3, int.from_bytes(buf[pos : pos + width], "little")
-            pos += width
-        else:
-            raise InvalidArgument(f"unsupported protobuf wire type {wire}")
-
-
-def _varint(buf: mmap.mmap, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
-
-
-def _ints(buf: mmap.mmap, value: int | Span) -> list[int]:
-    """A repeated int64 field's values, packed or not."""
-    if isinstance(value, int):
-        return [value]
-    out, pos = [], value[0]
-    while pos < value[1]:
-        item, pos = _varint(buf, pos)
-        out.append(item)
-    return out
-
-
-def _text(buf: mmap.mmap, span: Span) -> str:
-    return bytes(buf[span[0] : span[1]]).decode("utf-8")

@@ -25,7 +25,7 @@ from typing import Any
 Facts = Mapping[str, Any]
 _TABULAR = "onnx|sklearn|xgboost|lightgbm"
 #: Runtimes whose models take a batch dimension the batcher can merge requests along.
-_BATCHED = _TABULAR + "|pytorch"
+_BATCHED = _TABULAR + "|pytorch|tensorflow"
 #: Runtimes whose operators run on torch's (or onnxruntime's) intra-op thread pool.
 _TORCH = "pytorch|hf_classifier|sentence"
 
@@ -125,6 +125,13 @@ RUNTIME_RULES: tuple[Rule, ...] = (
         "worker process",
     ),
     Rule(
+        "tensorflow",
+        ("format == tensorflow",),
+        runtime="tensorflow",
+        reason="a TensorFlow SavedModel runs in a TensorFlow session, as TF Serving and "
+        "Triton's TensorFlow backend run it",
+    ),
+    Rule(
         "openvino-ir",
         ("format == openvino",),
         runtime="openvino",
@@ -222,6 +229,30 @@ SETTING_RULES: tuple[Rule, ...] = (
         settings={"parameters.intra_op_thread_count": "{threads_per_instance}"},
         reason="the config runs {instances} instances: {threads_per_instance} torch threads "
         "each keep the {physical_cores} physical cores from being oversubscribed",
+    ),
+    # -- TensorFlow ------------------------------------------------------------------------
+    Rule(
+        "tensorflow-threads",
+        ("runtime == tensorflow", "not instances_pinned"),
+        settings={
+            "parameters.intra_op_thread_count": "{physical_cores}",
+            "parameters.inter_op_thread_count": 1,
+            "instance_count": 1,
+        },
+        reason="TensorFlow parallelises inside each operator: one instance (one session, one "
+        "copy of the weights) with a thread per physical core ({physical_cores}) and one "
+        "operator at a time",
+    ),
+    Rule(
+        "tensorflow-threads-per-instance",
+        ("runtime == tensorflow", "instances_pinned"),
+        settings={
+            "parameters.intra_op_thread_count": "{threads_per_instance}",
+            "parameters.inter_op_thread_count": 1,
+        },
+        reason="the config runs {instances} instances, each its own session: "
+        "{threads_per_instance} threads each keep the {physical_cores} physical cores from "
+        "being oversubscribed",
     ),
     # -- batching (models whose artifact takes a batch dimension) ----------------------------
     Rule(
@@ -419,6 +450,14 @@ ELSEWHERE_RULES: tuple[Rule, ...] = (
         better=False,
         reason="onnxruntime often runs small graphs faster than torch on CPU, with a smaller "
         "library; measure both (`modelyard bench`) before converting",
+    ),
+    Rule(
+        "tensorflow-onnx",
+        ("format == tensorflow",),
+        system="modelyard's onnx runtime after tf2onnx",
+        better=False,
+        reason="onnxruntime often runs small graphs faster than TensorFlow on CPU, with a far "
+        "smaller library; measure both (`modelyard bench`) before converting",
     ),
     Rule(
         "onnx-gpu-tensorrt",

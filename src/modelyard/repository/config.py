@@ -89,6 +89,8 @@ _PLATFORMS = {
     "onnxruntime": "onnx",
     "pytorch_libtorch": "pytorch",
     "pytorch": "pytorch",
+    "tensorflow_savedmodel": "tensorflow",
+    "tensorflow": "tensorflow",
     "python": "python",
     "sklearn": "sklearn",
     "xgboost": "xgboost",

@@ -2,9 +2,10 @@
 `model_config_list` names the models (`config: {name, base_path}`, base_path relative to the
 config.json) and whose `pipeline_config_list` wires them into DAGs (`repository/pipelines.py`).
 
-OVMS model folders hold numbered versions, each with an ONNX model or an OpenVINO IR
-(`model.xml` + `model.bin`). modelyard serves the ONNX ones; a version with only IR files is
-reported with an error that says so (convert it to ONNX, or export the ONNX it came from).
+OVMS model folders hold numbered versions, each with an ONNX model, a TensorFlow SavedModel
+(`saved_model.pb` + `variables/`) or an OpenVINO IR (`model.xml` + `model.bin`). modelyard
+serves the ONNX and SavedModel ones; a version with only IR files is reported with an error
+that says so (convert it to ONNX, or export the ONNX it came from).
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ def _model(config: Any, listed_in: Path) -> ModelSource:
         source.versions = _versions(base, name)
     except ModelyardError as exc:
         source.error = str(exc)
+    if any(p.name == "saved_model.pb" for p in source.versions.values()):
+        model_config.runtime = "tensorflow"
+        model_config.reasons["runtime"] = "OVMS model_config_list (SavedModel versions)"
     return source
 
 
@@ -74,6 +78,8 @@ def _versions(base: Path, name: str) -> dict[int, Path]:
             versions[int(folder.name)] = onnx[0]
         elif onnx:
             raise ModelyardError(f"OVMS model {name!r}: several .onnx files in {folder}")
+        elif (folder / "saved_model.pb").is_file():
+            versions[int(folder.name)] = folder / "saved_model.pb"
         elif any(folder.glob("*.xml")):
             raise ModelyardError(
                 f"OVMS model {name!r}: version {folder.name} is an OpenVINO IR (.xml/.bin); "

@@ -5,12 +5,18 @@
     REPO/NAME.onnx | .joblib | .skops | .ubj | .json | .txt     a bare file; its stem is the name
     REPO/NAME.mar                                                 a TorchServe model archive
     REPO/NAME/config.json + *.safetensors + tokenizer files      a Hugging Face folder
+    REPO/NAME.savedmodel/ (saved_model.pb + variables/)          a TensorFlow SavedModel
 
 A Hugging Face folder (what `save_pretrained` writes) is served by the runtime its config.json's
 `architectures` call for (`runtimes.hf_runtime`): a `*ForCausalLM` by transformers (a text
 generator), a `*ForSequenceClassification` / `*ForTokenClassification` by hf_classifier, a bare
 encoder (`BertModel`...) or a sentence-transformers folder by sentence (embeddings), with or
 without a `model.yaml` beside it; a `model.yaml` or `config.pbtxt` naming a runtime wins.
+
+A TensorFlow SavedModel is a folder, not a file: a folder holding `saved_model.pb` is one
+model (a bare `NAME.savedmodel/`, or any folder with the file); in a version folder it is
+Triton's `model.savedmodel/` or the version folder itself (OVMS's layout). Its artifact, as a
+version's file, is that `saved_model.pb`.
 
 A folder with an OVMS `config.json` (`model_config_list`) is read as OVMS reads it instead: its
 models and pipelines are those the file lists (`repository/ovms.py`). A pipeline (an ensemble,
@@ -35,6 +41,7 @@ from modelyard.runtimes import (
     hf_runtime,
     runtime_for_file,
     runtime_suffixes,
+    savedmodel_in,
     torchserve_archive,
 )
 from modelyard.spec.config import DynamicBatching, ModelConfig
@@ -83,7 +90,7 @@ def _sources(root: Path) -> Iterator[ModelSource]:
     if is_ovms_config(root / "config.json"):
         yield from read_ovms(root / "config.json")
         return
-    if (root / "config.pbtxt").is_file() or (root / "model.yaml").is_file():
+    if any((root / name).is_file() for name in ("config.pbtxt", "model.yaml", "saved_model.pb")):
         # one model's folder given as the repository (`modelyard serve repo/mlp`): that model
         source = read_entry(root)
         if source is not None:
@@ -115,7 +122,7 @@ def read_entry(entry: Path) -> ModelSource | None:
         return None
     try:
         if entry.is_dir():
-            return _read_folder(entry)
+            return _read_folder(entry) or _bare_savedmodel(entry)
         return _read_file(entry)
     except (ModelyardError, OSError, yaml.YAMLError) as exc:
         name = entry.name if entry.is_dir() else entry.stem
@@ -173,6 +180,7 @@ def _read_folder(folder: Path) -> ModelSource | None:
         return ModelSource(folder.name, folder, layout, config, version_dirs or {1: folder})
     if config.runtime is None and version_dirs:
         _hf_runtime(config, version_dirs[max(version_dirs)])
+        _savedmodel_runtime(config, version_dirs[max(version_dirs)])
     versions = {v: _artifact(d, config) for v, d in version_dirs.items()}
     if config.runtime is None and versions:
         latest = versions[max(versions)]
@@ -198,9 +206,27 @@ def _hf_runtime(config: ModelConfig, version_dir: Path) -> None:
     )
 
 
+def _bare_savedmodel(folder: Path) -> ModelSource | None:
+    """A folder that is a SavedModel (`NAME.savedmodel/` serves as NAME), else None."""
+    if not (folder / "saved_model.pb").is_file():
+        return None
+    name = folder.stem if folder.suffix == ".savedmodel" else folder.name
+    config = ModelConfig(name, runtime="tensorflow")
+    config.reasons["runtime"] = "a TensorFlow SavedModel folder (saved_model.pb)"
+    return ModelSource(name, folder, "file", config, versions={1: folder / "saved_model.pb"})
+
+
+def _savedmodel_runtime(config: ModelConfig, version_dir: Path) -> None:
+    if config.runtime is None and savedmodel_in(version_dir) is not None:
+        config.runtime = "tensorflow"
+        config.reasons["runtime"] = f"a TensorFlow SavedModel in {version_dir.name}/"
+
+
 def _artifact(version_dir: Path, config: ModelConfig) -> Path:
     """The model file in a version folder: the configured name, the runtime's default name,
     or the single file with a known suffix."""
+    if config.runtime == "tensorflow":
+        return _savedmodel_artifact(version_dir, config)
     if config.default_model_filename:
         return version_dir / config.default_model_filename
     info = RUNTIMES.get(config.runtime or "")
@@ -223,3 +249,18 @@ def _artifact(version_dir: Path, config: ModelConfig) -> Path:
         f"several model files in {version_dir} ({names}); name one with "
         "default_model_filename (config.pbtxt) or file (model.yaml)"
     )
+
+
+def _savedmodel_artifact(version_dir: Path, config: ModelConfig) -> Path:
+    """A SavedModel's saved_model.pb: in the folder `default_model_filename` names (Triton's
+    `model.savedmodel` by default), else the version folder's own SavedModel."""
+    if config.default_model_filename:
+        named = version_dir / config.default_model_filename
+        return named if named.suffix == ".pb" else named / "saved_model.pb"
+    found = savedmodel_in(version_dir)
+    if found is None:
+        raise ModelyardError(
+            f"no TensorFlow SavedModel in {version_dir} (model.savedmodel/saved_model.pb, or "
+            "saved_model.pb and variables/ in the version folder)"
+        )
+    return found

@@ -43,6 +43,7 @@ __all__ = [
     "runtime_class",
     "runtime_for_file",
     "runtime_suffixes",
+    "savedmodel_in",
 ]
 
 
@@ -71,6 +72,16 @@ RUNTIMES: dict[str, RuntimeInfo] = {
     # TorchScript (Triton's pytorch_libtorch) and torch.export programs / AOTInductor packages.
     "pytorch": RuntimeInfo(
         "modelyard.runtimes.pytorch", "PyTorchRuntime", "pytorch", (".pt", ".pt2"), "model.pt"
+    ),
+    # TensorFlow SavedModels: a version's artifact is the SavedModel's saved_model.pb, in
+    # model.savedmodel/ (Triton's name) or in the version folder itself (OVMS's layout).
+    "tensorflow": RuntimeInfo(
+        "modelyard.runtimes.tensorflow",
+        "TensorFlowRuntime",
+        "tensorflow",
+        (".pb",),
+        "model.savedmodel/saved_model.pb",
+        claims_suffixes=False,
     ),
     "sklearn": RuntimeInfo(
         "modelyard.runtimes.sklearn",
@@ -260,6 +271,16 @@ def hf_runtime(folder: Path) -> tuple[str, str] | None:
         if found is not None:
             return runtime, found
     return None
+
+
+def savedmodel_in(folder: Path) -> Path | None:
+    """The saved_model.pb of the TensorFlow SavedModel a folder holds: the folder itself is
+    one (OVMS's version folders, a bare `NAME.savedmodel/`), or one `*.savedmodel` folder in it
+    is (Triton's `model.savedmodel/`). None when there is none, or several to choose from."""
+    if (folder / "saved_model.pb").is_file():
+        return folder / "saved_model.pb"
+    inner = sorted(folder.glob("*.savedmodel/saved_model.pb"))
+    return inner[0] if len(inner) == 1 else None
 
 
 def runtime_for_file(path: Path) -> str | None:

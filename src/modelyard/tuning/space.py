@@ -36,7 +36,7 @@ def knobs(runtime: str, hw: Hardware, batched: bool) -> list[Knob]:
     threads = tuple(range(1, min(physical, 8) + 1))
     instances = tuple(range(1, min(cores, 4) + 1))
     out: list[Knob] = []
-    if runtime in ("onnx", "pytorch"):
+    if runtime in ("onnx", "pytorch", "tensorflow"):
         out += [Knob(INSTANCES, instances), Knob("parameters.intra_op_thread_count", threads)]
     elif runtime == "sklearn":
         out += [Knob(INSTANCES, instances[:2])]
