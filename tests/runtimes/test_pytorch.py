@@ -5,13 +5,11 @@ statistics and bad input."""
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeAlias
 
 import numpy as np
 import pytest
@@ -19,14 +17,24 @@ import pytest
 pytest.importorskip("torch")
 
 import torch
-import tritonclient.grpc as grpcclient
-import tritonclient.http as httpclient
-import tritonclient.http.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
 from modelyard.errors import InvalidArgument, ModelLoadError
 from modelyard.repository.loader import Loaded, load_version
 from modelyard.repository.scan import scan
+from tests.runtimes.clients import (
+    PROTOCOLS,
+    Client,
+    bad_request_status,
+    connect,
+    infer_input,
+    infer_together,
+    metadata,
+    model_config,
+    outcome_count,
+    statistics,
+    tensors,
+)
 from tests.server_process import ServerProcess
 from tests.torch_models import (
     IMAGE,
@@ -36,7 +44,6 @@ from tests.torch_models import (
     script,
 )
 
-Client: TypeAlias = httpclient.InferenceServerClient | grpcclient.InferenceServerClient
 RNG = np.random.default_rng(0)
 IMAGES = RNG.random((3, *IMAGE), dtype=np.float32)
 A = RNG.random((2, 4), dtype=np.float32)
@@ -53,45 +60,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         yield process
 
 
-@pytest.fixture(params=["http", "grpc"])
+@pytest.fixture(params=PROTOCOLS)
 def client(request: pytest.FixtureRequest, server: ServerProcess) -> Iterator[Client]:
-    if request.param == "http":
-        http = httpclient.InferenceServerClient(server.http_addr)
-        yield http
-        http.close()
-    else:
-        grpc = grpcclient.InferenceServerClient(server.grpc_addr)
-        yield grpc
-        grpc.close()
-
-
-def _input(client: Client, name: str, array: np.ndarray, datatype: str = "FP32") -> Any:
-    module = httpclient if isinstance(client, httpclient.InferenceServerClient) else grpcclient
-    tensor = module.InferInput(name, list(array.shape), datatype)
-    tensor.set_data_from_numpy(array)
-    return tensor
-
-
-def _metadata(client: Client, model: str) -> dict[str, Any]:
-    if isinstance(client, httpclient.InferenceServerClient):
-        http: dict[str, Any] = client.get_model_metadata(model)
-        return http
-    grpc: dict[str, Any] = client.get_model_metadata(model, as_json=True)
-    for tensor in grpc["inputs"] + grpc["outputs"]:
-        tensor["shape"] = [int(d) for d in tensor["shape"]]
-    return grpc
-
-
-def _config(client: Client, model: str) -> dict[str, Any]:
-    if isinstance(client, httpclient.InferenceServerClient):
-        http: dict[str, Any] = client.get_model_config(model)
-        return http
-    grpc: dict[str, Any] = client.get_model_config(model, as_json=True)["config"]
-    return grpc
-
-
-def _tensors(meta: dict[str, Any], kind: str) -> list[tuple[str, str, list[int]]]:
-    return [(t["name"], t["datatype"], t["shape"]) for t in meta[kind]]
+    with connect(request.param, server) as client:
+        yield client
 
 
 def _reference() -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
@@ -103,32 +75,32 @@ def _reference() -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
 
 
 def test_metadata_from_the_config_and_from_the_exported_program(client: Client) -> None:
-    scripted = _metadata(client, "cnn_script")
-    assert _tensors(scripted, "inputs") == [("INPUT__0", "FP32", [-1, 1, 8, 8])]
-    assert _tensors(scripted, "outputs") == [("OUTPUT__0", "FP32", [-1, 3])]
-    exported = _metadata(client, "cnn_export")
-    assert _tensors(exported, "inputs") == [("image", "FP32", [-1, 1, 8, 8])]
-    assert _tensors(exported, "outputs") == [("OUTPUT__0", "FP32", [-1, 3])]
-    assert int(_config(client, "cnn_export")["max_batch_size"]) == 256
-    bare = _metadata(client, "addsub")
-    assert [t[0] for t in _tensors(bare, "inputs")] == ["a", "b"]
-    assert _tensors(bare, "outputs") == [
+    scripted = metadata(client, "cnn_script")
+    assert tensors(scripted, "inputs") == [("INPUT__0", "FP32", [-1, 1, 8, 8])]
+    assert tensors(scripted, "outputs") == [("OUTPUT__0", "FP32", [-1, 3])]
+    exported = metadata(client, "cnn_export")
+    assert tensors(exported, "inputs") == [("image", "FP32", [-1, 1, 8, 8])]
+    assert tensors(exported, "outputs") == [("OUTPUT__0", "FP32", [-1, 3])]
+    assert int(model_config(client, "cnn_export")["max_batch_size"]) == 256
+    bare = metadata(client, "addsub")
+    assert [t[0] for t in tensors(bare, "inputs")] == ["a", "b"]
+    assert tensors(bare, "outputs") == [
         ("OUTPUT__0", "FP32", [-1, 4]),
         ("OUTPUT__1", "FP32", [-1, 4]),
     ]
-    assert _config(client, "cnn_script")["platform"] == "pytorch_libtorch"
+    assert model_config(client, "cnn_script")["platform"] == "pytorch_libtorch"
 
 
 def test_infer_matches_torch(client: Client) -> None:
     classes, (total, diff) = _reference()
     for model, name in (("cnn_script", "INPUT__0"), ("cnn_export", "image")):
-        result = client.infer(model, [_input(client, name, IMAGES)])
+        result = client.infer(model, [infer_input(client, name, IMAGES)])
         np.testing.assert_allclose(result.as_numpy("OUTPUT__0"), classes, rtol=1e-5)
     # forward's arguments by name, whatever order the config lists them in
-    traced = client.infer("addsub_traced", [_input(client, "a", A), _input(client, "b", B)])
+    traced = client.infer("addsub_traced", [infer_input(client, "a", A), infer_input(client, "b", B)])
     np.testing.assert_allclose(traced.as_numpy("SUM__0"), total, rtol=1e-5)
     np.testing.assert_allclose(traced.as_numpy("DIFF__1"), diff, rtol=1e-5)
-    bare = client.infer("addsub", [_input(client, "b", B), _input(client, "a", A)])
+    bare = client.infer("addsub", [infer_input(client, "b", B), infer_input(client, "a", A)])
     np.testing.assert_allclose(bare.as_numpy("OUTPUT__0"), total, rtol=1e-5)
     np.testing.assert_allclose(bare.as_numpy("OUTPUT__1"), diff, rtol=1e-5)
 
@@ -136,70 +108,42 @@ def test_infer_matches_torch(client: Client) -> None:
 def test_bad_input_is_a_clear_client_error(client: Client) -> None:
     wrong_shape = np.zeros((1, 1, 8, 7), dtype=np.float32)
     wrong_type = IMAGES.astype(np.float64)
-    grpc = isinstance(client, grpcclient.InferenceServerClient)
     for model, name in (("cnn_script", "INPUT__0"), ("cnn_export", "image")):
         with pytest.raises(InferenceServerException) as shape:
-            client.infer(model, [_input(client, name, wrong_shape)])
+            client.infer(model, [infer_input(client, name, wrong_shape)])
         assert "expected [-1, 1, 8, 8]" in shape.value.message()
         with pytest.raises(InferenceServerException) as dtype:
-            client.infer(model, [_input(client, name, wrong_type, "FP64")])
+            client.infer(model, [infer_input(client, name, wrong_type, "FP64")])
         assert "FP32" in dtype.value.message()
         for err in (shape.value, dtype.value):
-            assert err.status() == ("StatusCode.INVALID_ARGUMENT" if grpc else "400")
+            assert err.status() == bad_request_status(client)
 
 
 def test_concurrent_requests_are_batched(server: ServerProcess) -> None:
     classes, _ = _reference()
 
-    async def run() -> list[np.ndarray]:
-        aio = aioclient.InferenceServerClient(server.http_addr)
-        try:
-
-            async def one(k: int) -> np.ndarray:
-                tensor = aioclient.InferInput("INPUT__0", [1, *IMAGE], "FP32")
-                tensor.set_data_from_numpy(IMAGES[k % 3 : k % 3 + 1])
-                result = await aio.infer("cnn_script", [tensor])
-                out: np.ndarray = result.as_numpy("OUTPUT__0")
-                return out
-
-            return list(await asyncio.gather(*[one(k) for k in range(12)]))
-        finally:
-            await aio.close()
-
-    before = _stats(server, "cnn_script")
-    outputs = asyncio.run(run())
+    before = statistics(server, "cnn_script")
+    rows = [IMAGES[k % 3 : k % 3 + 1] for k in range(12)]
+    outputs = infer_together(server, "cnn_script", "INPUT__0", rows, "OUTPUT__0")
     for k, out in enumerate(outputs):
         np.testing.assert_allclose(out[0], classes[k % 3], rtol=1e-5)
-    after = _stats(server, "cnn_script")
+    after = statistics(server, "cnn_script")
     assert after["inference_count"] - before["inference_count"] == 12
     assert after["execution_count"] - before["execution_count"] < 12
     assert max(int(b["batch_size"]) for b in after["batch_stats"]) > 1
 
 
-def _stats(server: ServerProcess, model: str) -> dict[str, Any]:
-    with grpcclient.InferenceServerClient(server.grpc_addr) as grpc:
-        stats: dict[str, Any] = grpc.get_inference_statistics(model, as_json=True)
-    model_stats = stats["model_stats"][0]
-    for key in ("inference_count", "execution_count"):
-        model_stats[key] = int(model_stats.get(key, 0))
-    return dict(model_stats)
-
-
 def test_statistics_count_inferences(client: Client, server: ServerProcess) -> None:
-    before = _stats(server, "cnn_export")
+    before = statistics(server, "cnn_export")
     for _ in range(2):
-        client.infer("cnn_export", [_input(client, "image", IMAGES)])
+        client.infer("cnn_export", [infer_input(client, "image", IMAGES)])
     with pytest.raises(InferenceServerException):
-        client.infer("cnn_export", [_input(client, "image", IMAGES[:, :, :4])])
-    after = _stats(server, "cnn_export")
+        client.infer("cnn_export", [infer_input(client, "image", IMAGES[:, :, :4])])
+    after = statistics(server, "cnn_export")
     assert after["execution_count"] - before["execution_count"] == 2
     assert after["inference_count"] - before["inference_count"] == 6
-
-    def count(stats: dict[str, Any], outcome: str) -> int:
-        return int(stats["inference_stats"].get(outcome, {}).get("count", 0))
-
-    assert count(after, "success") - count(before, "success") == 2
-    assert count(after, "fail") - count(before, "fail") == 1
+    assert outcome_count(after, "success") - outcome_count(before, "success") == 2
+    assert outcome_count(after, "fail") - outcome_count(before, "fail") == 1
     assert any(int(b["batch_size"]) == 3 for b in after["batch_stats"])
 
 

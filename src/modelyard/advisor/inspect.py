@@ -5,10 +5,17 @@ from __future__ import annotations
 import json
 import struct
 import zipfile
+from xml.etree.ElementTree import ParseError
 from collections.abc import Callable
 from pathlib import Path
 
-from modelyard.advisor import formats, formats_other, formats_tabular, formats_torch
+from modelyard.advisor import (
+    formats,
+    formats_openvino,
+    formats_other,
+    formats_tabular,
+    formats_torch,
+)
 from modelyard.advisor.artifact import ArtifactInfo
 from modelyard.advisor.gguf_header import is_gguf
 from modelyard.errors import InvalidArgument
@@ -33,12 +40,20 @@ INSPECTORS: dict[str, Inspector] = {
     ".pt": formats_torch.inspect_torch_archive,
     ".pth": formats_torch.inspect_torch_archive,
     ".pt2": formats_torch.inspect_torch_archive,
-    ".xml": formats_other.inspect_openvino,
+    ".xml": formats_openvino.inspect_openvino,
     ".plan": formats_other.inspect_tensorrt,
     ".engine": formats_other.inspect_tensorrt,
 }
 
-_ERRORS = (OSError, ValueError, KeyError, struct.error, zipfile.BadZipFile, json.JSONDecodeError)
+_ERRORS = (
+    OSError,
+    ValueError,
+    KeyError,
+    struct.error,
+    zipfile.BadZipFile,
+    json.JSONDecodeError,
+    ParseError,
+)
 
 
 def inspect_artifact(path: Path) -> ArtifactInfo:

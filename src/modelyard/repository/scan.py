@@ -3,6 +3,7 @@
     REPO/NAME/config.pbtxt + REPO/NAME/<version>/model.onnx     Triton layout
     REPO/NAME/model.yaml + files (or <version>/ folders)          simple layout
     REPO/NAME.onnx | .joblib | .skops | .ubj | .json | .txt     a bare file; its stem is the name
+    REPO/NAME.xml + NAME.bin                                     a bare OpenVINO IR
     REPO/NAME/config.json + *.safetensors + tokenizer files      a Hugging Face causal LM
 
 A Hugging Face folder (what `save_pretrained` writes) whose config.json names a `*ForCausalLM`
@@ -123,13 +124,17 @@ def _read_file(path: Path) -> ModelSource | None:
 
 
 def _sniff(path: Path, runtime: str) -> bool:
-    """Bare .json/.txt files are models only when they look like XGBoost / LightGBM ones."""
+    """Bare .json/.txt/.xml files are models only when they look like XGBoost / LightGBM
+    models or an OpenVINO IR (whose root element is `<net`)."""
     if path.suffix.lower() == ".json":
         with path.open("rb") as f:
             return b'"learner"' in f.read(4096)
     if path.suffix.lower() == ".txt":
         with path.open("rb") as f:
             return f.read(5) == b"tree\n"
+    if path.suffix.lower() == ".xml":
+        with path.open("rb") as f:
+            return b"<net " in f.read(4096)
     return True
 
 

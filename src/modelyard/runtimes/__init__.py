@@ -71,6 +71,10 @@ RUNTIMES: dict[str, RuntimeInfo] = {
     "pytorch": RuntimeInfo(
         "modelyard.runtimes.pytorch", "PyTorchRuntime", "pytorch", (".pt", ".pt2"), "model.pt"
     ),
+    # OpenVINO IR (model.xml + model.bin): OVMS's format and Triton's `openvino` backend.
+    "openvino": RuntimeInfo(
+        "modelyard.runtimes.openvino", "OpenVinoRuntime", "openvino", (".xml",), "model.xml"
+    ),
     "sklearn": RuntimeInfo(
         "modelyard.runtimes.sklearn",
         "SklearnRuntime",
