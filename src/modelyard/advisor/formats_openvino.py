@@ -81,7 +81,8 @@ def _count_weights(info: ArtifactInfo, layers: Iterable[ET.Element]) -> None:
 
 
 def _outputs(root: ET.Element, layers: dict[str, ET.Element]) -> list[TensorSpec]:
-    """Each Result's tensor, named by the port of the layer that feeds it."""
+    """Each Result's tensor, named by its `output_names` (OpenVINO 2025 and later write it)
+    or else by the port of the layer that feeds it."""
     feeds = {e.get("to-layer"): (e.get("from-layer", ""), e.get("from-port")) for e in root.iter("edge")}
     outputs = []
     for layer in layers.values():
@@ -89,7 +90,8 @@ def _outputs(root: ET.Element, layers: dict[str, ET.Element]) -> list[TensorSpec
             continue
         producer, port_id = feeds.get(layer.get("id"), ("", None))
         port = _port(layers[producer], port_id) if producer in layers else None
-        outputs.append(_spec(_names(port), layer, layer.find("input/port")))
+        name = _least(layer.get("output_names", "")) or _names(port)
+        outputs.append(_spec(name, layer, layer.find("input/port")))
     return outputs
 
 
@@ -98,9 +100,13 @@ def _port(layer: ET.Element, port_id: str | None) -> ET.Element | None:
 
 
 def _names(port: ET.Element | None) -> str:
-    """A tensor's name as the runtime reports it: the least of its names."""
-    names = [n.strip() for n in (port.get("names", "") if port is not None else "").split(",")]
-    return min((n for n in names if n), default="")
+    """A port's tensor name as the runtime reports it."""
+    return _least(port.get("names", "")) if port is not None else ""
+
+
+def _least(names: str) -> str:
+    """The least of comma-separated names (the runtime names a tensor by its least name)."""
+    return min((n.strip() for n in names.split(",") if n.strip()), default="")
 
 
 def _spec(name: str, layer: ET.Element, port: ET.Element | None) -> TensorSpec:
