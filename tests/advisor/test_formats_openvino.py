@@ -50,7 +50,7 @@ def test_an_ir_gives_parameters_dtypes_and_dynamic_dims(tmp_path: Path) -> None:
     assert info.outputs == [TensorSpec("y", "FP32", [-1, MLP_WIDTHS[-1]])]
     assert info.dynamic_batch
     half = inspect_artifact(mlp_ir(tmp_path / "half.xml", fp16=True))
-    assert (half.quantization, half.parameters) == ("FP16", 2304)
+    assert (half.quantization, half.container, half.parameters) == ("FP16", "ir-fp16", 2304)
     fixed = inspect_artifact(mlp_ir(tmp_path / "fixed.xml", batch=1))
     assert fixed.inputs == [TensorSpec("x", "FP32", [1, MLP_WIDTHS[0]])]
     assert not fixed.dynamic_batch

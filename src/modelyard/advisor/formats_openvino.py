@@ -1,7 +1,8 @@
 """OpenVINO IR read without OpenVINO: the `.xml` holds the graph (layers and edges), the `.bin`
 beside it the constants' bytes. Parameters come from the weight-like Const layers' shapes,
-inputs from the Parameter layers, outputs from what feeds each Result layer (the producer's
-port names the tensor), `-1` dims are dynamic."""
+inputs from the Parameter layers, outputs from the Result layers, `-1` dims are dynamic. An IR
+whose weights are mostly FP16 (`openvino.save_model`'s default) is container `ir-fp16`: the CPU
+plugin unpacks them to FP32, which costs memory of its own (advisor/memory.py)."""
 
 from __future__ import annotations
 
@@ -78,6 +79,8 @@ def _count_weights(info: ArtifactInfo, layers: Iterable[ET.Element]) -> None:
             dtypes[datatype] += math.prod(dims)
     info.parameters = sum(dtypes.values()) or None
     info.quantization = dtypes.most_common(1)[0][0] if dtypes else None
+    if info.quantization == "FP16":  # unpacked to FP32 by the CPU plugin: another memory cost
+        info.container = "ir-fp16"
 
 
 def _outputs(root: ET.Element, layers: dict[str, ET.Element]) -> list[TensorSpec]:

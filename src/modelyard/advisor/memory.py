@@ -33,8 +33,8 @@ class MemoryCost:
 
 
 # format or format/container -> cost. Measured with onnxruntime 1.32, scikit-learn 1.9,
-# skops 0.16, xgboost 3.2, lightgbm 4.7, llama-cpp-python 0.3.36, torch 2.13 on Python 3.11
-# (docs/advisor.md).
+# skops 0.16, xgboost 3.2, lightgbm 4.7, llama-cpp-python 0.3.36, torch 2.13, openvino 2026.4
+# on Python 3.11 (docs/advisor.md).
 COSTS: dict[str, MemoryCost] = {
     "onnx": MemoryCost(29, 4, 1.05, True),
     "sklearn/skops": MemoryCost(108, 1, 3.0, True),
@@ -52,7 +52,11 @@ COSTS: dict[str, MemoryCost] = {
     "torchscript": MemoryCost(277, 1, 1.0, True),
     "torch-export": MemoryCost(367, 1, 1.0, True),
     "torch-export/aoti": MemoryCost(280, 5, 1.0, False),  # a compiled .so: not measured
-    "openvino": MemoryCost(60, 10, 1.0, False),
+    # openvino 2026.4 (CPU plugin): importing it and the plugin's first compile ~77 MiB; each
+    # model ~10 MiB; FP32 weights twice (the mapped .bin and the plugin's repacked copy), FP16
+    # ones three times their file (the mapped .bin and the FP32 copy the warm-up unpacks).
+    "openvino": MemoryCost(77, 10, 2.0, True),
+    "openvino/ir-fp16": MemoryCost(77, 10, 3.0, True),
     "tensorrt": MemoryCost(0, 100, 1.0, False),
     "unknown": MemoryCost(0, 0, 1.0, False),
 }

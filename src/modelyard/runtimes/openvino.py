@@ -26,8 +26,9 @@ import numpy as np
 import openvino as ov
 
 from modelyard.errors import InvalidArgument, ModelLoadError
-from modelyard.runtimes.base import Arrays, Runtime, Signature, warn_unknown_parameters
+from modelyard.runtimes.base import Arrays, Runtime, Signature, log, warn_unknown_parameters
 from modelyard.spec.config import TensorSpec
+from modelyard.tensors import numpy_dtype
 
 #: OpenVINO element type names -> KServe datatypes (the IR's `element_type` spelling).
 OV_TYPES = {
@@ -101,6 +102,7 @@ class OpenVinoRuntime(Runtime):
         self._requests: queue.SimpleQueue[ov.InferRequest] = queue.SimpleQueue()
         for _ in range(max(1, self.config.instance_count)):
             self._requests.put(self.compiled.create_infer_request())
+        self._warm_up()
 
     def signature(self) -> Signature:
         return self._signature
@@ -118,6 +120,20 @@ class OpenVinoRuntime(Runtime):
     def unload(self) -> None:
         self.__dict__.pop("compiled", None)
         self.__dict__.pop("_requests", None)
+
+    def _warm_up(self) -> None:
+        """One inference on zeros (dynamic dimensions as 1) before serving: OpenVINO's CPU
+        plugin unpacks FP16-compressed weights at a model's first inference, which would make
+        the first client wait (seconds for a large model) and the memory grow after the load.
+        A model that refuses zeros of that shape simply pays it at its first request."""
+        zeros = {
+            spec.name: np.zeros([max(d, 1) for d in spec.dims], numpy_dtype(spec.datatype))
+            for spec in self._signature[0]
+        }
+        try:
+            self.infer(zeros)
+        except InvalidArgument as exc:
+            log.debug("model %s: no warm-up inference: %s", self.config.name, exc.message)
 
     def _batch_dynamically(self, model: ov.Model) -> None:
         """A config that batches an IR whose first dimension is fixed gets it made dynamic,
