@@ -28,7 +28,7 @@ log = logging.getLogger("modelyard.advisor")
 SCHEMA = "modelyard-tuned/1"
 #: Runtimes `modelyard tune` searches (and whose loads look for a tuned pick: only their
 #: artifacts are hashed, never a multi-GB GGUF).
-TUNED_RUNTIMES = ("onnx", "pytorch", "sklearn", "xgboost", "lightgbm")
+TUNED_RUNTIMES = ("onnx", "pytorch", "openvino", "sklearn", "xgboost", "lightgbm")
 _WHERE = {"front": "through the HTTP front"}
 
 
