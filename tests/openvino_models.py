@@ -20,9 +20,7 @@ def to_ir(onnx: Path, xml: Path, fp16: bool = False, batch: int | None = None) -
     the first dimension of every input fixed at `batch` when given."""
     model = ov.convert_model(onnx)
     if batch is not None:
-        model.reshape(
-            {port: [batch, *list(port.get_partial_shape())[1:]] for port in model.inputs}
-        )
+        model.reshape({port: [batch, *list(port.get_partial_shape())[1:]] for port in model.inputs})
     xml.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(model, xml, compress_to_fp16=fp16)
     return xml

@@ -97,7 +97,9 @@ def test_infer_matches_torch(client: Client) -> None:
         result = client.infer(model, [infer_input(client, name, IMAGES)])
         np.testing.assert_allclose(result.as_numpy("OUTPUT__0"), classes, rtol=1e-5)
     # forward's arguments by name, whatever order the config lists them in
-    traced = client.infer("addsub_traced", [infer_input(client, "a", A), infer_input(client, "b", B)])
+    traced = client.infer(
+        "addsub_traced", [infer_input(client, "a", A), infer_input(client, "b", B)]
+    )
     np.testing.assert_allclose(traced.as_numpy("SUM__0"), total, rtol=1e-5)
     np.testing.assert_allclose(traced.as_numpy("DIFF__1"), diff, rtol=1e-5)
     bare = client.infer("addsub", [infer_input(client, "b", B), infer_input(client, "a", A)])

@@ -86,7 +86,9 @@ def _count_weights(info: ArtifactInfo, layers: Iterable[ET.Element]) -> None:
 def _outputs(root: ET.Element, layers: dict[str, ET.Element]) -> list[TensorSpec]:
     """Each Result's tensor, named by its `output_names` (OpenVINO 2025 and later write it)
     or else by the port of the layer that feeds it."""
-    feeds = {e.get("to-layer"): (e.get("from-layer", ""), e.get("from-port")) for e in root.iter("edge")}
+    feeds = {
+        e.get("to-layer"): (e.get("from-layer", ""), e.get("from-port")) for e in root.iter("edge")
+    }
     outputs = []
     for layer in layers.values():
         if layer.get("type") != "Result":
