@@ -53,8 +53,9 @@ COSTS: dict[str, MemoryCost] = {
     "torch-export": MemoryCost(367, 1, 1.0, True),
     "torch-export/aoti": MemoryCost(280, 5, 1.0, False),  # a compiled .so: not measured
     # openvino 2026.4 (CPU plugin): importing it and the plugin's first compile 53-76 MiB (runs
-    # on this machine differed by 23 MiB), counted 60; each model ~10 MiB; FP32 weights twice (the mapped .bin and the plugin's repacked copy), FP16
-    # ones three times their file (the mapped .bin and the FP32 copy the warm-up unpacks).
+    # on this machine differed by 23 MiB), counted 60; each model ~10 MiB; FP32 weights twice
+    # (the mapped .bin and the plugin's repacked copy), FP16 ones three times their file (the
+    # mapped .bin and the FP32 copy the warm-up unpacks).
     "openvino": MemoryCost(60, 10, 2.0, True),
     "openvino/ir-fp16": MemoryCost(60, 10, 3.0, True),
     "tensorrt": MemoryCost(0, 100, 1.0, False),
