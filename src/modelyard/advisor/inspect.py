@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import struct
 import zipfile
-from xml.etree.ElementTree import ParseError
 from collections.abc import Callable
 from pathlib import Path
+from xml.etree.ElementTree import ParseError
 
 from modelyard.advisor import (
     formats,
