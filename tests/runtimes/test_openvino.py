@@ -215,6 +215,17 @@ def test_a_fixed_batch_dimension_is_made_dynamic_when_the_config_batches(tmp_pat
         fixed.runtime.unload()
 
 
+def test_a_lower_case_parameter_in_the_config_wins_over_the_advisor(tmp_path: Path) -> None:
+    mlp_ir(tmp_path / "mlp" / "model.xml")
+    (tmp_path / "mlp" / "model.yaml").write_text("parameters: {performance_hint: throughput}\n")
+    loaded = _load(tmp_path, "mlp", "latency")
+    try:
+        hint = loaded.runtime.compiled.get_property("PERFORMANCE_HINT")  # type: ignore[attr-defined]
+        assert str(hint).upper().endswith("THROUGHPUT")
+    finally:
+        loaded.runtime.unload()
+
+
 def test_a_bad_hint_or_ir_is_a_load_error(tmp_path: Path) -> None:
     mlp_ir(tmp_path / "mlp" / "1" / "model.xml")
     (tmp_path / "mlp" / "config.pbtxt").write_text(

@@ -47,17 +47,14 @@ OV_TYPES = {
     "bf16": "BF16",
 }
 HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
-_OWN_PARAMETERS = {
-    "PERFORMANCE_HINT",
-    "INFERENCE_NUM_THREADS",
-    "NUM_STREAMS",
-    "SKIP_OV_DYNAMIC_BATCHSIZE",
-}
+_NAMES = ("PERFORMANCE_HINT", "INFERENCE_NUM_THREADS", "NUM_STREAMS", "SKIP_OV_DYNAMIC_BATCHSIZE")
+_OWN_PARAMETERS = {*_NAMES, *(name.lower() for name in _NAMES)}
 
 
 def parameter(params: dict[str, str], name: str, default: str = "") -> str:
-    """A parameter under Triton's upper-case name or in lower case."""
-    return params.get(name, params.get(name.lower(), default)).strip()
+    """A parameter in lower case or under Triton's upper-case name (the lower-case one first:
+    the advisor fills only the upper-case name, and a config's own setting wins)."""
+    return params.get(name.lower(), params.get(name, default)).strip()
 
 
 def compile_options(params: dict[str, str], instances: int) -> dict[str, str]:
