@@ -10,8 +10,9 @@ for the config the advisor chose.
     .venv/bin/python benchmarks/memory_estimates.py --json
 
 The default set: the demo models (iris ONNX, iris scikit-learn, the Python wordcount), ONNX
-MLPs of 5 and 160 MiB, a random forest (skops and joblib), XGBoost and LightGBM models on the
-digits data, and Gemma 3 270M (GGUF) where llama-cpp-python and its package are installed.
+MLPs of 5 and 160 MiB (and the same as OpenVINO IR with FP32 and FP16 weights where openvino
+is installed), a random forest (skops and joblib), XGBoost and LightGBM models on the digits
+data, and Gemma 3 270M (GGUF) where llama-cpp-python and its package are installed.
 """
 
 from __future__ import annotations
@@ -49,8 +50,10 @@ version = load_version(source, max(source.versions), True)
 gc.collect()
 after = rss()
 estimate = estimate_for(version.config, path)
+weights = path.with_suffix(".bin") if path.suffix == ".xml" else None  # an OpenVINO IR's
+size = path.stat().st_size + (weights.stat().st_size if weights and weights.exists() else 0)
 print(json.dumps({"name": source.name, "runtime": version.config.runtime,
-                  "size": path.stat().st_size, "known": estimate.known,
+                  "size": size, "known": estimate.known,
                   "estimate": estimate.total, "measured": after - before,
                   "context": estimate.context, "parallel": estimate.parallel}))
 """
@@ -81,7 +84,8 @@ def build_default_set(folder: Path) -> list[Path]:
 
     build_demo(folder)
     paths = [folder / "iris_onnx", folder / "iris_sklearn.skops", folder / "wordcount"]
-    paths += _mlps(folder) + _trees(folder)
+    mlps = _mlps(folder)
+    paths += mlps + _irs(folder, mlps) + _trees(folder)
     gemma = _gemma()
     return paths + ([gemma] if gemma else [])
 
@@ -117,6 +121,21 @@ def _mlps(folder: Path) -> list[Path]:
         model.ir_version = 8
         onnx.save(model, folder / f"{name}.onnx")
         out.append(folder / f"{name}.onnx")
+    return out
+
+
+def _irs(folder: Path, onnx: list[Path]) -> list[Path]:
+    """The ONNX MLPs as OpenVINO IR, FP32 and FP16 weights (none without openvino)."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return []
+    out = []
+    for path in onnx:
+        for fp16 in (False, True):
+            xml = folder / f"{path.stem}_ir_{'fp16' if fp16 else 'fp32'}.xml"
+            ov.save_model(ov.convert_model(path), xml, compress_to_fp16=fp16)
+            out.append(xml)
     return out
 
 

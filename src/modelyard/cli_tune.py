@@ -81,7 +81,13 @@ def tune(path: Path, budget: str, in_process: bool, as_json: bool, **options: An
         import orjson
 
         out = [
-            {"name": r.name, "cache": str(r.cache), "seconds": r.seconds, **r.pick.to_json()}
+            {
+                "name": r.name,
+                "cache": str(r.cache),
+                "seconds": r.seconds,
+                **r.pick.to_json(),
+                **({"openvino_ir": r.conversion.to_json()} if r.conversion else {}),
+            }
             for r in results
         ]
         click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
@@ -99,6 +105,8 @@ def tune(path: Path, budget: str, in_process: bool, as_json: bool, **options: An
         click.echo(f"  as config    (to pin it in the model's {kind})")
         for line in as_config(pick.settings, result.layout):
             click.echo(f"{'':15}{line}")
+        if result.conversion is not None:
+            click.echo(f"  OpenVINO IR  {result.conversion.describe()}")
         if pick.latency_ms:
             click.echo(
                 f"  (measured under --latency-ms {pick.latency_ms:g}: a start applies it to a "

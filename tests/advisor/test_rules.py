@@ -369,8 +369,12 @@ def test_missing_library_and_planned_runtime(
     assert "pip install 'modelyard[xgboost]'" in " ".join(rec.warnings)
     (tmp_path / "model.xml").write_text("<net/>")
     ir = advise(inspect_artifact(tmp_path / "model.xml"), bare)
-    assert ir.runtime == "openvino" and "runtime-missing" in ir.rules
-    assert any(a.system.startswith("OpenVINO Model Server") and a.better for a in ir.alternatives)
+    assert ir.runtime == "openvino" and "runtime-missing" not in ir.rules
+    assert "pip install 'modelyard[openvino]'" in " ".join(ir.warnings)
+    assert any(a.system.startswith("OpenVINO Model Server") for a in ir.alternatives)
+    assert not any(a.better for a in ir.alternatives)  # modelyard serves IR itself
+    planned = advise(inspect_artifact(tmp_path / "model.xml"), bare, runtime="tensorrt")
+    assert "runtime-missing" in planned.rules
 
 
 def test_unknown_goal() -> None:

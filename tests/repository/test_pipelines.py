@@ -94,11 +94,12 @@ def test_an_ovms_repository_is_read_from_its_config_json(tmp_path: Path) -> None
 
 
 def test_ovms_models_that_cannot_serve_say_why(tmp_path: Path) -> None:
-    (tmp_path / "ir" / "1").mkdir(parents=True)
-    (tmp_path / "ir" / "1" / "model.xml").write_text("<net/>")
+    (tmp_path / "twice" / "1").mkdir(parents=True)
+    for file in ("a.onnx", "b.onnx"):
+        (tmp_path / "twice" / "1" / file).write_bytes(b"")
     config = {
         "model_config_list": [
-            {"config": {"name": "ir", "base_path": "ir"}},
+            {"config": {"name": "twice", "base_path": "twice"}},
             {"config": {"name": "gone", "base_path": "nowhere"}},
             {"config": {"name": "nameless"}},
         ],
@@ -112,14 +113,14 @@ def test_ovms_models_that_cannot_serve_say_why(tmp_path: Path) -> None:
             {
                 "name": "demux",
                 "inputs": ["x"],
-                "nodes": [{"name": "n", "model_name": "ir", "demultiply_count": 0}],
+                "nodes": [{"name": "n", "model_name": "twice", "demultiply_count": 0}],
                 "outputs": [],
             },
         ],
     }
     (tmp_path / "config.json").write_text(json.dumps(config))
     found = scan([tmp_path])
-    assert "OpenVINO IR" in str(found["ir"].error)
+    assert "several .onnx files" in str(found["twice"].error)
     assert "is not a folder" in str(found["gone"].error)
     assert "needs config.name and config.base_path" in str(found["nameless"].error)
     assert "only 'DL model' nodes" in str(found["custom"].error)

@@ -109,7 +109,14 @@ def assert_bad_input(
 
 
 def assert_batched(
-    server: ServerProcess, model: str, name: str, rows: np.ndarray, output: str, want: np.ndarray
+    server: ServerProcess,
+    model: str,
+    name: str,
+    rows: np.ndarray,
+    output: str,
+    want: np.ndarray,
+    rtol: float = 1e-5,
+    atol: float = 1e-6,
 ) -> None:
     """12 one-row requests sent together get their own rows' answers (`want`, per row of
     `rows`, cycled) and run in fewer executions than requests."""
@@ -133,7 +140,7 @@ def assert_batched(
     before = stats(server, model)
     outputs = asyncio.run(run())
     for k, out in enumerate(outputs):
-        np.testing.assert_allclose(out[0], want[k % len(rows)], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(out[0], want[k % len(rows)], rtol=rtol, atol=atol)
     after = stats(server, model)
     assert after["inference_count"] - before["inference_count"] == 12
     assert after["execution_count"] - before["execution_count"] < 12

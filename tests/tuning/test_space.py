@@ -15,8 +15,10 @@ TWO_CORES = Hardware(cores=2, physical_cores=2, memory_bytes=8 * 2**30)
 
 
 def test_each_runtime_has_its_knobs() -> None:
-    keys = {r: [k.key for k in knobs(r, TWO_CORES, batched=True)] for r in ("onnx", "xgboost")}
+    runtimes = ("onnx", "openvino", "xgboost")
+    keys = {r: [k.key for k in knobs(r, TWO_CORES, batched=True)] for r in runtimes}
     assert keys["onnx"] == ["instance_count", "parameters.intra_op_thread_count", DELAY]
+    assert keys["openvino"] == ["instance_count", "parameters.INFERENCE_NUM_THREADS", DELAY]
     assert keys["xgboost"] == ["instance_count", "parameters.nthread", DELAY]
     assert [k.key for k in knobs("sklearn", TWO_CORES, batched=False)] == ["instance_count"]
 

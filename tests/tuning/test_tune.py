@@ -5,6 +5,7 @@ measuring again; `tune: auto` tunes in the background without holding readiness 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -76,6 +77,20 @@ def test_each_model_is_tuned_within_its_budget(tuned: dict[str, dict[str, object
         assert Path(str(pick["cache"])).is_file()
     assert "parameters.intra_op_thread_count" in tuned["mlp"]["settings"]  # type: ignore[operator]
     assert "parameters.nthread" in tuned["trees"]["settings"]  # type: ignore[operator]
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("openvino") is None, reason="openvino is not installed"
+)
+def test_an_onnx_model_is_measured_against_its_openvino_ir(
+    tuned: dict[str, dict[str, object]],
+) -> None:
+    ir = tuned["mlp"]["openvino_ir"]
+    assert isinstance(ir, dict)
+    for runtime in ("onnx_rows_per_s", "ir_rows_per_s"):
+        assert set(ir[runtime]) == {"1", "64"} and min(ir[runtime].values()) > 0
+    assert isinstance(ir["worth_it"], bool)
+    assert "openvino_ir" not in tuned["trees"]
 
 
 def _served(repo: Path, cache: Path, log: Path, *args: str) -> ServerProcess:

@@ -244,6 +244,7 @@ def hardware_facts(hw: Hardware) -> dict[str, Any]:
         "gpu_gib": _round(max((g.memory_bytes or 0 for g in hw.gpus), default=0) / GIB),
         "gpus_gib": _round(sum(g.memory_bytes or 0 for g in hw.gpus) / GIB),
         "ep_openvino": "OpenVINOExecutionProvider" in hw.onnx_providers,
+        "openvino_installed": hw.installed("openvino"),
         "ep_cuda": "CUDAExecutionProvider" in hw.onnx_providers,
         "amx": amx,
         # built by default (-march=native) llama.cpp uses AMX where the CPU has it

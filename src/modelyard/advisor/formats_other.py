@@ -1,6 +1,7 @@
 """Inspectors for formats modelyard recognises but serves through runtimes still to come (or
-not at all): Hugging Face folders and safetensors, OpenVINO IR and TensorRT engines. Sizes come
-from headers and file sizes only (PyTorch archives: formats_torch.py)."""
+not at all): Hugging Face folders and safetensors, and TensorRT engines. Sizes come from
+headers and file sizes only (PyTorch archives: formats_torch.py; OpenVINO IR:
+formats_openvino.py)."""
 
 from __future__ import annotations
 
@@ -129,14 +130,6 @@ def _hf_llm(config: dict[str, Any]) -> LLMShape:
         int(config.get("vocab_size", 0)),
         int(config.get("max_position_embeddings", 0)),
         width,
-    )
-
-
-def inspect_openvino(path: Path) -> ArtifactInfo:
-    weights = path.with_suffix(".bin")
-    size = weights.stat().st_size if weights.exists() else 0
-    return ArtifactInfo(
-        path, "openvino", container="ir", size_bytes=path.stat().st_size + size, weight_bytes=size
     )
 
 

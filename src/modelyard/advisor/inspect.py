@@ -7,8 +7,16 @@ import struct
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from xml.etree.ElementTree import ParseError
 
-from modelyard.advisor import formats, formats_other, formats_tabular, formats_tf, formats_torch
+from modelyard.advisor import (
+    formats,
+    formats_openvino,
+    formats_other,
+    formats_tabular,
+    formats_tf,
+    formats_torch,
+)
 from modelyard.advisor.artifact import ArtifactInfo
 from modelyard.advisor.gguf_header import is_gguf
 from modelyard.errors import InvalidArgument
@@ -34,12 +42,20 @@ INSPECTORS: dict[str, Inspector] = {
     ".pth": formats_torch.inspect_torch_archive,
     ".pt2": formats_torch.inspect_torch_archive,
     ".mar": formats_torch.inspect_torchserve_archive,
-    ".xml": formats_other.inspect_openvino,
+    ".xml": formats_openvino.inspect_openvino,
     ".plan": formats_other.inspect_tensorrt,
     ".engine": formats_other.inspect_tensorrt,
 }
 
-_ERRORS = (OSError, ValueError, KeyError, struct.error, zipfile.BadZipFile, json.JSONDecodeError)
+_ERRORS = (
+    OSError,
+    ValueError,
+    KeyError,
+    struct.error,
+    zipfile.BadZipFile,
+    json.JSONDecodeError,
+    ParseError,
+)
 
 
 def inspect_artifact(path: Path) -> ArtifactInfo:

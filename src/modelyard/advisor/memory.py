@@ -34,7 +34,7 @@ class MemoryCost:
 
 # format or format/container -> cost. Measured with onnxruntime 1.32, scikit-learn 1.9,
 # skops 0.16, xgboost 3.2, lightgbm 4.7, llama-cpp-python 0.3.36, torch 2.13, tensorflow-cpu
-# 2.21 on Python 3.11 (docs/advisor.md).
+# 2.21, openvino 2026.4 on Python 3.11 (docs/advisor.md).
 COSTS: dict[str, MemoryCost] = {
     "onnx": MemoryCost(29, 4, 1.05, True),
     "sklearn/skops": MemoryCost(108, 1, 3.0, True),
@@ -65,7 +65,12 @@ COSTS: dict[str, MemoryCost] = {
     # more, plus its variables as the index lists them (Keras 3's export saves each twice and
     # both copies are restored: 192 MiB for a 96 MiB MLP, RSS +911 MiB, estimate 907).
     "tensorflow": MemoryCost(707, 8, 1.0, True),
-    "openvino": MemoryCost(60, 10, 1.0, False),
+    # openvino 2026.4 (CPU plugin): importing it and the plugin's first compile 53-76 MiB (runs
+    # on this machine differed by 23 MiB), counted 60; each model ~10 MiB; FP32 weights twice
+    # (the mapped .bin and the plugin's repacked copy), FP16 ones three times their file (the
+    # mapped .bin and the FP32 copy the warm-up unpacks).
+    "openvino": MemoryCost(60, 10, 2.0, True),
+    "openvino/ir-fp16": MemoryCost(60, 10, 3.0, True),
     "tensorrt": MemoryCost(0, 100, 1.0, False),
     "unknown": MemoryCost(0, 0, 1.0, False),
 }

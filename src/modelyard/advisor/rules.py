@@ -25,7 +25,7 @@ from typing import Any
 Facts = Mapping[str, Any]
 _TABULAR = "onnx|sklearn|xgboost|lightgbm"
 #: Runtimes whose models take a batch dimension the batcher can merge requests along.
-_BATCHED = _TABULAR + "|pytorch|tensorflow"
+_BATCHED = _TABULAR + "|pytorch|tensorflow|openvino"
 #: Runtimes whose operators run on torch's (or onnxruntime's) intra-op thread pool.
 _TORCH = "pytorch|hf_classifier|sentence"
 
@@ -254,6 +254,42 @@ SETTING_RULES: tuple[Rule, ...] = (
         "{threads_per_instance} threads each keep the {physical_cores} physical cores from "
         "being oversubscribed",
     ),
+    # -- OpenVINO IR -----------------------------------------------------------------------
+    Rule(
+        "openvino-latency",
+        ("runtime == openvino", "goal == latency"),
+        settings={
+            "parameters.PERFORMANCE_HINT": "LATENCY",
+            "parameters.INFERENCE_NUM_THREADS": "{physical_cores}",
+        },
+        reason="latency goal: OpenVINO's LATENCY hint runs each request in one stream on "
+        "every physical core ({physical_cores} threads); requests that arrive together "
+        "are batched rather than run side by side",
+    ),
+    Rule(
+        "openvino-latency-instance",
+        ("runtime == openvino", "goal == latency", "not instances_pinned"),
+        settings={"instance_count": 1},
+        reason="one stream serves one request at a time: one infer request",
+    ),
+    Rule(
+        "openvino-throughput",
+        ("runtime == openvino", "goal == throughput"),
+        settings={
+            "parameters.PERFORMANCE_HINT": "THROUGHPUT",
+            "parameters.INFERENCE_NUM_THREADS": "{physical_cores}",
+        },
+        reason="throughput goal: OpenVINO's THROUGHPUT hint splits the {physical_cores} "
+        "physical cores into streams, one per infer request (instance), so batches run "
+        "side by side",
+    ),
+    Rule(
+        "openvino-throughput-instances",
+        ("runtime == openvino", "goal == throughput", "not instances_pinned"),
+        settings={"instance_count": "{physical_cores}"},
+        reason="throughput goal: an infer request per physical core ({physical_cores}), so "
+        "the THROUGHPUT hint makes as many streams",
+    ),
     # -- batching (models whose artifact takes a batch dimension) ----------------------------
     Rule(
         "batch-latency",
@@ -439,9 +475,18 @@ ELSEWHERE_RULES: tuple[Rule, ...] = (
         "openvino-ovms",
         ("format == openvino",),
         system="OpenVINO Model Server (OVMS)",
-        better=True,
-        reason="OVMS serves OpenVINO IR natively; or export to ONNX and serve it here with the "
-        "OpenVINO execution provider",
+        better=False,
+        reason="OVMS serves the same IR on the same OpenVINO library, in C++; modelyard's "
+        "openvino runtime compiles it the same way (CPU, the goal's performance hint)",
+    ),
+    Rule(
+        "onnx-openvino-ir",
+        ("format == onnx", "gpus == 0", "openvino_installed"),
+        system="modelyard's openvino runtime after converting to OpenVINO IR",
+        better=False,
+        reason="OpenVINO's CPU kernels beat onnxruntime's on some graphs and lose on others: "
+        "`modelyard tune` converts the model (openvino.convert_model) and measures both "
+        "at batch 1 and 64 on this machine",
     ),
     Rule(
         "torch-onnx",

@@ -27,7 +27,16 @@ log = logging.getLogger("modelyard.advisor")
 
 SCHEMA = "modelyard-tuned/1"
 #: Runtimes `modelyard tune` searches (and whose loads look for a tuned pick).
-TUNED_RUNTIMES = ("onnx", "pytorch", "tensorflow", "sklearn", "xgboost", "lightgbm", "llamacpp")
+TUNED_RUNTIMES = (
+    "onnx",
+    "pytorch",
+    "tensorflow",
+    "openvino",
+    "sklearn",
+    "xgboost",
+    "lightgbm",
+    "llamacpp",
+)
 #: Files larger than this are keyed by their size and their first and last SAMPLE bytes, not
 #: read whole (a multi-GB GGUF: its header holds every tensor's name, shape and offset).
 WHOLE_DIGEST_MAX = 256 * 2**20

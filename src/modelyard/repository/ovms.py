@@ -2,10 +2,11 @@
 `model_config_list` names the models (`config: {name, base_path}`, base_path relative to the
 config.json) and whose `pipeline_config_list` wires them into DAGs (`repository/pipelines.py`).
 
-OVMS model folders hold numbered versions, each with an ONNX model, a TensorFlow SavedModel
-(`saved_model.pb` + `variables/`) or an OpenVINO IR (`model.xml` + `model.bin`). modelyard
-serves the ONNX and SavedModel ones; a version with only IR files is reported with an error
-that says so (convert it to ONNX, or export the ONNX it came from).
+OVMS model folders hold numbered versions, each with an ONNX model (onnxruntime serves it), a
+TensorFlow SavedModel (`saved_model.pb` + `variables/`, the tensorflow runtime) or an OpenVINO IR
+(`model.xml` + `model.bin`, the openvino runtime), the latest version's file naming the runtime.
+A model's `nireq` (infer requests) becomes its instance count and its `plugin_config`
+(PERFORMANCE_HINT, INFERENCE_NUM_THREADS, NUM_STREAMS...) its parameters.
 """
 
 from __future__ import annotations
@@ -55,17 +56,38 @@ def _model(config: Any, listed_in: Path) -> ModelSource:
         )
     name = str(config["name"])
     base = (listed_in.parent / str(config["base_path"])).resolve()
-    model_config = ModelConfig(name, runtime="onnx")
-    model_config.reasons["runtime"] = "OVMS model_config_list (ONNX versions)"
+    model_config = ModelConfig(name)
     source = ModelSource(name, base, "ovms", model_config, listed_in=listed_in)
     try:
         source.versions = _versions(base, name)
+        _settings(model_config, config)
     except ModelyardError as exc:
         source.error = str(exc)
-    if any(p.name == "saved_model.pb" for p in source.versions.values()):
-        model_config.runtime = "tensorflow"
-        model_config.reasons["runtime"] = "OVMS model_config_list (SavedModel versions)"
+        return source
+    latest = source.versions[max(source.versions)]
+    model_config.runtime = {".xml": "openvino", ".pb": "tensorflow"}.get(
+        latest.suffix.lower(), "onnx"
+    )
+    model_config.reasons["runtime"] = f"OVMS model_config_list (file {latest.name})"
     return source
+
+
+def _settings(model_config: ModelConfig, config: dict[str, Any]) -> None:
+    """OVMS's `nireq` as the instance count, its `plugin_config` as parameters."""
+    plugin = config.get("plugin_config") or {}
+    if not isinstance(plugin, dict):
+        raise ModelyardError(f"OVMS model {model_config.name!r}: plugin_config must be an object")
+    for key, value in plugin.items():
+        model_config.parameters[str(key)] = str(value)
+        model_config.reasons[f"parameters.{key}"] = "OVMS plugin_config"
+    if "nireq" in config:
+        try:
+            model_config.instance_count = max(1, int(config["nireq"]))
+        except (TypeError, ValueError):
+            raise ModelyardError(
+                f"OVMS model {model_config.name!r}: nireq must be a whole number"
+            ) from None
+        model_config.reasons["instances"] = "OVMS nireq"
 
 
 def _versions(base: Path, name: str) -> dict[int, Path]:
@@ -73,17 +95,14 @@ def _versions(base: Path, name: str) -> dict[int, Path]:
         raise ModelyardError(f"OVMS model {name!r}: base_path {base} is not a folder")
     versions = {}
     for folder in sorted(p for p in base.iterdir() if p.is_dir() and p.name.isdigit()):
-        onnx = sorted(folder.glob("*.onnx"))
-        if len(onnx) == 1:
-            versions[int(folder.name)] = onnx[0]
-        elif onnx:
-            raise ModelyardError(f"OVMS model {name!r}: several .onnx files in {folder}")
-        elif (folder / "saved_model.pb").is_file():
-            versions[int(folder.name)] = folder / "saved_model.pb"
-        elif any(folder.glob("*.xml")):
+        files = sorted(folder.glob("*.onnx")) or sorted(folder.glob("*.xml"))
+        if not files and (folder / "saved_model.pb").is_file():
+            files = [folder / "saved_model.pb"]
+        if len(files) == 1:
+            versions[int(folder.name)] = files[0]
+        elif files:
             raise ModelyardError(
-                f"OVMS model {name!r}: version {folder.name} is an OpenVINO IR (.xml/.bin); "
-                "modelyard serves ONNX: put the ONNX model it was converted from in the folder"
+                f"OVMS model {name!r}: several {files[0].suffix} files in {folder}"
             )
     if not versions:
         raise ModelyardError(f"OVMS model {name!r}: no numbered version folder in {base}")

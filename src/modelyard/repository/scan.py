@@ -3,6 +3,7 @@
     REPO/NAME/config.pbtxt + REPO/NAME/<version>/model.onnx     Triton layout
     REPO/NAME/model.yaml + files (or <version>/ folders)          simple layout
     REPO/NAME.onnx | .joblib | .skops | .ubj | .json | .txt     a bare file; its stem is the name
+    REPO/NAME.xml + NAME.bin                                     a bare OpenVINO IR
     REPO/NAME.mar                                                 a TorchServe model archive
     REPO/NAME/config.json + *.safetensors + tokenizer files      a Hugging Face folder
     REPO/NAME.savedmodel/ (saved_model.pb + variables/)          a TensorFlow SavedModel
@@ -151,13 +152,17 @@ def _archive_batching(config: ModelConfig, path: Path) -> None:
 
 
 def _sniff(path: Path, runtime: str) -> bool:
-    """Bare .json/.txt files are models only when they look like XGBoost / LightGBM ones."""
+    """Bare .json/.txt/.xml files are models only when they look like XGBoost / LightGBM
+    models or an OpenVINO IR (whose root element is `<net`)."""
     if path.suffix.lower() == ".json":
         with path.open("rb") as f:
             return b'"learner"' in f.read(4096)
     if path.suffix.lower() == ".txt":
         with path.open("rb") as f:
             return f.read(5) == b"tree\n"
+    if path.suffix.lower() == ".xml":
+        with path.open("rb") as f:
+            return b"<net " in f.read(4096)
     return True
 
 

@@ -83,6 +83,10 @@ RUNTIMES: dict[str, RuntimeInfo] = {
         "model.savedmodel/saved_model.pb",
         claims_suffixes=False,
     ),
+    # OpenVINO IR (model.xml + model.bin): OVMS's format and Triton's `openvino` backend.
+    "openvino": RuntimeInfo(
+        "modelyard.runtimes.openvino", "OpenVinoRuntime", "openvino", (".xml",), "model.xml"
+    ),
     "sklearn": RuntimeInfo(
         "modelyard.runtimes.sklearn",
         "SklearnRuntime",

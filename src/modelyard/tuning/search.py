@@ -16,6 +16,7 @@ client; with `latency_ms`, the highest throughput whose p99 at N clients is with
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import threading
 import time
@@ -27,10 +28,11 @@ from pathlib import Path
 from modelyard.advisor.apply import advise_config, latency_bound, model_goal
 from modelyard.advisor.hardware import Hardware, probe
 from modelyard.advisor.tuned import Figures, TunedPick, save_tuned
-from modelyard.errors import Internal, InvalidArgument, Unavailable
+from modelyard.errors import Internal, InvalidArgument, ModelyardError, Unavailable
 from modelyard.repository.scan import ModelSource, read_entry, scan
 from modelyard.spec.config import ModelConfig
 from modelyard.tuning import inprocess, llm
+from modelyard.tuning.convert import Conversion, compare_ir
 from modelyard.tuning.front import FrontServer
 from modelyard.tuning.llm import LLM_CONCURRENCY, LLM_TUNABLE, llm_knobs
 from modelyard.tuning.space import (
@@ -70,6 +72,9 @@ class TuneResult:
     cache: Path | None = None
     seconds: float = 0.0
     layout: str = "file"  # the model's layout on disk: triton (config.pbtxt), simple, file
+    #: An ONNX model measured against its OpenVINO IR (tuning/convert.py), when OpenVINO is
+    #: installed.
+    conversion: Conversion | None = None
 
 
 @dataclass(frozen=True)
@@ -338,7 +343,25 @@ def tune_path(
     results = []
     for source in sources_at(path):
         try:
-            results.append(tune(source, options, progress=progress))
+            result = tune(source, options, progress=progress)
         except InvalidArgument as exc:
             progress(f"{source.name}: skipped — {exc.message}")
+            continue
+        if result.pick.runtime == "onnx" and importlib.util.find_spec("openvino") is not None:
+            result.conversion = _measure_conversion(source, result.pick.goal, progress)
+        results.append(result)
     return results
+
+
+def _measure_conversion(
+    source: ModelSource, goal: str, progress: Callable[[str], None]
+) -> Conversion | None:
+    """The ONNX model against its OpenVINO IR (None when OpenVINO cannot convert or load it)."""
+    progress(f"{source.name}: converting to OpenVINO IR and measuring both")
+    try:
+        conversion = compare_ir(source, max(source.versions), goal)
+    except (ModelyardError, RuntimeError, ValueError) as exc:  # what convert_model raises
+        progress(f"{source.name}: OpenVINO cannot convert it: {exc}")
+        return None
+    progress(f"  {conversion.describe()}")
+    return conversion

@@ -38,6 +38,8 @@ def knobs(runtime: str, hw: Hardware, batched: bool) -> list[Knob]:
     out: list[Knob] = []
     if runtime in ("onnx", "pytorch", "tensorflow"):
         out += [Knob(INSTANCES, instances), Knob("parameters.intra_op_thread_count", threads)]
+    elif runtime == "openvino":  # instances are infer requests; threads are for all of them
+        out += [Knob(INSTANCES, instances), Knob("parameters.INFERENCE_NUM_THREADS", threads)]
     elif runtime == "sklearn":
         out += [Knob(INSTANCES, instances[:2])]
     elif runtime in BOOSTER_THREADS:
