@@ -9,7 +9,9 @@ skips (`pytest.importorskip`) where they are not installed.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from typing import Any
 
 #: The model's max_position_embeddings: the transformers runtime's default n_ctx for it.
 TINY_CONTEXT = 256
@@ -23,8 +25,9 @@ TINY_TEMPLATE = (
 def build_tiny_llm(folder: Path, context: int = TINY_CONTEXT) -> Path:
     """The model and its tokenizer in `folder`, as `save_pretrained` writes them."""
     import torch
-    import transformers
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    transformers: Any = importlib.import_module("transformers")  # its stubs are partial
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -67,8 +70,7 @@ def build_tiny_llm(folder: Path, context: int = TINY_CONTEXT) -> Path:
 def library_greedy(folder: Path, prompt: str, n: int) -> str:
     """What transformers' own `generate` writes greedily after `prompt` (the reference the
     served text must equal)."""
-    import transformers
-
+    transformers: Any = importlib.import_module("transformers")
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
     model = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
     ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
