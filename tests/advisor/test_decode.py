@@ -123,9 +123,10 @@ def test_a_different_size_is_another_model(tmp_path: Path) -> None:
 
 def test_advise_renders_the_comparison_and_its_json_fits_the_schema(tmp_path: Path) -> None:
     hw = probe()
+    gguf, hf = advise(_gguf(tmp_path / "g.gguf"), hw), advise(_hf(tmp_path / "h"), hw)
     advice = [
-        Advice("gemma", advise(_gguf(tmp_path / "g.gguf"), hw), decode=_figures("llamacpp", 66, 135)),
-        Advice("gemma_hf", advise(_hf(tmp_path / "h"), hw), decode=_figures("transformers", 8, 30)),
+        Advice("gemma", gguf, decode=_figures("llamacpp", 66, 135)),
+        Advice("gemma_hf", hf, decode=_figures("transformers", 8, 30)),
     ]
     text = render(hw, advice)
     assert "gemma3 (268M parameters): gemma (GGUF) and gemma_hf (Hugging Face)" in text
