@@ -57,11 +57,25 @@ from modelyard.settings import parse_duration
     is_flag=True,
     help="Measure only in-process (no server through the HTTP front for the finalists).",
 )
+@click.option(
+    "--tokens",
+    default=32,
+    show_default=True,
+    type=click.IntRange(4, 4096),
+    help="Tokens each stream writes when a text generator's decode speed is measured.",
+)
 @click.option("--trust-pickle", is_flag=True, envvar="MODELYARD_TRUST_PICKLE")
 @click.option("--json", "as_json", is_flag=True, help="Print the picks as JSON.")
-def tune(path: Path, budget: str, in_process: bool, as_json: bool, **options: Any) -> None:
+def tune(
+    path: Path, budget: str, in_process: bool, as_json: bool, tokens: int, **options: Any
+) -> None:
     """Search the settings that serve PATH best on this machine (a model file or folder, or a
-    repository) and cache the pick: the next `modelyard serve` uses it without measuring."""
+    repository) and cache the pick: the next `modelyard serve` uses it without measuring.
+    Text generators (GGUF, Hugging Face folders) are also measured as they are advised: decode
+    tokens/s at 1 and 8 streams, which `modelyard advise` shows (GGUF and Transformers side by
+    side for one model); a GGUF's sequence slots are then searched at --streams."""
+    from modelyard.tuning.decode import decode_all
+    from modelyard.tuning.llm import LLM_TUNABLE
     from modelyard.tuning.search import TuneOptions, as_config, show, tune_path
 
     try:
@@ -74,8 +88,11 @@ def tune(path: Path, budget: str, in_process: bool, as_json: bool, **options: An
         )
     settings = TuneOptions(budget_s=seconds, front=not in_process, **options)
     say = (lambda _: None) if as_json else click.echo
-    results = tune_path(path, settings, progress=say)
-    if not results:
+    decoded = decode_all(path, tokens, progress=say)
+    # a GGUF's slots are searched as well; a Transformers generator's decode speed is all
+    searched = frozenset(d.name for d in decoded if d.figures.runtime not in LLM_TUNABLE)
+    results = tune_path(path, settings, progress=say, skip=searched)
+    if not results and not decoded:
         raise CLIError(f"no model to tune in {path}")
     if as_json:
         import orjson
@@ -90,8 +107,16 @@ def tune(path: Path, budget: str, in_process: bool, as_json: bool, **options: An
             }
             for r in results
         ]
+        out += [
+            {"name": d.name, "cache": str(d.cache), "seconds": d.seconds, **d.figures.to_json()}
+            for d in decoded
+        ]
         click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
         return
+    for done in decoded:
+        click.echo(f"\n{done.name}: decode speed measured in {done.seconds:.1f} s")
+        click.echo(f"  measured     {done.figures.describe()}")
+        click.echo(f"  cached in    {done.cache} (`modelyard advise` shows it)")
     for result in results:
         pick = result.pick
         click.echo(f"\n{result.name}: {result.pick.steps} configurations in {result.seconds:.1f} s")

@@ -1,7 +1,7 @@
 """The transformers runtime: a tiny Llama built from a config with random weights and a
-byte-level BPE tokenizer trained here (no downloads), saved with `save_pretrained` into a
-repository as a bare Hugging Face folder, served by the real server through the openai client;
-and its backend against the model's own forward pass."""
+byte-level BPE tokenizer trained here (no downloads; tests/hf_models.py), saved with
+`save_pretrained` into a repository as a bare Hugging Face folder, served by the real server
+through the openai client; and its backend against the model's own forward pass."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import jsonschema
 import openai
 import pytest
 
+from tests.hf_models import TINY_CONTEXT, build_tiny_llm, library_greedy
 from tests.server_process import ServerProcess
 
 torch = pytest.importorskip("torch")
@@ -25,52 +26,7 @@ transformers = pytest.importorskip("transformers")
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 PROMPT = "Hello, world"
-N_CTX = 256  # the tiny model's max_position_embeddings: the runtime's default n_ctx
-
-
-def build_tiny_llm(folder: Path) -> None:
-    """A 2-layer Llama (width 32) and its tokenizer with a chat template, as `save_pretrained`
-    writes them."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=["<pad>", "<s>", "</s>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    corpus = ["The quick brown fox jumps over the lazy dog.", "Hello, world! How are you?"]
-    tokenizer.train_from_iterator(corpus * 20, trainer)
-    fast = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
-    )
-    fast.chat_template = (
-        "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
-        "{% if add_generation_prompt %}assistant:{% endif %}"
-    )
-    fast.save_pretrained(folder)
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=len(fast),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=N_CTX,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-        tie_word_embeddings=False,
-    )
-    model = transformers.LlamaForCausalLM(config)
-    model.generation_config = transformers.GenerationConfig(
-        bos_token_id=1, eos_token_id=2, pad_token_id=0
-    )
-    model.save_pretrained(folder)
+N_CTX = TINY_CONTEXT  # the runtime's default n_ctx for the tiny model
 
 
 @pytest.fixture(scope="module")
@@ -90,15 +46,6 @@ def server(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
 @pytest.fixture
 def client(server: ServerProcess) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
-
-
-def library_greedy(folder: Path, prompt: str, n: int) -> str:
-    """What transformers' own `generate` writes greedily after `prompt`."""
-    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
-    model = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
-    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
-    out = model.generate(ids, max_new_tokens=n, do_sample=False)
-    return str(tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
 
 
 def complete(client: openai.OpenAI, **options: Any) -> Any:

@@ -47,7 +47,10 @@ def test_the_slots_of_a_bare_gguf_are_tuned_and_applied(repo: Path, tmp_path: Pa
         timeout=BUDGET_S + 120,
     )
     assert done.returncode == 0, done.stderr
-    [pick] = json.loads(done.stdout)
+    # its decode speed as advised (for `modelyard advise`), and the slot search's pick
+    [decoded] = [entry for entry in json.loads(done.stdout) if "tok_s" in entry]
+    [pick] = [entry for entry in json.loads(done.stdout) if "settings" in entry]
+    assert decoded["runtime"] == "llamacpp" and set(decoded["tok_s"]) == {"1", "8"}
     assert pick["runtime"] == "llamacpp" and set(pick["settings"]) == {"parameters.n_seq_max"}
     for figures in (pick["figures"], pick["default_figures"]):
         assert figures["unit"] == "tok/s" and figures["where"] == "front"

@@ -12,7 +12,12 @@ from typing import Any
 from modelyard.advisor import rules
 from modelyard.advisor.artifact import ArtifactInfo, human_bytes, human_count
 from modelyard.advisor.hardware import Hardware, probe
-from modelyard.advisor.memory import MemoryEstimate, default_context, estimate_memory
+from modelyard.advisor.memory import (
+    HF_SLOTS,
+    MemoryEstimate,
+    default_context,
+    estimate_memory,
+)
 from modelyard.errors import InvalidArgument
 from modelyard.runtimes import RUNTIMES
 
@@ -159,6 +164,9 @@ def size_for_budget(
     context shrinks."""
     if info.llm is None:
         return None, None, estimate_memory(info)
+    if info.format == "hf" and info.generates_text:  # the transformers runtime's defaults
+        estimate = estimate_memory(info, parallel=HF_SLOTS)
+        return estimate.context, HF_SLOTS, estimate
     parallel = instances or LLM_PARALLEL[goal]
     if not info.generates_text:
         context = min(info.context_length or LLM_MIN_CONTEXT, EMBEDDING_MAX_CONTEXT)

@@ -89,6 +89,13 @@ LLAMA_VOCAB_BYTES = 220
 #: ... and per entry for each sequence decoded together (its logits).
 LLAMA_SEQUENCE_VOCAB_BYTES = 4
 _KNOWN_NOTHING = ("python",)
+#: The transformers runtime's KV cache (runtimes/transformers_gen.py, transformers_backend.py):
+#: n_seq_max slots (default 8) of n_ctx cells each (default min(2048, the trained context)),
+#: keys and values in the model's dtype (float32 unless `dtype: bfloat16`), every position kept
+#: in sliding-window layers too; allocated whole at the first request.
+HF_SLOTS = 8
+HF_MAX_CONTEXT = 2048
+HF_KV_ELEMENT_BYTES = {"float32": 4, "bfloat16": 2}
 
 
 @dataclass
@@ -157,9 +164,12 @@ def estimate_memory(
     parallel: int = 1,
     cells: int | None = None,
     swa_full: bool = False,
+    dtype: str = "float32",
 ) -> MemoryEstimate:
     """Memory to serve `info`; LLMs with `parallel` sequences of up to `context` tokens each
-    sharing a KV cache of `cells` tokens (default: a whole context for each)."""
+    sharing a KV cache of `cells` tokens (default: a whole context for each). A Hugging Face
+    folder's cache is the transformers runtime's: `parallel` slots of `context` cells each in
+    `dtype`."""
     if info.format in _KNOWN_NOTHING:
         return MemoryEstimate(known=False)
     cost = (
@@ -175,7 +185,10 @@ def estimate_memory(
         weights=int(weights * cost.weight_factor),
         measured=cost.measured,
     )
-    if info.llm is not None:
+    if info.llm is not None and info.format == "hf":
+        if info.generates_text:
+            _hf_kv_cache(estimate, info, context, parallel, dtype)
+    elif info.llm is not None:
         estimate.overhead += info.llm.vocab * LLAMA_VOCAB_BYTES
         if info.generates_text:
             estimate.context = context or default_context(info)
@@ -188,6 +201,23 @@ def estimate_memory(
     return estimate
 
 
+def _hf_kv_cache(
+    estimate: MemoryEstimate,
+    info: ArtifactInfo,
+    context: int | None,
+    parallel: int,
+    dtype: str,
+) -> None:
+    """The transformers runtime's cache: every slot's whole context, every layer full."""
+    assert info.llm is not None
+    estimate.context = context or min(HF_MAX_CONTEXT, info.context_length or HF_MAX_CONTEXT)
+    estimate.parallel = parallel
+    estimate.cells = estimate.context * parallel
+    # kv_bytes_per_token counts 2-byte (f16) elements
+    per_token = info.llm.kv_bytes_per_token * HF_KV_ELEMENT_BYTES.get(dtype, 4) // 2
+    estimate.kv_cache = per_token * estimate.cells
+
+
 def default_context(info: ArtifactInfo, ceiling: int = 4096) -> int:
     trained = info.context_length or ceiling
     return min(trained, ceiling)
@@ -195,12 +225,15 @@ def default_context(info: ArtifactInfo, ceiling: int = 4096) -> int:
 
 def estimate_for_parameters(info: ArtifactInfo, parameters: dict[str, str]) -> MemoryEstimate:
     """The estimate at the context, sequences and KV cells a model's config asks for (n_ctx,
-    n_seq_max, kv_size, as the llamacpp runtime reads them), else one sequence."""
+    n_seq_max, kv_size, as the llamacpp runtime reads them; n_ctx, n_seq_max and dtype as the
+    transformers runtime does), else the runtime's default sequences (llama.cpp: one)."""
     context = _int_param(parameters, "n_ctx")
-    parallel = _int_param(parameters, "n_seq_max") or 1
+    default = HF_SLOTS if info.format == "hf" else 1
+    parallel = _int_param(parameters, "n_seq_max") or default
     swa_full = parameters.get("swa_full", "").strip().lower() in ("1", "true", "yes", "on")
     cells = _int_param(parameters, "kv_size")
-    return estimate_memory(info, context, parallel, cells, swa_full)
+    dtype = parameters.get("dtype", "float32").strip().lower()
+    return estimate_memory(info, context, parallel, cells, swa_full, dtype)
 
 
 def _int_param(parameters: dict[str, str], key: str) -> int | None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from modelyard.advisor.advise import Recommendation
 from modelyard.advisor.artifact import human_bytes
+from modelyard.advisor.decode import Comparison, DecodeFigures, Measured, compare, describe_pair
 from modelyard.advisor.hardware import Hardware
 from modelyard.advisor.pipelines import PipelineAdvice
 from modelyard.advisor.tuned import TunedPick
@@ -28,6 +29,8 @@ class Advice:
     config_overrides: dict[str, Any] = field(default_factory=dict)
     #: What `modelyard tune` measured best here, if it ran (applied at load over the rules').
     tuned: TunedPick | None = None
+    #: A text generator's decode speed, if `modelyard tune` measured it here.
+    decode: DecodeFigures | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -35,7 +38,13 @@ class Advice:
             **self.recommendation.to_json(),
             "config_overrides": dict(self.config_overrides),
             "tuned": self.tuned.to_json() if self.tuned is not None else None,
+            "decode": self.decode.to_json() if self.decode is not None else None,
         }
+
+
+def comparisons(advice: list[Advice]) -> list[Comparison]:
+    """The models advised together that hold one model as GGUF and as a Hugging Face folder."""
+    return compare([Measured(a.name, a.recommendation.artifact, a.decode) for a in advice])
 
 
 def schema() -> dict[str, Any]:
@@ -52,6 +61,7 @@ def to_json(
         "hardware": hardware.to_json(),
         "models": [a.to_json() for a in advice],
         "pipelines": [p.to_json() for p in pipelines or []],
+        "comparisons": [c.to_json() for c in comparisons(advice)],
     }
 
 
@@ -60,7 +70,21 @@ def render(
 ) -> str:
     blocks = [describe_hardware(hardware)] + [render_one(a) for a in advice]
     blocks += [render_pipeline(p) for p in pipelines or []]
+    blocks += [render_comparison(c) for c in comparisons(advice)]
     return "\n\n".join(blocks)
+
+
+def render_comparison(pair: Comparison) -> str:
+    """GGUF against Transformers for one model: the measured verdict per stream count, and
+    what explains it."""
+    lines = [f"{describe_pair(pair)} — one model, two runtimes"]
+    for m in (pair.gguf, pair.hf):
+        measured = m.figures.describe() if m.figures is not None else "not measured"
+        lines += _row(m.name, measured)
+    for i, verdict in enumerate(pair.verdicts()):
+        lines += _row("faster" if i == 0 else "", verdict)
+    lines += _row("why", pair.why())
+    return "\n".join(lines)
 
 
 def render_pipeline(advice: PipelineAdvice) -> str:
@@ -119,6 +143,8 @@ def render_one(advice: Advice) -> str:
         shown = ", ".join(_setting(k, rec.settings[k], advice.config_overrides) for k in keys)
         lines += _row("settings" if i == 0 else "", f"{shown} — {reason}")
     lines += _tuned_rows(advice.tuned)
+    if advice.decode is not None:
+        lines += _row("measured", advice.decode.describe())
     lines += _row("memory", rec.memory.describe())
     for alt in rec.alternatives:
         label = "instead" if alt.better else "also"

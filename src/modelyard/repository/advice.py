@@ -10,6 +10,7 @@ from typing import Any
 
 from modelyard.advisor.advise import advise
 from modelyard.advisor.apply import pinned, runtime_pinned, tuned_pick, with_config
+from modelyard.advisor.decode import load_decode
 from modelyard.advisor.hardware import Hardware
 from modelyard.advisor.inspect import inspect_artifact
 from modelyard.advisor.memory import estimate_for_parameters
@@ -81,7 +82,8 @@ def advise_target(target: Target, hardware: Hardware, **options: Any) -> Advice:
         rec.memory = estimate_for_parameters(info, {**parameters, **config.parameters})
     config = config or ModelConfig(target.name)
     tuned = tuned_pick(config, target.artifact, rec.runtime, rec.goal, hardware)
-    return Advice(target.name, rec, overrides, tuned)
+    decode = load_decode(target.artifact, hardware) if info.generates_text else None
+    return Advice(target.name, rec, overrides, tuned, decode)
 
 
 def _config_value(config: ModelConfig | None, key: str) -> Any:

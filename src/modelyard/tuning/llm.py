@@ -80,6 +80,26 @@ async def _measure(url: str, model: str, streams: int) -> Figures:
     )
 
 
+def decode_rate(url: str, model: str, streams: int, tokens: int) -> tuple[float, float]:
+    """`streams` requests of `tokens` tokens out sent at once (after one warm-up): aggregate
+    generated tokens/s and the median time to the first token in seconds (tuning/decode.py's
+    figures for `modelyard advise`)."""
+    return asyncio.run(_decode_rate(url, model, streams, tokens))
+
+
+async def _decode_rate(url: str, model: str, streams: int, tokens: int) -> tuple[float, float]:
+    plan = Plan(
+        model=model, url=url, prompt_tokens=PROMPT_TOKENS, output_tokens=tokens, timeout_s=900
+    )
+    client = OpenAIStream(plan, streams)
+    try:
+        await _step(client, 1, 1)
+        once = await _step(client, streams, streams)
+    finally:
+        await client.close()
+    return _tokens_per_s(once), _ttft_ms(once, 50) / 1000
+
+
 async def _step(client: OpenAIStream, streams: int, requests: int) -> StepResult:
     result = await run_step(client, Step("concurrency", streams), 0, requests)
     failed = [s.error for s in result.samples if s.error]

@@ -337,11 +337,17 @@ def sources_at(path: Path) -> list[ModelSource]:
 
 
 def tune_path(
-    path: Path, options: TuneOptions, progress: Callable[[str], None] = log.info
+    path: Path,
+    options: TuneOptions,
+    progress: Callable[[str], None] = log.info,
+    skip: frozenset[str] = frozenset(),
 ) -> list[TuneResult]:
-    """Tune every model at `path` whose runtime the search knows; others are named and skipped."""
+    """Tune every model at `path` whose runtime the search knows; others are named and
+    skipped (those in `skip` silently: measured another way)."""
     results = []
     for source in sources_at(path):
+        if source.name in skip:
+            continue
         try:
             result = tune(source, options, progress=progress)
         except InvalidArgument as exc:
