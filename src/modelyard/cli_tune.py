@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from modelyard.cli_error import CLIError
 from modelyard.settings import parse_duration
+
+if TYPE_CHECKING:  # the tuning modules import numpy and the runtimes: loaded when tune runs
+    from modelyard.tuning.decode import DecodeResult
+    from modelyard.tuning.search import TuneResult
 
 
 @click.command()
@@ -76,7 +80,7 @@ def tune(
     side for one model); a GGUF's sequence slots are then searched at --streams."""
     from modelyard.tuning.decode import decode_all
     from modelyard.tuning.llm import LLM_TUNABLE
-    from modelyard.tuning.search import TuneOptions, as_config, show, tune_path
+    from modelyard.tuning.search import TuneOptions, tune_path
 
     try:
         seconds = parse_duration(budget)
@@ -95,24 +99,34 @@ def tune(
     if not results and not decoded:
         raise CLIError(f"no model to tune in {path}")
     if as_json:
-        import orjson
-
-        out = [
-            {
-                "name": r.name,
-                "cache": str(r.cache),
-                "seconds": r.seconds,
-                **r.pick.to_json(),
-                **({"openvino_ir": r.conversion.to_json()} if r.conversion else {}),
-            }
-            for r in results
-        ]
-        out += [
-            {"name": d.name, "cache": str(d.cache), "seconds": d.seconds, **d.figures.to_json()}
-            for d in decoded
-        ]
-        click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+        _print_json(results, decoded)
         return
+    _print_text(results, decoded)
+
+
+def _print_json(results: list[TuneResult], decoded: list[DecodeResult]) -> None:
+    import orjson
+
+    out = [
+        {
+            "name": r.name,
+            "cache": str(r.cache),
+            "seconds": r.seconds,
+            **r.pick.to_json(),
+            **({"conversion": r.conversion.to_json()} if r.conversion else {}),
+        }
+        for r in results
+    ]
+    out += [
+        {"name": d.name, "cache": str(d.cache), "seconds": d.seconds, **d.figures.to_json()}
+        for d in decoded
+    ]
+    click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+
+
+def _print_text(results: list[TuneResult], decoded: list[DecodeResult]) -> None:
+    from modelyard.tuning.search import as_config, show
+
     for done in decoded:
         click.echo(f"\n{done.name}: decode speed measured in {done.seconds:.1f} s")
         click.echo(f"  measured     {done.figures.describe()}")
@@ -131,7 +145,7 @@ def tune(
         for line in as_config(pick.settings, result.layout):
             click.echo(f"{'':15}{line}")
         if result.conversion is not None:
-            click.echo(f"  OpenVINO IR  {result.conversion.describe()}")
+            click.echo(f"  converted    {result.conversion.describe()}")
         if pick.latency_ms:
             click.echo(
                 f"  (measured under --latency-ms {pick.latency_ms:g}: a start applies it to a "

@@ -17,7 +17,7 @@ from modelyard.advisor.inspect import inspect_artifact
 from modelyard.errors import InvalidArgument
 from modelyard.repository.scan import read_entry
 from modelyard.spec.config import TensorSpec
-from modelyard.tuning.convert import compare_ir
+from modelyard.tuning.convert import compare
 from tests import models
 from tests.openvino_models import MLP_WIDTHS, mlp_ir, to_ir
 
@@ -105,9 +105,10 @@ def test_the_conversion_is_measured_at_batch_1_and_64(tmp_path: Path) -> None:
     models.mlp_onnx(tmp_path / "mlp.onnx", MLP_WIDTHS)
     source = read_entry(tmp_path / "mlp.onnx")
     assert source is not None
-    conversion = compare_ir(source, 1, seconds=0.05)
-    assert set(conversion.onnx) == set(conversion.ir) == {1, 64}
-    assert all(v > 0 for v in [*conversion.onnx.values(), *conversion.ir.values()])
+    conversion = compare(source, 1, seconds=0.05)
+    assert (conversion.source, conversion.target) == ("onnx", "openvino")
+    assert set(conversion.before) == set(conversion.after) == {1, 64}
+    assert all(v > 0 for v in [*conversion.before.values(), *conversion.after.values()])
     text = conversion.describe()
     assert "at batch 1" in text and "at batch 64" in text
     assert ("convert it" in text) == conversion.worth_it

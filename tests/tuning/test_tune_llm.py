@@ -49,7 +49,7 @@ def test_the_slots_of_a_bare_gguf_are_tuned_and_applied(repo: Path, tmp_path: Pa
     assert done.returncode == 0, done.stderr
     # its decode speed as advised (for `modelyard advise`), and the slot search's pick
     [decoded] = [entry for entry in json.loads(done.stdout) if "tok_s" in entry]
-    [pick] = [entry for entry in json.loads(done.stdout) if "settings" in entry]
+    [pick] = [entry for entry in json.loads(done.stdout) if "default_settings" in entry]
     assert decoded["runtime"] == "llamacpp" and set(decoded["tok_s"]) == {"1", "8"}
     assert pick["runtime"] == "llamacpp" and set(pick["settings"]) == {"parameters.n_seq_max"}
     for figures in (pick["figures"], pick["default_figures"]):

@@ -494,7 +494,8 @@ ELSEWHERE_RULES: tuple[Rule, ...] = (
         system="modelyard's onnx runtime after torch.onnx.export",
         better=False,
         reason="onnxruntime often runs small graphs faster than torch on CPU, with a smaller "
-        "library; measure both (`modelyard bench`) before converting",
+        "library: `modelyard tune` exports the model (torch.onnx.export) and measures both at "
+        "batch 1 and 64 on this machine",
     ),
     Rule(
         "tensorflow-onnx",

@@ -83,6 +83,7 @@ class PyTorchRuntime(Runtime):
 
     _signature: Signature | None
     _input_order: list[str]
+    _module: torch.nn.Module | None = None  # None for an AOTInductor package (compiled code)
 
     def load(self) -> None:
         params = self.config.parameters
@@ -120,6 +121,17 @@ class PyTorchRuntime(Runtime):
             ) from exc
         return self._outputs(result)
 
+    def traceable(self) -> tuple[torch.nn.Module, list[str], list[str]]:
+        """The loaded model as a module taking its inputs positionally and returning its outputs
+        in the config's order (what torch.onnx.export traces), with those inputs' and outputs'
+        names."""
+        if self._module is None:
+            raise InvalidArgument(f"{self.path.name} is compiled code (AOTInductor): not traceable")
+        names = [s.name for s in self._output_specs()]  # in the order the model returns them
+        if isinstance(self._module, torch.jit.ScriptModule):  # traced as it is
+            return self._module, list(self._input_order), names
+        return _Positional(self._module, names), list(self._input_order), names
+
     # -- loading -----------------------------------------------------------------------------
 
     def _load_torchscript(self) -> tuple[Callable[[list[torch.Tensor]], Any], list[str], None]:
@@ -127,12 +139,14 @@ class PyTorchRuntime(Runtime):
             warnings.simplefilter("ignore", DeprecationWarning)
             module = torch.jit.load(str(self.path), map_location="cpu")  # type: ignore[no-untyped-call]
         module.eval()
+        self._module = module
         arguments = module.forward.schema.arguments[1:]  # past self
         return (lambda args: module(*args)), [a.name for a in arguments], None
 
     def _load_export(self) -> tuple[Callable[[list[torch.Tensor]], Any], list[str], Signature]:
         program = torch.export.load(str(self.path))
         module = program.module()
+        self._module = module
         inputs, outputs = _export_signature(program)
         return (lambda args: module(*args)), [t.name for t in inputs], (inputs, outputs)
 
@@ -196,6 +210,24 @@ class PyTorchRuntime(Runtime):
                 f"the model returned {len(values)} values; the config names {len(names)}"
             )
         return {name: _to_numpy(values[i]) for name, i in zip(names, indices, strict=True)}
+
+
+class _Positional(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, names: list[str]) -> None:
+        super().__init__()
+        self.model, self.names = model, names
+
+    def train(self, mode: bool = True) -> _Positional:
+        """Left as it is: an exported program's module refuses train() even to turn it off."""
+        self.training = mode
+        return self
+
+    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        result = self.model(*args)
+        if isinstance(result, dict):
+            return tuple(result[n] for n in self.names)
+        values = list(result) if isinstance(result, (tuple, list)) else [result]
+        return tuple(values[i] for i in indexed(self.names) or range(len(self.names)))
 
 
 _LOADERS: dict[

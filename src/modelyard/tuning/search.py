@@ -16,7 +16,6 @@ client; with `latency_ms`, the highest throughput whose p99 at N clients is with
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import threading
 import time
@@ -28,11 +27,11 @@ from pathlib import Path
 from modelyard.advisor.apply import advise_config, latency_bound, model_goal
 from modelyard.advisor.hardware import Hardware, probe
 from modelyard.advisor.tuned import Figures, TunedPick, save_tuned
-from modelyard.errors import Internal, InvalidArgument, ModelyardError, Unavailable
+from modelyard.errors import Internal, InvalidArgument, Unavailable
 from modelyard.repository.scan import ModelSource, read_entry, scan
 from modelyard.spec.config import ModelConfig
 from modelyard.tuning import inprocess, llm
-from modelyard.tuning.convert import Conversion, compare_ir
+from modelyard.tuning.convert import Conversion, compare, conversion_for
 from modelyard.tuning.front import FrontServer
 from modelyard.tuning.llm import LLM_CONCURRENCY, LLM_TUNABLE, llm_knobs
 from modelyard.tuning.space import (
@@ -353,7 +352,7 @@ def tune_path(
         except InvalidArgument as exc:
             progress(f"{source.name}: skipped — {exc.message}")
             continue
-        if result.pick.runtime == "onnx" and importlib.util.find_spec("openvino") is not None:
+        if conversion_for(result.pick.runtime) is not None:
             result.conversion = _measure_conversion(source, result.pick.goal, progress)
         results.append(result)
     return results
@@ -362,12 +361,12 @@ def tune_path(
 def _measure_conversion(
     source: ModelSource, goal: str, progress: Callable[[str], None]
 ) -> Conversion | None:
-    """The ONNX model against its OpenVINO IR (None when OpenVINO cannot convert or load it)."""
-    progress(f"{source.name}: converting to OpenVINO IR and measuring both")
+    """The model against its conversion (None when it cannot be converted or loaded)."""
+    progress(f"{source.name}: converting it and measuring both")
     try:
-        conversion = compare_ir(source, max(source.versions), goal)
-    except (ModelyardError, RuntimeError, ValueError) as exc:  # what convert_model raises
-        progress(f"{source.name}: OpenVINO cannot convert it: {exc}")
+        conversion = compare(source, max(source.versions), goal)
+    except Exception as exc:
+        progress(f"{source.name}: not converted: {exc}")
         return None
     progress(f"  {conversion.describe()}")
     return conversion
