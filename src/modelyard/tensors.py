@@ -206,3 +206,21 @@ def as_bytes_array(array: np.ndarray) -> np.ndarray:
         _to_bytes(item) if not isinstance(item, bytes) else item for item in array.reshape(-1)
     ]
     return out
+
+
+#: OpenVINO element type names -> KServe datatypes (the IR's `element_type` spelling).
+OV_TYPES = {
+    "boolean": "BOOL",
+    "u8": "UINT8",
+    "u16": "UINT16",
+    "u32": "UINT32",
+    "u64": "UINT64",
+    "i8": "INT8",
+    "i16": "INT16",
+    "i32": "INT32",
+    "i64": "INT64",
+    "f16": "FP16",
+    "f32": "FP32",
+    "f64": "FP64",
+    "bf16": "BF16",
+}

@@ -14,23 +14,8 @@ from pathlib import Path
 
 from modelyard.advisor.artifact import ArtifactInfo
 from modelyard.spec.config import TensorSpec
+from modelyard.tensors import OV_TYPES
 
-#: IR element types -> KServe datatypes (as the openvino runtime maps them).
-_TYPES = {
-    "boolean": "BOOL",
-    "u8": "UINT8",
-    "u16": "UINT16",
-    "u32": "UINT32",
-    "u64": "UINT64",
-    "i8": "INT8",
-    "i16": "INT16",
-    "i32": "INT32",
-    "i64": "INT64",
-    "f16": "FP16",
-    "f32": "FP32",
-    "f64": "FP64",
-    "bf16": "BF16",
-}
 #: Const element types that hold weights (integer constants of other types are shapes,
 #: axes and indices); u4/i4/nf4 are compressed weights.
 _WEIGHTS = {"f32": "FP32", "f16": "FP16", "bf16": "BF16", "f64": "FP64", "i8": "INT8", "u8": "INT8"}
@@ -121,5 +106,5 @@ def _spec(name: str, layer: ET.Element, port: ET.Element | None) -> TensorSpec:
         element = _PRECISIONS.get(port.get("precision", ""), "")
     dims = [int(d.text or -1) for d in port.iter("dim")] if port is not None else []
     return TensorSpec(
-        name or layer.get("name", ""), _TYPES.get(element, "FP32"), [max(d, -1) for d in dims]
+        name or layer.get("name", ""), OV_TYPES.get(element, "FP32"), [max(d, -1) for d in dims]
     )

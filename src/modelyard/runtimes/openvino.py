@@ -28,24 +28,8 @@ import openvino as ov
 from modelyard.errors import InvalidArgument, ModelLoadError
 from modelyard.runtimes.base import Arrays, Runtime, Signature, log, warn_unknown_parameters
 from modelyard.spec.config import TensorSpec
-from modelyard.tensors import numpy_dtype
+from modelyard.tensors import OV_TYPES, numpy_dtype
 
-#: OpenVINO element type names -> KServe datatypes (the IR's `element_type` spelling).
-OV_TYPES = {
-    "boolean": "BOOL",
-    "u8": "UINT8",
-    "u16": "UINT16",
-    "u32": "UINT32",
-    "u64": "UINT64",
-    "i8": "INT8",
-    "i16": "INT16",
-    "i32": "INT32",
-    "i64": "INT64",
-    "f16": "FP16",
-    "f32": "FP32",
-    "f64": "FP64",
-    "bf16": "BF16",
-}
 HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
 _NAMES = ("PERFORMANCE_HINT", "INFERENCE_NUM_THREADS", "NUM_STREAMS", "SKIP_OV_DYNAMIC_BATCHSIZE")
 _OWN_PARAMETERS = {*_NAMES, *(name.lower() for name in _NAMES)}
