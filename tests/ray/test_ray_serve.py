@@ -71,7 +71,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayApp]:
         serve.run(build_app(args), name="modelyard", route_prefix="/")
         yield RayApp(f"127.0.0.1:{proxy}", f"127.0.0.1:{own}", repository, estimator)
     finally:
-        serve.shutdown()  # type: ignore[no-untyped-call]
+        serve.shutdown()  # type: ignore[no-untyped-call, unused-ignore]
         ray.shutdown()
 
 

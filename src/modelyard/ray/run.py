@@ -30,7 +30,7 @@ def run(settings: Settings, address: str) -> None:
     ray.init(address=None if address == LOCAL else address, include_dashboard=False)
     try:
         serve.start(proxy_location="Disabled")
-        here = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+        here = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call, unused-ignore]
         serve.run(build_app(app_args(settings, here)), name=APP_NAME)
         log.info(
             "modelyard on Ray (%s): models %s; serving on http://%s:%d",
