@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import mlp
 import numpy as np
-from benchmarks import mlp
 
 from modelyard.runtimes.base import Runtime
 from modelyard.runtimes.onnx import OnnxRuntime

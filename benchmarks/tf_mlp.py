@@ -20,8 +20,8 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
+import mlp
 import numpy as np
-from benchmarks import mlp
 
 from modelyard.runtimes.base import Runtime
 from modelyard.runtimes.onnx import OnnxRuntime

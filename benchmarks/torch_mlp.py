@@ -16,9 +16,9 @@ import time
 import warnings
 from pathlib import Path
 
+import mlp
 import numpy as np
 import torch
-from benchmarks import mlp
 
 from modelyard.runtimes.base import Runtime
 from modelyard.runtimes.onnx import OnnxRuntime

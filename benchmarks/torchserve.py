@@ -27,8 +27,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import load
+import mlp
+import procs
 import torch
-from benchmarks import load, mlp, procs, torch_mlp
+import torch_mlp
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / ".work"
