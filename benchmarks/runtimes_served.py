@@ -39,11 +39,18 @@ BATCHES = (1, 64)
 #: runtime label -> (file in the repository, the extras' module it needs)
 FORMATS = {
     "onnx": ("mlp_onnx.onnx", "onnxruntime"),
-    "torchscript": ("mlp_torchscript.pt", "torch"),
+    "torchscript": ("mlp_torchscript", "torch"),
     "torch.export": ("mlp_export.pt2", "torch"),
     "savedmodel": ("mlp_tf.savedmodel", "tensorflow"),
     "ir": ("mlp_ir.xml", "openvino"),
 }
+#: The TorchScript model's tensors, as Triton's pytorch_libtorch names them.
+TORCHSCRIPT_YAML = f"""max_batch_size: 256
+inputs:
+  - {{name: INPUT__0, datatype: FP32, shape: [{mlp.WIDTHS[0]}]}}
+outputs:
+  - {{name: OUTPUT__0, datatype: FP32, shape: [{mlp.WIDTHS[-1]}]}}
+"""
 
 
 def build(repo: Path, wanted: list[str]) -> dict[str, Path]:
@@ -63,7 +70,13 @@ def build(repo: Path, wanted: list[str]) -> dict[str, Path]:
             import torch_mlp
 
             files = torch_mlp.build(scratch / "torch")
-            shutil.copy(files["torchscript" if kind == "torchscript" else "torch.export"], target)
+            if kind == "torch.export":  # the program's signature names its tensors
+                shutil.copy(files["torch.export"], target)
+            else:  # TorchScript declares none: a folder with model.yaml, Triton's names
+                target = repo / "mlp_torchscript"
+                target.mkdir()
+                shutil.copy(files["torchscript"], target / "model.pt")
+                (target / "model.yaml").write_text(TORCHSCRIPT_YAML)
         elif kind == "savedmodel":
             import tf_mlp
 

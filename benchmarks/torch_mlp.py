@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import time
 import warnings
 from pathlib import Path
+
+# torch's OpenMP spin bounded before it loads, as `import modelyard` bounds it for the server
+os.environ.setdefault("GOMP_SPINCOUNT", "2000")
 
 import mlp
 import numpy as np
