@@ -50,7 +50,9 @@ def _repository(root: Path) -> Any:
     if HAS_LLAMA:
         from tests.llm_models import tiny_gguf
 
-        tiny_gguf(root / "tiny.gguf")
+        (root / "tiny").mkdir()
+        tiny_gguf(root / "tiny" / "model.gguf")
+        (root / "tiny" / "model.yaml").write_text("instances: 2\n")  # for the affinity test
     return estimator
 
 
@@ -60,7 +62,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayApp]:
     estimator = _repository(repository)
     # one node: a two-node `ray.cluster_utils.Cluster` timed out starting its second raylet
     # (30 s) on the busy 2-core machine. Logical CPUs beyond the machine's 2, so that the
-    # ingress and the four replicas fit (each reserves its threads: mlp's replicas 2 each).
+    # ingress and the five replicas fit (each reserves its threads: mlp's replicas 2 each).
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
     try:
         from modelyard.ray import build_app
@@ -147,6 +149,42 @@ def test_openai_answers_through_ray(app: RayApp) -> None:
     pieces = [chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices]
     assert "".join(pieces)
     assert [m.id for m in client.models.list().data] == ["tiny"]
+
+
+@pytest.mark.skipif(not HAS_LLAMA, reason="llama-cpp-python is not installed")
+def test_a_chats_turns_land_on_the_replica_holding_its_prefix(app: RayApp) -> None:
+    """Twelve chats of three turns over tiny's two replicas: each chat stays on one replica
+    (the answers' `x-modelyard-replica`), whose cache holds its earlier turns (cached prompt
+    tokens), and the chats spread over both."""
+    from openai import OpenAI
+    from openai.types.chat import ChatCompletionMessageParam
+
+    client = OpenAI(base_url=f"http://{app.own}/v1", api_key="unused", max_retries=0)
+    homes: list[str] = []
+    for chat in range(12):
+        system = f"{chat} is your number. You answer in rhymes, briefly, about the sea. " * 2
+        messages: list[ChatCompletionMessageParam] = [{"role": "system", "content": system}]
+        replicas, previous = set(), 0
+        for turn in range(3):
+            messages.append({"role": "user", "content": f"Turn {turn}: what is the tide?"})
+            raw = client.chat.completions.with_raw_response.create(
+                model="tiny",
+                messages=messages,
+                max_tokens=4,
+                temperature=0,
+            )
+            done = raw.parse()
+            replicas.add(raw.headers["x-modelyard-replica"])
+            usage = done.usage
+            assert usage is not None and usage.prompt_tokens_details is not None
+            cached = usage.prompt_tokens_details.cached_tokens or 0
+            assert cached >= previous - 2, (chat, turn, cached, previous)  # the turns before
+            previous = usage.prompt_tokens
+            answer = done.choices[0].message.content or ""
+            messages.append({"role": "assistant", "content": answer})
+        assert len(replicas) == 1, (chat, replicas)
+        homes += replicas
+    assert len(set(homes)) == 2, homes
 
 
 def test_a_killed_replica_loses_no_request(app: RayApp) -> None:

@@ -22,12 +22,13 @@ from ray import serve
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
-from modelyard.advisor.apply import advise_config, estimate_for
+from modelyard.advisor.apply import advise_config, estimate_for, with_config
+from modelyard.advisor.inspect import inspect_artifact
 from modelyard.core.types import InferRequest, InferResponse
 from modelyard.errors import InvalidArgument, ModelyardError, Unavailable
 from modelyard.ray.ingress import Coalescer, Message, RayFront
 from modelyard.ray.replica import Answer, ModelReplica, ReplicaOptions
-from modelyard.ray.scaling import Placement, deployment_options, threads_of
+from modelyard.ray.scaling import Placement, deployment_options, slots_of, threads_of
 from modelyard.repository.scan import ModelSource, scan
 
 log = logging.getLogger("modelyard.ray")
@@ -73,13 +74,18 @@ class HandleRemote:
                 log.warning("model %s: a replica went away (%s); retrying", self.name, exc)
         raise AssertionError("unreachable")
 
-    async def http(self, scope: dict[str, Any], body: bytes) -> AsyncIterator[Message]:
+    async def http(
+        self, scope: dict[str, Any], body: bytes, affinity: str | None = None
+    ) -> AsyncIterator[Message]:
         """Forward an HTTP request; retried elsewhere if its replica dies before answering
-        (a stream cut after its first message ends there, as a dropped connection would)."""
+        (a stream cut after its first message ends there, as a dropped connection would).
+        `affinity` travels as the call's session id, read by the deployment's router
+        (`routing.AffinityRouter`; Ray's default router ignores it)."""
+        handle = self.streaming.options(session_id=affinity) if affinity else self.streaming
         for attempt in range(RETRIES + 1):
             answered = False
             try:
-                stream = self.streaming.http.remote(scope, body)
+                stream = handle.http.remote(scope, body)
                 assert isinstance(stream, DeploymentResponseGenerator)  # stream=True
                 async for message in stream:
                     answered = True
@@ -168,7 +174,8 @@ def _model_deployment(
 
 
 def _placement(source: ModelSource) -> Placement:
-    """The advisor's view of the model before it loads: threads and memory estimate."""
+    """The advisor's view of the model before it loads: threads, memory estimate, and
+    whether (and how many sequences at once) it generates text."""
     latest = max(source.versions, default=None)
     if latest is None or source.config.pipeline is not None:
         return Placement()
@@ -176,9 +183,15 @@ def _placement(source: ModelSource) -> Placement:
     try:
         config = advise_config(source.config.replace(reasons={}), artifact)
         memory = estimate_for(source.config, artifact).total
+        generates = with_config(inspect_artifact(artifact), source.config).generates_text
     except ModelyardError:
         return Placement()
-    return Placement(memory_bytes=memory, threads=threads_of(config))
+    return Placement(
+        memory_bytes=memory,
+        threads=threads_of(config),
+        generates_text=generates,
+        slots=slots_of(config),
+    )
 
 
 def _names(value: Any, sources: dict[str, ModelSource]) -> list[str]:

@@ -12,8 +12,11 @@ two ways:
   replica's own ASGI app, its ASGI messages streamed back as produced (SSE and NDJSON streams
   included).
 
+Every answer it sends names it (`x-modelyard-replica`: its Ray replica id).
+
 Ray's health check calls `check_health`, which fails while the model is not ready (a worker
 process restarting, every instance hung), so Ray replaces a replica that stays unhealthy.
+Ray is imported where the replica runs, not by this module, so its helpers import without it.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from modelyard.server import Modelyard
 from modelyard.settings import Settings
 
 Message = dict[str, Any]
+#: The response header naming the replica that answered (its Ray replica id).
+REPLICA_HEADER = b"x-modelyard-replica"
 #: What the replica answers for each request of a group: its response or its own error.
 Answer = InferResponse | ModelyardError
 
@@ -70,6 +75,7 @@ class ModelReplica:
             reason = entry.reason if entry is not None else "not in the repository"
             await self.lifespan.stop()
             raise RuntimeError(f"model {model!r} did not load: {reason}")
+        self.header = (REPLICA_HEADER, _replica_id().encode())
 
     async def infer(self, request: InferRequest) -> InferResponse:
         return await self.server.dataplane.infer(request)
@@ -84,6 +90,8 @@ class ModelReplica:
     async def http(self, scope: dict[str, Any], body: bytes) -> AsyncGenerator[Message, None]:
         """Run one HTTP request through the replica's app; its messages as they are sent."""
         async for message in run_asgi(self.server.app, scope, body):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), self.header]}
             yield message
 
     def check_health(self) -> None:
@@ -92,6 +100,13 @@ class ModelReplica:
 
     async def __del__(self) -> None:
         await self.lifespan.stop()
+
+
+def _replica_id() -> str:
+    """The replica's id in Ray Serve."""
+    from ray import serve
+
+    return str(serve.get_replica_context().replica_id.unique_id)
 
 
 def _answer(result: InferResponse | BaseException) -> Answer:
