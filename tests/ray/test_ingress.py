@@ -175,9 +175,13 @@ class Recorder:
 
 
 @pytest.mark.anyio
-async def test_text_generations_go_with_their_prefix_named() -> None:
+async def test_text_generations_go_with_their_prefix_named_and_metrics_are_the_clusters() -> None:
     tiny = Recorder()
-    front = RayFront({"tiny": tiny}, 1 << 20)
+
+    async def metrics() -> bytes:
+        return b"# every replica's\n"
+
+    front = RayFront({"tiny": tiny}, 1 << 20, metrics)
     system = {"role": "system", "content": "You are a pirate."}
     turns = [
         [system, {"role": "user", "content": "hi"}],
@@ -198,6 +202,9 @@ async def test_text_generations_go_with_their_prefix_named() -> None:
         )
         await client.get("/api/tags")
         await client.post("/v1/embeddings", json={"model": "tiny", "input": "hi"})
+        scraped = await client.get("/metrics")
+    assert scraped.text == "# every replica's\n"
+    assert scraped.headers["content-type"].startswith("text/plain")
     chat, again, prompt, session, tags, embedding = tiny.keys
     assert chat[1] is not None and chat == again
     assert None not in (prompt[1], session[1]) and prompt[1] != session[1] != chat[1]

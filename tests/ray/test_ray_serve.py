@@ -187,6 +187,53 @@ def test_a_chats_turns_land_on_the_replica_holding_its_prefix(app: RayApp) -> No
     assert len(set(homes)) == 2, homes
 
 
+def test_metrics_are_every_replicas_each_labelled(app: RayApp) -> None:
+    """`/metrics` on the ingress: each family once, every sample labelled with its deployment,
+    replica and node, mlp's two replicas (and tiny's) apart; what the Ray dashboard charts is
+    there."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.deploy.promql import selectors
+    from tests.deploy.test_grafana import dashboard, expressions
+
+    client = httpclient.InferenceServerClient(app.own)
+    client.infer("mlp", [_mlp_input(2)])
+    if HAS_LLAMA:
+        httpx.post(
+            f"http://{app.own}/v1/completions",
+            json={"model": "tiny", "prompt": "hello", "max_tokens": 2},
+            timeout=60,
+        )
+    wanted = {
+        name for expr in expressions(dashboard("modelyard-ray.json")) for name, _ in selectors(expr)
+    }
+    if not HAS_LLAMA:
+        wanted = {name for name in wanted if not name.startswith("vllm:")}
+    deadline = time.monotonic() + 60  # replicas report every 5 s
+    while True:
+        text = httpx.get(f"http://{app.own}/metrics", timeout=10).text
+        families = list(text_string_to_metric_families(text))
+        samples = [s for family in families for s in family.samples]
+        replicas: dict[str, set[str]] = {}
+        for sample in samples:
+            replicas.setdefault(sample.labels["deployment"], set()).add(sample.labels["replica"])
+        names = {sample.name for sample in samples}
+        if (
+            len(replicas.get("model-mlp", ())) >= 2 and wanted <= names
+        ) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert len(replicas["model-mlp"]) >= 2, replicas  # >2: a killed one not yet expired
+    assert len(replicas["model-iris"]) == 1
+    if HAS_LLAMA:
+        assert len(replicas["model-tiny"]) == 2
+    assert not wanted - names, sorted(wanted - names)
+    assert len({family.name for family in families}) == len(families)  # one HELP/TYPE each
+    assert text.count("# TYPE modelyard_inference_request_success_total ") <= 1
+    for sample in samples:
+        assert sample.labels["node"] and sample.labels["replica"], sample
+
+
 def test_a_killed_replica_loses_no_request(app: RayApp) -> None:
     """Kill one of mlp's two replicas (its actor, as kill -9 would) under load: every request
     is answered (those it held run again on the other replica), none fails."""

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray import serve
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
@@ -27,6 +28,7 @@ from modelyard.advisor.inspect import inspect_artifact
 from modelyard.core.types import InferRequest, InferResponse
 from modelyard.errors import InvalidArgument, ModelyardError, Unavailable
 from modelyard.ray.ingress import Coalescer, Message, RayFront
+from modelyard.ray.metrics import MetricsBoard, board_name, exposition
 from modelyard.ray.replica import Answer, ModelReplica, ReplicaOptions
 from modelyard.ray.scaling import Placement, deployment_options, slots_of, threads_of
 from modelyard.repository.scan import ModelSource, scan
@@ -99,6 +101,30 @@ class HandleRemote:
 
 #: A model's replicas: `ModelReplica`, deployed (named `model-NAME` per model).
 ModelDeployment = serve.deployment(name="model")(ModelReplica)
+#: The replicas' metrics reports, one actor per application (`metrics.py`); no CPU reserved.
+BoardActor = ray.remote(num_cpus=0)(MetricsBoard)
+
+
+class ClusterMetrics:
+    """The ingress's `/metrics`: what every replica last reported to the application's board.
+    The board is started here, owned by the first ingress replica (it goes when the
+    application does); another ingress replica whose board went with its owner starts a new
+    one, which the replicas fill within a period."""
+
+    def __init__(self, app: str) -> None:
+        self.name = board_name(app)
+        self.board = self._board()
+
+    def _board(self) -> Any:
+        return BoardActor.options(name=self.name, get_if_exists=True).remote()
+
+    async def __call__(self) -> bytes:
+        try:
+            families = await self.board.families.remote()
+        except GONE:
+            self.board = await asyncio.to_thread(self._board)
+            families = await self.board.families.remote()
+        return exposition(families)
 
 
 class Ingress:
@@ -109,7 +135,9 @@ class Ingress:
         self, handles: dict[str, DeploymentHandle[Any]], options: dict[str, Any]
     ) -> None:
         remotes = {name: HandleRemote(name, handle) for name, handle in handles.items()}
-        self.front = RayFront(remotes, int(options.get("max_request_bytes", 64 << 20)))
+        metrics = ClusterMetrics(serve.get_replica_context().app_name)
+        limit = int(options.get("max_request_bytes", 64 << 20))
+        self.front = RayFront(remotes, limit, metrics)
         self.server: Any = None
         if options.get("port"):
             self.server = await _own_port(self.front, options)

@@ -10,7 +10,8 @@ metadata, the repository API) is sent whole to the replica of the model it names
 answer streamed back, so every front keeps its exact wire format; a text generation goes with
 its prompt's prefix named (`affinity.py`), for the router that sends a chat's turns to the
 replica holding its KV cache (`routing.py`). Requests that name no model (health, listings)
-go to every deployment and their answers are merged.
+go to every deployment and their answers are merged; `/metrics` is every replica's
+(`metrics.py`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import orjson
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.types import Receive, Scope, Send
 
 from modelyard.core.types import InferRequest, InferResponse
@@ -70,13 +72,20 @@ class Remote(Protocol):
 
 
 class RayFront:
-    """The ingress's ASGI app over the models' deployments (`remotes`, by model name)."""
+    """The ingress's ASGI app over the models' deployments (`remotes`, by model name);
+    `GET /metrics` answers with `metrics()` (every replica's, `metrics.py`) when given."""
 
-    def __init__(self, remotes: Mapping[str, Remote], max_request_bytes: int) -> None:
+    def __init__(
+        self,
+        remotes: Mapping[str, Remote],
+        max_request_bytes: int,
+        metrics: Callable[[], Awaitable[bytes]] | None = None,
+    ) -> None:
         if not remotes:
             raise ValueError("modelyard on Ray needs at least one model")
         self.remotes = dict(remotes)
         self.limit = max_request_bytes
+        self.metrics = metrics
         self.infer_endpoint = InferEndpoint(self, max_request_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -105,9 +114,12 @@ class RayFront:
         """Send a request to the replica of the model it names; merge what every deployment
         answers when it names none."""
         scope = {key: scope[key] for key in SCOPE_KEYS if key in scope}
+        route = (scope["method"], scope["path"])
+        if route == ("GET", "/metrics") and self.metrics is not None:
+            await _answer(send, 200, await self.metrics(), CONTENT_TYPE_LATEST)
+            return
         data = json_body(body, _header(scope, b"content-encoding"))
         model = model_named(scope["path"], data)
-        route = (scope["method"], scope["path"])
         if model is None and (route in LISTINGS or scope["path"] in HEALTH):
             await self._merged(scope, body, send)
             return
@@ -234,8 +246,8 @@ async def _collect(messages: AsyncIterator[Message]) -> tuple[int, list[Any], by
     return status, headers, b"".join(chunks)
 
 
-async def _answer(send: Send, status: int, content: bytes) -> None:
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(content))]
+async def _answer(send: Send, status: int, content: bytes, kind: str = "application/json") -> None:
+    headers = [(b"content-type", kind.encode()), (b"content-length", b"%d" % len(content))]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": content})
 
