@@ -22,12 +22,15 @@ from tests.server_process import ServerProcess
 pytestmark = pytest.mark.slow
 
 GRAFANA = Path(__file__).resolve().parents[2] / "deploy" / "grafana"
-#: the one server's dashboard, and the cluster's (every replica scraped through the chart's
-#: ServiceMonitor, summed by pod)
-DASHBOARDS = ("modelyard.json", "modelyard-cluster.json")
+#: the one server's dashboard, the cluster's (every replica scraped through the chart's
+#: ServiceMonitor, summed by pod) and Ray's (every replica's series on the ingress's /metrics)
+DASHBOARDS = ("modelyard.json", "modelyard-cluster.json", "modelyard-ray.json")
 #: labels Prometheus adds to each series it scrapes from a Kubernetes target (the chart's
 #: ServiceMonitor adds `node`); only the cluster dashboard matches on them
 TARGET_LABELS = {"namespace", "service", "pod", "node", "container", "endpoint", "job", "instance"}
+#: labels each series has on Ray (each replica adds the first three; Prometheus the others)
+RAY_LABELS = {"deployment", "replica", "node", "job", "instance"}
+ADDED = {"modelyard-cluster.json": TARGET_LABELS, "modelyard-ray.json": RAY_LABELS}
 
 
 def dashboard(name: str = "modelyard.json") -> dict[str, Any]:
@@ -69,7 +72,7 @@ def test_every_metric_the_dashboard_charts_is_exported(
         names.setdefault(name, set()).update(labels)
     for file in DASHBOARDS:
         board = dashboard(file)
-        added = TARGET_LABELS if file == "modelyard-cluster.json" else set()
+        added = ADDED.get(file, set())
         used = [s for expr in expressions(board) for s in selectors(expr)]
         assert len({name for name, _ in used}) >= 12
         missing = sorted({name for name, _ in used if name not in names})
@@ -104,6 +107,22 @@ def test_the_cluster_dashboard_shows_each_replica() -> None:
     for expr in expressions(board):
         for _, labels in selectors(expr):
             assert "namespace" in labels, expr
+
+
+def test_the_ray_dashboard_shows_each_replica() -> None:
+    """The cluster dashboard's panels, grouped by Ray's replica instead of the pod, each query
+    narrowed to the chosen Prometheus job (tests/ray checks it against a real Ray ingress)."""
+    board = dashboard("modelyard-ray.json")
+    cluster = dashboard("modelyard-cluster.json")
+    assert [p["type"] for p in board["panels"]] == [p["type"] for p in cluster["panels"]]
+    charts = [p for p in board["panels"] if p["type"] == "timeseries"]
+    by_replica = [p for p in charts if any("by (replica)" in t["expr"] for t in p["targets"])]
+    assert len(by_replica) >= 8
+    assert any("by (node)" in t["expr"] for p in charts for t in p["targets"])
+    for expr in expressions(board):
+        assert "pod" not in expr and "namespace" not in expr, expr
+        for _, labels in selectors(expr):
+            assert "job" in labels, expr
 
 
 def _values(url: str, name: str, model: str) -> list[float]:

@@ -14,7 +14,7 @@ import pytest
 
 from modelyard.core.types import InferRequest, InferResponse
 from modelyard.errors import Internal, InvalidArgument
-from modelyard.ray.ingress import Coalescer, RayFront, merge_listings, model_named
+from modelyard.ray.ingress import Coalescer, RayFront, json_body, merge_listings, model_named
 from modelyard.ray.replica import Answer, Lifespan, Message, ReplicaOptions, run_asgi
 from modelyard.server import Modelyard
 from tests.models import mlp_onnx, sklearn_skops
@@ -30,19 +30,24 @@ class LocalRemote:
     async def infer(self, request: InferRequest) -> InferResponse:
         return await self.server.dataplane.infer(request)
 
-    async def http(self, scope: dict[str, Any], body: bytes) -> AsyncIterator[Message]:
+    async def http(
+        self, scope: dict[str, Any], body: bytes, affinity: str | None = None
+    ) -> AsyncIterator[Message]:
         async for message in run_asgi(self.server.app, scope, body):
             yield message
 
 
 def test_the_model_a_request_is_for() -> None:
-    assert model_named("/v2/models/mlp/versions/1/infer", b"", None) == "mlp"
-    assert model_named("/v2/repository/models/mlp/load", b"", None) == "mlp"
-    assert model_named("/v1/chat/completions", b'{"model": "tiny"}', None) == "tiny"
-    assert model_named("/api/chat", b'{"model": "tiny"}', "gzip") is None  # not read
-    assert model_named("/v1/models", b"", None) is None
-    assert model_named("/api/generate", b"{not json", None) is None
-    assert model_named("/api/generate", b'{"model": 3}', None) is None
+    def named(path: str, body: bytes, encoding: str | None) -> str | None:
+        return model_named(path, json_body(body, encoding))
+
+    assert named("/v2/models/mlp/versions/1/infer", b"", None) == "mlp"
+    assert named("/v2/repository/models/mlp/load", b"", None) == "mlp"
+    assert named("/v1/chat/completions", b'{"model": "tiny"}', None) == "tiny"
+    assert named("/api/chat", b'{"model": "tiny"}', "gzip") is None  # not read
+    assert named("/v1/models", b"", None) is None
+    assert named("/api/generate", b"{not json", None) is None
+    assert named("/api/generate", b'{"model": 3}', None) is None
 
 
 def test_listings_are_merged_each_model_once() -> None:
@@ -150,3 +155,57 @@ async def test_requests_of_one_loop_turn_cross_in_one_call_each_answered_alone()
         *map(Coalescer(broken, limit=4).infer, requests[:2]), return_exceptions=True
     )
     assert all(isinstance(f, Internal) and "node left" in f.message for f in failed)
+
+
+class Recorder:
+    """A deployment that records the affinity key each forwarded request came with."""
+
+    def __init__(self) -> None:
+        self.keys: list[tuple[str, str | None]] = []
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        raise AssertionError("not a KServe inference test")
+
+    async def http(
+        self, scope: dict[str, Any], body: bytes, affinity: str | None = None
+    ) -> AsyncIterator[Message]:
+        self.keys.append((scope["path"], affinity))
+        yield {"type": "http.response.start", "status": 200, "headers": []}
+        yield {"type": "http.response.body", "body": b"{}"}
+
+
+@pytest.mark.anyio
+async def test_text_generations_go_with_their_prefix_named_and_metrics_are_the_clusters() -> None:
+    tiny = Recorder()
+
+    async def metrics() -> bytes:
+        return b"# every replica's\n"
+
+    front = RayFront({"tiny": tiny}, 1 << 20, metrics)
+    system = {"role": "system", "content": "You are a pirate."}
+    turns = [
+        [system, {"role": "user", "content": "hi"}],
+        [
+            system,
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "arr"},
+            {"role": "user", "content": "where is it?"},
+        ],
+    ]
+    transport = httpx.ASGITransport(app=front)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ray") as client:
+        for messages in turns:
+            await client.post("/v1/chat/completions", json={"model": "tiny", "messages": messages})
+        await client.post("/api/generate", json={"model": "tiny", "prompt": "hi"})
+        await client.post(
+            "/api/generate", json={"model": "tiny", "prompt": "hi"}, headers={"x-session-id": "s"}
+        )
+        await client.get("/api/tags")
+        await client.post("/v1/embeddings", json={"model": "tiny", "input": "hi"})
+        scraped = await client.get("/metrics")
+    assert scraped.text == "# every replica's\n"
+    assert scraped.headers["content-type"].startswith("text/plain")
+    chat, again, prompt, session, tags, embedding = tiny.keys
+    assert chat[1] is not None and chat == again
+    assert None not in (prompt[1], session[1]) and prompt[1] != session[1] != chat[1]
+    assert tags == ("/api/tags", None) and embedding == ("/v1/embeddings", None)

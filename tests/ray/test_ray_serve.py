@@ -50,7 +50,9 @@ def _repository(root: Path) -> Any:
     if HAS_LLAMA:
         from tests.llm_models import tiny_gguf
 
-        tiny_gguf(root / "tiny.gguf")
+        (root / "tiny").mkdir()
+        tiny_gguf(root / "tiny" / "model.gguf")
+        (root / "tiny" / "model.yaml").write_text("instances: 2\n")  # for the affinity test
     return estimator
 
 
@@ -60,7 +62,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayApp]:
     estimator = _repository(repository)
     # one node: a two-node `ray.cluster_utils.Cluster` timed out starting its second raylet
     # (30 s) on the busy 2-core machine. Logical CPUs beyond the machine's 2, so that the
-    # ingress and the four replicas fit (each reserves its threads: mlp's replicas 2 each).
+    # ingress and the five replicas fit (each reserves its threads: mlp's replicas 2 each).
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
     try:
         from modelyard.ray import build_app
@@ -147,6 +149,89 @@ def test_openai_answers_through_ray(app: RayApp) -> None:
     pieces = [chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices]
     assert "".join(pieces)
     assert [m.id for m in client.models.list().data] == ["tiny"]
+
+
+@pytest.mark.skipif(not HAS_LLAMA, reason="llama-cpp-python is not installed")
+def test_a_chats_turns_land_on_the_replica_holding_its_prefix(app: RayApp) -> None:
+    """Twelve chats of three turns over tiny's two replicas: each chat stays on one replica
+    (the answers' `x-modelyard-replica`), whose cache holds its earlier turns (cached prompt
+    tokens), and the chats spread over both."""
+    from openai import OpenAI
+    from openai.types.chat import ChatCompletionMessageParam
+
+    client = OpenAI(base_url=f"http://{app.own}/v1", api_key="unused", max_retries=0)
+    homes: list[str] = []
+    for chat in range(12):
+        system = f"{chat} is your number. You answer in rhymes, briefly, about the sea. " * 2
+        messages: list[ChatCompletionMessageParam] = [{"role": "system", "content": system}]
+        replicas, previous = set(), 0
+        for turn in range(3):
+            messages.append({"role": "user", "content": f"Turn {turn}: what is the tide?"})
+            raw = client.chat.completions.with_raw_response.create(
+                model="tiny",
+                messages=messages,
+                max_tokens=4,
+                temperature=0,
+            )
+            done = raw.parse()
+            replicas.add(raw.headers["x-modelyard-replica"])
+            usage = done.usage
+            assert usage is not None and usage.prompt_tokens_details is not None
+            cached = usage.prompt_tokens_details.cached_tokens or 0
+            assert cached >= previous - 2, (chat, turn, cached, previous)  # the turns before
+            previous = usage.prompt_tokens
+            answer = done.choices[0].message.content or ""
+            messages.append({"role": "assistant", "content": answer})
+        assert len(replicas) == 1, (chat, replicas)
+        homes += replicas
+    assert len(set(homes)) == 2, homes
+
+
+def test_metrics_are_every_replicas_each_labelled(app: RayApp) -> None:
+    """`/metrics` on the ingress: each family once, every sample labelled with its deployment,
+    replica and node, mlp's two replicas (and tiny's) apart; what the Ray dashboard charts is
+    there."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.deploy.promql import selectors
+    from tests.deploy.test_grafana import dashboard, expressions
+
+    client = httpclient.InferenceServerClient(app.own)
+    client.infer("mlp", [_mlp_input(2)])
+    if HAS_LLAMA:
+        httpx.post(
+            f"http://{app.own}/v1/completions",
+            json={"model": "tiny", "prompt": "hello", "max_tokens": 2},
+            timeout=60,
+        )
+    wanted = {
+        name for expr in expressions(dashboard("modelyard-ray.json")) for name, _ in selectors(expr)
+    }
+    if not HAS_LLAMA:
+        wanted = {name for name in wanted if not name.startswith("vllm:")}
+    deadline = time.monotonic() + 60  # replicas report every 5 s
+    while True:
+        text = httpx.get(f"http://{app.own}/metrics", timeout=10).text
+        families = list(text_string_to_metric_families(text))
+        samples = [s for family in families for s in family.samples]
+        replicas: dict[str, set[str]] = {}
+        for sample in samples:
+            replicas.setdefault(sample.labels["deployment"], set()).add(sample.labels["replica"])
+        names = {sample.name for sample in samples}
+        if (
+            len(replicas.get("model-mlp", ())) >= 2 and wanted <= names
+        ) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert len(replicas["model-mlp"]) >= 2, replicas  # >2: a killed one not yet expired
+    assert len(replicas["model-iris"]) == 1
+    if HAS_LLAMA:
+        assert len(replicas["model-tiny"]) == 2
+    assert not wanted - names, sorted(wanted - names)
+    assert len({family.name for family in families}) == len(families)  # one HELP/TYPE each
+    assert text.count("# TYPE modelyard_inference_request_success_total ") <= 1
+    for sample in samples:
+        assert sample.labels["node"] and sample.labels["replica"], sample
 
 
 def test_a_killed_replica_loses_no_request(app: RayApp) -> None:

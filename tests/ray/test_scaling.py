@@ -6,11 +6,14 @@ import pytest
 
 from modelyard.errors import InvalidArgument
 from modelyard.ray.scaling import (
+    AFFINITY_ROUTER,
     DEFAULT_BATCH,
+    DEFAULT_SLOTS,
     UNBATCHED_ONGOING,
     Placement,
     deployment_options,
     max_ongoing_requests,
+    slots_of,
     threads_of,
 )
 from modelyard.repository.config import from_yaml
@@ -24,6 +27,17 @@ def test_instances_are_replicas_and_the_batch_is_what_a_replica_holds() -> None:
     assert options["max_ongoing_requests"] == 64
     assert options["ray_actor_options"] == {"num_cpus": 2, "memory": 50 << 20}
     assert "autoscaling_config" not in options
+
+
+def test_text_generators_route_by_affinity_up_to_their_slots_other_models_by_ray() -> None:
+    config = from_yaml({"parameters": {"n_seq_max": 16}}, "tiny")
+    llm = deployment_options(config, Placement(generates_text=True, slots=slots_of(config)))
+    assert llm["request_router_config"] == {
+        "request_router_class": AFFINITY_ROUTER,
+        "request_router_kwargs": {"limit": 16},
+    }
+    assert slots_of(from_yaml({}, "tiny")) == DEFAULT_SLOTS
+    assert "request_router_config" not in deployment_options(config, Placement())
 
 
 def test_an_autoscaling_section_becomes_rays_autoscaling_config() -> None:

@@ -18,16 +18,19 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray import serve
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
-from modelyard.advisor.apply import advise_config, estimate_for
+from modelyard.advisor.apply import advise_config, estimate_for, with_config
+from modelyard.advisor.inspect import inspect_artifact
 from modelyard.core.types import InferRequest, InferResponse
 from modelyard.errors import InvalidArgument, ModelyardError, Unavailable
 from modelyard.ray.ingress import Coalescer, Message, RayFront
+from modelyard.ray.metrics import MetricsBoard, board_name, exposition
 from modelyard.ray.replica import Answer, ModelReplica, ReplicaOptions
-from modelyard.ray.scaling import Placement, deployment_options, threads_of
+from modelyard.ray.scaling import Placement, deployment_options, slots_of, threads_of
 from modelyard.repository.scan import ModelSource, scan
 
 log = logging.getLogger("modelyard.ray")
@@ -73,13 +76,18 @@ class HandleRemote:
                 log.warning("model %s: a replica went away (%s); retrying", self.name, exc)
         raise AssertionError("unreachable")
 
-    async def http(self, scope: dict[str, Any], body: bytes) -> AsyncIterator[Message]:
+    async def http(
+        self, scope: dict[str, Any], body: bytes, affinity: str | None = None
+    ) -> AsyncIterator[Message]:
         """Forward an HTTP request; retried elsewhere if its replica dies before answering
-        (a stream cut after its first message ends there, as a dropped connection would)."""
+        (a stream cut after its first message ends there, as a dropped connection would).
+        `affinity` travels as the call's session id, read by the deployment's router
+        (`routing.AffinityRouter`; Ray's default router ignores it)."""
+        handle = self.streaming.options(session_id=affinity) if affinity else self.streaming
         for attempt in range(RETRIES + 1):
             answered = False
             try:
-                stream = self.streaming.http.remote(scope, body)
+                stream = handle.http.remote(scope, body)
                 assert isinstance(stream, DeploymentResponseGenerator)  # stream=True
                 async for message in stream:
                     answered = True
@@ -93,6 +101,30 @@ class HandleRemote:
 
 #: A model's replicas: `ModelReplica`, deployed (named `model-NAME` per model).
 ModelDeployment = serve.deployment(name="model")(ModelReplica)
+#: The replicas' metrics reports, one actor per application (`metrics.py`); no CPU reserved.
+BoardActor = ray.remote(num_cpus=0)(MetricsBoard)
+
+
+class ClusterMetrics:
+    """The ingress's `/metrics`: what every replica last reported to the application's board.
+    The board is started here, owned by the first ingress replica (it goes when the
+    application does); another ingress replica whose board went with its owner starts a new
+    one, which the replicas fill within a period."""
+
+    def __init__(self, app: str) -> None:
+        self.name = board_name(app)
+        self.board = self._board()
+
+    def _board(self) -> Any:
+        return BoardActor.options(name=self.name, get_if_exists=True).remote()
+
+    async def __call__(self) -> bytes:
+        try:
+            families = await self.board.families.remote()
+        except GONE:
+            self.board = await asyncio.to_thread(self._board)
+            families = await self.board.families.remote()
+        return exposition(families)
 
 
 class Ingress:
@@ -103,7 +135,9 @@ class Ingress:
         self, handles: dict[str, DeploymentHandle[Any]], options: dict[str, Any]
     ) -> None:
         remotes = {name: HandleRemote(name, handle) for name, handle in handles.items()}
-        self.front = RayFront(remotes, int(options.get("max_request_bytes", 64 << 20)))
+        metrics = ClusterMetrics(serve.get_replica_context().app_name)
+        limit = int(options.get("max_request_bytes", 64 << 20))
+        self.front = RayFront(remotes, limit, metrics)
         self.server: Any = None
         if options.get("port"):
             self.server = await _own_port(self.front, options)
@@ -168,7 +202,8 @@ def _model_deployment(
 
 
 def _placement(source: ModelSource) -> Placement:
-    """The advisor's view of the model before it loads: threads and memory estimate."""
+    """The advisor's view of the model before it loads: threads, memory estimate, and
+    whether (and how many sequences at once) it generates text."""
     latest = max(source.versions, default=None)
     if latest is None or source.config.pipeline is not None:
         return Placement()
@@ -176,9 +211,15 @@ def _placement(source: ModelSource) -> Placement:
     try:
         config = advise_config(source.config.replace(reasons={}), artifact)
         memory = estimate_for(source.config, artifact).total
+        generates = with_config(inspect_artifact(artifact), source.config).generates_text
     except ModelyardError:
         return Placement()
-    return Placement(memory_bytes=memory, threads=threads_of(config))
+    return Placement(
+        memory_bytes=memory,
+        threads=threads_of(config),
+        generates_text=generates,
+        slots=slots_of(config),
+    )
 
 
 def _names(value: Any, sources: dict[str, ModelSource]) -> list[str]:

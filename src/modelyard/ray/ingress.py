@@ -7,8 +7,11 @@ body read, binary tensors decoded into numpy) runs in the ingress, and the reque
 the model's replica as an `InferRequest` of numpy arrays through Ray's object store, where the
 replica's batcher batches it with the others. Every other HTTP request (OpenAI, Ollama, TGI,
 metadata, the repository API) is sent whole to the replica of the model it names and its
-answer streamed back, so every front keeps its exact wire format. Requests that name no model
-(health, listings) go to every deployment and their answers are merged.
+answer streamed back, so every front keeps its exact wire format; a text generation goes with
+its prompt's prefix named (`affinity.py`), for the router that sends a chat's turns to the
+replica holding its KV cache (`routing.py`). Requests that name no model (health, listings)
+go to every deployment and their answers are merged; `/metrics` is every replica's
+(`metrics.py`).
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import orjson
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.types import Receive, Scope, Send
 
 from modelyard.core.types import InferRequest, InferResponse
 from modelyard.errors import Internal, ModelyardError, NotFound
 from modelyard.fronts.http_common import HTTP_STATUS, receive_body
 from modelyard.fronts.kserve_infer import InferEndpoint, infer_target
+from modelyard.ray.affinity import SESSION_HEADER, affinity_key
 from modelyard.ray.replica import Answer
 
 log = logging.getLogger("modelyard.ray")
@@ -58,17 +63,29 @@ class Remote(Protocol):
 
     async def infer(self, request: InferRequest) -> InferResponse: ...
 
-    def http(self, scope: dict[str, Any], body: bytes) -> AsyncIterator[Message]: ...
+    def http(
+        self, scope: dict[str, Any], body: bytes, affinity: str | None = None
+    ) -> AsyncIterator[Message]:
+        """The request answered by a replica of the model; `affinity` names the replica it
+        should go to when it can (a text generation's prefix, `affinity.py`)."""
+        ...
 
 
 class RayFront:
-    """The ingress's ASGI app over the models' deployments (`remotes`, by model name)."""
+    """The ingress's ASGI app over the models' deployments (`remotes`, by model name);
+    `GET /metrics` answers with `metrics()` (every replica's, `metrics.py`) when given."""
 
-    def __init__(self, remotes: Mapping[str, Remote], max_request_bytes: int) -> None:
+    def __init__(
+        self,
+        remotes: Mapping[str, Remote],
+        max_request_bytes: int,
+        metrics: Callable[[], Awaitable[bytes]] | None = None,
+    ) -> None:
         if not remotes:
             raise ValueError("modelyard on Ray needs at least one model")
         self.remotes = dict(remotes)
         self.limit = max_request_bytes
+        self.metrics = metrics
         self.infer_endpoint = InferEndpoint(self, max_request_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -97,14 +114,21 @@ class RayFront:
         """Send a request to the replica of the model it names; merge what every deployment
         answers when it names none."""
         scope = {key: scope[key] for key in SCOPE_KEYS if key in scope}
-        model = model_named(scope["path"], body, _header(scope, b"content-encoding"))
         route = (scope["method"], scope["path"])
+        if route == ("GET", "/metrics") and self.metrics is not None:
+            await _answer(send, 200, await self.metrics(), CONTENT_TYPE_LATEST)
+            return
+        data = json_body(body, _header(scope, b"content-encoding"))
+        model = model_named(scope["path"], data)
         if model is None and (route in LISTINGS or scope["path"] in HEALTH):
             await self._merged(scope, body, send)
             return
         # a name no deployment has: one replica's server answers in its protocol's shape (404)
         remote = self.remotes.get(model or "") or next(iter(self.remotes.values()))
-        async for message in remote.http(scope, body):
+        key = None
+        if scope["method"] == "POST":  # a text generation's prefix, for its replica's KV cache
+            key = affinity_key(scope["path"], data, _header(scope, SESSION_HEADER))
+        async for message in remote.http(scope, body, key):
             await send(message)
 
     async def _merged(self, scope: dict[str, Any], body: bytes, send: Send) -> None:
@@ -165,20 +189,25 @@ def _internal(exc: BaseException) -> Internal:
     return Internal(f"the request failed on its way to the model's replica: {exc!r}")
 
 
-def model_named(path: str, body: bytes, encoding: str | None) -> str | None:
+def json_body(body: bytes, encoding: str | None) -> Any:
+    """A request's JSON object body, parsed; None when it has none (empty, compressed, not
+    JSON, not an object)."""
+    if not body or encoding not in (None, "identity") or body[:1] != b"{":
+        return None
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def model_named(path: str, data: Any) -> str | None:
     """The model a request is for: in its path (KServe v2) or its JSON body's `model` field
-    (OpenAI, Ollama); None when it names none."""
+    (OpenAI, Ollama; `data` is the parsed body); None when it names none."""
     parts = path.split("/")
     if parts[1:3] == ["v2", "models"] and len(parts) > 3 and parts[3]:
         return parts[3]
     if parts[1:3] == ["v2", "repository"] and len(parts) > 4 and parts[3] == "models":
         return parts[4]
-    if not body or encoding not in (None, "identity") or body[:1] != b"{":
-        return None
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
     name = data.get("model") if isinstance(data, dict) else None
     return name if isinstance(name, str) else None
 
@@ -217,8 +246,8 @@ async def _collect(messages: AsyncIterator[Message]) -> tuple[int, list[Any], by
     return status, headers, b"".join(chunks)
 
 
-async def _answer(send: Send, status: int, content: bytes) -> None:
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(content))]
+async def _answer(send: Send, status: int, content: bytes, kind: str = "application/json") -> None:
+    headers = [(b"content-type", kind.encode()), (b"content-length", b"%d" % len(content))]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": content})
 

@@ -12,14 +12,20 @@ two ways:
   replica's own ASGI app, its ASGI messages streamed back as produced (SSE and NDJSON streams
   included).
 
+Every answer it sends names it (`x-modelyard-replica`: its Ray replica id), and every
+`metrics.PUSH_PERIOD_S` it reports its metrics, labelled with its deployment, replica id and
+node, to the application's board, which the ingress's `/metrics` renders (`metrics.py`).
+
 Ray's health check calls `check_health`, which fails while the model is not ready (a worker
 process restarting, every instance hung), so Ray replaces a replica that stays unhealthy.
+Ray is imported where the replica runs, not by this module, so its helpers import without it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +33,15 @@ from typing import Any
 
 from modelyard.core.types import InferRequest, InferResponse
 from modelyard.errors import Internal, ModelyardError
+from modelyard.ray.metrics import PUSH_PERIOD_S, board_name, labelled
 from modelyard.server import Modelyard
 from modelyard.settings import Settings
 
+log = logging.getLogger("modelyard.ray")
+
 Message = dict[str, Any]
+#: The response header naming the replica that answered (its `replica` label in /metrics).
+REPLICA_HEADER = b"x-modelyard-replica"
 #: What the replica answers for each request of a group: its response or its own error.
 Answer = InferResponse | ModelyardError
 
@@ -63,6 +74,8 @@ class ModelReplica:
         self, repository: str, model: str, options: ReplicaOptions
     ) -> None:
         self.model = model
+        self.board: Any = None
+        self.reporter: asyncio.Task[None] | None = None
         self.server = Modelyard(options.settings(Path(repository), model))
         self.lifespan = await Lifespan.start(self.server.app)
         entry = self.server.models.entries.get(model)
@@ -70,6 +83,9 @@ class ModelReplica:
             reason = entry.reason if entry is not None else "not in the repository"
             await self.lifespan.stop()
             raise RuntimeError(f"model {model!r} did not load: {reason}")
+        self.app, self.labels = _whereabouts()
+        self.header = (REPLICA_HEADER, self.labels["replica"].encode())
+        self.reporter = asyncio.create_task(self._report())
 
     async def infer(self, request: InferRequest) -> InferResponse:
         return await self.server.dataplane.infer(request)
@@ -84,14 +100,48 @@ class ModelReplica:
     async def http(self, scope: dict[str, Any], body: bytes) -> AsyncGenerator[Message, None]:
         """Run one HTTP request through the replica's app; its messages as they are sent."""
         async for message in run_asgi(self.server.app, scope, body):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), self.header]}
             yield message
 
     def check_health(self) -> None:
         if not self.server.models.ready_version(self.model):
             raise RuntimeError(f"model {self.model!r} is not ready")
 
+    async def _report(self) -> None:
+        """Put this replica's metrics on the application's board, now and every period. No
+        board yet (the ingress starts it) or a board gone with its ingress: looked up again
+        at the next period."""
+        import ray
+
+        while True:
+            try:
+                if self.board is None:
+                    self.board = await asyncio.to_thread(ray.get_actor, board_name(self.app))
+                report = labelled(self.server.registry.collect(), self.labels)
+                await self.board.put.remote(self.labels["replica"], report)
+            except Exception as exc:  # ValueError: no such actor; Ray's errors: it died
+                log.debug("replica %s: metrics not reported (%r)", self.labels["replica"], exc)
+                self.board = None
+            await asyncio.sleep(PUSH_PERIOD_S)
+
     async def __del__(self) -> None:
+        if self.reporter is not None:
+            self.reporter.cancel()
+        if self.board is not None:  # its series leave /metrics with it
+            self.board.drop.remote(self.labels["replica"])
         await self.lifespan.stop()
+
+
+def _whereabouts() -> tuple[str, dict[str, str]]:
+    """The replica's application, and the labels naming it: deployment, replica id, node."""
+    import ray
+    from ray import serve
+
+    context = serve.get_replica_context()
+    node = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call, unused-ignore]
+    labels = {"deployment": context.deployment, "replica": context.replica_id.unique_id}
+    return context.app_name, {**labels, "node": node}
 
 
 def _answer(result: InferResponse | BaseException) -> Answer:

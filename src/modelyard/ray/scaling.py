@@ -10,6 +10,9 @@ mapping is tested (and `modelyard list` could show it) without a cluster.
   (5) would cap every batch the replica's batcher forms at 5 rows' worth of requests.
 - `ray_actor_options`: the CPU threads the model runs with, and the advisor's memory estimate
   as the replica's memory reservation, so Ray places a replica where it fits.
+- a text generator's `request_router_config`: modelyard's affinity router (`routing.py`), a
+  chat's turns to the replica holding its prefix while that replica has a free sequence slot
+  (`n_seq_max`); other models keep Ray's default router.
 """
 
 from __future__ import annotations
@@ -26,6 +29,11 @@ DEFAULT_BATCH = 256
 #: Requests one replica holds when the model takes no batch dimension: enough to keep its one
 #: instance busy while the next request crosses the object store.
 UNBATCHED_ONGOING = 8
+
+#: The router of text generators' deployments (imported by Ray, in the ingress process).
+AFFINITY_ROUTER = "modelyard.ray.routing.AffinityRouter"
+#: Sequence slots of a text generator whose config leaves `n_seq_max` to its runtime.
+DEFAULT_SLOTS = 8
 
 #: model.yaml `autoscaling` keys -> Ray Serve's autoscaling_config keys.
 AUTOSCALING_KEYS = {
@@ -47,6 +55,10 @@ class Placement:
     #: CPU threads one execution uses (the runtime's intra-op threads).
     threads: int = 1
     gpus: float = 0.0
+    #: Whether it generates text (its deployment routes by prefix affinity).
+    generates_text: bool = False
+    #: The sequences it generates at once (a text generator's `n_seq_max`).
+    slots: int = DEFAULT_SLOTS
 
 
 def deployment_options(config: ModelConfig, placement: Placement) -> dict[str, Any]:
@@ -58,6 +70,11 @@ def deployment_options(config: ModelConfig, placement: Placement) -> dict[str, A
         "health_check_period_s": 5.0,
         "health_check_timeout_s": 10.0,
     }
+    if placement.generates_text:
+        options["request_router_config"] = {
+            "request_router_class": AFFINITY_ROUTER,
+            "request_router_kwargs": {"limit": placement.slots},
+        }
     autoscaling = autoscaling_config(config)
     if autoscaling is None:
         options["num_replicas"] = max(1, config.instance_count)
@@ -112,8 +129,17 @@ def actor_options(placement: Placement) -> dict[str, Any]:
 
 def threads_of(config: ModelConfig) -> int:
     """The intra-op threads the advisor (or the config) gave the model; 1 when unsaid."""
-    value = config.parameters.get("intra_op_thread_count", "")
-    return int(value) if value.isdigit() and int(value) > 0 else 1
+    return _count(config, "intra_op_thread_count", 1)
+
+
+def slots_of(config: ModelConfig) -> int:
+    """The sequences a text generator decodes at once (`n_seq_max`; the runtimes' 8)."""
+    return _count(config, "n_seq_max", DEFAULT_SLOTS)
+
+
+def _count(config: ModelConfig, parameter: str, unsaid: int) -> int:
+    value = config.parameters.get(parameter, "")
+    return int(value) if value.isdigit() and int(value) > 0 else unsaid
 
 
 def _number(model: str, key: str, value: Any) -> int | float:
