@@ -58,10 +58,12 @@ def private_env(work: Path, name: str) -> dict[str, str]:
 
 
 def ensure_venv(work: Path, name: str, interpreter: Path, requirements: list[str]) -> Path:
-    """`work/venvs/name`, created and installed once; later runs reuse it."""
+    """`work/venvs/name`, created and installed once; later runs reuse it (installing again
+    into it when the requirements changed)."""
     venv = work / "venvs" / name
     marker = venv / ".installed"
-    if marker.exists():
+    wanted = "\n".join(requirements) + "\n"
+    if marker.exists() and marker.read_text() == wanted:
         return venv
     env = private_env(work, name)
     log = work / "logs" / f"install-{name}.log"
@@ -74,7 +76,7 @@ def ensure_venv(work: Path, name: str, interpreter: Path, requirements: list[str
         ):
             if subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env).returncode:
                 raise RuntimeError(f"install of {name} failed; see {log}")
-    marker.write_text("\n".join(requirements) + "\n")
+    marker.write_text(wanted)
     return venv
 
 

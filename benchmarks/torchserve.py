@@ -95,7 +95,10 @@ def modelyard(store: Path, log: Path) -> Iterator[str]:
 
 @contextmanager
 def torchserve(store: Path, log: Path, torch_requirement: str) -> Iterator[str]:
+    # TorchServe's workers import numpy and yaml, which its package does not declare (its
+    # install guide installs them beside it)
     requirements = ["torchserve==0.12.0", "torch-model-archiver==0.12.0", torch_requirement]
+    requirements += ["pyyaml", "numpy"]
     venv = procs.ensure_venv(WORK, "torchserve", procs.python(11), requirements)
     port, management, metrics = procs.free_port(), procs.free_port(), procs.free_port()
     config = Path(tempfile.mkdtemp(dir=WORK)) / "config.properties"
