@@ -8,14 +8,15 @@ the model's replica as an `InferRequest` of numpy arrays through Ray's object st
 replica's batcher batches it with the others. Every other HTTP request (OpenAI, Ollama, TGI,
 metadata, the repository API) is sent whole to the replica of the model it names and its
 answer streamed back, so every front keeps its exact wire format. Requests that name no model
-(health, listings) go to every deployment and their answers are merged.
+(health, listings) go to every deployment and their answers are merged. KServe v2 gRPC
+(`ray/kserve_grpc.py`) takes the same two paths.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import orjson
@@ -58,7 +59,12 @@ class Remote(Protocol):
 
     async def infer(self, request: InferRequest) -> InferResponse: ...
 
+    def infer_stream(self, request: InferRequest) -> AsyncIterator[InferResponse]: ...
+
     def http(self, scope: dict[str, Any], body: bytes) -> AsyncIterator[Message]: ...
+
+    async def grpc(self, method: str, request: Any) -> Any:
+        """A unary KServe gRPC call run by a replica: its response, or its `RPCError`."""
 
 
 class RayFront:
@@ -88,10 +94,23 @@ class RayFront:
 
     async def infer(self, request: InferRequest) -> InferResponse:
         """KServe inference on the model's replicas (the infer endpoint calls this)."""
-        remote = self.remotes.get(request.model)
+        return await self._serving(request.model).infer(request)
+
+    async def infer_stream(self, request: InferRequest) -> AsyncGenerator[InferResponse, None]:
+        """Every response of one request, as the model's replica produces them."""
+        async for response in self._serving(request.model).infer_stream(request):
+            yield response
+
+    def _serving(self, model: str) -> Remote:
+        remote = self.remotes.get(model)
         if remote is None:
-            raise NotFound(f"unknown model {request.model!r}; served: {sorted(self.remotes)}")
-        return await remote.infer(request)
+            raise NotFound(f"unknown model {model!r}; served: {sorted(self.remotes)}")
+        return remote
+
+    def remote_for(self, model: str | None) -> Remote:
+        """The deployment of the model named; for a name no deployment has, one of them (its
+        replica's server answers in its protocol's shape: 404, NOT_FOUND)."""
+        return self.remotes.get(model or "") or next(iter(self.remotes.values()))
 
     async def forward(self, scope: Scope, body: bytes, send: Send) -> None:
         """Send a request to the replica of the model it names; merge what every deployment
@@ -102,9 +121,7 @@ class RayFront:
         if model is None and (route in LISTINGS or scope["path"] in HEALTH):
             await self._merged(scope, body, send)
             return
-        # a name no deployment has: one replica's server answers in its protocol's shape (404)
-        remote = self.remotes.get(model or "") or next(iter(self.remotes.values()))
-        async for message in remote.http(scope, body):
+        async for message in self.remote_for(model).http(scope, body):
             await send(message)
 
     async def _merged(self, scope: dict[str, Any], body: bytes, send: Send) -> None:
