@@ -15,6 +15,9 @@ Goals (issue 15): ray-1 >= 5x hand, and >= 50% of plain. Run on a quiet machine:
 
     python benchmarks/ray_serve.py --seconds 20 --out runs/ray_serve.json
     python benchmarks/ray_serve.py --seconds 2 --warmup 1 --targets plain,ray-1   # a check
+
+`--grpc`: the same row over KServe v2 gRPC instead (grpc_load.py, not wrk): plain's gRPC port,
+the ingress's own gRPC port (ray-1, ray-2), Ray's gRPC proxy (ray-1-proxy); hand has none.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/modelyard-ray-bench"))
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--grpc", action="store_true", help="KServe v2 gRPC, not HTTP")
     args = parser.parse_args()
     model = mlp.build(args.scratch / "mlp.onnx")
     row = np.random.default_rng(0).standard_normal(mlp.WIDTHS[0]).round(4).tolist()
@@ -55,11 +59,19 @@ def main() -> None:
         {"inputs": [{"name": "x", "shape": [1, len(row)], "datatype": "FP32", "data": row}]}
     ).encode()
     script = load.lua_script(args.scratch, "row", body)
+    row_file = args.scratch / "row.f32"
+    row_file.write_bytes(np.asarray(row, "<f4").tobytes())
     results: dict[str, Any] = {}
     for target in args.targets.split(","):
-        with _serving(target, model, args.scratch) as url:
+        if args.grpc and target == "hand":
+            print("hand         (no gRPC)", flush=True)
+            continue
+        with _serving(target, model, args.scratch) as (url, grpc_port):
             _check(url, body)
-            cell = load.wrk(url, script, args.concurrency, args.warmup, args.seconds)
+            if args.grpc:
+                cell = load.grpc(grpc_port, row_file, args.concurrency, args.warmup, args.seconds)
+            else:
+                cell = load.wrk(url, script, args.concurrency, args.warmup, args.seconds)
         results[target] = cell.__dict__
         print(
             f"{target:12} {cell.rps:9.0f} req/s  p50 {cell.p50_ms:7.2f} ms  "
@@ -86,36 +98,44 @@ def _check(url: str, body: bytes) -> None:
 
 
 @contextmanager
-def _serving(target: str, model: Path, scratch: Path) -> Iterator[str]:
+def _serving(target: str, model: Path, scratch: Path) -> Iterator[tuple[str, int]]:
+    """The target's KServe infer URL and its gRPC port."""
     if target == "plain":
-        with _plain(model, scratch) as url:
-            yield url
+        with _plain(model, scratch) as served:
+            yield served
         return
     import ray
     from ray import serve
+    from ray.serve.config import gRPCOptions
+
+    from modelyard.ray.grpc_service import SERVICER_FUNCTION
 
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     try:
-        proxy, own = _free_port(), _free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": proxy})
+        proxy, own, grpc_proxy, grpc_own = (_free_port() for _ in range(4))
+        serve.start(
+            http_options={"host": "127.0.0.1", "port": proxy},
+            grpc_options=gRPCOptions(port=grpc_proxy, grpc_servicer_functions=[SERVICER_FUNCTION]),
+        )
         if target == "hand":
             serve.run(_hand_app(model), name="hand", route_prefix="/")
-            yield f"http://127.0.0.1:{proxy}/v2/models/mlp/infer"
+            yield f"http://127.0.0.1:{proxy}/v2/models/mlp/infer", 0
             return
         from modelyard.ray import build_app
 
         repository = _repository(model, scratch, 2 if target == "ray-2" else 1)
-        serve.run(build_app({"repository": str(repository), "port": own}), name="modelyard")
-        port = proxy if target.endswith("-proxy") else own
-        yield f"http://127.0.0.1:{port}/v2/models/mlp/infer"
+        args = {"repository": str(repository), "port": own, "grpc_port": grpc_own}
+        serve.run(build_app(args), name="modelyard")
+        port, grpc_port = (proxy, grpc_proxy) if target.endswith("-proxy") else (own, grpc_own)
+        yield f"http://127.0.0.1:{port}/v2/models/mlp/infer", grpc_port
     finally:
         serve.shutdown()
         ray.shutdown()
 
 
 @contextmanager
-def _plain(model: Path, scratch: Path) -> Iterator[str]:
-    port = _free_port()
+def _plain(model: Path, scratch: Path) -> Iterator[tuple[str, int]]:
+    port, grpc_port = _free_port(), _free_port()
     repository = _repository(model, scratch, 1)
     command = [
         sys.executable,
@@ -126,7 +146,7 @@ def _plain(model: Path, scratch: Path) -> Iterator[str]:
         "--http-port",
         str(port),
         "--grpc-port",
-        str(_free_port()),
+        str(grpc_port),
         "--log-level",
         "warning",
     ]
@@ -141,7 +161,7 @@ def _plain(model: Path, scratch: Path) -> Iterator[str]:
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        yield f"{url}/v2/models/mlp/infer"
+        yield f"{url}/v2/models/mlp/infer", grpc_port
     finally:
         process.terminate()
         process.wait(30)

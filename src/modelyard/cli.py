@@ -72,8 +72,8 @@ def main() -> None:
     default=None,
     envvar="MODELYARD_RAY",
     help="Serve on Ray Serve: each model a deployment on the Ray cluster at this address "
-    "(bare --ray: a Ray of this machine's own), the fronts on --host/--port (docs/ray.md; "
-    "extra [ray]).",
+    "(bare --ray: a Ray of this machine's own), the fronts on --host/--port and KServe v2 "
+    "gRPC on --grpc-port (docs/ray.md; extra [ray]).",
 )
 @click.option(
     "--torchserve-port",

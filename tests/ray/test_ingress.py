@@ -1,5 +1,5 @@
 """The ingress's routing and merging, and the replica's ASGI plumbing, without a cluster: the
-ingress over in-process stand-ins for the models' deployments (real modelyard servers)."""
+ingress over in-process stand-ins for the models' deployments (`tests/ray/local.py`)."""
 
 from __future__ import annotations
 
@@ -15,26 +15,9 @@ import pytest
 from modelyard.core.types import InferRequest, InferResponse
 from modelyard.errors import Internal, InvalidArgument
 from modelyard.ray.ingress import Coalescer, RayFront, json_body, merge_listings, model_named
-from modelyard.ray.replica import Answer, Lifespan, Message, ReplicaOptions, run_asgi
-from modelyard.server import Modelyard
+from modelyard.ray.replica import Answer, Message, run_asgi
 from tests.models import mlp_onnx, sklearn_skops
-
-
-class LocalRemote:
-    """A model's deployment as the ingress sees it, served by a modelyard in this process (what
-    `ModelReplica` runs in a Ray actor)."""
-
-    def __init__(self, server: Modelyard) -> None:
-        self.server = server
-
-    async def infer(self, request: InferRequest) -> InferResponse:
-        return await self.server.dataplane.infer(request)
-
-    async def http(
-        self, scope: dict[str, Any], body: bytes, affinity: str | None = None
-    ) -> AsyncIterator[Message]:
-        async for message in run_asgi(self.server.app, scope, body):
-            yield message
+from tests.ray.local import local_front
 
 
 def test_the_model_a_request_is_for() -> None:
@@ -73,20 +56,10 @@ def repository(tmp_path: Path) -> Path:
     return tmp_path
 
 
-async def _front(repository: Path) -> tuple[RayFront, list[Lifespan]]:
-    remotes, lifespans = {}, []
-    for name in ("mlp", "iris"):
-        server = Modelyard(ReplicaOptions().settings(repository, name))
-        lifespans.append(await Lifespan.start(server.app))
-        remotes[name] = LocalRemote(server)
-    return RayFront(remotes, 1 << 20), lifespans
-
-
 @pytest.mark.anyio
 async def test_the_ingress_routes_each_request_to_its_models_server(repository: Path) -> None:
-    front, lifespans = await _front(repository)
-    transport = httpx.ASGITransport(app=front)
-    try:
+    async with local_front(repository) as front:
+        transport = httpx.ASGITransport(app=front)
         async with httpx.AsyncClient(transport=transport, base_url="http://ray") as client:
             x = np.ones((2, 32), np.float32).tolist()
             body = {"inputs": [{"name": "x", "shape": [2, 32], "datatype": "FP32", "data": x}]}
@@ -105,9 +78,6 @@ async def test_the_ingress_routes_each_request_to_its_models_server(repository: 
             assert (await client.get("/v2/health/ready")).status_code == 200
             too_big = await client.post("/v2/repository/index", content=b"x" * (2 << 20))
             assert too_big.status_code == 413
-    finally:
-        for lifespan in lifespans:
-            await lifespan.stop()
 
 
 @pytest.mark.anyio
@@ -165,6 +135,13 @@ class Recorder:
 
     async def infer(self, request: InferRequest) -> InferResponse:
         raise AssertionError("not a KServe inference test")
+
+    async def infer_stream(self, request: InferRequest) -> AsyncIterator[InferResponse]:
+        raise AssertionError("not a KServe inference test")
+        yield  # an async generator, as the protocol's
+
+    async def grpc(self, method: str, request: Any) -> Any:
+        raise AssertionError("not a gRPC test")
 
     async def http(
         self, scope: dict[str, Any], body: bytes, affinity: str | None = None

@@ -1,6 +1,6 @@
 """modelyard on Ray Serve, end to end: a local Ray instance, the application built from
-a repository by `build_app` (as `serve run` builds it), real clients through Ray's HTTP proxy
-and through the ingress's own port.
+a repository by `build_app` (as `serve run` builds it), real clients through Ray's HTTP and
+gRPC proxies and through the ingress's own HTTP and gRPC ports.
 
 Slow (a cluster, its controller, a proxy and a replica process per model start on the 2-core
 machine): one cluster for the module, shut down after it."""
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import importlib.util
+import queue
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,8 +26,11 @@ from tests.server_process import free_port
 pytest.importorskip("ray.serve")
 
 import ray
+import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from ray import serve
+from ray.serve.config import gRPCOptions
+from tritonclient.utils import InferenceServerException
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -37,6 +41,8 @@ HAS_LLAMA = importlib.util.find_spec("llama_cpp") is not None
 class RayApp:
     proxy: str  # Ray's HTTP proxy
     own: str  # the ingress's own port
+    grpc_proxy: str  # Ray's gRPC proxy
+    grpc_own: str  # the ingress's own gRPC port
     repository: Path
     estimator: Any  # iris's scikit-learn model, as fitted here
 
@@ -66,12 +72,17 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayApp]:
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
     try:
         from modelyard.ray import build_app
+        from modelyard.ray.grpc_service import SERVICER_FUNCTION
 
-        proxy, own = free_port(), free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": proxy})
-        args = {"repository": str(repository), "port": own}
+        proxy, own, grpc_proxy, grpc_own = (free_port() for _ in range(4))
+        serve.start(
+            http_options={"host": "127.0.0.1", "port": proxy},
+            grpc_options=gRPCOptions(port=grpc_proxy, grpc_servicer_functions=[SERVICER_FUNCTION]),
+        )
+        args = {"repository": str(repository), "port": own, "grpc_port": grpc_own}
         serve.run(build_app(args), name="modelyard", route_prefix="/")
-        yield RayApp(f"127.0.0.1:{proxy}", f"127.0.0.1:{own}", repository, estimator)
+        at = "127.0.0.1:{}".format
+        yield RayApp(at(proxy), at(own), at(grpc_proxy), at(grpc_own), repository, estimator)
     finally:
         serve.shutdown()  # type: ignore[no-untyped-call, unused-ignore]
         ray.shutdown()
@@ -106,6 +117,70 @@ def test_tritonclient_http_answers_through_ray(app: RayApp, port: str) -> None:
     assert labels.tolist() == app.estimator.predict(features[:5]).tolist()
     assert client.is_server_ready()
     assert client.get_model_metadata("mlp")["inputs"][0]["shape"] == [-1, 32]
+
+
+def _grpc_input(name: str, array: np.ndarray, datatype: str) -> grpcclient.InferInput:
+    tensor = grpcclient.InferInput(name, list(array.shape), datatype)
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+@pytest.mark.parametrize("port", ["grpc_proxy", "grpc_own"])
+def test_tritonclient_grpc_answers_through_ray(app: RayApp, port: str) -> None:
+    rows = np.arange(3 * 32, dtype=np.float32).reshape(3, 32) / 100
+    expected = _expected_mlp(app.repository, 3)
+    with grpcclient.InferenceServerClient(getattr(app, port)) as client:
+        result = client.infer("mlp", [_grpc_input("x", rows, "FP32")])
+        np.testing.assert_allclose(result.as_numpy("y"), expected, rtol=1e-5)
+        features, _ = iris()
+        labels = client.infer("iris", [_grpc_input("input", features[:5], "FP64")])
+        assert labels.as_numpy("predict").tolist() == app.estimator.predict(features[:5]).tolist()
+        assert client.is_server_live() and client.is_server_ready()
+        assert client.is_model_ready("mlp")
+        metadata = client.get_model_metadata("mlp", as_json=True)
+        assert metadata["inputs"][0]["shape"] == ["-1", "32"]
+        index = client.get_model_repository_index(as_json=True)["models"]
+        ready = sorted(entry["name"] for entry in index if entry["state"] == "READY")
+        assert ready == ["iris", "mlp", *(["tiny"] if HAS_LLAMA else [])]
+        assert len(index) == len(ready)
+
+
+@pytest.mark.parametrize("port", ["grpc_proxy", "grpc_own"])
+def test_grpc_errors_keep_their_status_through_ray(app: RayApp, port: str) -> None:
+    with grpcclient.InferenceServerClient(getattr(app, port)) as client:
+        x = _grpc_input("x", np.ones((1, 32), np.float32), "FP32")
+        with pytest.raises(InferenceServerException) as unknown:
+            client.infer("nope", [x])
+        assert unknown.value.status() == "StatusCode.NOT_FOUND"
+        assert "nope" in unknown.value.message()
+        with pytest.raises(InferenceServerException) as wrong:
+            client.infer("mlp", [_grpc_input("x", np.ones((1, 3), np.float32), "FP32")])
+        assert wrong.value.status() == "StatusCode.INVALID_ARGUMENT"
+        assert "shape" in wrong.value.message()
+        assert client.infer("mlp", [x]).as_numpy("y").shape == (1, 4)  # still answering
+
+
+@pytest.mark.parametrize("port", ["grpc_proxy", "grpc_own"])
+def test_grpc_streams_through_ray(app: RayApp, port: str) -> None:
+    """ModelStreamInfer, a bidirectional stream: Ray's gRPC proxy hands it to the ingress's
+    method as an iterator of requests (Ray 2.60)."""
+    answers: queue.Queue[tuple[Any, Any]] = queue.Queue()
+    expected = _expected_mlp(app.repository, 2)
+    rows = np.arange(2 * 32, dtype=np.float32).reshape(2, 32) / 100
+    with grpcclient.InferenceServerClient(getattr(app, port)) as client:
+        client.start_stream(callback=lambda result, error: answers.put((result, error)))
+        for request_id in ("a", "b"):
+            client.async_stream_infer(
+                "mlp", [_grpc_input("x", rows, "FP32")], request_id=request_id
+            )
+        client.async_stream_infer("nope", [_grpc_input("x", rows, "FP32")], request_id="c")
+        got = [answers.get(timeout=60) for _ in range(3)]
+        client.stop_stream()
+    errors = [str(error) for _, error in got if error is not None]
+    assert len(errors) == 1 and "nope" in errors[0]
+    for result, error in got:
+        if error is None:
+            np.testing.assert_allclose(result.as_numpy("y"), expected, rtol=1e-5)
 
 
 def test_the_repository_index_lists_each_model_once_as_ready(app: RayApp) -> None:

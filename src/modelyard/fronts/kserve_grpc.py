@@ -2,6 +2,9 @@
 tritonclient.grpc speaks), served by modelyard's own HTTP/2 stack (`fronts/h2`) in the server's
 event loop. Only translates; the data plane and the repository do the work, exactly as for HTTP.
 
+`InferenceServicer` holds the calls that need only inference (`Inference`: the core's data
+plane, or modelyard on Ray's ingress, which sends requests to the models' replicas) and those
+answered without a model; `KServeGRPC` adds the model and repository calls over the core.
 Shared memory, tracing and log settings answer UNIMPLEMENTED.
 """
 
@@ -11,8 +14,8 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol
 
 from google.protobuf import json_format
 from tritonclient.grpc import service_pb2 as pb
@@ -20,6 +23,7 @@ from tritonclient.grpc import service_pb2 as pb
 from modelyard import __version__
 from modelyard.core.dataplane import DataPlane
 from modelyard.core.models import LoadOptions, ModelService
+from modelyard.core.types import InferRequest, InferResponse
 from modelyard.errors import Code, Internal, ModelyardError, PayloadTooLarge, Unauthenticated
 from modelyard.fronts.auth import key_matches
 from modelyard.fronts.h2.limits import Admission, Budget, ConnectionLimits
@@ -42,6 +46,7 @@ from modelyard.fronts.kserve_grpc_codec import (
     stream_error,
     stream_response,
 )
+from modelyard.fronts.kserve_infer import Infers
 from modelyard.settings import Limits
 
 log = logging.getLogger("modelyard.grpc")
@@ -75,14 +80,23 @@ NO_SHARED_MEMORY = (
 
 _Done = object()  # ends a ModelStreamInfer response queue
 Handler = Callable[[Any, Any, Context], Awaitable[Any]]
+#: The service, from tritonclient's generated module.
+SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 
 
-def _guarded(method: Handler) -> Handler:
+class Inference(Infers, Protocol):
+    """What ModelInfer and ModelStreamInfer run on: the core's `DataPlane`, or a stand-in
+    that sends requests elsewhere (modelyard on Ray's ingress)."""
+
+    def infer_stream(self, request: InferRequest) -> AsyncGenerator[InferResponse, None]: ...
+
+
+def guarded(method: Handler) -> Handler:
     """Check the API key and map errors to statuses, once. (The server itself ends a call at
     its client's deadline.)"""
 
     @functools.wraps(method)
-    async def guarded(self: KServeGRPC, request: Any, context: Context) -> Any:
+    async def guarded(self: InferenceServicer, request: Any, context: Context) -> Any:
         try:
             self.authorize(context)
             return await method(self, request, context)
@@ -97,17 +111,19 @@ def _guarded(method: Handler) -> Handler:
     return guarded
 
 
-class KServeGRPC:
+class InferenceServicer:
+    """The calls that need only inference (`inference`), and those answered without a model:
+    liveness, server metadata, the unimplemented ones. A subclass answers the model and
+    repository calls."""
+
     def __init__(
         self,
-        dataplane: DataPlane,
-        models: ModelService,
+        inference: Inference,
         *,
         api_keys: frozenset[str] = frozenset(),
         max_message_bytes: int = 64 * 1024 * 1024,
     ) -> None:
-        self.dataplane = dataplane
-        self.models = models
+        self.inference = inference
         self.api_keys = api_keys
         self.max_message_bytes = max_message_bytes
 
@@ -128,41 +144,17 @@ class KServeGRPC:
     async def ServerLive(self, request: Any, context: Context) -> Any:  # open, like HTTP's live
         return pb.ServerLiveResponse(live=True)
 
-    @_guarded
-    async def ServerReady(self, request: Any, context: Context) -> Any:
-        return pb.ServerReadyResponse(ready=self.models.ready)
-
-    @_guarded
+    @guarded
     async def ServerMetadata(self, request: Any, context: Context) -> Any:
         return pb.ServerMetadataResponse(
             name="modelyard", version=__version__, extensions=EXTENSIONS
         )
 
-    # ---- models --------------------------------------------------------------------------
+    # ---- inference ----------------------------------------------------------------------
 
-    @_guarded
-    async def ModelReady(self, request: Any, context: Context) -> Any:
-        ready = self.models.ready_version(request.name, request.version or None)
-        return pb.ModelReadyResponse(ready=ready)
-
-    @_guarded
-    async def ModelMetadata(self, request: Any, context: Context) -> Any:
-        metadata = self.dataplane.model_metadata(request.name, request.version or None)
-        return _parse(metadata, pb.ModelMetadataResponse())
-
-    @_guarded
-    async def ModelConfig(self, request: Any, context: Context) -> Any:
-        config = self.dataplane.model_config(request.name, request.version or None)
-        return _parse({"config": config}, pb.ModelConfigResponse())
-
-    @_guarded
-    async def ModelStatistics(self, request: Any, context: Context) -> Any:
-        stats = self.dataplane.statistics(request.name or None, request.version or None)
-        return _parse({"model_stats": stats}, pb.ModelStatisticsResponse())
-
-    @_guarded
+    @guarded
     async def ModelInfer(self, request: Any, context: Context) -> Any:
-        response = await self.dataplane.infer(decode_request(request))
+        response = await self.inference.infer(decode_request(request))
         return self._bounded(encode_response(response))
 
     async def ModelStreamInfer(
@@ -203,7 +195,7 @@ class KServeGRPC:
             request = decode_request(message)
             empty_final = bool(request.parameters.pop(ENABLE_EMPTY_FINAL, False))
             version = request.version or ""
-            responses = self.dataplane.infer_stream(request)
+            responses = self.inference.infer_stream(request)
             async with contextlib.aclosing(responses):
                 async for response in responses:
                     version = response.version
@@ -226,29 +218,6 @@ class KServeGRPC:
                 "outputs or a smaller batch"
             )
         return response
-
-    # ---- repository ----------------------------------------------------------------------
-
-    @_guarded
-    async def RepositoryIndex(self, request: Any, context: Context) -> Any:
-        rows = [
-            pb.RepositoryIndexResponse.ModelIndex(
-                name=row.name, version=row.version, state=row.state, reason=row.reason
-            )
-            for row in self.models.index(request.ready)
-        ]
-        return pb.RepositoryIndexResponse(models=rows)
-
-    @_guarded
-    async def RepositoryModelLoad(self, request: Any, context: Context) -> Any:
-        options = LoadOptions.parse(parameters_dict(request.parameters))
-        await self.models.load(request.model_name, options)
-        return pb.RepositoryModelLoadResponse()
-
-    @_guarded
-    async def RepositoryModelUnload(self, request: Any, context: Context) -> Any:
-        await self.models.unload(request.model_name)
-        return pb.RepositoryModelUnloadResponse()
 
     # ---- not served ----------------------------------------------------------------------
 
@@ -276,6 +245,72 @@ class KServeGRPC:
         )
 
 
+class KServeGRPC(InferenceServicer):
+    """Every call, over the core: its data plane and model service (`modelyard serve`'s
+    gRPC port, and each model replica of modelyard on Ray)."""
+
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        models: ModelService,
+        *,
+        api_keys: frozenset[str] = frozenset(),
+        max_message_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        super().__init__(dataplane, api_keys=api_keys, max_message_bytes=max_message_bytes)
+        self.dataplane = dataplane
+        self.models = models
+
+    # ---- server and models ---------------------------------------------------------------
+
+    @guarded
+    async def ServerReady(self, request: Any, context: Context) -> Any:
+        return pb.ServerReadyResponse(ready=self.models.ready)
+
+    @guarded
+    async def ModelReady(self, request: Any, context: Context) -> Any:
+        ready = self.models.ready_version(request.name, request.version or None)
+        return pb.ModelReadyResponse(ready=ready)
+
+    @guarded
+    async def ModelMetadata(self, request: Any, context: Context) -> Any:
+        metadata = self.dataplane.model_metadata(request.name, request.version or None)
+        return _parse(metadata, pb.ModelMetadataResponse())
+
+    @guarded
+    async def ModelConfig(self, request: Any, context: Context) -> Any:
+        config = self.dataplane.model_config(request.name, request.version or None)
+        return _parse({"config": config}, pb.ModelConfigResponse())
+
+    @guarded
+    async def ModelStatistics(self, request: Any, context: Context) -> Any:
+        stats = self.dataplane.statistics(request.name or None, request.version or None)
+        return _parse({"model_stats": stats}, pb.ModelStatisticsResponse())
+
+    # ---- repository ----------------------------------------------------------------------
+
+    @guarded
+    async def RepositoryIndex(self, request: Any, context: Context) -> Any:
+        rows = [
+            pb.RepositoryIndexResponse.ModelIndex(
+                name=row.name, version=row.version, state=row.state, reason=row.reason
+            )
+            for row in self.models.index(request.ready)
+        ]
+        return pb.RepositoryIndexResponse(models=rows)
+
+    @guarded
+    async def RepositoryModelLoad(self, request: Any, context: Context) -> Any:
+        options = LoadOptions.parse(parameters_dict(request.parameters))
+        await self.models.load(request.model_name, options)
+        return pb.RepositoryModelLoadResponse()
+
+    @guarded
+    async def RepositoryModelUnload(self, request: Any, context: Context) -> Any:
+        await self.models.unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+
 def _parse(document: dict[str, Any], message: Any) -> Any:
     """Triton's JSON form into its protobuf message, ignoring fields the message lacks."""
     try:
@@ -291,18 +326,17 @@ def grpc_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
-def methods(servicer: KServeGRPC) -> dict[str, Method]:
+def methods(servicer: InferenceServicer) -> dict[str, Method]:
     """The servicer's methods by path, one per method of the service's descriptor (from
     tritonclient's generated module; no protos are copied)."""
-    service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
     return {
-        f"/{service.full_name}/{method.name}": Method(
+        f"/{SERVICE.full_name}/{method.name}": Method(
             getattr(servicer, method.name),
             getattr(pb, method.input_type.name).FromString,
             client_streaming=method.client_streaming,
             server_streaming=method.server_streaming,
         )
-        for method in service.methods
+        for method in SERVICE.methods
     }
 
 
@@ -318,9 +352,24 @@ def create_server(
     cap: Admission | None = None,
     budget: Budget | None = None,
 ) -> GRPCServer:
-    """The KServe v2 gRPC server, bound to host:port but not started. Raises `OSError` when
-    the port cannot be bound."""
+    """The KServe v2 gRPC server over the core, bound to host:port but not started. Raises
+    `OSError` when the port cannot be bound."""
     servicer = KServeGRPC(dataplane, models, api_keys=api_keys, max_message_bytes=max_message_bytes)
+    return serve_servicer(servicer, host, port, limits=limits, cap=cap, budget=budget)
+
+
+def serve_servicer(
+    servicer: InferenceServicer,
+    host: str,
+    port: int,
+    *,
+    limits: Limits | None = None,
+    cap: Admission | None = None,
+    budget: Budget | None = None,
+) -> GRPCServer:
+    """A gRPC server answering the service with `servicer`'s methods, bound to host:port but
+    not started; its message limit is the servicer's. Raises `OSError` when the port cannot
+    be bound."""
     address = grpc_address(host, port)
     try:
         sock = bind(host, port)
@@ -334,4 +383,6 @@ def create_server(
         limits.grpc_idle_timeout_s,
         limits.body_timeout_s,
     )
-    return GRPCServer(methods(servicer), sock, max_message_bytes, connection_limits, cap, budget)
+    return GRPCServer(
+        methods(servicer), sock, servicer.max_message_bytes, connection_limits, cap, budget
+    )

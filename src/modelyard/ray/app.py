@@ -1,8 +1,9 @@
 """The Ray Serve application built from a modelyard repository.
 
 One deployment per model (`model-NAME`, replicas of `ModelReplica`, options from the model's
-config by `scaling.py`) and one ingress deployment (`modelyard`) running `RayFront` over their
-handles. `build_app` is the application builder Ray's own tools call:
+config by `scaling.py`) and one ingress deployment (`modelyard`) running `RayFront` (HTTP) and
+`RayKServeGRPC` (KServe v2 gRPC) over their handles. `build_app` is the application builder
+Ray's own tools call:
 
     serve run modelyard.ray:build_app repository=/models
     serve deploy config.yaml      # import_path: modelyard.ray:build_app, args: {repository: ...}
@@ -27,7 +28,9 @@ from modelyard.advisor.apply import advise_config, estimate_for, with_config
 from modelyard.advisor.inspect import inspect_artifact
 from modelyard.core.types import InferRequest, InferResponse
 from modelyard.errors import InvalidArgument, ModelyardError, Unavailable
+from modelyard.fronts.kserve_grpc import serve_servicer
 from modelyard.ray.ingress import Coalescer, Message, RayFront
+from modelyard.ray.kserve_grpc import RayKServeGRPC, with_rpcs
 from modelyard.ray.metrics import MetricsBoard, board_name, exposition
 from modelyard.ray.replica import Answer, ModelReplica, ReplicaOptions
 from modelyard.ray.scaling import Placement, deployment_options, slots_of, threads_of
@@ -43,10 +46,14 @@ INGRESS_ONGOING = 4096
 QUIET = {"enable_access_log": False}
 #: Most KServe requests the ingress sends to a replica in one Ray call.
 GROUP = 64
+#: The builder args the ingress itself takes.
+OWN = ("host", "port", "grpc_port", "max_request_bytes", "grpc_max_message_bytes")
 #: Times a request whose replica died is sent again (to a live one).
 RETRIES = 2
 #: Errors of a replica that went away.
 GONE = (ActorDiedError, ActorUnavailableError, RayActorError)
+#: Seconds the ingress's own gRPC calls get to finish when it stops.
+GRPC_GRACE_S = 2.0
 
 
 class HandleRemote:
@@ -65,10 +72,17 @@ class HandleRemote:
         """Run a group of requests on a replica; one that dies holding it hands the group to
         another (Ray routes the retry to a live replica): inference is a function of its
         inputs, so a request the dead replica had started runs again rather than fails."""
+        answers: list[Answer] = await self._call("infer_many", requests)
+        return answers
+
+    async def grpc(self, method: str, request: Any) -> Any:
+        """A KServe gRPC call run by a replica (retried elsewhere if it dies, as above)."""
+        return await self._call("grpc", method, request)
+
+    async def _call(self, method: str, *args: Any) -> Any:
         for attempt in range(RETRIES + 1):
             try:
-                answers: list[Answer] = await self.handle.infer_many.remote(requests)
-                return answers
+                return await getattr(self.handle, method).remote(*args)
             except GONE as exc:
                 if attempt == RETRIES:
                     message = f"model {self.name!r}: its replicas went away ({exc})"
@@ -76,18 +90,32 @@ class HandleRemote:
                 log.warning("model %s: a replica went away (%s); retrying", self.name, exc)
         raise AssertionError("unreachable")
 
+    async def infer_stream(self, request: InferRequest) -> AsyncIterator[InferResponse]:
+        """A request's responses as the replica produces them; its error raised here."""
+        async for answer in self._stream(self.streaming, "infer_stream", request):
+            if isinstance(answer, ModelyardError):
+                raise answer
+            yield answer
+
     async def http(
         self, scope: dict[str, Any], body: bytes, affinity: str | None = None
     ) -> AsyncIterator[Message]:
-        """Forward an HTTP request; retried elsewhere if its replica dies before answering
-        (a stream cut after its first message ends there, as a dropped connection would).
-        `affinity` travels as the call's session id, read by the deployment's router
-        (`routing.AffinityRouter`; Ray's default router ignores it)."""
+        """Forward an HTTP request (its ASGI messages come back as sent). `affinity` travels
+        as the call's session id, read by the deployment's router (`routing.AffinityRouter`;
+        Ray's default router ignores it)."""
         handle = self.streaming.options(session_id=affinity) if affinity else self.streaming
+        async for message in self._stream(handle, "http", scope, body):
+            yield message
+
+    async def _stream(
+        self, handle: DeploymentHandle[Any], method: str, *args: Any
+    ) -> AsyncIterator[Any]:
+        """A streaming call, retried elsewhere if its replica dies before answering (a stream
+        cut after its first message ends there, as a dropped connection would)."""
         for attempt in range(RETRIES + 1):
             answered = False
             try:
-                stream = handle.http.remote(scope, body)
+                stream = getattr(handle, method).remote(*args)
                 assert isinstance(stream, DeploymentResponseGenerator)  # stream=True
                 async for message in stream:
                     answered = True
@@ -127,9 +155,12 @@ class ClusterMetrics:
         return exposition(families)
 
 
+@with_rpcs
 class Ingress:
     """The ingress deployment: modelyard's `RayFront` over the models' handles, behind Ray's
-    HTTP proxy, and on its own port too when `port` is given (past the proxy)."""
+    HTTP proxy, and on its own port too when `port` is given (past the proxy); KServe v2 gRPC
+    (`RayKServeGRPC`) behind Ray's gRPC proxy, which calls the methods named after its RPCs
+    (`with_rpcs`), and on its own port too when `grpc_port` is given."""
 
     async def __init__(  # type: ignore[misc] # Ray awaits an async constructor
         self, handles: dict[str, DeploymentHandle[Any]], options: dict[str, Any]
@@ -138,7 +169,13 @@ class Ingress:
         metrics = ClusterMetrics(serve.get_replica_context().app_name)
         limit = int(options.get("max_request_bytes", 64 << 20))
         self.front = RayFront(remotes, limit, metrics)
+        self.grpc = RayKServeGRPC(self.front, int(options.get("grpc_max_message_bytes", 64 << 20)))
         self.server: Any = None
+        self.grpc_server: Any = None
+        if options.get("grpc_port"):  # bound first: a port in use fails before HTTP starts
+            host = str(options.get("host", "127.0.0.1"))
+            self.grpc_server = serve_servicer(self.grpc, host, int(options["grpc_port"]))
+            await self.grpc_server.start()
         if options.get("port"):
             self.server = await _own_port(self.front, options)
 
@@ -149,6 +186,8 @@ class Ingress:
     async def __del__(self) -> None:
         if self.server is not None:
             self.server.should_exit = True
+        if self.grpc_server is not None:
+            await self.grpc_server.stop(GRPC_GRACE_S)
 
 
 IngressDeployment = serve.deployment(name="ingress")(serve.ingress()(Ingress))
@@ -159,8 +198,9 @@ def build_app(args: dict[str, Any]) -> serve.Application:
 
     Other args: `models` (comma-separated names; default every model), `trust_pickle`,
     `workers` (each replica's threads), `host` and `port` (the ingress also serves there,
-    past Ray's HTTP proxy), `ingress_node` (the node IP the ingress runs on),
-    `max_request_bytes`."""
+    past Ray's HTTP proxy), `grpc_port` (KServe v2 gRPC there, past Ray's gRPC proxy),
+    `ingress_node` (the node IP the ingress runs on), `max_request_bytes`,
+    `grpc_max_message_bytes`."""
     repository = Path(str(args.get("repository") or "")).expanduser()
     if not repository.is_dir():
         raise InvalidArgument(f"repository {str(repository)!r} is not a folder")
@@ -172,7 +212,7 @@ def build_app(args: dict[str, Any]) -> serve.Application:
         max_request_bytes=int(args.get("max_request_bytes", 64 << 20)),
     )
     handles = {name: _model_deployment(sources[name], repository, replica) for name in wanted}
-    own = {k: args[k] for k in ("host", "port", "max_request_bytes") if k in args}
+    own = {k: args[k] for k in OWN if k in args}
     return IngressDeployment.options(**_ingress_options(args)).bind(handles, own)
 
 

@@ -11,14 +11,14 @@ answer streamed back, so every front keeps its exact wire format; a text generat
 its prompt's prefix named (`affinity.py`), for the router that sends a chat's turns to the
 replica holding its KV cache (`routing.py`). Requests that name no model (health, listings)
 go to every deployment and their answers are merged; `/metrics` is every replica's
-(`metrics.py`).
+(`metrics.py`). KServe v2 gRPC (`ray/kserve_grpc.py`) takes the same two paths.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import orjson
@@ -63,12 +63,17 @@ class Remote(Protocol):
 
     async def infer(self, request: InferRequest) -> InferResponse: ...
 
+    def infer_stream(self, request: InferRequest) -> AsyncIterator[InferResponse]: ...
+
     def http(
         self, scope: dict[str, Any], body: bytes, affinity: str | None = None
     ) -> AsyncIterator[Message]:
         """The request answered by a replica of the model; `affinity` names the replica it
         should go to when it can (a text generation's prefix, `affinity.py`)."""
         ...
+
+    async def grpc(self, method: str, request: Any) -> Any:
+        """A unary KServe gRPC call run by a replica: its response, or its `RPCError`."""
 
 
 class RayFront:
@@ -105,10 +110,23 @@ class RayFront:
 
     async def infer(self, request: InferRequest) -> InferResponse:
         """KServe inference on the model's replicas (the infer endpoint calls this)."""
-        remote = self.remotes.get(request.model)
+        return await self._serving(request.model).infer(request)
+
+    async def infer_stream(self, request: InferRequest) -> AsyncGenerator[InferResponse, None]:
+        """Every response of one request, as the model's replica produces them."""
+        async for response in self._serving(request.model).infer_stream(request):
+            yield response
+
+    def _serving(self, model: str) -> Remote:
+        remote = self.remotes.get(model)
         if remote is None:
-            raise NotFound(f"unknown model {request.model!r}; served: {sorted(self.remotes)}")
-        return await remote.infer(request)
+            raise NotFound(f"unknown model {model!r}; served: {sorted(self.remotes)}")
+        return remote
+
+    def remote_for(self, model: str | None) -> Remote:
+        """The deployment of the model named; for a name no deployment has, one of them (its
+        replica's server answers in its protocol's shape: 404, NOT_FOUND)."""
+        return self.remotes.get(model or "") or next(iter(self.remotes.values()))
 
     async def forward(self, scope: Scope, body: bytes, send: Send) -> None:
         """Send a request to the replica of the model it names; merge what every deployment
@@ -123,12 +141,10 @@ class RayFront:
         if model is None and (route in LISTINGS or scope["path"] in HEALTH):
             await self._merged(scope, body, send)
             return
-        # a name no deployment has: one replica's server answers in its protocol's shape (404)
-        remote = self.remotes.get(model or "") or next(iter(self.remotes.values()))
         key = None
         if scope["method"] == "POST":  # a text generation's prefix, for its replica's KV cache
             key = affinity_key(scope["path"], data, _header(scope, SESSION_HEADER))
-        async for message in remote.http(scope, body, key):
+        async for message in self.remote_for(model).http(scope, body, key):
             await send(message)
 
     async def _merged(self, scope: dict[str, Any], body: bytes, send: Send) -> None:

@@ -8,9 +8,14 @@ two ways:
 - `infer(InferRequest) -> InferResponse`: KServe inference with numpy arrays, which Ray
   carries through its object store (pickle protocol 5 buffers; no JSON between nodes), into
   this replica's batcher, so concurrent requests still batch here;
+- `infer_stream(InferRequest)`: every response of one request as produced (KServe's
+  ModelStreamInfer, a decoupled model's many);
 - `http(scope, body)`: any other HTTP request (OpenAI, Ollama, TGI, metadata...), run by the
   replica's own ASGI app, its ASGI messages streamed back as produced (SSE and NDJSON streams
-  included).
+  included);
+- `grpc(method, request)`: a KServe gRPC call other than inference (metadata, readiness,
+  statistics, the repository), run by the replica's own `KServeGRPC` servicer, as the gRPC
+  port of `modelyard serve` runs it; its protobuf response comes back.
 
 Every answer it sends names it (`x-modelyard-replica`: its Ray replica id), and every
 `metrics.PUSH_PERIOD_S` it reports its metrics, labelled with its deployment, replica id and
@@ -31,8 +36,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modelyard.core.dataplane import DataPlane
 from modelyard.core.types import InferRequest, InferResponse
 from modelyard.errors import Internal, ModelyardError
+from modelyard.fronts.h2.rpc import Context, RPCError, Status
+from modelyard.fronts.kserve_grpc import SERVICE, KServeGRPC
+from modelyard.ray import grpc_service  # noqa: F401  # the service's messages pickle
 from modelyard.ray.metrics import PUSH_PERIOD_S, board_name, labelled
 from modelyard.server import Modelyard
 from modelyard.settings import Settings
@@ -44,6 +53,12 @@ Message = dict[str, Any]
 REPLICA_HEADER = b"x-modelyard-replica"
 #: What the replica answers for each request of a group: its response or its own error.
 Answer = InferResponse | ModelyardError
+#: The gRPC calls a replica answers with `grpc`: the unary ones; inference has its own methods.
+UNARY_RPCS = frozenset(
+    m.name for m in SERVICE.methods if not (m.client_streaming or m.server_streaming)
+) - {"ModelInfer"}
+#: The context of a call the ingress forwards (its API keys, if any, were checked there).
+FORWARDED = Context([], None)
 
 
 @dataclass(frozen=True)
@@ -77,6 +92,7 @@ class ModelReplica:
         self.board: Any = None
         self.reporter: asyncio.Task[None] | None = None
         self.server = Modelyard(options.settings(Path(repository), model))
+        self.servicer = KServeGRPC(self.server.dataplane, self.server.models)
         self.lifespan = await Lifespan.start(self.server.app)
         entry = self.server.models.entries.get(model)
         if entry is None or not entry.versions:
@@ -96,6 +112,15 @@ class ModelReplica:
         """A group of requests the ingress sent in one call; each answered, or failed, alone."""
         done = await asyncio.gather(*map(self.infer, requests), return_exceptions=True)
         return [_answer(result) for result in done]
+
+    async def infer_stream(self, request: InferRequest) -> AsyncGenerator[Answer, None]:
+        """Every response of one request as produced; an error as the last item."""
+        async for answer in stream_answers(self.server.dataplane, request):
+            yield answer
+
+    async def grpc(self, method: str, request: Any) -> Any:
+        """One unary KServe gRPC call on this replica's own servicer (`run_rpc`)."""
+        return await run_rpc(self.servicer, method, request)
 
     async def http(self, scope: dict[str, Any], body: bytes) -> AsyncGenerator[Message, None]:
         """Run one HTTP request through the replica's app; its messages as they are sent."""
@@ -148,6 +173,30 @@ def _answer(result: InferResponse | BaseException) -> Answer:
     if isinstance(result, InferResponse | ModelyardError):
         return result
     return Internal(f"the request failed in the model's replica: {result!r}")
+
+
+async def stream_answers(
+    dataplane: DataPlane, request: InferRequest
+) -> AsyncGenerator[Answer, None]:
+    """Every response `dataplane` produces for one request; its error as the last item (a
+    value, as `infer_many`'s: the ingress raises it)."""
+    try:
+        async with contextlib.aclosing(dataplane.infer_stream(request)) as responses:
+            async for response in responses:
+                yield response
+    except ModelyardError as exc:
+        yield exc
+
+
+async def run_rpc(servicer: KServeGRPC, method: str, request: Any) -> Any:
+    """One unary KServe gRPC call (`UNARY_RPCS`) run by `servicer`, as `modelyard serve`'s
+    gRPC port runs it: its protobuf response, or the `RPCError` it ended with (a value)."""
+    if method not in UNARY_RPCS:
+        return RPCError(Status.UNIMPLEMENTED, f"a replica does not answer {method!r}")
+    try:
+        return await getattr(servicer, method)(request, FORWARDED)
+    except RPCError as exc:
+        return exc
 
 
 async def run_asgi(

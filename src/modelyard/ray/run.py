@@ -1,9 +1,11 @@
 """`modelyard serve REPO --ray [ADDRESS]`: deploy the repository's application on a Ray
-cluster and serve modelyard's front from the ingress on `--host`/`--port`, until interrupted.
+cluster and serve modelyard's front from the ingress on `--host`/`--port`, and KServe v2 gRPC
+on `--grpc-port`, until interrupted.
 
-Ray's own HTTP proxy is not started (`proxy_location: Disabled`): clients reach the ingress
-replica's own port, which this command places on the node it runs on, so the address it
-prints is where they connect. `serve run modelyard.ray:build_app` keeps Ray's proxy.
+Ray's own HTTP and gRPC proxies are not started (`proxy_location: Disabled`): clients reach
+the ingress replica's own ports, which this command places on the node it runs on, so the
+addresses it prints are where they connect. `serve run modelyard.ray:build_app` keeps Ray's
+proxies.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import ray
 from ray import serve
 
+from modelyard.fronts.kserve_grpc import grpc_address
 from modelyard.ray.app import APP_NAME, build_app
 from modelyard.settings import Settings
 
@@ -33,11 +36,12 @@ def run(settings: Settings, address: str) -> None:
         here = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call, unused-ignore]
         serve.run(build_app(app_args(settings, here)), name=APP_NAME)
         log.info(
-            "modelyard on Ray (%s): models %s; serving on http://%s:%d",
+            "modelyard on Ray (%s): models %s; serving on http://%s:%d, gRPC on %s",
             address,
             ", ".join(sorted(serve.status().applications[APP_NAME].deployments)),
             settings.host,
             settings.http_port,
+            grpc_address(settings.host, settings.grpc_port),
         )
         _wait_for_signal()
         serve.delete(APP_NAME)
@@ -52,6 +56,8 @@ def app_args(settings: Settings, node_ip: str) -> dict[str, Any]:
         "repository": str(settings.repositories[0]),
         "host": settings.host,
         "port": settings.http_port,
+        "grpc_port": settings.grpc_port,
+        "grpc_max_message_bytes": settings.grpc_max_message_bytes,
         "trust_pickle": settings.trust_pickle,
         "workers": settings.workers,
         "max_request_bytes": settings.max_request_bytes,

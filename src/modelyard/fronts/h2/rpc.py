@@ -55,6 +55,9 @@ class RPCError(Exception):
         self.status = status
         self.message = message
 
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled whole (modelyard on Ray sends it back)
+        return type(self), (self.status, self.message)
+
 
 @dataclass(frozen=True)
 class Method:
