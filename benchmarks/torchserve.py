@@ -1,9 +1,12 @@
 """TorchServe itself against modelyard serving the same archive through TorchServe's API: the
 benchmark MLP (benchmarks/torch_mlp.py) as TorchScript in one `.mar` with one handler, each
-server answering `POST /predictions/mlp` with a JSON row, closed-loop load from wrk.
+server answering `POST /predictions/mlp` with a JSON row, closed-loop load from wrk. Target
+`modelyard-kserve` serves the same TorchScript file on modelyard's PyTorch runtime instead
+(no handler: KServe v2 JSON, one row per request, the advisor's settings for throughput), what
+a team moving off TorchServe gets when it also moves its clients.
 
     .venv/bin/python benchmarks/torchserve.py [--concurrency 1,64] [--seconds 20] [--warmup 5]
-        [--targets modelyard,torchserve] [--batch-size 64] [--max-batch-delay 5]
+        [--targets modelyard,modelyard-kserve,torchserve] [--batch-size 64] [--max-batch-delay 5]
 
 TorchServe (`torchserve` + `torch-model-archiver`, Java 17 on the PATH) is installed once into
 benchmarks/.work/venvs/torchserve with the same torch as this venv (`--torch` names the
@@ -35,7 +38,7 @@ import torch_mlp
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / ".work"
-TARGETS = ("modelyard", "torchserve")
+TARGETS = ("modelyard", "modelyard-kserve", "torchserve")
 
 #: The handler both servers run: each request a JSON {"x": [row]}, one forward per batch.
 HANDLER = """
@@ -94,6 +97,38 @@ def modelyard(store: Path, log: Path) -> Iterator[str]:
 
 
 @contextmanager
+def modelyard_kserve(folder: Path, log: Path) -> Iterator[str]:
+    """`modelyard serve` of the archive's TorchScript file on the PyTorch runtime."""
+    repo = folder / "kserve-repo"
+    model = repo / "mlp"
+    model.mkdir(parents=True, exist_ok=True)
+    (model / "model.pt").write_bytes((folder / "src" / "mlp.pt").read_bytes())
+    width_in, width_out = mlp.WIDTHS[0], mlp.WIDTHS[-1]
+    (model / "model.yaml").write_text(
+        "max_batch_size: 256\n"
+        f"inputs:\n  - {{name: INPUT__0, datatype: FP32, shape: [{width_in}]}}\n"
+        f"outputs:\n  - {{name: OUTPUT__0, datatype: FP32, shape: [{width_out}]}}\n"
+    )
+    port = procs.free_port()
+    argv = [sys.executable, "-m", "modelyard", "serve", str(repo), "--goal", "throughput"]
+    argv += ["--http-port", str(port), "--grpc-port", str(procs.free_port())]
+    argv += ["--log-level", "warning"]
+    process = procs.start(argv, dict(os.environ), ROOT, log)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        procs.wait_http(f"{url}/v2/health/ready")
+        yield url
+    finally:
+        procs.stop(process)
+
+
+def kserve_body() -> bytes:
+    row = [0.01 * i for i in range(mlp.WIDTHS[0])]
+    tensor = {"name": "INPUT__0", "shape": [1, len(row)], "datatype": "FP32", "data": row}
+    return json.dumps({"inputs": [tensor]}).encode()
+
+
+@contextmanager
 def torchserve(store: Path, log: Path, torch_requirement: str) -> Iterator[str]:
     # TorchServe's workers import numpy and yaml, which its package does not declare (its
     # install guide installs them beside it)
@@ -144,10 +179,31 @@ def check(url: str) -> None:
         raise RuntimeError(f"{url} answered {got[:4]}..., torch {want[:4]}...")
 
 
-def measure(url: str, concurrency: list[int], warmup: int, seconds: int) -> dict[int, load.Cell]:
+def measure(
+    url: str, concurrency: list[int], warmup: int, seconds: int, kserve: bool = False
+) -> dict[int, load.Cell]:
     row = [0.01 * i for i in range(mlp.WIDTHS[0])]
-    script = load.lua_script(WORK / "torchserve", "row", json.dumps({"x": row}).encode())
-    return {c: load.wrk(f"{url}/predictions/mlp", script, c, warmup, seconds) for c in concurrency}
+    if kserve:
+        script = load.lua_script(WORK / "torchserve", "kserve", kserve_body())
+        target = f"{url}/v2/models/mlp/infer"
+    else:
+        script = load.lua_script(WORK / "torchserve", "row", json.dumps({"x": row}).encode())
+        target = f"{url}/predictions/mlp"
+    return {c: load.wrk(target, script, c, warmup, seconds) for c in concurrency}
+
+
+def check_kserve(url: str) -> None:
+    """modelyard's PyTorch runtime answers torch's scores for the row."""
+    import httpx
+
+    answer = httpx.post(f"{url}/v2/models/mlp/infer", content=kserve_body(), timeout=30)
+    answer.raise_for_status()
+    got = answer.json()["outputs"][0]["data"]
+    row = [0.01 * i for i in range(mlp.WIDTHS[0])]
+    with torch.inference_mode():
+        want = torch_mlp.torch_mlp()(torch.tensor([row])).tolist()[0]
+    if max(abs(a - b) for a, b in zip(got, want, strict=True)) > 1e-4:
+        raise RuntimeError(f"{url} answered {got[:4]}..., torch {want[:4]}...")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -174,15 +230,19 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, dict[int, load.Cell]] = {}
     for target in targets:
         log = WORK / "logs" / f"torchserve-{target}.log"
-        server = (
-            modelyard(store, log) if target == "modelyard" else torchserve(store, log, args.torch)
-        )
+        kserve = target == "modelyard-kserve"
+        if kserve:
+            server = modelyard_kserve(WORK / "torchserve", log)
+        elif target == "modelyard":
+            server = modelyard(store, log)
+        else:
+            server = torchserve(store, log, args.torch)
         with server as url:
-            check(url)
-            results[target] = measure(url, concurrency, args.warmup, args.seconds)
+            (check_kserve if kserve else check)(url)
+            results[target] = measure(url, concurrency, args.warmup, args.seconds, kserve)
         for c, cell in results[target].items():
             print(
-                f"{target:>10} c={c:<4} {cell.rps:10.0f} req/s  p50 {cell.p50_ms:.2f} ms",
+                f"{target:>16} c={c:<4} {cell.rps:10.0f} req/s  p50 {cell.p50_ms:.2f} ms",
                 flush=True,
             )
     text = _table(results, args)
@@ -195,19 +255,20 @@ def _table(results: dict[str, dict[int, load.Cell]], args: argparse.Namespace) -
     lines = [
         f"POST /predictions/mlp, benchmark MLP as TorchScript in one .mar (batchSize "
         f"{args.batch_size}, maxBatchDelay {args.max_batch_delay} ms), {args.seconds} s per cell",
-        f"{'target':>10} {'c':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}",
+        f"{'target':>16} {'c':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}",
     ]
     for target, cells in results.items():
         for c, cell in cells.items():
             lines.append(
-                f"{target:>10} {c:>5} {cell.rps:>10.0f} {cell.p50_ms:>8.2f} {cell.p99_ms:>8.2f} "
+                f"{target:>16} {c:>5} {cell.rps:>10.0f} {cell.p50_ms:>8.2f} {cell.p99_ms:>8.2f} "
                 f"{cell.errors:>7}"
             )
-    if {"modelyard", "torchserve"} <= results.keys():
-        for c in results["modelyard"]:
-            if c in results["torchserve"]:
-                ratio = results["modelyard"][c].rps / max(results["torchserve"][c].rps, 1e-9)
-                lines.append(f"modelyard / torchserve at c={c}: {ratio:.2f}x")
+    for ours in ("modelyard", "modelyard-kserve"):
+        if {ours, "torchserve"} <= results.keys():
+            for c in results[ours]:
+                if c in results["torchserve"]:
+                    ratio = results[ours][c].rps / max(results["torchserve"][c].rps, 1e-9)
+                    lines.append(f"{ours} / torchserve at c={c}: {ratio:.2f}x")
     return "\n".join(lines)
 
 
