@@ -1,78 +1,35 @@
-"""modelyard on Ray Serve, end to end: a local Ray instance, the application built from
-a repository by `build_app` (as `serve run` builds it), real clients through Ray's HTTP proxy
-and through the ingress's own port.
+"""modelyard on Ray Serve, end to end: a local three-node Ray cluster (conftest.py), the
+application built from a repository by `build_app` (as `serve run` builds it), real clients
+through Ray's HTTP proxy and through the ingress's own port; replicas spread over the nodes,
+and one killed under load.
 
-Slow (a cluster, its controller, a proxy and a replica process per model start on the 2-core
-machine): one cluster for the module, shut down after it."""
+Slow (three raylets, Serve's controller, a proxy and a replica process per model start on the
+2-core machine): one cluster for the session, shut down after it."""
 
 from __future__ import annotations
 
 import concurrent.futures
-import importlib.util
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 
-from tests.models import iris, mlp_onnx, sklearn_skops
-from tests.server_process import free_port
+from tests.models import iris
+from tests.ray.conftest import HAS_LLAMA, RayApp, replica_nodes
 
 pytest.importorskip("ray.serve")
 
 import ray
 import tritonclient.http as httpclient
-from ray import serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-HAS_LLAMA = importlib.util.find_spec("llama_cpp") is not None
 
-
-@dataclass
-class RayApp:
-    proxy: str  # Ray's HTTP proxy
-    own: str  # the ingress's own port
-    repository: Path
-    estimator: Any  # iris's scikit-learn model, as fitted here
-
-
-def _repository(root: Path) -> Any:
-    mlp = root / "mlp"
-    mlp.mkdir(parents=True)
-    mlp_onnx(mlp / "model.onnx")
-    (mlp / "model.yaml").write_text("instances: 2\n")  # two replicas, for the fault test
-    estimator = sklearn_skops(root / "iris.skops")
-    if HAS_LLAMA:
-        from tests.llm_models import tiny_gguf
-
-        tiny_gguf(root / "tiny.gguf")
-    return estimator
-
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayApp]:
-    repository = tmp_path_factory.mktemp("ray-repo")
-    estimator = _repository(repository)
-    # one node: a two-node `ray.cluster_utils.Cluster` timed out starting its second raylet
-    # (30 s) on the busy 2-core machine. Logical CPUs beyond the machine's 2, so that the
-    # ingress and the four replicas fit (each reserves its threads: mlp's replicas 2 each).
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
-    try:
-        from modelyard.ray import build_app
-
-        proxy, own = free_port(), free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": proxy})
-        args = {"repository": str(repository), "port": own}
-        serve.run(build_app(args), name="modelyard", route_prefix="/")
-        yield RayApp(f"127.0.0.1:{proxy}", f"127.0.0.1:{own}", repository, estimator)
-    finally:
-        serve.shutdown()  # type: ignore[no-untyped-call, unused-ignore]
-        ray.shutdown()
+@pytest.fixture
+def app(ray_app: RayApp) -> RayApp:
+    return ray_app
 
 
 def _mlp_input(rows: int) -> httpclient.InferInput:
@@ -110,7 +67,7 @@ def test_the_repository_index_lists_each_model_once_as_ready(app: RayApp) -> Non
     client = httpclient.InferenceServerClient(app.own)
     index = client.get_model_repository_index()
     ready = sorted(entry["name"] for entry in index if entry["state"] == "READY")
-    expected = ["iris", "mlp", *(["tiny"] if HAS_LLAMA else [])]
+    expected = ["addsub", "iris", "mlp", "slow", *(["tiny"] if HAS_LLAMA else [])]
     assert ready == expected
     assert len(index) == len(expected)
 
@@ -147,6 +104,25 @@ def test_openai_answers_through_ray(app: RayApp) -> None:
     pieces = [chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices]
     assert "".join(pieces)
     assert [m.id for m in client.models.list().data] == ["tiny"]
+
+
+def test_replicas_spread_over_the_worker_nodes_and_answer_there(app: RayApp) -> None:
+    """mlp's two replicas run on two nodes (Ray spreads them; the head, with no CPU, takes no
+    model), the ingress on the head; concurrent requests through it are answered."""
+    workers = {node.node_id for node in app.cluster.worker_nodes}
+    mlp = replica_nodes("model-mlp")
+    assert len(mlp) == 2, mlp
+    assert set(mlp.values()) == workers  # one replica on each worker node
+    models = ("model-iris", "model-addsub", "model-slow")
+    assert {node for d in models for node in replica_nodes(d).values()} <= workers
+    assert set(replica_nodes("ingress").values()) == {ray.get_runtime_context().get_node_id()}
+
+    client = httpclient.InferenceServerClient(app.own, concurrency=8)
+    pending = [client.async_infer("mlp", [_mlp_input(4)]) for _ in range(64)]
+    expected = _expected_mlp(app.repository, 4)
+    for request in pending:
+        np.testing.assert_allclose(request.get_result().as_numpy("y"), expected, rtol=1e-5)
+    client.close()
 
 
 def test_a_killed_replica_loses_no_request(app: RayApp) -> None:

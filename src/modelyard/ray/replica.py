@@ -13,7 +13,8 @@ two ways:
   included).
 
 Ray's health check calls `check_health`, which fails while the model is not ready (a worker
-process restarting, every instance hung), so Ray replaces a replica that stays unhealthy.
+process restarting, every instance hung), so Ray replaces a replica that stays unhealthy; and
+its autoscaler calls `record_autoscaling_stats`: the model's queue depth, its signal.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 
 from modelyard.core.types import InferRequest, InferResponse
 from modelyard.errors import Internal, ModelyardError
+from modelyard.ray.scaling import QUEUE_METRIC
 from modelyard.server import Modelyard
 from modelyard.settings import Settings
 
@@ -89,6 +91,14 @@ class ModelReplica:
     def check_health(self) -> None:
         if not self.server.models.ready_version(self.model):
             raise RuntimeError(f"model {self.model!r} is not ready")
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """The autoscaling signal (`scaling.queue_depth_policy`): requests inside the model
+        now, queued in its batcher or LLM engine or running. Ray counts calls, and one call
+        from the ingress carries a group of requests."""
+        entry = self.server.models.entries.get(self.model)
+        versions = entry.versions.values() if entry is not None else ()
+        return {QUEUE_METRIC: float(sum(version.leases for version in versions))}
 
     async def __del__(self) -> None:
         await self.lifespan.stop()
