@@ -160,6 +160,12 @@ def replica_nodes(deployment: str) -> dict[str, str]:
     return nodes
 
 
+def settled(deployment: str, replicas: int) -> bool:
+    """Ray says `replicas` run, and that many answer (Ray's count lags a replica killed)."""
+    running = replica_states(deployment) == {"RUNNING": replicas}
+    return running and len(replica_nodes(deployment)) == replicas
+
+
 def replica_states(deployment: str) -> dict[str, int]:
     """Ray Serve's count of the deployment's replicas by state (RUNNING, STARTING ...)."""
     from ray import serve
