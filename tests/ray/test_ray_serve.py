@@ -155,3 +155,29 @@ def test_a_killed_replica_loses_no_request(app: RayApp) -> None:
             for future in before + after:
                 got = np.asarray(future.result(timeout=120)).reshape(2, -1)
                 np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_a_deployments_version_changes_with_what_its_replicas_load_only(tmp_path: Path) -> None:
+    """No cluster: a new version folder changes that model's deployment version (Ray rolls
+    it), and nothing else's; a replica option changes every model's."""
+    from modelyard.ray.app import model_version
+    from modelyard.ray.replica import ReplicaOptions
+    from modelyard.repository.scan import scan
+    from tests.models import addsub_onnx, mlp_onnx
+
+    addsub_onnx(tmp_path / "addsub" / "1" / "model.onnx")
+    mlp_onnx(tmp_path / "mlp.onnx")
+    options = ReplicaOptions()
+
+    def versions(replica: ReplicaOptions = options) -> dict[str, str]:
+        sources = scan([tmp_path])
+        return {name: model_version(sources, name, replica) for name in sources}
+
+    before = versions()
+    assert versions() == before  # the same repository deployed again: nothing rolls
+    addsub_onnx(tmp_path / "addsub" / "2" / "model.onnx", scale=10.0)
+    after = versions()
+    assert after["mlp"] == before["mlp"]
+    assert after["addsub"] != before["addsub"]
+    trusted = versions(ReplicaOptions(trust_pickle=True))
+    assert all(trusted[name] != after[name] for name in after)

@@ -9,10 +9,10 @@ handles. `build_app` is the application builder Ray's own tools call:
 
 and `modelyard serve REPO --ray [ADDRESS]` deploys the same application (`run`).
 
-Each deployment carries a version made from what its replicas load (`versions`): deploying the
-application again, after a model got a new version folder or config, makes Ray roll that
-model's replicas one by one (a new one started before an old one stops) and leaves the
-others, and the ingress, running.
+Each deployment carries a version made from what its replicas load (`model_version`):
+deploying the application again, after a model got a new version folder or config, makes Ray
+roll that model's replicas one by one (a new one started before an old one stops) and leaves
+the others, and the ingress, running.
 """
 
 from __future__ import annotations
