@@ -94,9 +94,10 @@ class Load:
 
 def test_a_new_version_rolls_out_with_no_failed_request(ray_app: RayApp) -> None:
     """The user's path: a version folder added to the repository, then the same `serve run`
-    (here `serve.run(build_app(args))`) again. Ray rolls addsub onto version 2 (its replica
-    replaced by one started first), leaves the other models and the ingress running, and no
-    request fails; the answers switch from version 1's (x1) to version 2's (x10)."""
+    (here `serve.run(build_app(args))`) again. Ray rolls addsub onto version 2 (its one
+    replica stopped, requests held in Ray's router until the new one runs), leaves the other
+    models and the ingress running, and no request fails; the answers switch from version 1's
+    (x1) to version 2's (x10)."""
     from modelyard.ray import build_app
 
     wait_until(lambda: settled("model-mlp", 2), 60)  # after test_ray_serve.py's kill

@@ -30,7 +30,7 @@ def test_instances_are_replicas_and_the_batch_is_what_a_replica_holds() -> None:
     assert options["max_ongoing_requests"] == 64
     assert options["ray_actor_options"] == {"num_cpus": 2, "memory": 50 << 20}
     assert "autoscaling_config" not in options
-    assert options["max_surge_percent"] > 0  # a rolling update starts the new replica first
+    assert options["max_surge_percent"] == 0  # a surge replica that does not fit stalls
 
 
 def test_an_autoscaling_section_becomes_rays_autoscaling_config() -> None:

@@ -11,8 +11,8 @@ and `modelyard serve REPO --ray [ADDRESS]` deploys the same application (`run`).
 
 Each deployment carries a version made from what its replicas load (`model_version`):
 deploying the application again, after a model got a new version folder or config, makes Ray
-roll that model's replicas one by one (a new one started before an old one stops) and leaves
-the others, and the ingress, running.
+roll that model's replicas one by one (Ray's rolling update) and leaves the others, and the
+ingress, running.
 """
 
 from __future__ import annotations

@@ -14,8 +14,9 @@ mapping is tested (and `modelyard list` could show it) without a cluster.
   (5) would cap every batch the replica's batcher forms at 5 rows' worth of requests.
 - `ray_actor_options`: the CPU threads the model runs with, and the advisor's memory estimate
   as the replica's memory reservation, so Ray places a replica where it fits.
-- a rolling update starts each new replica before it stops an old one (`max_surge_percent`),
-  so a model with one replica keeps answering while its next version loads.
+- a rolling update stops an old replica before it starts a new one (Ray's default,
+  `max_surge_percent: 0`): a surge replica that the cluster cannot fit waits, and with it the
+  whole update, for good. A model with one replica holds its requests in Ray's router meanwhile.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ DEFAULT_BATCH = 256
 #: instance busy while the next request crosses the object store.
 UNBATCHED_ONGOING = 8
 
-#: Extra replicas a rolling update starts before stopping old ones, in percent of the
-#: target count (rounded up: at least one).
-SURGE_PERCENT = 25
+#: Extra replicas a rolling update starts before stopping old ones, in percent of the target
+#: count: none (see above; 25 stalled an update on a one-node Ray whose CPUs were reserved).
+SURGE_PERCENT = 0
 
 #: model.yaml `autoscaling` keys -> Ray Serve's autoscaling_config keys.
 AUTOSCALING_KEYS = {
