@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import socket
 import tempfile
 import textwrap
@@ -76,12 +77,8 @@ def main() -> None:
 
     scratch = Path(tempfile.mkdtemp(prefix="ray-autoscale-"))
     repository = _repository(scratch / "repo", args.delay)
-    ray.init(
-        num_cpus=8,
-        include_dashboard=False,
-        log_to_driver=False,
-        _temp_dir=tempfile.mkdtemp(prefix="ray-", dir="/tmp"),
-    )
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths live there
+    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False, _temp_dir=temp)
     try:
         port = _free_port()
         serve.start(proxy_location="Disabled")
@@ -90,6 +87,8 @@ def main() -> None:
     finally:
         serve.shutdown()
         ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     summary = _summary(series, args)
     print(json.dumps(summary, indent=2))
     stamp = time.strftime("%Y%m%d-%H%M%S")

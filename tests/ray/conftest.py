@@ -11,6 +11,7 @@ replicas here sleep or idle more than they compute."""
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import tempfile
 import textwrap
 import time
@@ -137,6 +138,7 @@ def ray_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayApp]:
         serve.shutdown()  # type: ignore[no-untyped-call, unused-ignore]
         ray.shutdown()
         cluster.shutdown()  # type: ignore[no-untyped-call, unused-ignore]
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def replica_nodes(deployment: str) -> dict[str, str]:
