@@ -1,18 +1,16 @@
-"""modelyard on Ray Serve, end to end: a local Ray instance, the application built from
-a repository by `build_app` (as `serve run` builds it), real clients through Ray's HTTP and
-gRPC proxies and through the ingress's own HTTP and gRPC ports.
+"""modelyard on Ray Serve, end to end: a local three-node Ray cluster (conftest.py), the
+application built from a repository by `build_app` (as `serve run` builds it), real clients
+through Ray's HTTP and gRPC proxies and through the ingress's own HTTP and gRPC ports;
+replicas spread over the nodes, and one killed under load.
 
-Slow (a cluster, its controller, a proxy and a replica process per model start on the 2-core
-machine): one cluster for the module, shut down after it."""
+Slow (three raylets, Serve's controller, a proxy and a replica process per model start on the
+2-core machine): one cluster for the session, shut down after it."""
 
 from __future__ import annotations
 
 import concurrent.futures
-import importlib.util
 import queue
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,72 +18,25 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.models import iris, mlp_onnx, sklearn_skops
-from tests.server_process import free_port
+from tests.models import iris
+from tests.ray.conftest import HAS_LLAMA, RayApp, replica_nodes
 
 pytest.importorskip("ray.serve")
 
 import ray
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from ray import serve
-from ray.serve.config import gRPCOptions
 from tritonclient.utils import InferenceServerException
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-HAS_LLAMA = importlib.util.find_spec("llama_cpp") is not None
+#: The models of the test repository (conftest.py), sorted.
+MODELS = ["addsub", "iris", "mlp", "slow", *(["tiny"] if HAS_LLAMA else [])]
 
 
-@dataclass
-class RayApp:
-    proxy: str  # Ray's HTTP proxy
-    own: str  # the ingress's own port
-    grpc_proxy: str  # Ray's gRPC proxy
-    grpc_own: str  # the ingress's own gRPC port
-    repository: Path
-    estimator: Any  # iris's scikit-learn model, as fitted here
-
-
-def _repository(root: Path) -> Any:
-    mlp = root / "mlp"
-    mlp.mkdir(parents=True)
-    mlp_onnx(mlp / "model.onnx")
-    (mlp / "model.yaml").write_text("instances: 2\n")  # two replicas, for the fault test
-    estimator = sklearn_skops(root / "iris.skops")
-    if HAS_LLAMA:
-        from tests.llm_models import tiny_gguf
-
-        (root / "tiny").mkdir()
-        tiny_gguf(root / "tiny" / "model.gguf")
-        (root / "tiny" / "model.yaml").write_text("instances: 2\n")  # for the affinity test
-    return estimator
-
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayApp]:
-    repository = tmp_path_factory.mktemp("ray-repo")
-    estimator = _repository(repository)
-    # one node: a two-node `ray.cluster_utils.Cluster` timed out starting its second raylet
-    # (30 s) on the busy 2-core machine. Logical CPUs beyond the machine's 2, so that the
-    # ingress and the five replicas fit (each reserves its threads: mlp's replicas 2 each).
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
-    try:
-        from modelyard.ray import build_app
-        from modelyard.ray.grpc_service import SERVICER_FUNCTION
-
-        proxy, own, grpc_proxy, grpc_own = (free_port() for _ in range(4))
-        serve.start(
-            http_options={"host": "127.0.0.1", "port": proxy},
-            grpc_options=gRPCOptions(port=grpc_proxy, grpc_servicer_functions=[SERVICER_FUNCTION]),
-        )
-        args = {"repository": str(repository), "port": own, "grpc_port": grpc_own}
-        serve.run(build_app(args), name="modelyard", route_prefix="/")
-        at = "127.0.0.1:{}".format
-        yield RayApp(at(proxy), at(own), at(grpc_proxy), at(grpc_own), repository, estimator)
-    finally:
-        serve.shutdown()  # type: ignore[no-untyped-call, unused-ignore]
-        ray.shutdown()
+@pytest.fixture
+def app(ray_app: RayApp) -> RayApp:
+    return ray_app
 
 
 def _mlp_input(rows: int) -> httpclient.InferInput:
@@ -141,7 +92,7 @@ def test_tritonclient_grpc_answers_through_ray(app: RayApp, port: str) -> None:
         assert metadata["inputs"][0]["shape"] == ["-1", "32"]
         index = client.get_model_repository_index(as_json=True)["models"]
         ready = sorted(entry["name"] for entry in index if entry["state"] == "READY")
-        assert ready == ["iris", "mlp", *(["tiny"] if HAS_LLAMA else [])]
+        assert ready == MODELS
         assert len(index) == len(ready)
 
 
@@ -187,9 +138,8 @@ def test_the_repository_index_lists_each_model_once_as_ready(app: RayApp) -> Non
     client = httpclient.InferenceServerClient(app.own)
     index = client.get_model_repository_index()
     ready = sorted(entry["name"] for entry in index if entry["state"] == "READY")
-    expected = ["iris", "mlp", *(["tiny"] if HAS_LLAMA else [])]
-    assert ready == expected
-    assert len(index) == len(expected)
+    assert ready == MODELS
+    assert len(index) == len(MODELS)
 
 
 def test_bad_requests_get_clear_4xx_and_the_app_keeps_answering(app: RayApp) -> None:
@@ -309,6 +259,25 @@ def test_metrics_are_every_replicas_each_labelled(app: RayApp) -> None:
         assert sample.labels["node"] and sample.labels["replica"], sample
 
 
+def test_replicas_spread_over_the_worker_nodes_and_answer_there(app: RayApp) -> None:
+    """mlp's two replicas run on two nodes (Ray spreads them; the head, with no CPU, takes no
+    model), the ingress on the head; concurrent requests through it are answered."""
+    workers = {node.node_id for node in app.cluster.worker_nodes}
+    mlp = replica_nodes("model-mlp")
+    assert len(mlp) == 2, mlp
+    assert set(mlp.values()) == workers  # one replica on each worker node
+    models = ("model-iris", "model-addsub", "model-slow")
+    assert {node for d in models for node in replica_nodes(d).values()} <= workers
+    assert set(replica_nodes("ingress").values()) == {ray.get_runtime_context().get_node_id()}
+
+    client = httpclient.InferenceServerClient(app.own, concurrency=8)
+    pending = [client.async_infer("mlp", [_mlp_input(4)]) for _ in range(64)]
+    expected = _expected_mlp(app.repository, 4)
+    for request in pending:
+        np.testing.assert_allclose(request.get_result().as_numpy("y"), expected, rtol=1e-5)
+    client.close()
+
+
 def test_a_killed_replica_loses_no_request(app: RayApp) -> None:
     """Kill one of mlp's two replicas (its actor, as kill -9 would) under load: every request
     is answered (those it held run again on the other replica), none fails."""
@@ -339,3 +308,29 @@ def test_a_killed_replica_loses_no_request(app: RayApp) -> None:
             for future in before + after:
                 got = np.asarray(future.result(timeout=120)).reshape(2, -1)
                 np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_a_deployments_version_changes_with_what_its_replicas_load_only(tmp_path: Path) -> None:
+    """No cluster: a new version folder changes that model's deployment version (Ray rolls
+    it), and nothing else's; a replica option changes every model's."""
+    from modelyard.ray.app import model_version
+    from modelyard.ray.replica import ReplicaOptions
+    from modelyard.repository.scan import scan
+    from tests.models import addsub_onnx, mlp_onnx
+
+    addsub_onnx(tmp_path / "addsub" / "1" / "model.onnx")
+    mlp_onnx(tmp_path / "mlp.onnx")
+    options = ReplicaOptions()
+
+    def versions(replica: ReplicaOptions = options) -> dict[str, str]:
+        sources = scan([tmp_path])
+        return {name: model_version(sources, name, replica) for name in sources}
+
+    before = versions()
+    assert versions() == before  # the same repository deployed again: nothing rolls
+    addsub_onnx(tmp_path / "addsub" / "2" / "model.onnx", scale=10.0)
+    after = versions()
+    assert after["mlp"] == before["mlp"]
+    assert after["addsub"] != before["addsub"]
+    trusted = versions(ReplicaOptions(trust_pickle=True))
+    assert all(trusted[name] != after[name] for name in after)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 import pytest
 
 from modelyard.errors import InvalidArgument
@@ -9,10 +12,13 @@ from modelyard.ray.scaling import (
     AFFINITY_ROUTER,
     DEFAULT_BATCH,
     DEFAULT_SLOTS,
+    QUEUE_METRIC,
+    QUEUE_POLICY,
     UNBATCHED_ONGOING,
     Placement,
     deployment_options,
     max_ongoing_requests,
+    queue_depth_policy,
     slots_of,
     threads_of,
 )
@@ -27,6 +33,7 @@ def test_instances_are_replicas_and_the_batch_is_what_a_replica_holds() -> None:
     assert options["max_ongoing_requests"] == 64
     assert options["ray_actor_options"] == {"num_cpus": 2, "memory": 50 << 20}
     assert "autoscaling_config" not in options
+    assert options["max_surge_percent"] == 0  # a surge replica that does not fit stalls
 
 
 def test_text_generators_route_by_affinity_up_to_their_slots_other_models_by_ray() -> None:
@@ -47,10 +54,12 @@ def test_an_autoscaling_section_becomes_rays_autoscaling_config() -> None:
         "target_ongoing_requests": 32,
         "upscale_delay_s": 2,
         "downscale_delay_s": 30.5,
+        "look_back_period_s": 2,
+        "metrics_interval_s": 0.5,
     }
     config = from_yaml({"autoscaling": section, "instances": 2}, "mlp")
     options = deployment_options(config, Placement())
-    assert options["autoscaling_config"] == section
+    assert options["autoscaling_config"] == {**section, "policy": {"policy_function": QUEUE_POLICY}}
     assert "num_replicas" not in options  # autoscaling replaces the fixed count
     assert options["ray_actor_options"] == {"num_cpus": 1}
 
@@ -88,3 +97,39 @@ def test_threads_come_from_the_runtimes_intra_op_setting() -> None:
         "num_cpus": 1,
         "num_gpus": 0.5,
     }
+
+
+@dataclass
+class Target:
+    """Ray's AutoscalingConfig, as far as the policy reads it."""
+
+    target: float
+
+    def get_target_ongoing_requests(self) -> float:
+        return self.target
+
+
+@dataclass
+class Context:
+    """Ray's AutoscalingContext, as far as the policy reads it."""
+
+    current_num_replicas: int
+    config: Target
+    aggregated_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    total_num_requests: float = 0.0
+    total_queued_requests: float = 0.0
+    target_num_replicas: int = 1
+
+
+def test_the_policy_asks_for_the_replicas_the_queue_depth_needs() -> None:
+    depths = {QUEUE_METRIC: {"r1": 30.0, "r2": 18.0}}
+    ctx: Any = Context(2, Target(8), depths, total_num_requests=2, total_queued_requests=2)
+    assert queue_depth_policy(ctx) == (50 / 8, {})  # 48 inside the model, 2 held by Ray
+    idle: Any = Context(3, Target(8), {QUEUE_METRIC: {"r1": 0.0}})
+    assert queue_depth_policy(idle)[0] == 0  # Ray keeps min_replicas
+
+
+def test_the_policy_counts_rays_requests_until_replicas_report() -> None:
+    ctx: Any = Context(1, Target(4), {}, total_num_requests=12)
+    assert queue_depth_policy(ctx)[0] == 3
+    assert queue_depth_policy(Context(0, Target(4), target_num_replicas=2))[0] == 2

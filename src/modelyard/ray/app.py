@@ -9,12 +9,19 @@ Ray's own tools call:
     serve deploy config.yaml      # import_path: modelyard.ray:build_app, args: {repository: ...}
 
 and `modelyard serve REPO --ray [ADDRESS]` deploys the same application (`run`).
+
+Each deployment carries a version made from what its replicas load (`model_version`):
+deploying the application again, after a model got a new version folder or config, makes Ray
+roll that model's replicas one by one (Ray's rolling update) and leaves the others, and the
+ingress, running.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +42,7 @@ from modelyard.ray.metrics import MetricsBoard, board_name, exposition
 from modelyard.ray.replica import Answer, ModelReplica, ReplicaOptions
 from modelyard.ray.scaling import Placement, deployment_options, slots_of, threads_of
 from modelyard.repository.scan import ModelSource, scan
+from modelyard.spec.pipeline import PipelineSpec
 
 log = logging.getLogger("modelyard.ray")
 
@@ -54,6 +62,9 @@ RETRIES = 2
 GONE = (ActorDiedError, ActorUnavailableError, RayActorError)
 #: Seconds the ingress's own gRPC calls get to finish when it stops.
 GRPC_GRACE_S = 2.0
+#: `ingress_node: head`: the ingress on Ray's head node, by the resource Ray gives that node.
+HEAD = "head"
+HEAD_RESOURCE = "node:__internal_head__"
 
 
 class HandleRemote:
@@ -199,7 +210,7 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     Other args: `models` (comma-separated names; default every model), `trust_pickle`,
     `workers` (each replica's threads), `host` and `port` (the ingress also serves there,
     past Ray's HTTP proxy), `grpc_port` (KServe v2 gRPC there, past Ray's gRPC proxy),
-    `ingress_node` (the node IP the ingress runs on), `max_request_bytes`,
+    `ingress_node` (the node IP the ingress runs on, or `head`), `max_request_bytes`,
     `grpc_max_message_bytes`."""
     repository = Path(str(args.get("repository") or "")).expanduser()
     if not repository.is_dir():
@@ -211,9 +222,14 @@ def build_app(args: dict[str, Any]) -> serve.Application:
         workers=int(args.get("workers", 0)),
         max_request_bytes=int(args.get("max_request_bytes", 64 << 20)),
     )
-    handles = {name: _model_deployment(sources[name], repository, replica) for name in wanted}
+    handles = {name: _model_deployment(sources, name, repository, replica) for name in wanted}
     own = {k: args[k] for k in OWN if k in args}
-    return IngressDeployment.options(**_ingress_options(args)).bind(handles, own)
+    ingress = IngressDeployment.options(
+        **_ingress_options(args),
+        version=_fingerprint(sorted(handles), sorted(own.items())),
+        _internal=True,  # Ray keeps `version` for its own use; see `model_version`
+    )
+    return ingress.bind(handles, own)
 
 
 def _ingress_options(args: dict[str, Any]) -> dict[str, Any]:
@@ -223,22 +239,58 @@ def _ingress_options(args: dict[str, Any]) -> dict[str, Any]:
     the cores with its models (a reservation kept it from starting beside a model that
     reserves every core)."""
     options: dict[str, Any] = {"max_ongoing_requests": INGRESS_ONGOING, "logging_config": QUIET}
-    if args.get("ingress_node"):
-        resource = f"node:{args['ingress_node']}"
+    node = str(args.get("ingress_node") or "")
+    if node:
+        resource = HEAD_RESOURCE if node == HEAD else f"node:{node}"
         options["ray_actor_options"] = {"num_cpus": 0, "resources": {resource: 0.001}}
     return options
 
 
 def _model_deployment(
-    source: ModelSource, repository: Path, replica: ReplicaOptions
+    sources: dict[str, ModelSource], name: str, repository: Path, replica: ReplicaOptions
 ) -> serve.Application:
+    source = sources[name]
     options = deployment_options(source.config, _placement(source))
-    log.info("model %s on Ray: %s", source.name, options)
-    deployment = ModelDeployment.options(
-        name=f"model-{source.name}", logging_config=QUIET, **options
-    )
-    application: serve.Application = deployment.bind(str(repository), source.name, replica)
+    log.info("model %s on Ray: %s", name, options)
+    with warnings.catch_warnings():
+        # metrics_interval_s, when the autoscaling section sets it: deprecated, yet Ray 2.60's
+        # only way to have replicas report faster than every 10 s
+        warnings.filterwarnings("ignore", "The `metrics_interval_s`", DeprecationWarning)
+        deployment = ModelDeployment.options(
+            name=f"model-{name}",
+            logging_config=QUIET,
+            version=model_version(sources, name, replica),
+            _internal=True,
+            **options,
+        )
+    application: serve.Application = deployment.bind(str(repository), name, replica)
     return application
+
+
+def model_version(sources: dict[str, ModelSource], name: str, replica: ReplicaOptions) -> str:
+    """The version of a model's deployment: a digest of what its replicas load (its config,
+    its version files' names, sizes and times; a pipeline's steps too) and how (the replica
+    options). Ray restarts a deployment's replicas, rolling, when its version changes, and
+    only then: the same application deployed again keeps the models that did not change
+    running (Ray would otherwise draw a new version for every deployment, each time)."""
+    names = [name, *(sources[name].config.pipeline or PipelineSpec()).models]
+    seen = [sources[n] for n in dict.fromkeys(names) if n in sources]
+    parts = [(s.name, repr(s.config), sorted(_files(s.versions))) for s in seen]
+    return _fingerprint(parts, replica)
+
+
+def _files(versions: dict[int, Path]) -> list[tuple[int, str, int, int]]:
+    out = []
+    for number, path in versions.items():
+        files = sorted(path.rglob("*")) if path.is_dir() else [path]
+        for file in (f for f in files if f.is_file()):
+            stat = file.stat()
+            out.append((number, str(file), stat.st_size, stat.st_mtime_ns))
+    return out
+
+
+def _fingerprint(*parts: object) -> str:
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
 
 def _placement(source: ModelSource) -> Placement:

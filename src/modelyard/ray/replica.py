@@ -22,8 +22,9 @@ Every answer it sends names it (`x-modelyard-replica`: its Ray replica id), and 
 node, to the application's board, which the ingress's `/metrics` renders (`metrics.py`).
 
 Ray's health check calls `check_health`, which fails while the model is not ready (a worker
-process restarting, every instance hung), so Ray replaces a replica that stays unhealthy.
-Ray is imported where the replica runs, not by this module, so its helpers import without it.
+process restarting, every instance hung), so Ray replaces a replica that stays unhealthy; and
+its autoscaler calls `record_autoscaling_stats`: the model's queue depth, its signal. Ray is
+imported where the replica runs, not by this module, so its helpers import without it.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from modelyard.fronts.h2.rpc import Context, RPCError, Status
 from modelyard.fronts.kserve_grpc import SERVICE, KServeGRPC
 from modelyard.ray import grpc_service  # noqa: F401  # the service's messages pickle
 from modelyard.ray.metrics import PUSH_PERIOD_S, board_name, labelled
+from modelyard.ray.scaling import QUEUE_METRIC
 from modelyard.server import Modelyard
 from modelyard.settings import Settings
 
@@ -149,6 +151,14 @@ class ModelReplica:
                 log.debug("replica %s: metrics not reported (%r)", self.labels["replica"], exc)
                 self.board = None
             await asyncio.sleep(PUSH_PERIOD_S)
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """The autoscaling signal (`scaling.queue_depth_policy`): requests inside the model
+        now, queued in its batcher or LLM engine or running. Ray counts calls, and one call
+        from the ingress carries a group of requests."""
+        entry = self.server.models.entries.get(self.model)
+        versions = entry.versions.values() if entry is not None else ()
+        return {QUEUE_METRIC: float(sum(version.leases for version in versions))}
 
     async def __del__(self) -> None:
         if self.reporter is not None:

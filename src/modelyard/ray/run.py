@@ -6,6 +6,9 @@ Ray's own HTTP and gRPC proxies are not started (`proxy_location: Disabled`): cl
 the ingress replica's own ports, which this command places on the node it runs on, so the
 addresses it prints are where they connect. `serve run modelyard.ray:build_app` keeps Ray's
 proxies.
+
+SIGHUP deploys the repository again: a model with a new version folder or a changed config is
+rolled onto it replica by replica, the others keep running (`app.model_version`).
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ LOCAL = "local"
 
 
 def run(settings: Settings, address: str) -> None:
-    """Deploy and serve until SIGINT or SIGTERM; then delete the application."""
+    """Deploy and serve until SIGINT or SIGTERM, deploying again on SIGHUP; then delete the
+    application."""
     ray.init(address=None if address == LOCAL else address, include_dashboard=False)
     try:
         serve.start(proxy_location="Disabled")
@@ -43,7 +47,9 @@ def run(settings: Settings, address: str) -> None:
             settings.http_port,
             grpc_address(settings.host, settings.grpc_port),
         )
-        _wait_for_signal()
+        while _wait_for_signal() == signal.SIGHUP:
+            log.info("SIGHUP: deploying the repository again; models that changed roll")
+            serve.run(build_app(app_args(settings, here)), name=APP_NAME)
         serve.delete(APP_NAME)
     finally:
         ray.shutdown()
@@ -68,9 +74,17 @@ def app_args(settings: Settings, node_ip: str) -> dict[str, Any]:
     return args
 
 
-def _wait_for_signal() -> None:
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    while not stop.wait(0.5):  # wakes up, so the handlers run however Ray set up the thread
+def _wait_for_signal() -> int:
+    """The first of SIGINT, SIGTERM or SIGHUP to arrive."""
+    got: list[int] = []
+    arrived = threading.Event()
+
+    def handler(signum: int, _: object) -> None:
+        got.append(signum)
+        arrived.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, handler)
+    while not arrived.wait(0.5):  # wakes up, so the handlers run however Ray set up the thread
         pass
+    return got[0]

@@ -5,7 +5,11 @@ mapping is tested (and `modelyard list` could show it) without a cluster.
   Ray. Each replica still reads the same config, so it also admits that many executions at
   once (its batcher's slots): one process per replica, as Triton runs one server per node.
 - an `autoscaling` section (model.yaml) -> Ray's `autoscaling_config`, replacing the fixed
-  count: min/max replicas, target ongoing requests per replica, up/down delays.
+  count: min/max replicas, target requests per replica, up/down delays. The signal is
+  modelyard's own queue depth (requests inside the model, queued or running), which each
+  replica reports (`ModelReplica.record_autoscaling_stats`) and `queue_depth_policy` reads:
+  Ray's own signal, its calls in flight, undercounts modelyard, whose ingress sends a group of
+  requests in one call.
 - `max_ongoing_requests` (what Ray lets one replica hold) = the model's batch: Ray's default
   (5) would cap every batch the replica's batcher forms at 5 rows' worth of requests.
 - `ray_actor_options`: the CPU threads the model runs with, and the advisor's memory estimate
@@ -13,6 +17,9 @@ mapping is tested (and `modelyard list` could show it) without a cluster.
 - a text generator's `request_router_config`: modelyard's affinity router (`routing.py`), a
   chat's turns to the replica holding its prefix while that replica has a free sequence slot
   (`n_seq_max`); other models keep Ray's default router.
+- a rolling update stops an old replica before it starts a new one (Ray's default,
+  `max_surge_percent: 0`): a surge replica that the cluster cannot fit waits, and with it the
+  whole update, for good. A model with one replica holds its requests in Ray's router meanwhile.
 """
 
 from __future__ import annotations
@@ -34,6 +41,9 @@ UNBATCHED_ONGOING = 8
 AFFINITY_ROUTER = "modelyard.ray.routing.AffinityRouter"
 #: Sequence slots of a text generator whose config leaves `n_seq_max` to its runtime.
 DEFAULT_SLOTS = 8
+#: Extra replicas a rolling update starts before stopping old ones, in percent of the target
+#: count: none (see above; 25 stalled an update on a one-node Ray whose CPUs were reserved).
+SURGE_PERCENT = 0
 
 #: model.yaml `autoscaling` keys -> Ray Serve's autoscaling_config keys.
 AUTOSCALING_KEYS = {
@@ -43,7 +53,15 @@ AUTOSCALING_KEYS = {
     "target_ongoing_requests": "target_ongoing_requests",
     "upscale_delay_s": "upscale_delay_s",
     "downscale_delay_s": "downscale_delay_s",
+    # how far back the signal is averaged (Ray's default: 30 s), and how often replicas report
+    # it (Ray's default: 10 s; deprecated in Ray but still the only knob in 2.60)
+    "look_back_period_s": "look_back_period_s",
+    "metrics_interval_s": "metrics_interval_s",
 }
+#: The autoscaling signal each replica reports: requests inside its model now.
+QUEUE_METRIC = "modelyard_queue_depth"
+#: `queue_depth_policy`'s import path, as Ray's controller loads it.
+QUEUE_POLICY = "modelyard.ray.scaling:queue_depth_policy"
 
 
 @dataclass(frozen=True)
@@ -69,6 +87,7 @@ def deployment_options(config: ModelConfig, placement: Placement) -> dict[str, A
         # a replica is healthy while its model reads ready (a restarting worker, hung instances)
         "health_check_period_s": 5.0,
         "health_check_timeout_s": 10.0,
+        "max_surge_percent": SURGE_PERCENT,
     }
     if placement.generates_text:
         options["request_router_config"] = {
@@ -105,7 +124,7 @@ def autoscaling_config(config: ModelConfig) -> dict[str, Any] | None:
             f"model {config.name!r}: unknown autoscaling keys {sorted(unknown)}; "
             f"known: {sorted(AUTOSCALING_KEYS)}"
         )
-    out = {
+    out: dict[str, Any] = {
         AUTOSCALING_KEYS[key]: _number(config.name, key, value) for key, value in section.items()
     }
     low, high = out.setdefault("min_replicas", 1), out.setdefault("max_replicas", 1)
@@ -114,7 +133,25 @@ def autoscaling_config(config: ModelConfig) -> dict[str, Any] | None:
             f"model {config.name!r}: autoscaling needs 0 <= min_replicas <= max_replicas and "
             f"max_replicas >= 1, got {low} and {high}"
         )
+    out["policy"] = {"policy_function": QUEUE_POLICY}
     return out
+
+
+def queue_depth_policy(ctx: Any) -> tuple[float, dict[str, Any]]:
+    """Ray's autoscaling policy on modelyard's signal: the replicas it takes to hold the
+    requests inside the model at `target_ongoing_requests` each, plus the calls Ray holds back
+    for want of a free replica. `ctx` is Ray's `AutoscalingContext`; Ray bounds the answer by
+    min/max replicas and applies the up and down delays. Until replicas have reported, Ray's
+    own count of requests is used."""
+    if ctx.current_num_replicas == 0:
+        return ctx.target_num_replicas, {}
+    reported = (ctx.aggregated_metrics or {}).get(QUEUE_METRIC)
+    if reported:
+        inside = sum(reported.values()) + (ctx.total_queued_requests or 0)
+    else:
+        inside = ctx.total_num_requests
+    target = ctx.config.get_target_ongoing_requests()
+    return inside / target, {}
 
 
 def actor_options(placement: Placement) -> dict[str, Any]:
