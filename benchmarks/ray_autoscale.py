@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import socket
 import tempfile
 import textwrap
 import threading
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import procs
 
 HERE = Path(__file__).resolve().parent
 #: model.yaml's autoscaling section for `slow`: Ray's delays made short enough to watch.
@@ -80,7 +80,7 @@ def main() -> None:
     temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths live there
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False, _temp_dir=temp)
     try:
-        port = _free_port()
+        port = procs.free_port()
         serve.start(proxy_location="Disabled")
         serve.run(build_app({"repository": str(repository), "port": port}), name="modelyard")
         series = _step_load(f"http://127.0.0.1:{port}/v2/models/slow/infer", args)
@@ -249,13 +249,6 @@ def _plot(series: list[dict[str, Any]], args: argparse.Namespace, summary: dict[
     fig.tight_layout()
     args.png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.png, dpi=110)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 if __name__ == "__main__":

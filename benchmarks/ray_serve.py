@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import load
 import mlp
+import procs
 
 TARGETS = ("plain", "ray-1", "ray-2", "ray-1-proxy", "hand")
 
@@ -112,7 +113,7 @@ def _serving(target: str, model: Path, scratch: Path) -> Iterator[tuple[str, int
 
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     try:
-        proxy, own, grpc_proxy, grpc_own = (_free_port() for _ in range(4))
+        proxy, own, grpc_proxy, grpc_own = (procs.free_port() for _ in range(4))
         serve.start(
             http_options={"host": "127.0.0.1", "port": proxy},
             grpc_options=gRPCOptions(port=grpc_proxy, grpc_servicer_functions=[SERVICER_FUNCTION]),
@@ -135,7 +136,7 @@ def _serving(target: str, model: Path, scratch: Path) -> Iterator[tuple[str, int
 
 @contextmanager
 def _plain(model: Path, scratch: Path) -> Iterator[tuple[str, int]]:
-    port, grpc_port = _free_port(), _free_port()
+    port, grpc_port = procs.free_port(), procs.free_port()
     repository = _repository(model, scratch, 1)
     command = [
         sys.executable,
@@ -206,15 +207,6 @@ def _hand_app(model: Path) -> Any:
             return JSONResponse({"model_name": "mlp", "outputs": [out]})
 
     return HandMLP.bind(str(model))
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 if __name__ == "__main__":
