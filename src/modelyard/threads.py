@@ -11,8 +11,17 @@ bound and 28k on one thread (2026-12-03).
 from __future__ import annotations
 
 import os
+import threading
 
 OPENMP_SPIN_COUNT = "2000"
+
+#: Held around llama.cpp's process-wide calls: initialising its backends, loading or freeing a
+#: model, and reading its system info, which it writes into one static buffer: two threads
+#: reading it at once got each other's half-written text (2,124 of 100,000 calls here). That
+#: race is the likely cause of a CI run's server that died at start with SIGSEGV while the
+#: advisor asked llama.cpp about itself for one GGUF and the runtime loaded another (not
+#: reproduced here in 40 starts). Re-entrant, since a load that fails frees what it made.
+LLAMA_CPP_LOCK = threading.RLock()
 
 
 def bound_openmp_spin() -> None:

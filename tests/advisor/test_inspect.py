@@ -312,3 +312,47 @@ def test_probe_of_this_machine_is_sane() -> None:
     assert hw.runtimes["onnx"] and hw.installed("python")
     hw.libraries_for("onnx")
     assert "CPUExecutionProvider" in hw.onnx_providers
+
+
+def test_llama_cpp_is_asked_about_itself_once_and_never_while_a_model_loads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Models are advised on several threads while others load; llama.cpp writes its system info
+    into one static buffer, so the probe takes the lock its loads hold and asks only once."""
+    import threading
+    import time
+
+    from modelyard.advisor import hardware
+    from modelyard.threads import LLAMA_CPP_LOCK
+
+    calls: list[float] = []
+
+    def features() -> frozenset[str]:
+        calls.append(time.monotonic())
+        time.sleep(0.05)  # long enough for the other threads to arrive
+        return frozenset({"AVX2"})
+
+    monkeypatch.setattr(hardware, "_llamacpp_features", features)
+    hw = hardware.Hardware(
+        cores=2, memory_bytes=GiB, runtimes={"llamacpp": True}, lazy_libraries=True
+    )
+    released_at: list[float] = []
+    with LLAMA_CPP_LOCK:  # a model loading
+        threads = [threading.Thread(target=hw.libraries_for, args=("llamacpp",)) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.1)
+        assert calls == []  # none asked while the load held the lock
+        released_at.append(time.monotonic())
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1 and calls[0] >= released_at[0]
+    assert hw.llamacpp_features == frozenset({"AVX2"})
+
+
+def test_the_llama_cpp_runtime_loads_under_the_process_lock() -> None:
+    pytest.importorskip("llama_cpp")
+    from modelyard.runtimes import llamacpp
+    from modelyard.threads import LLAMA_CPP_LOCK
+
+    assert llamacpp._LOADING is LLAMA_CPP_LOCK

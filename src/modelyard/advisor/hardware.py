@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modelyard.threads import LLAMA_CPP_LOCK
+
 # modelyard runtime (or peer system) -> the Python module that shows it is installed
 LIBRARIES: dict[str, str] = {
     "onnx": "onnxruntime",
@@ -81,7 +83,11 @@ class Hardware:
         if runtime == "onnx" and not self.onnx_providers:
             self.onnx_providers = _onnx_providers()
         elif runtime == "llamacpp" and self.llamacpp_features is None:
-            self.llamacpp_features = _llamacpp_features()
+            # models are advised on several threads at once, and llama.cpp writes its system
+            # info into one static buffer (see the lock)
+            with LLAMA_CPP_LOCK:
+                if self.llamacpp_features is None:
+                    self.llamacpp_features = _llamacpp_features()
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -22,7 +22,6 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -50,6 +49,7 @@ from modelyard.spec.generation import (
     embedding_signature,
     generation_signature,
 )
+from modelyard.threads import LLAMA_CPP_LOCK
 
 log = logging.getLogger("modelyard.llamacpp")
 
@@ -325,9 +325,9 @@ def _log_callback(level: int, text: bytes, user_data: Any) -> None:
             log.log(logging.WARNING if level == 3 else logging.ERROR, "llama.cpp: %s", message)
 
 
-#: Held while a model loads or is freed (see `LlamaCppRuntime.load`); re-entrant, since a
-#: load that fails frees what it made.
-_LOADING = threading.RLock()
+#: Held while a model loads or is freed (see `LlamaCppRuntime.load`): the process's one lock
+#: for llama.cpp's process-wide calls, which the advisor's probe takes too.
+_LOADING = LLAMA_CPP_LOCK
 
 
 def _init_library() -> None:
