@@ -37,6 +37,7 @@ from modelyard.core.entries import (
     ModelStatus,
     Residence,
 )
+from modelyard.core.heap import HeapSettler
 from modelyard.core.pipeline import resolve, uses
 from modelyard.core.served import EngineWatch, ServedModel
 from modelyard.errors import (
@@ -120,6 +121,7 @@ class ModelService:
         self.store = ModelStore(self.roots[0]) if self.roots else None
         self._loading = asyncio.Lock()
         self._started = False
+        self.heap = HeapSettler()
         self._draining = False
 
     # ---- life cycle ------------------------------------------------------------------------
@@ -160,6 +162,7 @@ class ModelService:
         self._draining = True
         for name in list(self.entries):
             await self._unload_versions(self.entries[name])
+        self.heap.close()
 
     async def _load_at_start(self, name: str) -> None:
         if name not in self.entries:
@@ -349,6 +352,7 @@ class ModelService:
             entry.state, entry.reason = READY, ""
             entry.load_seconds = time.monotonic() - started
             await self._retire(old.values())
+            self.heap.request()  # what the model's library brought, out of the collector's way
 
     async def unload(self, name: str) -> None:
         self._check_control("unload")
@@ -454,6 +458,8 @@ class ModelService:
         entry.needed_by.clear()
         entry.state, entry.reason = UNAVAILABLE, "unloaded"
         await self._retire(versions.values())
+        if versions:
+            self.heap.request()  # its reference cycles freed, not kept frozen
 
     async def _retire(self, versions: Iterable[ServedModel]) -> None:
         """Refuse what waits, let the leases end, then free each version."""
