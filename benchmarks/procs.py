@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -127,6 +128,20 @@ def start(argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> subproc
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+
+
+@contextlib.contextmanager
+def serving(
+    argv: list[str], env: dict[str, str], cwd: Path, log: Path, ready: str, timeout: float = 120
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A server started (`start`), held until `ready` answers 200 (`wait_http`), and its
+    whole process tree stopped (`stop`) when the block ends, however it ends."""
+    process = start(argv, env, cwd, log)
+    try:
+        wait_http(ready, timeout)
+        yield process
+    finally:
+        stop(process)
 
 
 def wait_http(url: str, timeout: float = 120) -> None:

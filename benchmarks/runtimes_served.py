@@ -22,8 +22,9 @@ import importlib.util
 import json
 import shutil
 import statistics
-import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -137,8 +138,9 @@ def body_floor() -> bytes:
     return json.dumps(row).encode()
 
 
-def start_floor(scripts: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
-    """The HTTP floor (a constant answer), started: its process, infer URL and wrk script."""
+@contextmanager
+def floor_server(scripts: Path) -> Iterator[tuple[str, Path]]:
+    """The HTTP floor (a constant answer), running: its infer URL and wrk script."""
     port = procs.free_port()
     env = {
         **procs.private_env(WORK, "floor"),
@@ -147,43 +149,36 @@ def start_floor(scripts: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
         "BENCH_MODEL": "",
     }
     argv = [sys.executable, str(ROOT / "benchmarks" / "apps" / "raw_asgi.py")]
-    process = procs.start(argv, env, ROOT, WORK / "logs" / "runtimes-served-floor.log")
-    try:
-        procs.wait_http(f"http://127.0.0.1:{port}/v2/health/ready")
-    except BaseException:
-        procs.stop(process)
-        raise
-    script = load.lua_script(scripts, "floor", body_floor())
-    return process, f"http://127.0.0.1:{port}/v2/models/mlp/infer", script
+    url = f"http://127.0.0.1:{port}"
+    log = WORK / "logs" / "runtimes-served-floor.log"
+    with procs.serving(argv, env, ROOT, log, f"{url}/v2/health/ready"):
+        yield f"{url}/v2/models/mlp/infer", load.lua_script(scripts, "floor", body_floor())
 
 
-def start_modelyard(
+@contextmanager
+def modelyard_server(
     args: argparse.Namespace, repo: Path, built: dict[str, Path], scripts: Path
-) -> tuple[subprocess.Popen[bytes], dict[str, tuple[str, Path]]]:
-    """One `modelyard serve` over every built format, each answer checked against onnxruntime's:
-    its process and, per runtime, the infer URL and wrk script."""
+) -> Iterator[dict[str, tuple[str, Path]]]:
+    """One `modelyard serve` over every built format, running, each answer checked against
+    onnxruntime's: per runtime, the infer URL and wrk script."""
     port, grpc = procs.free_port(), procs.free_port()
     argv = [
         *(sys.executable, "-m", "modelyard", "serve", str(repo)),
         *("--http-port", str(port), "--grpc-port", str(grpc), "--goal", args.goal),
     ]
     env = procs.private_env(WORK, "modelyard-runtimes")
-    process = procs.start(argv, env, ROOT, WORK / "logs" / "runtimes-served-modelyard.log")
     url = f"http://127.0.0.1:{port}"
+    log = WORK / "logs" / "runtimes-served-modelyard.log"
     want = mlp.reference(mlp.session(repo / FORMATS["onnx"][0]), np.asarray(mlp.rows(1)))
-    targets = {}
-    try:
-        procs.wait_http(f"{url}/v2/health/ready", timeout=300)
+    with procs.serving(argv, env, ROOT, log, f"{url}/v2/health/ready", timeout=300):
+        targets = {}
         for kind, path in built.items():
             model = path.name.split(".")[0]
             request = body(url, model)
             check(url, model, request, want)
             script = load.lua_script(scripts, model, request)
             targets[kind] = (f"{url}/v2/models/{model}/infer", script)
-    except BaseException:
-        procs.stop(process)
-        raise
-    return process, targets
+        yield targets
 
 
 def rounds(
@@ -191,25 +186,21 @@ def rounds(
 ) -> list[dict[str, load.Cell]]:
     """`--rounds` passes; each drives the floor, then every runtime, so each runtime is compared
     with a floor measured minutes, not a quarter of an hour, from it (this machine's speed
-    drifts: the same served model gave 4.6k and 7.4k req/s an hour apart)."""
-    floor_process, floor_url, floor_script = start_floor(scripts)
-    try:
-        served_process, targets = start_modelyard(args, repo, built, scripts)
-        try:
-            timing = (args.concurrency, args.warmup, args.seconds)
-            passes = []
-            for n in range(args.rounds):
-                cells = {"floor": load.wrk(floor_url, floor_script, *timing)}
-                print(f"round {n + 1}: floor {cells['floor'].rps:,.0f} req/s", flush=True)
-                for kind, (url, script) in targets.items():
-                    cells[kind] = load.wrk(url, script, *timing)
-                    print(f"  {kind}: {cells[kind].rps:,.0f} req/s", flush=True)
-                passes.append(cells)
-            return passes
-        finally:
-            procs.stop(served_process)
-    finally:
-        procs.stop(floor_process)
+    drifts: the floor alone gave 13.4k, 18.3k and 21.3k req/s in one run)."""
+    timing = (args.concurrency, args.warmup, args.seconds)
+    passes = []
+    with (
+        floor_server(scripts) as (floor_url, floor_script),
+        modelyard_server(args, repo, built, scripts) as targets,
+    ):
+        for n in range(args.rounds):
+            cells = {"floor": load.wrk(floor_url, floor_script, *timing)}
+            print(f"round {n + 1}: floor {cells['floor'].rps:,.0f} req/s", flush=True)
+            for kind, (url, script) in targets.items():
+                cells[kind] = load.wrk(url, script, *timing)
+                print(f"  {kind}: {cells[kind].rps:,.0f} req/s", flush=True)
+            passes.append(cells)
+    return passes
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -87,13 +87,9 @@ def modelyard(store: Path, log: Path) -> Iterator[str]:
     argv = [sys.executable, "-m", "modelyard", "serve", str(store), "--model-control-mode"]
     argv += ["none", "--http-port", str(procs.free_port()), "--grpc-port", str(procs.free_port())]
     argv += ["--torchserve-port", str(port), "--log-level", "warning"]
-    process = procs.start(argv, dict(os.environ), ROOT, log)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        procs.wait_http(f"{url}/ping")
+    url = f"http://127.0.0.1:{port}"
+    with procs.serving(argv, dict(os.environ), ROOT, log, f"{url}/ping"):
         yield url
-    finally:
-        procs.stop(process)
 
 
 @contextmanager
@@ -113,13 +109,9 @@ def modelyard_kserve(folder: Path, log: Path) -> Iterator[str]:
     argv = [sys.executable, "-m", "modelyard", "serve", str(repo), "--goal", "throughput"]
     argv += ["--http-port", str(port), "--grpc-port", str(procs.free_port())]
     argv += ["--log-level", "warning"]
-    process = procs.start(argv, dict(os.environ), ROOT, log)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        procs.wait_http(f"{url}/v2/health/ready")
+    url = f"http://127.0.0.1:{port}"
+    with procs.serving(argv, dict(os.environ), ROOT, log, f"{url}/v2/health/ready"):
         yield url
-    finally:
-        procs.stop(process)
 
 
 def kserve_body() -> bytes:
